@@ -1,0 +1,29 @@
+//! meshops runs LLM application services as a mesh of agents and gives them
+//! the MLOps around them.
+//!
+//! # Layout
+//! - [`config`]: loads `config/`, `agents/`, `prompts/` into one validated
+//!   [`config::MeshSpec`]; every error names the file and the field.
+//! - [`prompt`]: Prompty files, rendered with minijinja.
+//! - [`llm`]: the [`llm::LlmClient`] trait and the offline engine.
+//! - [`retrieval`]: embedders, vector stores (qdrant-edge), chunking, ingest.
+//! - [`mesh`]: the actix actors (orchestrator and agents) and their messages.
+//! - [`gateway`]: the tonic services and the one error → `Status` map.
+//! - [`text`]: tokenisation and other small text helpers.
+
+pub mod config;
+pub mod gateway;
+pub mod llm;
+pub mod mesh;
+pub mod prompt;
+pub mod retrieval;
+pub mod text;
+
+/// Generated protobuf and gRPC code for `meshops.v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("meshops.v1");
+
+    /// The encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("meshops_descriptor");
+}

@@ -1,0 +1,1 @@
+//! Prompty files: YAML front matter and a role-marked, Jinja-templated body.

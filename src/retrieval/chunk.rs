@@ -1,0 +1,1 @@
+//! Splitting Markdown and text into overlapping chunks.

@@ -1,0 +1,1 @@
+//! The embedded vector store: qdrant-edge, persisted under `data_dir`.

@@ -1,0 +1,1 @@
+//! Embedders. [`OfflineEmbedder`] is deterministic and needs no model.

@@ -1,0 +1,1 @@
+//! `meshops ingest`: files → chunks → vectors → store, idempotently.

@@ -1,0 +1,207 @@
+//! Small text utilities shared by the offline embedder, the offline engine and
+//! the evaluators: tokenisation, stop words, a light stemmer, sentence
+//! splitting and a stable hash.
+//!
+//! Everything here is deterministic and allocation-light: these functions sit
+//! on the request path of the offline engine.
+
+/// English stop words: function words that carry no topic and would make
+/// unrelated questions look similar ("what is the …").
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as",
+    "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
+    "can", "could", "did", "do", "does", "doing", "down", "during", "each", "else", "few", "for",
+    "from", "further", "get", "gets", "had", "has", "have", "having", "he", "her", "here", "hers",
+    "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "let",
+    "me", "more", "most", "my", "no", "nor", "not", "now", "of", "off", "on", "once", "only",
+    "or", "other", "our", "ours", "out", "over", "own", "same", "she", "should", "so", "some",
+    "such", "than", "that", "the", "their", "theirs", "them", "then", "there", "these", "they",
+    "this", "those", "through", "to", "too", "under", "until", "up", "us", "use", "used", "uses",
+    "using", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
+    "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "tell", "please",
+    "way", "ways", "thing", "things", "one", "ones", "many", "much", "may", "might", "must",
+    "shall", "s", "t", "d", "ll", "re", "ve", "m", "don", "doesn", "isn", "aren", "won",
+];
+
+/// Whether `word` (already lowercased) is a stop word.
+pub fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.contains(&word)
+}
+
+/// Lowercased alphanumeric tokens of `text`, in order. Apostrophes split
+/// words ("don't" → "don", "t"); every other non-alphanumeric char separates.
+pub fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for ch in text.chars() {
+        if ch.is_alphanumeric() {
+            cur.extend(ch.to_lowercase());
+        } else if !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Content words of `text`: tokens minus stop words, each reduced by
+/// [`stem`]. This is what "the same topic" is measured on.
+pub fn content_terms(text: &str) -> Vec<String> {
+    tokens(text)
+        .into_iter()
+        .filter(|t| !is_stop_word(t))
+        .map(|t| stem(&t))
+        .collect()
+}
+
+/// A deliberately light suffix stripper (plural and common verb endings).
+/// It only has to make "agents"/"agent" and "retries"/"retry" meet; a full
+/// Porter stemmer lives with the evaluators that must match a reference.
+pub fn stem(word: &str) -> String {
+    let w = word;
+    let n = w.len();
+    if n <= 3 || !w.is_ascii() {
+        return w.to_string();
+    }
+    for (suffix, replacement, min_stem) in [
+        ("ies", "y", 2),
+        ("sses", "ss", 2),
+        ("ing", "", 3),
+        ("ed", "", 3),
+        ("es", "", 3),
+        ("s", "", 3),
+    ] {
+        if let Some(base) = w.strip_suffix(suffix) {
+            if base.len() >= min_stem && !(suffix == "s" && (base.ends_with('s') || base.ends_with('u'))) {
+                return format!("{base}{replacement}");
+            }
+        }
+    }
+    w.to_string()
+}
+
+/// Splits `text` into sentences at `.`, `!`, `?` followed by whitespace, and
+/// at blank lines. Keeps the terminal punctuation; trims whitespace; drops
+/// empty pieces. Markdown list items and headings become their own pieces.
+pub fn sentences(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        for line in block.lines() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut start = 0;
+            let bytes = line.as_bytes();
+            for (i, &b) in bytes.iter().enumerate() {
+                let is_end = matches!(b, b'.' | b'!' | b'?')
+                    && bytes.get(i + 1).is_none_or(|next| next.is_ascii_whitespace());
+                if is_end {
+                    let piece = line[start..=i].trim();
+                    if !piece.is_empty() {
+                        out.push(piece.to_string());
+                    }
+                    start = i + 1;
+                }
+            }
+            let rest = line[start..].trim();
+            if !rest.is_empty() {
+                out.push(rest.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Joins lines that belong to one paragraph so sentences are not cut by
+/// hard-wrapped Markdown. Blank lines, headings and list items stay breaks.
+pub fn unwrap_paragraphs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut prev_blank = true;
+    let mut prev_heading = false;
+    for line in text.lines() {
+        let t = line.trim();
+        let is_block_start = t.is_empty()
+            || t.starts_with('#')
+            || t.starts_with("- ")
+            || t.starts_with("* ")
+            || t.starts_with('|')
+            || t.starts_with("```")
+            || t.chars().next().is_some_and(|c| c.is_ascii_digit()) && t.contains(". ");
+        if t.is_empty() {
+            out.push_str("\n\n");
+            prev_blank = true;
+            continue;
+        }
+        if !out.is_empty() && !prev_blank {
+            out.push(if is_block_start || prev_heading { '\n' } else { ' ' });
+        }
+        out.push_str(t);
+        prev_blank = false;
+        prev_heading = t.starts_with('#');
+    }
+    out
+}
+
+/// 64-bit FNV-1a: a stable hash (unlike `std`'s `DefaultHasher`, it is
+/// specified and never changes between releases), used for feature hashing
+/// and deterministic choices.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Rough token count of `text` for models that do not report usage: about
+/// four characters per token, at least one per word. Callers must mark counts
+/// from here as estimated.
+pub fn estimate_tokens(text: &str) -> u64 {
+    let chars = text.chars().count() as u64;
+    let words = text.split_whitespace().count() as u64;
+    (chars.div_ceil(4)).max(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_lowercase_and_split() {
+        assert_eq!(tokens("Hello, World! gRPC-based"), vec!["hello", "world", "grpc", "based"]);
+    }
+
+    #[test]
+    fn content_terms_drop_stop_words_and_stem() {
+        assert_eq!(content_terms("What are the agents doing?"), vec!["agent", "do"]);
+        assert_eq!(content_terms("retries"), vec!["retry"]);
+    }
+
+    #[test]
+    fn sentences_split_on_terminal_punctuation() {
+        let s = sentences("One two. Three? Four!\n\nFive v1.2 here");
+        assert_eq!(s, vec!["One two.", "Three?", "Four!", "Five v1.2 here"]);
+    }
+
+    #[test]
+    fn unwrap_joins_wrapped_lines_but_keeps_lists() {
+        let t = unwrap_paragraphs("a b\nc d\n\n- x\n- y\n# H\ntext");
+        assert_eq!(t, "a b c d\n\n- x\n- y\n# H\ntext");
+    }
+
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn estimate_is_positive_for_words() {
+        assert!(estimate_tokens("hi") >= 1);
+        assert_eq!(estimate_tokens(""), 0);
+    }
+}
