@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn content_terms_drop_stop_words_and_stem() {
-        assert_eq!(content_terms("What are the agents doing?"), vec!["agent", "do"]);
+        assert_eq!(content_terms("What are the agents doing with documents?"), vec!["agent", "document"]);
         assert_eq!(content_terms("retries"), vec!["retry"]);
     }
 
