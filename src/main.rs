@@ -1,1 +1,268 @@
-fn main(){}
+//! The `meshops` command line: `serve`, `ask`, `ingest`, `validate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use meshops::config::{LoadOptions, MeshSpec};
+use meshops::proto;
+use meshops::proto::gateway_client::GatewayClient;
+
+#[derive(Parser)]
+#[command(name = "meshops", version, about = "Run LLM application services as a mesh of agents")]
+struct Cli {
+    /// Project root holding config/, agents/, prompts/ (default: current directory).
+    #[arg(long, global = true, env = "MESHOPS_ROOT")]
+    root: Option<PathBuf>,
+    /// An extra settings file layered over config/meshops.toml and config/<env>.toml.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gRPC gateway (ingests the corpus on first start).
+    Serve {
+        /// Listen address, overriding gateway.listen.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Ask a running gateway a question.
+    Ask {
+        query: String,
+        /// Gateway URL (default: http:// + gateway.listen).
+        #[arg(long)]
+        target: Option<String>,
+        /// Stream step events and answer tokens as they happen.
+        #[arg(long)]
+        stream: bool,
+        /// Print the full response as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Variant to run.
+        #[arg(long)]
+        variant: Option<String>,
+    },
+    /// Chunk, embed and upsert files into the configured collection (idempotent).
+    Ingest {
+        /// Files or folders (default: retrieval.corpus).
+        paths: Vec<PathBuf>,
+    },
+    /// Check every config, agent and prompt file; exit non-zero on error.
+    Validate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<MeshSpec> {
+    let root = match &cli.root {
+        Some(r) => r.clone(),
+        None => std::env::current_dir().context("current directory")?,
+    };
+    MeshSpec::load(&LoadOptions::from_process(root, cli.config.clone())).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Validate => {
+            let spec = load(&cli)?;
+            println!("configuration OK");
+            for layer in &spec.layers {
+                println!("  settings: {}", layer.display());
+            }
+            for a in spec.agents.values() {
+                println!(
+                    "  agent {:<12} {:<10} model={} replicas={}",
+                    a.name,
+                    a.kind.as_str(),
+                    a.base.model.as_deref().unwrap_or("-"),
+                    a.replicas
+                );
+            }
+            for (intent, f) in &spec.settings.flows {
+                println!("  flow  {intent:<12} {}", f.steps.join(" -> "));
+            }
+            for name in spec.settings.variants.keys() {
+                println!("  variant {name}");
+            }
+            Ok(())
+        }
+        Command::Serve { listen } => {
+            let mut spec = load(&cli)?;
+            if let Some(l) = listen {
+                spec.settings.gateway.listen = l.clone();
+            }
+            let addr: std::net::SocketAddr =
+                spec.settings.gateway.listen.parse().with_context(|| format!("listen address `{}`", spec.settings.gateway.listen))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+            let mut server = meshops::gateway::start(spec, listener).await?;
+            eprintln!("meshops gateway serving on {} (Ctrl-C to stop)", server.addr);
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => {
+                    r.context("waiting for Ctrl-C")?;
+                    eprintln!("shutting down");
+                    server.shutdown().await?;
+                }
+                r = server.wait() => r?,
+            }
+            Ok(())
+        }
+        Command::Ingest { paths } => {
+            let spec = load(&cli)?;
+            let (store, embedder) = meshops::gateway::server::open_retrieval(&spec).await?;
+            let r = &spec.settings.retrieval;
+            let paths: Vec<PathBuf> = if paths.is_empty() {
+                r.corpus.iter().map(|p| spec.resolve(p)).collect()
+            } else {
+                paths.clone()
+            };
+            let opts = meshops::retrieval::chunk::ChunkOptions {
+                max_chars: r.chunk_max_chars,
+                overlap_chars: r.chunk_overlap_chars,
+            };
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} chunks {per_sec} eta {eta}")
+                    .context("progress template")?,
+            );
+            let report =
+                meshops::retrieval::ingest::ingest_paths(&paths, &opts, embedder.as_ref(), store.as_ref(), &bar).await?;
+            bar.finish_and_clear();
+            println!(
+                "ingested {} files into {} chunks: {} upserted, {} stale removed, {} points in `{}`",
+                report.files, report.chunks, report.upserted, report.pruned, report.points, r.collection
+            );
+            Ok(())
+        }
+        Command::Ask { query, target, stream, json, variant } => {
+            let target = match target {
+                Some(t) => t.clone(),
+                None => {
+                    let listen = load(&cli).map(|s| s.settings.gateway.listen).unwrap_or_else(|_| "127.0.0.1:50051".into());
+                    format!("http://{}", listen.replace("0.0.0.0", "127.0.0.1"))
+                }
+            };
+            let mut client = GatewayClient::connect(target.clone())
+                .await
+                .with_context(|| format!("cannot connect to {target}; is `meshops serve` running?"))?;
+            let request = proto::AskRequest {
+                query: query.clone(),
+                variant: variant.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            if *stream {
+                let mut events = client.ask_stream(request).await.map_err(status_error)?.into_inner();
+                let mut last = None;
+                while let Some(event) = events.message().await.map_err(status_error)? {
+                    use proto::ask_event::Event;
+                    match event.event {
+                        Some(Event::StepStarted(s)) => eprintln!("→ {} ({}) attempt {}", s.agent, s.kind, s.attempt),
+                        Some(Event::StepFinished(f)) => {
+                            if let Some(s) = f.step {
+                                eprintln!("✓ {} {:.1} ms: {}", s.agent, s.latency_ms, s.summary)
+                            }
+                        }
+                        Some(Event::Token(t)) => {
+                            if !*json {
+                                print!("{}", t.text);
+                            }
+                        }
+                        Some(Event::Final(answer)) => last = Some(answer),
+                        None => {}
+                    }
+                }
+                let Some(answer) = last else { bail!("the stream ended without a final answer") };
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&response_json(&answer))?);
+                } else {
+                    println!();
+                    print_answer(&answer, false);
+                }
+            } else {
+                let answer = client.ask(request).await.map_err(status_error)?.into_inner();
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&response_json(&answer))?);
+                } else {
+                    print_answer(&answer, true);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+fn print_answer(a: &proto::AskResponse, with_text: bool) {
+    if with_text {
+        println!("{}", a.answer);
+    }
+    if !a.citations.is_empty() {
+        println!("\nSources:");
+        for (i, c) in a.citations.iter().enumerate() {
+            println!("  [{}] {} ({}, score {:.3})", i + 1, c.doc_id, c.chunk_id, c.score);
+        }
+    }
+    let verdict = a
+        .verdict
+        .as_ref()
+        .map(|v| format!(", critic {}", if v.accepted { "accepted" } else { "rejected" }))
+        .unwrap_or_default();
+    println!("\nintent {}{verdict}, trace {}", a.intent, a.trace_id);
+    for s in &a.steps {
+        println!("  {:<11} {:<20} attempt {} {:>8.2} ms  {}", s.agent, s.model, s.attempt, s.latency_ms, s.summary);
+    }
+    if let Some(u) = &a.usage {
+        let cost = u.cost_usd.map(|c| format!("${c:.6}")).unwrap_or_else(|| "unknown".into());
+        println!("  tokens in {} out {} (estimated where marked), cost {cost}", u.input_tokens, u.output_tokens);
+    }
+}
+
+/// The response as JSON, field names as in the proto.
+fn response_json(a: &proto::AskResponse) -> serde_json::Value {
+    serde_json::json!({
+        "answer": a.answer,
+        "citations": a.citations.iter().map(|c| serde_json::json!({
+            "doc_id": c.doc_id, "chunk_id": c.chunk_id, "text": c.text, "score": c.score,
+        })).collect::<Vec<_>>(),
+        "intent": a.intent,
+        "verdict": a.verdict.as_ref().map(|v| serde_json::json!({
+            "accepted": v.accepted, "scores": v.scores, "feedback": v.feedback,
+        })),
+        "steps": a.steps.iter().map(|s| serde_json::json!({
+            "agent": s.agent, "kind": s.kind, "model": s.model, "attempt": s.attempt,
+            "latency_ms": s.latency_ms, "input_tokens": s.input_tokens, "output_tokens": s.output_tokens,
+            "tokens_estimated": s.tokens_estimated, "cost_usd": s.cost_usd, "summary": s.summary,
+        })).collect::<Vec<_>>(),
+        "usage": a.usage.as_ref().map(|u| serde_json::json!({
+            "input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cost_usd": u.cost_usd,
+            "model_calls": u.model_calls, "latency_ms": u.latency_ms,
+        })),
+        "trace_id": a.trace_id,
+        "variant": a.variant,
+    })
+}

@@ -1,1 +1,178 @@
-//! gateway
+//! The gRPC gateway: `meshops.v1.Gateway`, `grpc.health.v1.Health` and
+//! server reflection (v1 and v1alpha) on one tonic server.
+//!
+//! The gateway validates a request, turns it into a mesh message
+//! ([`convert`]), bounds it by the client's deadline, and maps every error to
+//! a status through the one exhaustive map in [`error`]. Health reports
+//! NOT_SERVING until the store and the mesh are ready.
+
+pub mod convert;
+pub mod error;
+pub mod server;
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::config::GatewaySettings;
+use crate::mesh::{Ask, MeshHandle};
+use crate::proto;
+use crate::proto::gateway_server::Gateway;
+
+pub use server::{Overrides, ServeError, ServerHandle, start, start_with};
+
+/// The `Gateway` service implementation.
+#[derive(Clone)]
+pub struct GatewayService {
+    /// Set once the mesh has started; until then requests get UNAVAILABLE.
+    mesh: Arc<OnceLock<Arc<MeshHandle>>>,
+    limits: Arc<GatewaySettings>,
+    description: Arc<proto::MeshDescription>,
+}
+
+impl GatewayService {
+    pub fn new(
+        mesh: Arc<OnceLock<Arc<MeshHandle>>>,
+        limits: GatewaySettings,
+        description: proto::MeshDescription,
+    ) -> Self {
+        Self { mesh, limits: Arc::new(limits), description: Arc::new(description) }
+    }
+
+    fn mesh(&self) -> Result<Arc<MeshHandle>, Status> {
+        self.mesh.get().cloned().ok_or_else(|| Status::unavailable("the mesh is starting; retry shortly"))
+    }
+
+    /// Builds the mesh message for a request: validated input, a deadline
+    /// (the client's `grpc-timeout`, capped by the configured timeout), a
+    /// cancellation token and a trace id.
+    fn prepare(&self, request: Request<proto::AskRequest>) -> Result<(Ask, CancellationToken), Status> {
+        let timeout = client_timeout(request.metadata())
+            .map(|t| t.min(Duration::from_millis(self.limits.request_timeout_ms)))
+            .unwrap_or(Duration::from_millis(self.limits.request_timeout_ms));
+        // tonic's own timeout layer fires at the same instant with a less
+        // useful status; finish a little earlier so the client gets
+        // DEADLINE_EXCEEDED from us.
+        let margin = (timeout / 50).clamp(Duration::from_millis(1), Duration::from_millis(50));
+        let deadline = tokio::time::Instant::now() + timeout.saturating_sub(margin);
+        let input = convert::ask_input(request.into_inner(), &self.limits).map_err(Status::invalid_argument)?;
+        let cancel = CancellationToken::new();
+        let ask = Ask { input, events: None, deadline: Some(deadline), cancel: cancel.clone(), trace_id: new_trace_id() };
+        Ok((ask, cancel))
+    }
+}
+
+/// A W3C trace id (32 lowercase hex digits, not all zero).
+fn new_trace_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Parses the `grpc-timeout` header (`<digits><unit>`, unit one of
+/// H M S m u n).
+fn client_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let raw = meta.get("grpc-timeout")?.to_str().ok()?;
+    if raw.len() < 2 || raw.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = raw.split_at(raw.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::AskEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Gateway for GatewayService {
+    async fn ask(&self, request: Request<proto::AskRequest>) -> Result<Response<proto::AskResponse>, Status> {
+        let mesh = self.mesh()?;
+        let (ask, cancel) = self.prepare(request)?;
+        // If the client goes away tonic drops this future; the guard then
+        // cancels the request inside the mesh so no more model calls run.
+        let guard = cancel.drop_guard();
+        let result = mesh.ask(ask).await;
+        guard.disarm();
+        match result {
+            Ok(answer) => Ok(Response::new(convert::answer(answer))),
+            Err(e) => Err(error::status(e)),
+        }
+    }
+
+    type AskStreamStream = EventStream;
+
+    async fn ask_stream(&self, request: Request<proto::AskRequest>) -> Result<Response<EventStream>, Status> {
+        let mesh = self.mesh()?;
+        let (mut ask, cancel) = self.prepare(request)?;
+        let (event_tx, mut event_rx) = mpsc::unbounded_channel();
+        ask.events = Some(event_tx);
+        let (out_tx, out_rx) = mpsc::channel::<Result<proto::AskEvent, Status>>(64);
+        tokio::spawn(async move {
+            let guard = cancel.clone().drop_guard();
+            let run = mesh.ask(ask);
+            tokio::pin!(run);
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    Some(event) = event_rx.recv() => {
+                        if out_tx.send(Ok(convert::event(event))).await.is_err() {
+                            // The client hung up: the guard cancels the mesh work.
+                            return;
+                        }
+                    }
+                    result = &mut run => break result,
+                    _ = out_tx.closed() => return,
+                }
+            };
+            // Events sent before the answer are still queued: flush them so
+            // the final answer is always last.
+            while let Ok(event) = event_rx.try_recv() {
+                if out_tx.send(Ok(convert::event(event))).await.is_err() {
+                    return;
+                }
+            }
+            let last = match result {
+                Ok(answer) => Ok(proto::AskEvent { event: Some(proto::ask_event::Event::Final(convert::answer(answer))) }),
+                Err(e) => Err(error::status(e)),
+            };
+            // Ignored: the client may have gone; nothing is left to cancel.
+            let _ = out_tx.send(last).await;
+            guard.disarm();
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx))))
+    }
+
+    async fn describe_mesh(
+        &self,
+        _request: Request<proto::DescribeMeshRequest>,
+    ) -> Result<Response<proto::MeshDescription>, Status> {
+        Ok(Response::new((*self.description).clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeout_units() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(client_timeout(&m), Some(Duration::from_millis(250)));
+        m.insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(client_timeout(&m), Some(Duration::from_secs(2)));
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(client_timeout(&m), None);
+    }
+}

@@ -14,6 +14,8 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::config::{ModelProfile, Provider};
+
 /// Who speaks a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,7 +84,7 @@ pub struct IntentChoice {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskHint {
     /// Pick one intent for `query`; the answer is `{"intent": "<name>"}`.
-    Route { query: String, intents: Vec<IntentChoice>, default_intent: String },
+    Route { query: String, intents: Vec<IntentChoice>, default_intent: String, min_similarity: f64 },
     /// Answer `query` from `passages` with `[n]` markers, acting on the
     /// critic's `feedback` when revising.
     Answer {
@@ -167,6 +169,24 @@ pub trait LlmClient: Send + Sync {
 
 /// A shared model client.
 pub type SharedLlm = Arc<dyn LlmClient>;
+
+/// Builds the client for a model profile.
+pub fn build_client(profile_name: &str, profile: &ModelProfile) -> Result<SharedLlm, LlmError> {
+    match profile.provider {
+        Provider::Offline => Ok(Arc::new(offline::OfflineEngine::new(
+            profile.model.clone(),
+            profile.latency_ms,
+            profile.failure_rate,
+        ))),
+        other => Err(LlmError::Unavailable {
+            model: profile.model.clone(),
+            message: format!(
+                "profile `{profile_name}`: provider `{}` is not available in this build",
+                other.as_str()
+            ),
+        }),
+    }
+}
 
 /// Parses a JSON object out of a model's answer, tolerating text or code
 /// fences around it (real models add them).

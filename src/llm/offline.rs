@@ -1,1 +1,411 @@
-//! The offline engine.
+//! The offline engine: a deterministic stand-in for a chat model that needs
+//! no network and no weights, and says so (its model name is
+//! `offline-extractive`, its cost is 0, its token counts are estimates).
+//!
+//! It cannot read free text like a model, so it works from the request's
+//! [`TaskHint`]:
+//! - **Route**: the intent whose description or examples are most similar
+//!   to the query (cosine of offline embeddings), or the default intent when
+//!   nothing is similar enough.
+//! - **Answer**: an extractive answer: the passage sentences that best
+//!   overlap the query's content words (and the critic's feedback), each
+//!   with its `[n]` marker.
+//! - **Critique**: groundedness (how much of each answer sentence the
+//!   passages support) and coverage (how many of the query's content words
+//!   the answer covers), with feedback naming what is missing.
+//!
+//! `latency_ms` and `failure_rate` let load and fault tests use it.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::json;
+
+use super::{
+    IntentChoice, LlmClient, LlmError, LlmRequest, LlmResponse, Passage, TaskHint, TokenSink, TokenUsage,
+};
+use crate::retrieval::embed::OfflineEmbedder;
+use crate::text;
+
+/// The model name the engine reports.
+pub const OFFLINE_MODEL: &str = "offline-extractive";
+
+/// Dimension of the embeddings the router compares.
+const ROUTER_DIMENSION: usize = 384;
+
+/// The offline engine. Cheap to share; safe to call concurrently.
+pub struct OfflineEngine {
+    model: String,
+    latency: Duration,
+    failure_rate: f64,
+    /// Counts calls, so injected failures are deterministic for a given
+    /// order of calls.
+    calls: AtomicU64,
+    /// Calls running now, and the most ever at once: proof (for tests and
+    /// benchmarks) that callers are not serialized.
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+    embedder: OfflineEmbedder,
+}
+
+impl OfflineEngine {
+    pub fn new(model: impl Into<String>, latency_ms: u64, failure_rate: f64) -> Self {
+        Self {
+            model: model.into(),
+            latency: Duration::from_millis(latency_ms),
+            failure_rate: failure_rate.clamp(0.0, 1.0),
+            calls: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
+            embedder: OfflineEmbedder::new(ROUTER_DIMENSION),
+        }
+    }
+
+    /// The most calls that were ever running at the same time.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// How many calls have started.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether call number `n` is one of the injected failures: a splitmix64
+    /// draw compared with `failure_rate`.
+    fn fails(&self, n: u64) -> bool {
+        if self.failure_rate <= 0.0 {
+            return false;
+        }
+        let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < self.failure_rate
+    }
+
+    fn route(&self, query: &str, intents: &[IntentChoice], default_intent: &str, min_similarity: f64) -> String {
+        let q = self.embedder.embed_text(query);
+        let mut best: Option<(&str, f64)> = None;
+        for intent in intents {
+            let score = std::iter::once(intent.description.as_str())
+                .chain(intent.examples.iter().map(String::as_str))
+                .map(|t| cosine(&q, &self.embedder.embed_text(t)))
+                .fold(f64::MIN, f64::max);
+            if best.is_none_or(|(_, s)| score > s) {
+                best = Some((intent.name.as_str(), score));
+            }
+        }
+        match best {
+            Some((name, score)) if score >= min_similarity => {
+                json!({"intent": name, "score": round3(score)}).to_string()
+            }
+            Some((_, score)) => json!({"intent": default_intent, "score": round3(score), "fallback": true}).to_string(),
+            None => json!({"intent": default_intent, "fallback": true}).to_string(),
+        }
+    }
+}
+
+/// Decrements the in-flight count when a call ends, including when its
+/// future is dropped (a cancelled request).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+}
+
+/// Sentences of a passage worth quoting: not headings, not the heading
+/// trail a chunk starts with, not code fences or fragments.
+fn quotable_sentences(passage: &str) -> Vec<String> {
+    let unwrapped = text::unwrap_paragraphs(passage);
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for (i, line) in unwrapped.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        // The first line of a chunk is its heading trail ("Gateway > Limits").
+        if in_code || t.starts_with('#') || t.starts_with('|') || (i == 0 && !t.ends_with('.')) {
+            continue;
+        }
+        let t = t.trim_start_matches(['-', '*', ' ']);
+        for s in text::sentences(t) {
+            if s.split_whitespace().count() >= 4 {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// Appends ` [n]` before a sentence's final punctuation.
+fn cite(sentence: &str, n: usize) -> String {
+    let trimmed = sentence.trim_end();
+    match trimmed.chars().last() {
+        Some(p @ ('.' | '!' | '?')) => format!("{} [{n}]{p}", &trimmed[..trimmed.len() - p.len_utf8()]),
+        _ => format!("{trimmed} [{n}]."),
+    }
+}
+
+/// Removes `[n]` markers from an answer.
+pub fn strip_markers(answer: &str) -> String {
+    let mut out = String::with_capacity(answer.len());
+    let mut rest = answer;
+    while let Some(start) = rest.find('[') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find(']') {
+            Some(end) if end > 0 && after[..end].chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') => {
+                rest = &after[end + 1..];
+                if out.ends_with(' ') && rest.starts_with(['.', '!', '?', ',', ' ']) {
+                    out.pop();
+                }
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn term_set(text: &str) -> BTreeSet<String> {
+    text::content_terms(text).into_iter().collect()
+}
+
+fn answer(
+    query: &str,
+    intent: &str,
+    passages: &[Passage],
+    feedback: Option<&str>,
+    max_sentences: usize,
+) -> String {
+    if passages.is_empty() {
+        return if intent == "greeting" {
+            "Hello! I answer questions about the documents in my knowledge base. What would you like to know?"
+                .to_string()
+        } else {
+            "I could not find anything about that in the knowledge base.".to_string()
+        };
+    }
+    let query_terms = term_set(query);
+    // Feedback from the critic names what is missing; its words count as
+    // wanted too, a little less than the query's own.
+    let wanted: BTreeSet<String> =
+        feedback.map(term_set).unwrap_or_default().difference(&query_terms).cloned().collect();
+    let mut candidates: Vec<(f64, usize, usize, String, BTreeSet<String>)> = Vec::new();
+    for (pi, p) in passages.iter().enumerate() {
+        for (si, s) in quotable_sentences(&p.text).into_iter().enumerate() {
+            let terms = term_set(&s);
+            let hits = query_terms.intersection(&terms).count() as f64;
+            let extra = wanted.intersection(&terms).count() as f64;
+            if hits + extra == 0.0 {
+                continue;
+            }
+            let score = hits / query_terms.len().max(1) as f64 + 0.5 * extra / wanted.len().max(1) as f64
+                + 0.2 * f64::from(p.score)
+                - 0.002 * si as f64;
+            candidates.push((score, pi, si, s, terms));
+        }
+    }
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let mut chosen: Vec<(usize, String, BTreeSet<String>)> = Vec::new();
+    for (_, pi, _, s, terms) in candidates {
+        if chosen.len() >= max_sentences.max(1) {
+            break;
+        }
+        let duplicate = chosen.iter().any(|(_, _, t)| {
+            let inter = t.intersection(&terms).count() as f64;
+            let union = t.union(&terms).count() as f64;
+            union > 0.0 && inter / union > 0.7
+        });
+        if !duplicate {
+            chosen.push((pi, s, terms));
+        }
+    }
+    if chosen.is_empty() {
+        // Nothing overlaps the query: quote the best passage's first sentence.
+        let first = quotable_sentences(&passages[0].text).into_iter().next();
+        return match first {
+            Some(s) => cite(&s, 1),
+            None => "I could not find a clear answer in the knowledge base.".to_string(),
+        };
+    }
+    chosen.iter().map(|(pi, s, _)| cite(s, pi + 1)).collect::<Vec<_>>().join(" ")
+}
+
+fn critique(query: &str, answer_text: &str, passages: &[Passage]) -> String {
+    let plain = strip_markers(answer_text);
+    let passage_terms: Vec<BTreeSet<String>> = passages.iter().map(|p| term_set(&p.text)).collect();
+    let sentences = text::sentences(&plain);
+    let mut supports = Vec::new();
+    let mut unsupported = Vec::new();
+    for s in &sentences {
+        let terms = term_set(s);
+        if terms.is_empty() {
+            continue;
+        }
+        let support = passage_terms
+            .iter()
+            .map(|pt| terms.intersection(pt).count() as f64 / terms.len() as f64)
+            .fold(0.0, f64::max);
+        if support < 0.5 {
+            unsupported.push(s.clone());
+        }
+        supports.push(support);
+    }
+    let groundedness = if supports.is_empty() { 0.0 } else { supports.iter().sum::<f64>() / supports.len() as f64 };
+    let query_terms = term_set(query);
+    let answer_terms = term_set(&plain);
+    let missing: Vec<&String> = query_terms.difference(&answer_terms).collect();
+    let coverage = if query_terms.is_empty() {
+        1.0
+    } else {
+        (query_terms.len() - missing.len()) as f64 / query_terms.len() as f64
+    };
+    let mut feedback = Vec::new();
+    if !missing.is_empty() {
+        feedback.push(format!(
+            "Cover these query terms: {}.",
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !unsupported.is_empty() {
+        feedback.push(format!("Remove unsupported sentences: {}", unsupported.join(" ")));
+    }
+    json!({
+        "accepted": groundedness >= 0.6 && coverage >= 0.5,
+        "scores": {"groundedness": round3(groundedness), "coverage": round3(coverage)},
+        "feedback": feedback.join(" "),
+    })
+    .to_string()
+}
+
+impl LlmClient for OfflineEngine {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn provider(&self) -> &str {
+        "offline"
+    }
+
+    fn complete<'a>(
+        &'a self,
+        request: &'a LlmRequest,
+        tokens: Option<TokenSink>,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::Relaxed);
+            let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+            let _in_flight = InFlight(&self.in_flight);
+            self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+            if !self.latency.is_zero() {
+                tokio::time::sleep(self.latency).await;
+            }
+            if self.fails(n) {
+                return Err(LlmError::Unavailable {
+                    model: self.model.clone(),
+                    message: format!("injected failure (failure_rate = {})", self.failure_rate),
+                });
+            }
+            let text = match &request.hint {
+                TaskHint::Route { query, intents, default_intent, min_similarity } => {
+                    self.route(query, intents, default_intent, *min_similarity)
+                }
+                TaskHint::Answer { query, intent, passages, feedback, max_sentences, .. } => {
+                    answer(query, intent, passages, feedback.as_deref(), *max_sentences)
+                }
+                TaskHint::Critique { query, answer, passages } => critique(query, answer, passages),
+                TaskHint::Freeform => {
+                    // No model to write free text: echo the last user message,
+                    // plainly marked, rather than pretend.
+                    let last = request.messages.iter().rev().find(|m| m.role == super::Role::User);
+                    format!("[{OFFLINE_MODEL} cannot write free text] {}", last.map(|m| m.content.as_str()).unwrap_or(""))
+                }
+            };
+            if let Some(sink) = tokens {
+                for piece in text.split_inclusive(' ') {
+                    // A closed receiver only means the client stopped
+                    // listening; the full text is still returned.
+                    let _ = sink.send(piece.to_string());
+                }
+            }
+            let input_tokens: u64 = request.messages.iter().map(|m| text::estimate_tokens(&m.content) + 4).sum();
+            Ok(LlmResponse {
+                usage: TokenUsage { input_tokens, output_tokens: text::estimate_tokens(&text), estimated: true },
+                text,
+                model: self.model.clone(),
+                cost_usd: Some(0.0),
+                finish_reason: Some("stop".into()),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passage(text: &str) -> Passage {
+        Passage { doc_id: "d".into(), chunk_id: "d#0".into(), text: text.into(), score: 0.5 }
+    }
+
+    #[test]
+    fn answer_quotes_overlapping_sentences_with_markers() {
+        let ps = vec![
+            passage("Gateway\nThe gateway listens on port 50051 by default. Bananas are yellow fruit."),
+            passage("Limits\nThe gateway rejects empty queries with INVALID_ARGUMENT."),
+        ];
+        let a = answer("Which port does the gateway listen on?", "question", &ps, None, 2);
+        assert!(a.starts_with("The gateway listens on port 50051 by default [1]."), "{a}");
+        assert!(!a.contains("Bananas"));
+    }
+
+    #[test]
+    fn critique_scores_support_and_coverage() {
+        let ps = vec![passage("The gateway listens on port 50051 by default.")];
+        let v: serde_json::Value =
+            serde_json::from_str(&critique("gateway port", "The gateway listens on port 50051 [1].", &ps)).unwrap();
+        assert_eq!(v["scores"]["groundedness"], 1.0);
+        assert_eq!(v["scores"]["coverage"], 1.0);
+        assert_eq!(v["accepted"], true);
+        let v: serde_json::Value =
+            serde_json::from_str(&critique("gateway port retries", "Bananas grow on trees.", &ps)).unwrap();
+        assert_eq!(v["accepted"], false);
+        assert!(v["feedback"].as_str().unwrap().contains("retry"));
+    }
+
+    #[test]
+    fn strip_markers_removes_citations_only() {
+        assert_eq!(strip_markers("A b [1]. C [2,3]! [x]"), "A b. C! [x]");
+    }
+
+    #[test]
+    fn injected_failures_follow_the_rate() {
+        let e = OfflineEngine::new(OFFLINE_MODEL, 0, 0.25);
+        let failures = (0..10_000).filter(|n| e.fails(*n)).count();
+        assert!((2000..3000).contains(&failures), "{failures}");
+        let never = OfflineEngine::new(OFFLINE_MODEL, 0, 0.0);
+        assert!(!(0..1000).any(|n| never.fails(n)));
+    }
+}

@@ -1,1 +1,222 @@
-//! mesh
+//! The agent mesh: actix actors that answer questions.
+//!
+//! An [`orchestrator::Orchestrator`] actor receives [`messages::Ask`], runs
+//! the router agent, then the flow configured for the routed intent (for
+//! example retriever → summarizer ⇄ critic), and returns an [`Answer`] with
+//! one [`StepRecord`] per step. Each agent is an [`agent::AgentActor`]
+//! (`replicas` instances, round robin, spread over arbiters). Handlers return
+//! futures, so one actor serves many requests at once.
+//!
+//! The mesh knows no tonic and no proto types; it sees models and stores
+//! only through the `LlmClient`, `Embedder` and `VectorStore` traits.
+
+pub mod agent;
+pub mod messages;
+pub mod orchestrator;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix::{Actor, Addr, Arbiter};
+use serde::Serialize;
+
+pub use messages::{Ask, AskInput, EventSink, MeshEvent, RunStep, StepInput, StepOutput};
+
+use crate::config::{AgentKind, MeshSpec};
+use crate::llm::{LlmError, Scores, SharedLlm};
+use crate::retrieval::{RetrievalError, SharedEmbedder, SharedStore};
+
+/// A cited passage in an answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Citation {
+    pub doc_id: String,
+    pub chunk_id: String,
+    pub text: String,
+    pub score: f32,
+}
+
+/// The critic's judgement of the final draft.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub accepted: bool,
+    pub scores: Scores,
+    pub feedback: String,
+}
+
+/// One step of a request: who ran, on what model, how long, how much.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    pub agent: String,
+    pub kind: String,
+    pub model: String,
+    pub attempt: u32,
+    pub latency_ms: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub tokens_estimated: bool,
+    /// `None` when the model's price is unknown (never reported as 0).
+    pub cost_usd: Option<f64>,
+    pub summary: String,
+}
+
+/// Totals over a request's steps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// `None` when any step's cost is unknown.
+    pub cost_usd: Option<f64>,
+    pub model_calls: u32,
+    pub latency_ms: f64,
+}
+
+/// The mesh's answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    pub answer: String,
+    pub citations: Vec<Citation>,
+    pub intent: String,
+    /// `None` when the flow has no critic.
+    pub verdict: Option<Verdict>,
+    pub steps: Vec<StepRecord>,
+    pub usage: Usage,
+    pub trace_id: String,
+    pub variant: String,
+}
+
+/// Why a request failed in the mesh.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("unknown variant `{variant}`; known: {known}")]
+    UnknownVariant { variant: String, known: String },
+    #[error("agent `{agent}` (model profile `{profile}`): {source}")]
+    Model { agent: String, profile: String, source: LlmError },
+    #[error("agent `{agent}`: {source}")]
+    Retrieval { agent: String, source: RetrievalError },
+    #[error("agent `{agent}` did not finish within {timeout_ms} ms")]
+    AgentTimeout { agent: String, timeout_ms: u64 },
+    #[error("request deadline exceeded")]
+    DeadlineExceeded,
+    #[error("request cancelled")]
+    Cancelled,
+    #[error("agent `{agent}` is unavailable: {message}")]
+    AgentUnavailable { agent: String, message: String },
+    #[error("no flow for intent `{intent}`")]
+    NoFlow { intent: String },
+    #[error("mesh failed to start: {0}")]
+    Startup(String),
+}
+
+/// What agents share: the retrieval parts and one model client per profile.
+#[derive(Clone)]
+pub struct Resources {
+    pub store: SharedStore,
+    pub embedder: SharedEmbedder,
+    pub models: HashMap<String, SharedLlm>,
+}
+
+impl Resources {
+    /// Builds one model client per profile in `spec`.
+    pub fn build(spec: &MeshSpec, store: SharedStore, embedder: SharedEmbedder) -> Result<Self, MeshError> {
+        let mut models = HashMap::new();
+        for (name, profile) in &spec.settings.models {
+            let client = crate::llm::build_client(name, profile).map_err(|e| MeshError::Startup(e.to_string()))?;
+            models.insert(name.clone(), client);
+        }
+        Ok(Self { store, embedder, models })
+    }
+}
+
+/// A running mesh: the orchestrator's address and the threads behind it.
+/// Cloning the address is cheap; any tokio runtime may send to it.
+pub struct MeshHandle {
+    orchestrator: Addr<orchestrator::Orchestrator>,
+    system: actix::System,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MeshHandle {
+    /// Starts the actor system on its own threads: the orchestrator on the
+    /// system arbiter, agent replicas round robin over `mesh.arbiters`
+    /// worker arbiters.
+    pub fn start(spec: Arc<MeshSpec>, resources: Resources) -> Result<MeshHandle, MeshError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("meshops-mesh".into())
+            .spawn(move || {
+                let system = actix::System::new();
+                let started = system.block_on(async move { start_actors(spec, resources) });
+                let ok = started.is_ok();
+                let _ = tx.send(started.map(|addr| (addr, actix::System::current())));
+                if ok {
+                    // Runs until `System::stop`; an error here means the
+                    // system's runtime failed, which nothing can recover.
+                    if let Err(e) = system.run() {
+                        tracing::error!(error = %e, "mesh actor system stopped with an error");
+                    }
+                }
+            })
+            .map_err(|e| MeshError::Startup(format!("cannot spawn mesh thread: {e}")))?;
+        match rx.recv() {
+            Ok(Ok((orchestrator, system))) => Ok(MeshHandle { orchestrator, system, thread: Some(thread) }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(MeshError::Startup("mesh thread exited during start-up".into())),
+        }
+    }
+
+    /// Sends a request into the mesh and waits for its answer.
+    pub async fn ask(&self, ask: Ask) -> Result<Answer, MeshError> {
+        match self.orchestrator.send(ask).await {
+            Ok(result) => result,
+            Err(e) => Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() }),
+        }
+    }
+
+    /// Stops every actor and arbiter and waits for the mesh thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("mesh thread panicked while stopping");
+            }
+        }
+    }
+}
+
+impl Drop for MeshHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn start_actors(spec: Arc<MeshSpec>, resources: Resources) -> Result<Addr<orchestrator::Orchestrator>, MeshError> {
+    let arbiters: Vec<Arbiter> = (0..spec.settings.mesh.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+    let mut next_arbiter = 0usize;
+    let mut agents = HashMap::new();
+    for (name, agent_spec) in &spec.agents {
+        let logic = Arc::new(agent::AgentLogic::new(agent_spec, &resources)?);
+        let mut replicas = Vec::with_capacity(agent_spec.replicas);
+        for _ in 0..agent_spec.replicas {
+            let arbiter = &arbiters[next_arbiter % arbiters.len()];
+            next_arbiter += 1;
+            let logic = logic.clone();
+            replicas.push(agent::AgentActor::start_in_arbiter(&arbiter.handle(), move |_| agent::AgentActor::new(logic)));
+        }
+        agents.insert(name.clone(), orchestrator::AgentPool::new(name.clone(), agent_spec.kind, replicas));
+    }
+    let router = spec.settings.mesh.router.clone();
+    if agents.get(&router).is_none_or(|p| p.kind != AgentKind::Router) {
+        return Err(MeshError::Startup(format!("router agent `{router}` is missing")));
+    }
+    // Arbiters stop with the system; the handles need not be kept.
+    drop(arbiters);
+    let plan = Arc::new(orchestrator::Plan { spec, agents, router });
+    Ok(orchestrator::Orchestrator::new(plan).start())
+}

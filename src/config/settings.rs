@@ -1,0 +1,280 @@
+//! The layered settings file model: what `config/meshops.toml`, its
+//! per-environment overlays, `--config FILE` and `MESHOPS__…` variables
+//! deserialize into. Every struct denies unknown fields, so a typo is an
+//! error that names the field instead of a silently ignored line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::llm::ModelParams;
+
+/// All layered settings. Agents live in their own files (`agents/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub gateway: GatewaySettings,
+    pub mesh: MeshSettings,
+    pub retrieval: RetrievalSettings,
+    /// Model profiles by name; agents refer to them by that name.
+    pub models: BTreeMap<String, ModelProfile>,
+    /// What runs for each routed intent.
+    pub flows: BTreeMap<String, FlowSpec>,
+    /// Named experiment variants a request can select.
+    pub variants: BTreeMap<String, VariantSettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            gateway: GatewaySettings::default(),
+            mesh: MeshSettings::default(),
+            retrieval: RetrievalSettings::default(),
+            models: BTreeMap::from([("offline".to_string(), ModelProfile::offline())]),
+            flows: BTreeMap::new(),
+            variants: BTreeMap::new(),
+        }
+    }
+}
+
+/// The gRPC front door.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// Socket address to listen on (`127.0.0.1:50051`; `0.0.0.0:50051` in a
+    /// container).
+    pub listen: String,
+    /// Longest accepted query, in characters: bounds the work one request
+    /// can ask for.
+    pub max_query_chars: usize,
+    /// Deadline applied when the client sends none (and the cap when it
+    /// sends a longer one).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:50051".into(), max_query_chars: 4000, request_timeout_ms: 30_000 }
+    }
+}
+
+/// Where agents and prompts come from and how the actor system is laid out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshSettings {
+    /// Folder of `<agent>.toml` files, relative to the project root.
+    pub agents_dir: PathBuf,
+    /// Folder of `.prompty` files that agent files name.
+    pub prompts_dir: PathBuf,
+    /// The agent that routes every request (must be of kind `router`).
+    pub router: String,
+    /// Worker threads (actix arbiters) that agent replicas are spread over.
+    pub arbiters: usize,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        Self { agents_dir: "agents".into(), prompts_dir: "prompts".into(), router: "router".into(), arbiters: 2 }
+    }
+}
+
+/// Which vector store backend holds the collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// qdrant-edge, in process, persisted under `data_dir`.
+    Edge,
+    /// A Qdrant server at `url`.
+    Qdrant,
+}
+
+/// The knowledge base: store, collection, corpus and chunking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrievalSettings {
+    pub backend: StoreBackend,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    /// Collection name, the same on the embedded store and a server.
+    pub collection: String,
+    /// Files or folders ingested on first `serve` when the collection is
+    /// empty, and by `meshops ingest` when given no paths.
+    pub corpus: Vec<PathBuf>,
+    /// Whether `serve` ingests `corpus` into an empty collection.
+    pub auto_ingest: bool,
+    pub chunk_max_chars: usize,
+    /// Characters of the previous chunk repeated at the start of the next,
+    /// so an answer spanning a boundary is still found whole.
+    pub chunk_overlap_chars: usize,
+    /// Qdrant server URL, for `backend = "qdrant"`.
+    pub url: Option<String>,
+    /// Name of the environment variable holding the Qdrant API key.
+    pub api_key_env: Option<String>,
+    pub embedder: EmbedderSettings,
+}
+
+impl Default for RetrievalSettings {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Edge,
+            data_dir: "data".into(),
+            collection: "meshops_docs".into(),
+            corpus: vec!["corpus".into()],
+            auto_ingest: true,
+            chunk_max_chars: 900,
+            chunk_overlap_chars: 150,
+            url: None,
+            api_key_env: None,
+            embedder: EmbedderSettings::default(),
+        }
+    }
+}
+
+/// Which embedder turns text into vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbedderProvider {
+    /// Deterministic hashed n-gram features; no model needed.
+    Offline,
+    /// A model profile's OpenAI-compatible embeddings endpoint.
+    Openai,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedderSettings {
+    pub provider: EmbedderProvider,
+    /// Vector length; must match the collection's.
+    pub dimension: usize,
+    /// Model profile for remote embedders.
+    pub model: Option<String>,
+}
+
+impl Default for EmbedderSettings {
+    fn default() -> Self {
+        Self { provider: EmbedderProvider::Offline, dimension: 384, model: None }
+    }
+}
+
+/// Who serves a model profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// The built-in deterministic engine (`offline-extractive`).
+    Offline,
+    Openai,
+    Azure,
+    /// Any server speaking the OpenAI wire protocol (vLLM, llama.cpp,
+    /// Ollama, LiteLLM) at `base_url`.
+    OpenaiCompatible,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Offline => "offline",
+            Provider::Openai => "openai",
+            Provider::Azure => "azure",
+            Provider::OpenaiCompatible => "openai_compatible",
+        }
+    }
+}
+
+/// A model profile (`[models.<name>]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelProfile {
+    pub provider: Provider,
+    /// Model (or Azure deployment) name reported in every step.
+    pub model: String,
+    /// Offline engine: added latency per call, for load tests.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Offline engine: share of calls that fail, for fault tests (0..1).
+    #[serde(default)]
+    pub failure_rate: f64,
+    pub base_url: Option<String>,
+    /// Name of the environment variable that holds the API key; the key
+    /// itself never appears in a file.
+    pub api_key_env: Option<String>,
+    pub api_version: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub max_retries: Option<u32>,
+    /// Profile to use when this one stays down after its retries.
+    pub fallback: Option<String>,
+    /// USD per million input tokens; unknown when absent.
+    pub input_price_per_mtok: Option<f64>,
+    /// USD per million output tokens; unknown when absent.
+    pub output_price_per_mtok: Option<f64>,
+    /// Sampling parameters that override the prompt's.
+    #[serde(default)]
+    pub parameters: ModelParams,
+}
+
+impl ModelProfile {
+    /// The built-in offline profile, present unless a file replaces it.
+    pub fn offline() -> Self {
+        Self {
+            provider: Provider::Offline,
+            model: "offline-extractive".into(),
+            latency_ms: 0,
+            failure_rate: 0.0,
+            base_url: None,
+            api_key_env: None,
+            api_version: None,
+            timeout_ms: None,
+            max_retries: None,
+            fallback: None,
+            input_price_per_mtok: Some(0.0),
+            output_price_per_mtok: Some(0.0),
+            parameters: ModelParams::default(),
+        }
+    }
+}
+
+/// The steps run for one intent (`[flows.<intent>]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSpec {
+    /// Agent names in order. A critic after a summarizer sends rejected
+    /// drafts back to that summarizer.
+    #[serde(default)]
+    pub steps: Vec<String>,
+    /// How many times a rejected draft is revised before it is returned
+    /// with the critic's rejection.
+    #[serde(default = "default_max_revisions")]
+    pub max_revisions: u32,
+    /// Fixed answer for flows without a summarizer (a polite refusal).
+    pub reply: Option<String>,
+}
+
+fn default_max_revisions() -> u32 {
+    1
+}
+
+/// A named variant (`[variants.<name>]`): overrides for an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct VariantSettings {
+    pub description: String,
+    /// Per-agent overrides.
+    pub agents: BTreeMap<String, AgentOverride>,
+    /// Flows replaced for this variant (whole flows, by intent).
+    pub flows: BTreeMap<String, FlowSpec>,
+}
+
+/// What a variant may change about one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentOverride {
+    /// Prompt file, relative to `prompts_dir`.
+    pub prompt: Option<String>,
+    /// Model profile name.
+    pub model: Option<String>,
+    pub top_k: Option<usize>,
+    pub score_threshold: Option<f32>,
+    pub max_sentences: Option<usize>,
+    pub accept_threshold: Option<f64>,
+    pub min_coverage: Option<f64>,
+}

@@ -1,0 +1,150 @@
+//! Conversions between proto messages and mesh types: the one place where
+//! the two meet (the mesh never sees a proto type).
+
+use std::collections::BTreeMap;
+
+use crate::config::{GatewaySettings, MeshSpec};
+use crate::mesh::{Answer, AskInput, MeshEvent, StepRecord};
+use crate::proto;
+
+/// Validates a request against the gateway's limits and turns it into mesh
+/// input. The error is the message for `INVALID_ARGUMENT`.
+pub fn ask_input(req: proto::AskRequest, limits: &GatewaySettings) -> Result<AskInput, String> {
+    let query = req.query.trim();
+    if query.is_empty() {
+        return Err("query must not be empty".into());
+    }
+    let chars = query.chars().count();
+    if chars > limits.max_query_chars {
+        return Err(format!("query is {chars} characters; the limit is {}", limits.max_query_chars));
+    }
+    if query.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err("query must not contain control characters".into());
+    }
+    let variant = req.variant.trim();
+    Ok(AskInput {
+        query: query.to_string(),
+        session_id: req.session_id,
+        variant: (!variant.is_empty()).then(|| variant.to_string()),
+        metadata: req.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+    })
+}
+
+pub fn step(s: StepRecord) -> proto::Step {
+    proto::Step {
+        agent: s.agent,
+        model: s.model,
+        attempt: s.attempt,
+        latency_ms: s.latency_ms,
+        input_tokens: s.input_tokens,
+        output_tokens: s.output_tokens,
+        cost_usd: s.cost_usd,
+        summary: s.summary,
+        kind: s.kind,
+        tokens_estimated: s.tokens_estimated,
+    }
+}
+
+pub fn answer(a: Answer) -> proto::AskResponse {
+    proto::AskResponse {
+        answer: a.answer,
+        citations: a
+            .citations
+            .into_iter()
+            .map(|c| proto::Citation { doc_id: c.doc_id, chunk_id: c.chunk_id, text: c.text, score: c.score })
+            .collect(),
+        intent: a.intent,
+        verdict: a.verdict.map(|v| proto::Verdict {
+            accepted: v.accepted,
+            scores: v.scores.into_iter().collect(),
+            feedback: v.feedback,
+        }),
+        steps: a.steps.into_iter().map(step).collect(),
+        usage: Some(proto::Usage {
+            input_tokens: a.usage.input_tokens,
+            output_tokens: a.usage.output_tokens,
+            cost_usd: a.usage.cost_usd,
+            model_calls: a.usage.model_calls,
+            latency_ms: a.usage.latency_ms,
+        }),
+        trace_id: a.trace_id,
+        variant: a.variant,
+    }
+}
+
+pub fn event(e: MeshEvent) -> proto::AskEvent {
+    use proto::ask_event::Event;
+    let event = match e {
+        MeshEvent::StepStarted { agent, kind, attempt } => {
+            Event::StepStarted(proto::StepStarted { agent, kind, attempt })
+        }
+        MeshEvent::StepFinished(record) => Event::StepFinished(proto::StepFinished { step: Some(step(record)) }),
+        MeshEvent::Token { agent, text } => Event::Token(proto::TokenDelta { agent, text }),
+    };
+    proto::AskEvent { event: Some(event) }
+}
+
+/// What `DescribeMesh` reports; computed once at start-up.
+pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
+    let models = &spec.settings.models;
+    let model_name = |profile: &Option<String>| {
+        profile.as_ref().and_then(|p| models.get(p)).map(|m| m.model.clone()).unwrap_or_default()
+    };
+    let show = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map(|p| p.strip_prefix(&spec.root).unwrap_or(p).display().to_string())
+            .unwrap_or_default()
+    };
+    proto::MeshDescription {
+        agents: spec
+            .agents
+            .values()
+            .map(|a| proto::AgentInfo {
+                name: a.name.clone(),
+                kind: a.kind.as_str().into(),
+                prompt: show(&a.base.prompt_file),
+                model_profile: a.base.model.clone().unwrap_or_default(),
+                model: model_name(&a.base.model),
+                replicas: a.replicas as u32,
+            })
+            .collect(),
+        flows: spec
+            .settings
+            .flows
+            .iter()
+            .map(|(intent, f)| proto::FlowInfo {
+                intent: intent.clone(),
+                steps: f.steps.clone(),
+                max_revisions: f.max_revisions,
+            })
+            .collect(),
+        models: models
+            .iter()
+            .map(|(name, m)| proto::ModelInfo {
+                profile: name.clone(),
+                provider: m.provider.as_str().into(),
+                model: m.model.clone(),
+            })
+            .collect(),
+        variants: spec
+            .settings
+            .variants
+            .iter()
+            .map(|(name, v)| proto::VariantInfo {
+                name: name.clone(),
+                description: v.description.clone(),
+                overrides: spec
+                    .agents
+                    .values()
+                    .filter_map(|a| {
+                        let p = a.variants.get(name)?;
+                        Some((a.name.clone(), format!("prompt={}, model={}", show(&p.prompt_file), p.model.clone().unwrap_or_default())))
+                    })
+                    .collect(),
+            })
+            .collect(),
+        retrieval_backend: format!("{:?}", spec.settings.retrieval.backend).to_lowercase(),
+        collection: spec.settings.retrieval.collection.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }
+}

@@ -1,0 +1,32 @@
+//! The one map from mesh errors to gRPC status codes. It is an exhaustive
+//! `match`: a new error variant cannot slip out as `INTERNAL` unnoticed.
+
+use tonic::Status;
+
+use crate::llm::LlmError;
+use crate::mesh::MeshError;
+use crate::retrieval::RetrievalError;
+
+pub fn status(err: MeshError) -> Status {
+    let message = err.to_string();
+    match err {
+        MeshError::InvalidRequest(_) | MeshError::UnknownVariant { .. } => Status::invalid_argument(message),
+        MeshError::Model { source, .. } => match source {
+            LlmError::Unavailable { .. } | LlmError::Timeout { .. } => Status::unavailable(message),
+            LlmError::Rejected { .. } => Status::failed_precondition(message),
+            LlmError::BadResponse { .. } => Status::internal(message),
+        },
+        MeshError::Retrieval { source, .. } => match source {
+            RetrievalError::Store { .. } | RetrievalError::Embed { .. } | RetrievalError::Io { .. } => {
+                Status::unavailable(message)
+            }
+            RetrievalError::Dimension { .. } => Status::failed_precondition(message),
+        },
+        MeshError::AgentTimeout { .. } => Status::unavailable(message),
+        MeshError::DeadlineExceeded => Status::deadline_exceeded(message),
+        MeshError::Cancelled => Status::cancelled(message),
+        MeshError::AgentUnavailable { .. } => Status::unavailable(message),
+        MeshError::NoFlow { .. } => Status::failed_precondition(message),
+        MeshError::Startup(_) => Status::unavailable(message),
+    }
+}

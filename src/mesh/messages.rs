@@ -1,0 +1,77 @@
+//! The messages the mesh exchanges: requests into the orchestrator, steps
+//! into agents, and the events a streaming caller sees.
+
+use std::collections::BTreeMap;
+
+use actix::Message;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Answer, MeshError, StepRecord};
+use crate::llm::{Passage, Scores};
+
+/// A question for the mesh: what the gateway (and the eval harness) sends
+/// the orchestrator.
+#[derive(Debug, Clone, Default)]
+pub struct AskInput {
+    pub query: String,
+    pub session_id: String,
+    /// Variant whose overrides apply; `None` is the base mesh.
+    pub variant: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What happens while a request runs, for `AskStream`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MeshEvent {
+    StepStarted { agent: String, kind: String, attempt: u32 },
+    StepFinished(StepRecord),
+    Token { agent: String, text: String },
+}
+
+/// Where a request's events go; `None` when nobody streams.
+pub type EventSink = Option<UnboundedSender<MeshEvent>>;
+
+/// Runs one request through the router and its flow.
+#[derive(Message)]
+#[rtype(result = "Result<Answer, MeshError>")]
+pub struct Ask {
+    pub input: AskInput,
+    pub events: EventSink,
+    /// When the whole request must be done.
+    pub deadline: Option<Instant>,
+    /// Cancelled when the caller goes away: no further model calls happen.
+    pub cancel: CancellationToken,
+    /// The request's trace id, reported in the answer.
+    pub trace_id: String,
+}
+
+/// The work of one agent step.
+#[derive(Debug, Clone)]
+pub enum StepInput {
+    Route { query: String },
+    Retrieve { query: String },
+    Summarize { query: String, intent: String, passages: Vec<Passage>, feedback: Option<String>, previous: Option<String> },
+    Critique { query: String, answer: String, passages: Vec<Passage> },
+}
+
+/// What one agent step produced.
+#[derive(Debug, Clone)]
+pub enum StepOutput {
+    Routed { intent: String },
+    Retrieved { passages: Vec<Passage> },
+    Drafted { answer: String },
+    Judged { accepted: bool, scores: Scores, feedback: String },
+}
+
+/// Asks an agent to run one step.
+#[derive(Message)]
+#[rtype(result = "Result<(StepOutput, StepRecord), MeshError>")]
+pub struct RunStep {
+    pub variant: Option<String>,
+    pub input: StepInput,
+    pub attempt: u32,
+    pub events: EventSink,
+    pub cancel: CancellationToken,
+}

@@ -1,0 +1,264 @@
+//! The orchestrator: routes each request, then runs the flow configured for
+//! the routed intent, with the critic's revision loop. The flow runner is a
+//! plain async function over a shared [`Plan`]; the actor only hands each
+//! request to it as a future.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix::{Actor, Addr, Context, Handler, ResponseFuture};
+
+use super::agent::{AgentActor, cited_indices};
+use super::messages::{Ask, EventSink, MeshEvent, RunStep, StepInput, StepOutput};
+use super::{Answer, Citation, MeshError, StepRecord, Usage, Verdict};
+use crate::config::{AgentKind, MeshSpec};
+use crate::llm::Passage;
+
+/// The replicas of one agent, used round robin.
+pub struct AgentPool {
+    pub name: String,
+    pub kind: AgentKind,
+    replicas: Vec<Addr<AgentActor>>,
+    next: AtomicUsize,
+}
+
+impl AgentPool {
+    pub fn new(name: String, kind: AgentKind, replicas: Vec<Addr<AgentActor>>) -> Self {
+        Self { name, kind, replicas, next: AtomicUsize::new(0) }
+    }
+
+    fn pick(&self) -> Option<&Addr<AgentActor>> {
+        if self.replicas.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
+        self.replicas.get(i)
+    }
+}
+
+/// Everything the flow runner needs, shared by all requests.
+pub struct Plan {
+    pub spec: Arc<MeshSpec>,
+    pub agents: HashMap<String, AgentPool>,
+    pub router: String,
+}
+
+/// The orchestrator actor.
+pub struct Orchestrator {
+    plan: Arc<Plan>,
+}
+
+impl Orchestrator {
+    pub fn new(plan: Arc<Plan>) -> Self {
+        Self { plan }
+    }
+}
+
+impl Actor for Orchestrator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(65_536);
+    }
+}
+
+impl Handler<Ask> for Orchestrator {
+    type Result = ResponseFuture<Result<Answer, MeshError>>;
+
+    fn handle(&mut self, msg: Ask, _ctx: &mut Self::Context) -> Self::Result {
+        let plan = self.plan.clone();
+        Box::pin(async move { run(plan, msg).await })
+    }
+}
+
+/// Runs one request under its deadline and cancellation.
+pub async fn run(plan: Arc<Plan>, ask: Ask) -> Result<Answer, MeshError> {
+    let cancel = ask.cancel.clone();
+    let deadline = ask.deadline;
+    let flow = run_flow(&plan, ask);
+    let bounded = async {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, flow).await.unwrap_or(Err(MeshError::DeadlineExceeded)),
+            None => flow.await,
+        }
+    };
+    let result = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(MeshError::Cancelled),
+        r = bounded => r,
+    };
+    if result.is_err() {
+        // Stop whatever agent work is still running for this request.
+        cancel.cancel();
+    }
+    result
+}
+
+/// Per-request state while a flow runs.
+struct Run<'a> {
+    plan: &'a Plan,
+    ask: &'a Ask,
+    steps: Vec<StepRecord>,
+}
+
+impl Run<'_> {
+    async fn step(&mut self, agent: &str, input: StepInput, attempt: u32) -> Result<StepOutput, MeshError> {
+        let pool = self.plan.agents.get(agent).ok_or_else(|| MeshError::AgentUnavailable {
+            agent: agent.to_string(),
+            message: "no such agent in the mesh".into(),
+        })?;
+        let addr = pool.pick().ok_or_else(|| MeshError::AgentUnavailable {
+            agent: agent.to_string(),
+            message: "no replicas".into(),
+        })?;
+        emit(&self.ask.events, MeshEvent::StepStarted {
+            agent: agent.to_string(),
+            kind: pool.kind.as_str().to_string(),
+            attempt,
+        });
+        let msg = RunStep {
+            variant: self.ask.input.variant.clone(),
+            input,
+            attempt,
+            events: self.ask.events.clone(),
+            cancel: self.ask.cancel.clone(),
+        };
+        let (output, record) = match addr.send(msg).await {
+            Ok(result) => result?,
+            Err(e) => {
+                return Err(MeshError::AgentUnavailable { agent: agent.to_string(), message: e.to_string() });
+            }
+        };
+        emit(&self.ask.events, MeshEvent::StepFinished(record.clone()));
+        self.steps.push(record);
+        Ok(output)
+    }
+}
+
+fn emit(events: &EventSink, event: MeshEvent) {
+    if let Some(sink) = events {
+        // A closed receiver means the client stopped listening; the request
+        // is cancelled separately, so nothing to do here.
+        let _ = sink.send(event);
+    }
+}
+
+fn unexpected(agent: &str, wanted: &str) -> MeshError {
+    MeshError::AgentUnavailable { agent: agent.to_string(), message: format!("returned no {wanted}") }
+}
+
+async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
+    let started = std::time::Instant::now();
+    let variant = ask.input.variant.as_deref();
+    if let Some(v) = variant {
+        if !plan.spec.settings.variants.contains_key(v) {
+            let known: Vec<&str> = plan.spec.settings.variants.keys().map(String::as_str).collect();
+            return Err(MeshError::UnknownVariant {
+                variant: v.to_string(),
+                known: if known.is_empty() { "(none)".into() } else { known.join(", ") },
+            });
+        }
+    }
+    let query = ask.input.query.clone();
+    let mut run = Run { plan, ask: &ask, steps: Vec::new() };
+
+    let intent = match run.step(&plan.router, StepInput::Route { query: query.clone() }, 1).await? {
+        StepOutput::Routed { intent } => intent,
+        _ => return Err(unexpected(&plan.router, "intent")),
+    };
+    let flow = plan.spec.flow(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
+
+    let mut passages: Vec<Passage> = Vec::new();
+    let mut draft: Option<(String, String)> = None; // (summarizer agent, answer)
+    let mut verdict: Option<Verdict> = None;
+    let mut summarizer_attempts = 0u32;
+    for step in &flow.steps {
+        let kind = plan.agents.get(step).map(|p| p.kind);
+        match kind {
+            Some(AgentKind::Retriever) => {
+                match run.step(step, StepInput::Retrieve { query: query.clone() }, 1).await? {
+                    StepOutput::Retrieved { passages: found } => passages.extend(found),
+                    _ => return Err(unexpected(step, "passages")),
+                }
+            }
+            Some(AgentKind::Summarizer) => {
+                summarizer_attempts += 1;
+                let input = StepInput::Summarize {
+                    query: query.clone(),
+                    intent: intent.clone(),
+                    passages: passages.clone(),
+                    feedback: None,
+                    previous: None,
+                };
+                match run.step(step, input, summarizer_attempts).await? {
+                    StepOutput::Drafted { answer } => draft = Some((step.clone(), answer)),
+                    _ => return Err(unexpected(step, "draft")),
+                }
+            }
+            Some(AgentKind::Critic) => {
+                let mut revisions = 0u32;
+                loop {
+                    let Some((summarizer, answer)) = draft.clone() else { break };
+                    let input =
+                        StepInput::Critique { query: query.clone(), answer: answer.clone(), passages: passages.clone() };
+                    let (accepted, scores, feedback) = match run.step(step, input, revisions + 1).await? {
+                        StepOutput::Judged { accepted, scores, feedback } => (accepted, scores, feedback),
+                        _ => return Err(unexpected(step, "verdict")),
+                    };
+                    verdict = Some(Verdict { accepted, scores, feedback: feedback.clone() });
+                    if accepted || revisions >= flow.max_revisions {
+                        break;
+                    }
+                    revisions += 1;
+                    summarizer_attempts += 1;
+                    let input = StepInput::Summarize {
+                        query: query.clone(),
+                        intent: intent.clone(),
+                        passages: passages.clone(),
+                        feedback: Some(feedback),
+                        previous: Some(answer),
+                    };
+                    match run.step(&summarizer, input, summarizer_attempts).await? {
+                        StepOutput::Drafted { answer } => draft = Some((summarizer, answer)),
+                        _ => return Err(unexpected(step, "draft")),
+                    }
+                }
+            }
+            Some(AgentKind::Router) | None => {
+                return Err(MeshError::AgentUnavailable {
+                    agent: step.clone(),
+                    message: "not a flow step (validated at load; the mesh changed?)".into(),
+                });
+            }
+        }
+    }
+
+    let answer = match draft {
+        Some((_, a)) => a,
+        None => flow.reply.clone().unwrap_or_else(|| "I can't help with that request.".to_string()),
+    };
+    let citations = cited_indices(&answer, passages.len())
+        .into_iter()
+        .filter_map(|i| passages.get(i))
+        .map(|p| Citation { doc_id: p.doc_id.clone(), chunk_id: p.chunk_id.clone(), text: p.text.clone(), score: p.score })
+        .collect();
+    let steps = run.steps;
+    let usage = Usage {
+        input_tokens: steps.iter().map(|s| s.input_tokens).sum(),
+        output_tokens: steps.iter().map(|s| s.output_tokens).sum(),
+        cost_usd: steps.iter().try_fold(0.0, |acc, s| s.cost_usd.map(|c| acc + c)),
+        model_calls: steps.iter().filter(|s| s.kind != AgentKind::Retriever.as_str()).count() as u32,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    Ok(Answer {
+        answer,
+        citations,
+        intent,
+        verdict,
+        steps,
+        usage,
+        trace_id: ask.trace_id.clone(),
+        variant: ask.input.variant.clone().unwrap_or_default(),
+    })
+}

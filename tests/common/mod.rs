@@ -1,0 +1,61 @@
+//! Shared test set-up: the shipped configuration with a temporary data dir,
+//! a real gateway on 127.0.0.1:0 and the real generated client.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use meshops::config::{LoadOptions, MeshSpec};
+use meshops::gateway::{Overrides, ServerHandle};
+use meshops::proto::gateway_client::GatewayClient;
+use tonic::transport::Channel;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped spec (files only, no env overlay) with its data dir moved
+/// into `data`.
+pub fn spec(data: &Path) -> MeshSpec {
+    let mut spec = match MeshSpec::load(&LoadOptions::files_only(root())) {
+        Ok(s) => s,
+        Err(e) => panic!("shipped configuration must load:\n{e}"),
+    };
+    spec.settings.retrieval.data_dir = data.to_path_buf();
+    spec
+}
+
+pub struct TestServer {
+    pub server: ServerHandle,
+    pub client: GatewayClient<Channel>,
+    pub channel: Channel,
+    pub _data: tempfile::TempDir,
+}
+
+pub async fn start(tweak: impl FnOnce(&mut MeshSpec), overrides: Overrides) -> TestServer {
+    let data = tempfile::tempdir().unwrap();
+    let mut spec = spec(data.path());
+    tweak(&mut spec);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = meshops::gateway::start_with(spec, listener, overrides).await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+    let client = GatewayClient::new(channel.clone());
+    TestServer { server, client, channel, _data: data }
+}
+
+/// One row of `eval/datasets/sample.jsonl`.
+#[derive(Debug, serde::Deserialize)]
+pub struct Row {
+    pub id: String,
+    pub query: String,
+    #[serde(default)]
+    pub ground_truth: String,
+    #[serde(default)]
+    pub relevant_doc_ids: Vec<String>,
+    #[serde(default)]
+    pub intent: Option<String>,
+}
+
+pub fn sample_rows() -> Vec<Row> {
+    let text = std::fs::read_to_string(root().join("eval/datasets/sample.jsonl")).unwrap();
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}

@@ -1,0 +1,152 @@
+//! Configuration: every shipped file loads; mistakes name the file and the
+//! field; layering works in the documented order.
+
+mod common;
+
+use std::path::Path;
+
+use meshops::config::{LoadOptions, MeshSpec};
+
+/// Copies the shipped config/, agents/ and prompts/ into a temp dir so a test
+/// can break one file.
+fn project_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["config", "agents", "prompts"] {
+        copy_dir(&common::root().join(sub), &dir.path().join(sub));
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} does not contain {from:?}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+fn load_err(opts: &LoadOptions) -> String {
+    match MeshSpec::load(opts) {
+        Ok(_) => panic!("expected a configuration error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn every_shipped_file_loads() {
+    let spec = MeshSpec::load(&LoadOptions::files_only(common::root())).unwrap();
+    assert_eq!(spec.agents.len(), 4);
+    for env in ["dev", "qa", "prod"] {
+        let opts = LoadOptions { env: Some(env.into()), ..LoadOptions::files_only(common::root()) };
+        let spec = MeshSpec::load(&opts).unwrap_or_else(|e| panic!("overlay {env}: {e}"));
+        assert!(spec.layers.iter().any(|l| l.ends_with(format!("{env}.toml"))));
+    }
+    // Every prompt file, including ones no agent uses yet.
+    for entry in std::fs::read_dir(common::root().join("prompts")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "prompty") {
+            meshops::prompt::Prompty::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}
+
+#[test]
+fn layers_apply_in_order() {
+    let dir = project_copy();
+    let extra = dir.path().join("extra.toml");
+    std::fs::write(&extra, "[gateway]\nmax_query_chars = 77\nrequest_timeout_ms = 1234\n").unwrap();
+    let opts = LoadOptions {
+        root: dir.path().into(),
+        env: Some("prod".into()),
+        config_file: Some(extra),
+        env_vars: vec![("MESHOPS__GATEWAY__MAX_QUERY_CHARS".into(), "55".into()), ("MESHOPS__RETRIEVAL__DATA_DIR".into(), "/x".into())],
+    };
+    let spec = MeshSpec::load(&opts).unwrap();
+    assert_eq!(spec.settings.gateway.listen, "0.0.0.0:50051", "from prod.toml");
+    assert_eq!(spec.settings.gateway.request_timeout_ms, 1234, "--config beats prod.toml");
+    assert_eq!(spec.settings.gateway.max_query_chars, 55, "variables beat --config");
+    assert_eq!(spec.settings.retrieval.data_dir, Path::new("/x"));
+    assert_eq!(spec.settings.retrieval.collection, "meshops_docs", "from meshops.toml");
+}
+
+#[test]
+fn typo_in_settings_names_file_and_field() {
+    let dir = project_copy();
+    edit(&dir.path().join("config/meshops.toml"), "max_query_chars", "max_query_charz");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(err.contains("meshops.toml"), "{err}");
+    assert!(err.contains("gateway.max_query_charz"), "{err}");
+    assert!(err.contains("max_query_chars"), "should list what is valid: {err}");
+}
+
+#[test]
+fn typo_in_an_overlay_names_the_overlay() {
+    let dir = project_copy();
+    std::fs::write(dir.path().join("config/dev.toml"), "[retrieval]\ncolection = \"x\"\n").unwrap();
+    let opts = LoadOptions { env: Some("dev".into()), ..LoadOptions::files_only(dir.path()) };
+    let err = load_err(&opts);
+    assert!(err.contains("dev.toml") && err.contains("retrieval.colection"), "{err}");
+}
+
+#[test]
+fn bad_env_variable_names_the_variable() {
+    let opts = LoadOptions {
+        env_vars: vec![("MESHOPS__GATEWAY__MAX_QUERY_CHARS".into(), "lots".into())],
+        ..LoadOptions::files_only(common::root())
+    };
+    let err = load_err(&opts);
+    assert!(err.contains("MESHOPS__GATEWAY__MAX_QUERY_CHARS") && err.contains("gateway.max_query_chars"), "{err}");
+}
+
+#[test]
+fn typo_in_an_agent_file_names_file_and_field() {
+    let dir = project_copy();
+    edit(&dir.path().join("agents/retriever.toml"), "top_k", "tpo_k");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(err.contains("retriever.toml") && err.contains("tpo_k"), "{err}");
+}
+
+#[test]
+fn missing_prompt_file_names_agent_file_and_field() {
+    let dir = project_copy();
+    std::fs::remove_file(dir.path().join("prompts/critic.prompty")).unwrap();
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(err.contains("critic.toml") && err.contains("field `prompt`") && err.contains("critic.prompty"), "{err}");
+}
+
+#[test]
+fn unknown_model_profile_names_file_field_and_known_profiles() {
+    let dir = project_copy();
+    edit(&dir.path().join("agents/summarizer.toml"), "model = \"offline\"", "model = \"gpt-9\"");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(err.contains("summarizer.toml") && err.contains("field `model`") && err.contains("gpt-9"), "{err}");
+    assert!(err.contains("known: offline"), "{err}");
+}
+
+#[test]
+fn flow_with_unknown_agent_names_the_step() {
+    let dir = project_copy();
+    edit(&dir.path().join("config/meshops.toml"), "steps = [\"retriever\", \"summarizer\", \"critic\"]", "steps = [\"retriever\", \"sumarizer\", \"critic\"]");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(err.contains("flows.question.steps[1]") && err.contains("sumarizer"), "{err}");
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let dir = project_copy();
+    edit(&dir.path().join("agents/summarizer.toml"), "model = \"offline\"", "model = \"nope\"");
+    edit(&dir.path().join("agents/critic.toml"), "model = \"offline\"", "model = \"nope2\"");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(err.contains("nope`") && err.contains("nope2"), "{err}");
+}
