@@ -1,1 +1,336 @@
 //! Prompty files: YAML front matter and a role-marked, Jinja-templated body.
+//!
+//! A Prompty file (Microsoft's prompt format, v1) looks like
+//!
+//! ```text
+//! ---
+//! name: ExamplePrompt
+//! model:
+//!   api: chat
+//!   parameters:
+//!     max_tokens: 3000
+//! ---
+//! system:
+//! You help {{firstName}}.
+//!
+//! user:
+//! {{question}}
+//! ```
+//!
+//! [`Prompty::load`] reads and validates the front matter and compiles the
+//! body once; [`Prompty::render`] then runs per request: it renders the body
+//! with minijinja and only afterwards splits the text into [`ChatMessage`]s at
+//! role marker lines (`system:`, `user:`, `assistant:`, …). Splitting after
+//! templating is what lets a `{% for %}` over a chat history produce one
+//! message per turn.
+//!
+//! Values interpolated with `{{ … }}` cannot introduce role markers: a line of
+//! an input value that looks like a marker is rendered as text, so a user
+//! typing `system:` into a question cannot forge a system message. Markers
+//! come from the template text (`{{ turn.role }}:` works, since the colon is
+//! template text).
+//!
+//! Loading never resolves `${env:…}` references (keys stay by reference in
+//! memory and in errors); callers resolve them with [`resolve_env_refs`] when
+//! they build a client.
+
+mod env;
+mod front_matter;
+mod messages;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+use crate::llm::{ChatMessage, ModelParams};
+
+pub use env::resolve_env_refs;
+
+/// The name the body is registered under in its private environment.
+const BODY_TEMPLATE: &str = "body";
+
+/// Errors of loading or rendering a Prompty file. Each names the file and,
+/// where there is one, the field, and says what would have been valid.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    #[error("cannot read prompt file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: front matter: {message}", path.display())]
+    FrontMatter { path: PathBuf, message: String },
+    #[error("{}: field `{field}`: {message}", path.display())]
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("{}: template: {message}", path.display())]
+    Template { path: PathBuf, message: String },
+    #[error("{}: rendering failed: {message}", path.display())]
+    Render { path: PathBuf, message: String },
+    #[error(
+        "environment variable `{var}` is not set and its `${{env:{var}}}` reference has no default"
+    )]
+    Env { var: String },
+}
+
+/// The `model` section: which API, which endpoint, which sampling parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptyModel {
+    /// `chat` (the default) or `completion`.
+    pub api: String,
+    pub configuration: PromptyConfiguration,
+    pub parameters: PromptyParameters,
+    /// `first` or `all` (how many choices to return), when given.
+    pub response: Option<String>,
+    /// Other keys of `model`, kept as written.
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for PromptyModel {
+    fn default() -> Self {
+        PromptyModel {
+            api: "chat".to_string(),
+            configuration: PromptyConfiguration::default(),
+            parameters: PromptyParameters::default(),
+            response: None,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// `model.configuration`: where the model lives. Values are kept exactly as
+/// written, `${env:…}` references included.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptyConfiguration {
+    /// The YAML `type`: `azure_openai`, `openai`, `serverless`, …
+    pub kind: Option<String>,
+    pub azure_endpoint: Option<String>,
+    pub azure_deployment: Option<String>,
+    pub api_version: Option<String>,
+    pub api_key: Option<String>,
+    /// The model name (`openai` and `serverless` configurations).
+    pub name: Option<String>,
+    /// The YAML `base_url`, or its synonym `endpoint`.
+    pub base_url: Option<String>,
+    pub organization: Option<String>,
+    /// Keys this module does not interpret, kept for providers that do.
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// `model.parameters`: sampling parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptyParameters {
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub top_p: Option<f64>,
+    pub seed: Option<i64>,
+    /// `stop` may be written as one string or a list; kept as a list.
+    pub stop: Vec<String>,
+    /// `text` or `json_object`, written as a string or `{type: …}`.
+    pub response_format: Option<String>,
+    /// Parameters this module does not interpret (`frequency_penalty`, …).
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl PromptyParameters {
+    /// The parameters [`ModelParams`] knows; `extra` has no place there and
+    /// is left for providers that read the Prompty file themselves.
+    pub fn to_model_params(&self) -> ModelParams {
+        ModelParams {
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            top_p: self.top_p,
+            seed: self.seed,
+            stop: self.stop.clone(),
+            response_format: self.response_format.clone(),
+        }
+    }
+}
+
+/// One declared input.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PromptyInput {
+    /// The YAML `type` (`string`, `array`, …), when declared.
+    pub kind: Option<String>,
+    pub description: Option<String>,
+    /// Used by [`Prompty::render`] when the caller does not give the input.
+    pub default: Option<serde_json::Value>,
+    /// An example value, for documentation and tests; never rendered.
+    pub sample: Option<serde_json::Value>,
+    /// Other keys of the declaration, kept as written.
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A loaded Prompty file with its body compiled, ready to render.
+#[derive(Debug, Clone)]
+pub struct Prompty {
+    /// `name`, or the file stem when the file has none.
+    pub name: String,
+    pub description: String,
+    pub authors: Vec<String>,
+    pub version: Option<String>,
+    pub tags: Vec<String>,
+    pub model: PromptyModel,
+    pub inputs: BTreeMap<String, PromptyInput>,
+    /// `outputs` as written (`Null` when absent).
+    pub outputs: serde_json::Value,
+    /// `sample` as written, or loaded from its `${file:…}`; an empty object
+    /// when absent.
+    pub sample: serde_json::Value,
+    /// Top-level keys this module does not interpret, kept as written.
+    pub extra: BTreeMap<String, serde_json::Value>,
+    /// The template text after the front matter.
+    pub body: String,
+    pub path: PathBuf,
+    /// Lines before the body, so template errors can report file lines.
+    body_line_offset: usize,
+    /// The compiled body; shared so clones and renders never re-parse it.
+    env: Arc<Environment<'static>>,
+}
+
+impl Prompty {
+    /// Reads and parses a Prompty file.
+    pub fn load(path: &Path) -> Result<Prompty, PromptError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PromptError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Prompty::parse(&text, path)
+    }
+
+    /// Parses Prompty text. `path` names the file in errors and anchors
+    /// `${file:…}` references.
+    pub fn parse(text: &str, path: &Path) -> Result<Prompty, PromptError> {
+        let split = front_matter::split(text, path)?;
+        let header = front_matter::parse_header(split.yaml_padded.as_str(), path)?;
+        let env = compile(split.body, path, split.body_line_offset)?;
+        Ok(Prompty {
+            name: header.name,
+            description: header.description,
+            authors: header.authors,
+            version: header.version,
+            tags: header.tags,
+            model: header.model,
+            inputs: header.inputs,
+            outputs: header.outputs,
+            sample: header.sample,
+            extra: header.extra,
+            body: split.body.to_string(),
+            path: path.to_path_buf(),
+            body_line_offset: split.body_line_offset,
+            env: Arc::new(env),
+        })
+    }
+
+    /// Renders the body with `inputs` (a JSON object, or `null` for none)
+    /// merged over the declared input defaults, then splits the text into
+    /// messages at role marker lines.
+    pub fn render(&self, inputs: &serde_json::Value) -> Result<Vec<ChatMessage>, PromptError> {
+        let mut context = serde_json::Map::new();
+        for (name, input) in &self.inputs {
+            if let Some(default) = &input.default {
+                context.insert(name.clone(), default.clone());
+            }
+        }
+        match inputs {
+            serde_json::Value::Object(given) => {
+                context.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            serde_json::Value::Null => {}
+            other => {
+                return Err(PromptError::Render {
+                    path: self.path.clone(),
+                    message: format!(
+                        "inputs must be a JSON object of name → value, got {}",
+                        json_kind(other)
+                    ),
+                });
+            }
+        }
+        let template = self
+            .env
+            .get_template(BODY_TEMPLATE)
+            .map_err(|e| self.render_error(&e))?;
+        let text = template
+            .render(serde_json::Value::Object(context))
+            .map_err(|e| self.render_error(&e))?;
+        Ok(messages::split(&text))
+    }
+
+    /// Variables the template reads that `inputs` does not declare (loop
+    /// variables and minijinja's globals such as `range` excluded). A
+    /// non-empty set usually means a typo or a missing declaration.
+    pub fn undeclared_variables(&self) -> BTreeSet<String> {
+        let Ok(template) = self.env.get_template(BODY_TEMPLATE) else {
+            return BTreeSet::new();
+        };
+        let globals: BTreeSet<&str> = self.env.globals().map(|(name, _)| name).collect();
+        template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|name| !self.inputs.contains_key(name) && !globals.contains(name.as_str()))
+            .collect()
+    }
+
+    fn render_error(&self, err: &minijinja::Error) -> PromptError {
+        PromptError::Render {
+            path: self.path.clone(),
+            message: describe_template_error(err, self.body_line_offset),
+        }
+    }
+}
+
+/// Compiles the body into its own environment, configured like Jinja2's
+/// defaults plus lenient undefined values.
+fn compile(
+    body: &str,
+    path: &Path,
+    line_offset: usize,
+) -> Result<Environment<'static>, PromptError> {
+    let mut env = Environment::new();
+    env.set_keep_trailing_newline(false);
+    // Lenient: a missing input renders as empty text, as in Jinja2.
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    // Prompts are not HTML; escaping would corrupt `<`, `&` and quotes.
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_formatter(messages::format_value);
+    env.add_template_owned(BODY_TEMPLATE, body.to_string())
+        .map_err(|e| PromptError::Template {
+            path: path.to_path_buf(),
+            message: describe_template_error(&e, line_offset),
+        })?;
+    Ok(env)
+}
+
+/// A minijinja error as text, with its line counted in the whole file (the
+/// template only sees the body).
+fn describe_template_error(err: &minijinja::Error, line_offset: usize) -> String {
+    let what = match err.detail() {
+        Some(detail) => format!("{}: {detail}", err.kind()),
+        None => err.kind().to_string(),
+    };
+    match err.line() {
+        Some(line) => format!("{what} (line {})", line + line_offset),
+        None => what,
+    }
+}
+
+/// The JSON type of a value, for messages.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

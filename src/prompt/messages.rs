@@ -1,0 +1,81 @@
+//! Splitting rendered text into chat messages at role marker lines.
+//!
+//! A marker is a line holding only a role word and a colon (`system:`,
+//! `user:`, `assistant:`, `developer:`, `human:`, `tool:`), in any case,
+//! optionally after a `#` and surrounded by whitespace. `# Customer` is a
+//! Markdown heading, not a marker: only the role words count.
+
+use minijinja::{Error, Output, State, Value};
+
+use crate::llm::{ChatMessage, Role};
+
+/// Put at the start of a marker-looking line inside an interpolated value so
+/// the splitter does not take it for a marker; removed from message content.
+/// A private-use character, so it never means anything in real text.
+const GUARD: char = '\u{E000}';
+
+/// The role a marker line names, if `line` is one.
+pub(crate) fn marker_role(line: &str) -> Option<Role> {
+    let line = line.trim();
+    let line = line.strip_prefix('#').map_or(line, str::trim_start);
+    let word = line.strip_suffix(':')?;
+    match word.to_ascii_lowercase().as_str() {
+        "system" | "developer" => Some(Role::System),
+        "user" | "human" => Some(Role::User),
+        "assistant" => Some(Role::Assistant),
+        "tool" => Some(Role::Tool),
+        _ => None,
+    }
+}
+
+/// Splits rendered text into messages. Text before the first marker, when
+/// not blank, is a system message; contents are trimmed; empty messages are
+/// dropped.
+pub(crate) fn split(text: &str) -> Vec<ChatMessage> {
+    let mut out = Vec::new();
+    let mut role = Role::System;
+    let mut content = String::new();
+    for line in text.lines() {
+        if let Some(next) = marker_role(line) {
+            push(&mut out, role, &content);
+            role = next;
+            content.clear();
+        } else {
+            content.push_str(line);
+            content.push('\n');
+        }
+    }
+    push(&mut out, role, &content);
+    out
+}
+
+fn push(out: &mut Vec<ChatMessage>, role: Role, content: &str) {
+    let content: String = content.chars().filter(|&c| c != GUARD).collect();
+    let content = content.trim();
+    if !content.is_empty() {
+        out.push(ChatMessage {
+            role,
+            content: content.to_string(),
+        });
+    }
+}
+
+/// The formatter for `{{ … }}`: strings are written with any marker-looking
+/// line guarded, so input values cannot open messages of their own; other
+/// values are formatted as usual.
+pub(crate) fn format_value(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
+    let Some(text) = value.as_str() else {
+        return minijinja::escape_formatter(out, state, value);
+    };
+    if !text.lines().any(|line| marker_role(line).is_some()) {
+        return out.write_str(text).map_err(Error::from);
+    }
+    let mut guarded = String::with_capacity(text.len() + 4);
+    for piece in text.split_inclusive('\n') {
+        if marker_role(piece).is_some() {
+            guarded.push(GUARD);
+        }
+        guarded.push_str(piece);
+    }
+    out.write_str(&guarded).map_err(Error::from)
+}
