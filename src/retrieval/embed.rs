@@ -1,1 +1,193 @@
 //! Embedders. [`OfflineEmbedder`] is deterministic and needs no model.
+//!
+//! It hashes lexical features into a fixed number of buckets ("the hashing
+//! trick"): content terms, content-term bigrams and character 3-grams of each
+//! term. This is no semantic model, but texts about the same topic share
+//! stems and sub-word pieces, so cosine similarity ranks them close — enough
+//! for offline runs, tests and CI, where downloading a model is not an option.
+
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+
+use super::{Embedder, RetrievalError};
+use crate::text;
+
+/// Weight of a whole content term: the main topical signal.
+const TERM_WEIGHT: f32 = 1.0;
+/// Weight of an adjacent content-term pair: rewards shared phrases, but a
+/// paraphrase rarely keeps word order, so it must not dominate.
+const BIGRAM_WEIGHT: f32 = 0.5;
+/// Weight of one character 3-gram: lets "retry"/"retries"/"retrying" and
+/// compound words partially meet where the light stemmer misses. There are
+/// many 3-grams per term, so each one counts little.
+const TRIGRAM_WEIGHT: f32 = 0.25;
+
+/// A deterministic embedder based on signed feature hashing.
+#[derive(Debug, Clone)]
+pub struct OfflineEmbedder {
+    dimension: usize,
+    name: String,
+}
+
+impl OfflineEmbedder {
+    /// An embedder giving vectors of length `dimension` (at least 1: a zero
+    /// dimension is raised to 1 rather than dividing by zero later).
+    pub fn new(dimension: usize) -> Self {
+        let dimension = dimension.max(1);
+        Self {
+            dimension,
+            name: format!("offline-hash-{dimension}"),
+        }
+    }
+
+    /// Embeds one text. The result is L2-normalised, so a dot product is the
+    /// cosine similarity.
+    pub fn embed_text(&self, text: &str) -> Vec<f32> {
+        let counts = features(text);
+        let mut v = vec![0.0f32; self.dimension];
+        // Iterate in key order: float addition is not associative, and a
+        // HashMap's order is random per process; sorting keeps the vector
+        // bit-for-bit identical across runs.
+        let mut keys: Vec<(&String, &(f32, u32))> = counts.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, &(weight, count)) in keys {
+            let h = text::fnv1a64(key.as_bytes());
+            // `dimension` fits in u64 on every supported target; the modulo
+            // result is below `dimension`, so it fits back into usize.
+            let bucket = (h % self.dimension as u64) as usize;
+            // The sign comes from a high bit, independent of the low bits
+            // that pick the bucket, so collisions cancel out on average
+            // instead of piling up.
+            let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
+            // Sublinear tf: a term repeated ten times is more important than
+            // once, but not ten times more.
+            let tf = 1.0 + (count as f32).ln();
+            if let Some(slot) = v.get_mut(bucket) {
+                *slot += sign * weight * tf;
+            }
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > f32::EPSILON && norm.is_finite() {
+            for x in &mut v {
+                *x /= norm;
+            }
+            v
+        } else {
+            // No features (empty text, only stop words) or all features
+            // cancelled: a zero vector has no cosine and NaN would poison the
+            // store, so return a fixed unit vector instead.
+            let c = 1.0 / (self.dimension as f32).sqrt();
+            vec![c; self.dimension]
+        }
+    }
+}
+
+/// Feature key → (kind weight, occurrence count). Keys carry a kind prefix so
+/// the term "ing" and the 3-gram "ing" are different features.
+fn features(text: &str) -> HashMap<String, (f32, u32)> {
+    let terms = text::content_terms(text);
+    let mut out: HashMap<String, (f32, u32)> = HashMap::new();
+    let mut add = |key: String, weight: f32| {
+        out.entry(key).or_insert((weight, 0)).1 += 1;
+    };
+    for term in &terms {
+        add(format!("w:{term}"), TERM_WEIGHT);
+        // Boundary markers make prefixes and suffixes distinct features.
+        let chars: Vec<char> = format!("<{term}>").chars().collect();
+        for gram in chars.windows(3) {
+            add(
+                format!("c:{}", gram.iter().collect::<String>()),
+                TRIGRAM_WEIGHT,
+            );
+        }
+    }
+    for pair in terms.windows(2) {
+        if let [a, b] = pair {
+            add(format!("b:{a} {b}"), BIGRAM_WEIGHT);
+        }
+    }
+    out
+}
+
+impl Embedder for OfflineEmbedder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, RetrievalError>> {
+        Box::pin(async move { Ok(texts.iter().map(|t| self.embed_text(t)).collect()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    fn norm(v: &[f32]) -> f32 {
+        v.iter().map(|x| x * x).sum::<f32>().sqrt()
+    }
+
+    #[test]
+    fn deterministic_and_named() {
+        let e = OfflineEmbedder::new(384);
+        let a = e.embed_text("The gateway retries failed requests three times.");
+        let b = OfflineEmbedder::new(384)
+            .embed_text("The gateway retries failed requests three times.");
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 384);
+        assert_eq!(e.name(), "offline-hash-384");
+        assert_eq!(e.dimension(), 384);
+    }
+
+    #[test]
+    fn unit_norm_including_featureless_text() {
+        let e = OfflineEmbedder::new(64);
+        for text in [
+            "Agents exchange messages over gRPC.",
+            "",
+            "the of and",
+            "!!!",
+        ] {
+            let v = e.embed_text(text);
+            assert!(
+                (norm(&v) - 1.0).abs() < 1e-4,
+                "norm of {text:?} is {}",
+                norm(&v)
+            );
+            assert!(v.iter().all(|x| x.is_finite()));
+        }
+        assert_eq!(OfflineEmbedder::new(0).embed_text("anything").len(), 1);
+    }
+
+    #[test]
+    fn paraphrase_is_closer_than_unrelated() {
+        let e = OfflineEmbedder::new(384);
+        let q = e.embed_text("How many times does the gateway retry a failed request?");
+        let para = e.embed_text("Failed requests are retried by the gateway up to three times.");
+        let other = e.embed_text("Bananas ripen faster when stored next to apples.");
+        let (sp, so) = (cosine(&q, &para), cosine(&q, &other));
+        assert!(sp > so + 0.2, "paraphrase {sp} vs unrelated {so}");
+    }
+
+    #[tokio::test]
+    async fn trait_embed_matches_embed_text() {
+        let e = OfflineEmbedder::new(32);
+        let texts = vec!["alpha beta".to_string(), "gamma".to_string()];
+        let out = e.embed(&texts).await.unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], e.embed_text("alpha beta"));
+        assert_eq!(out[1], e.embed_text("gamma"));
+    }
+}

@@ -1,1 +1,323 @@
 //! `meshops ingest`: files → chunks → vectors → store, idempotently.
+//!
+//! Point ids derive from chunk content ([`super::point_id`]), so ingesting the
+//! same files again rewrites the same points. After upserting, every ingested
+//! document's points that the new chunks did not produce are pruned, so an
+//! edited document leaves no stale chunks behind.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::chunk::{ChunkOptions, chunk_document};
+use super::{Chunk, Embedder, RetrievalError, VectorStore, point_id};
+
+/// Chunks embedded and upserted per call: large enough to amortise a remote
+/// embedder's round trip, small enough to keep requests and memory bounded.
+const BATCH: usize = 64;
+
+/// File extensions ingest reads (lowercase).
+const EXTENSIONS: [&str; 3] = ["md", "markdown", "txt"];
+
+/// What an ingest run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Documents read.
+    pub files: usize,
+    /// Chunks they were cut into.
+    pub chunks: usize,
+    /// Points written (unchanged chunks are rewritten too, with the same id).
+    pub upserted: usize,
+    /// Stale points removed.
+    pub pruned: usize,
+    /// Points in the collection afterwards.
+    pub points: usize,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> RetrievalError {
+    RetrievalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn input_err(path: &Path, message: impl Into<String>) -> RetrievalError {
+    RetrievalError::Input {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+fn supported(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The documents under `paths`, as `(file, doc_id)` in a stable order. A file
+/// is taken as given (doc id: its stem); a directory is walked recursively in
+/// name order for `.md`, `.markdown` and `.txt` files (doc id: the relative
+/// path without extension, `/`-separated). Hidden entries (`.git`, …) and
+/// symlinked directories (which could loop) are skipped. A missing or
+/// unreadable path, a file of another kind, and two files with the same doc id
+/// (`a.md` next to `a.txt`) are errors.
+pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, RetrievalError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+        if meta.is_dir() {
+            walk(path, path, &mut out)?;
+        } else if supported(path) {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push((path.clone(), stem));
+        } else {
+            return Err(input_err(
+                path,
+                "unsupported file type: expected .md, .markdown or .txt",
+            ));
+        }
+    }
+    // Two files mapping to one doc id would overwrite each other's chunk ids
+    // and prune each other's points.
+    let mut seen: HashMap<&str, &Path> = HashMap::new();
+    for (path, doc_id) in &out {
+        if let Some(first) = seen.insert(doc_id.as_str(), path.as_path()) {
+            return Err(input_err(
+                path,
+                format!(
+                    "doc id {doc_id:?} is also the doc id of {}",
+                    first.display()
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<(), RetrievalError> {
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| io_err(dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let kind = entry.file_type().map_err(|e| io_err(&path, e))?;
+        if kind.is_dir() {
+            walk(root, &path, out)?;
+            continue;
+        }
+        // A symlink to a file counts as the file; `metadata` follows it.
+        let is_file = kind.is_file()
+            || kind.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+        if is_file && supported(&path) {
+            out.push((path.clone(), doc_id(root, &path)));
+        }
+    }
+    Ok(())
+}
+
+/// `root/guides/deploy.md` → `guides/deploy`.
+fn doc_id(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path).with_extension("");
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Ingests `paths` (see [`collect_files`]) into `store`: chunks every
+/// document, embeds and upserts the chunks in batches of 64, then prunes each
+/// document's stale points. `progress` gets the chunk count as its length and
+/// advances as chunks are stored. Documents deleted from disk are not
+/// detected; their points stay until removed by other means.
+pub async fn ingest_paths(
+    paths: &[PathBuf],
+    opts: &ChunkOptions,
+    embedder: &dyn Embedder,
+    store: &dyn VectorStore,
+    progress: &indicatif::ProgressBar,
+) -> Result<IngestReport, RetrievalError> {
+    let files = collect_files(paths)?;
+    let mut docs: Vec<(String, Vec<Chunk>)> = Vec::with_capacity(files.len());
+    for (path, doc_id) in &files {
+        let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| input_err(path, "not UTF-8 text"))?;
+        let chunks = chunk_document(doc_id, &path.display().to_string(), &text, opts);
+        docs.push((doc_id.clone(), chunks));
+    }
+    let all: Vec<&Chunk> = docs.iter().flat_map(|(_, c)| c.iter()).collect();
+    let mut report = IngestReport {
+        files: files.len(),
+        chunks: all.len(),
+        ..IngestReport::default()
+    };
+    progress.set_length(all.len() as u64);
+
+    // Batches may span documents: fewer, fuller embedder calls. Pruning waits
+    // until everything is upserted, so no document is ever missing points.
+    for batch in all.chunks(BATCH) {
+        let texts: Vec<String> = batch.iter().map(|c| c.text.clone()).collect();
+        let vectors = embedder.embed(&texts).await?;
+        if vectors.len() != batch.len() {
+            return Err(RetrievalError::Embed {
+                embedder: embedder.name().to_string(),
+                message: format!(
+                    "returned {} vectors for {} texts",
+                    vectors.len(),
+                    batch.len()
+                ),
+            });
+        }
+        let points = batch
+            .iter()
+            .map(|c| (*c).clone())
+            .zip(vectors)
+            .collect::<Vec<_>>();
+        report.upserted += store.upsert(points).await?;
+        progress.inc(batch.len() as u64);
+    }
+
+    for (doc_id, chunks) in &docs {
+        let keep = chunks.iter().map(point_id).collect();
+        report.pruned += store.prune_doc(doc_id.clone(), keep).await?;
+    }
+    report.points = store.count().await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retrieval::edge::EdgeStore;
+    use crate::retrieval::embed::OfflineEmbedder;
+
+    fn write(root: &Path, rel: &str, text: &str) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    const GATEWAY: &str = "# Gateway\n\nThe gateway accepts gRPC calls from clients.\n\n## Limits\n\nEach client may send at most sixty four requests per second.\nExcess requests are rejected with RESOURCE_EXHAUSTED.\n\n## Retries\n\nFailed upstream calls are retried three times with exponential backoff.\n";
+    const AGENTS: &str = "# Agents\n\nAgents are actix actors.\n\n## Mailboxes\n\nEach agent owns a bounded mailbox of pending messages.\n\n## Supervision\n\nA crashed agent is restarted by its supervisor.\n";
+    const NOTES: &str = "Plain notes about the embedded vector store.\n\nThe store persists qdrant-edge segments under the data directory.";
+
+    fn corpus() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "gateway.md", GATEWAY);
+        write(dir.path(), "guides/agents.markdown", AGENTS);
+        write(dir.path(), "notes.txt", NOTES);
+        write(dir.path(), "image.png", "not text");
+        write(
+            dir.path(),
+            ".hidden/secret.md",
+            "# Hidden\n\nShould not be read.",
+        );
+        dir
+    }
+
+    #[test]
+    fn collects_supported_files_sorted_with_doc_ids() {
+        let dir = corpus();
+        let files = collect_files(&[dir.path().to_path_buf()]).unwrap();
+        let ids: Vec<&str> = files.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, vec!["gateway", "guides/agents", "notes"]);
+        assert_eq!(files[1].0, dir.path().join("guides/agents.markdown"));
+
+        let direct = collect_files(&[dir.path().join("guides/agents.markdown")]).unwrap();
+        assert_eq!(direct[0].1, "agents");
+    }
+
+    #[test]
+    fn bad_paths_are_errors_naming_the_path() {
+        let dir = corpus();
+        let missing = dir.path().join("missing.md");
+        let err = collect_files(std::slice::from_ref(&missing)).unwrap_err();
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+        let png = dir.path().join("image.png");
+        let err = collect_files(&[png]).unwrap_err();
+        assert!(
+            err.to_string().contains("image.png") && err.to_string().contains("unsupported"),
+            "{err}"
+        );
+        write(dir.path(), "gateway.txt", "clash");
+        let err = collect_files(&[dir.path().to_path_buf()]).unwrap_err();
+        assert!(err.to_string().contains("\"gateway\""), "{err}");
+    }
+
+    #[tokio::test]
+    async fn ingest_is_idempotent_prunes_edits_and_finds_docs() {
+        let corpus = corpus();
+        let data = tempfile::tempdir().unwrap();
+        let embedder = OfflineEmbedder::new(128);
+        let store = EdgeStore::open(data.path(), "docs", 128).unwrap();
+        let opts = ChunkOptions::default();
+        let paths = vec![corpus.path().to_path_buf()];
+        let bar = indicatif::ProgressBar::hidden();
+
+        let first = ingest_paths(&paths, &opts, &embedder, &store, &bar)
+            .await
+            .unwrap();
+        assert_eq!(first.files, 3);
+        // gateway: 3 sections, agents: 3 sections, notes: 1 chunk.
+        assert_eq!(first.chunks, 7);
+        assert_eq!(first.upserted, 7);
+        assert_eq!(first.pruned, 0);
+        assert_eq!(first.points, 7);
+        assert_eq!(bar.length(), Some(7));
+        assert_eq!(bar.position(), 7);
+
+        let again = ingest_paths(&paths, &opts, &embedder, &store, &bar)
+            .await
+            .unwrap();
+        assert_eq!(again.points, 7);
+        assert_eq!(again.pruned, 0);
+
+        // The gateway doc loses its Retries section and edits its Limits.
+        write(
+            corpus.path(),
+            "gateway.md",
+            "# Gateway\n\nThe gateway accepts gRPC calls from clients.\n\n## Limits\n\nEach client may send at most ten requests per second.\n",
+        );
+        let edited = ingest_paths(&paths, &opts, &embedder, &store, &bar)
+            .await
+            .unwrap();
+        assert_eq!(edited.chunks, 6);
+        assert_eq!(edited.pruned, 2);
+        assert_eq!(edited.points, 6);
+
+        let query = embedder.embed_text("bounded mailbox of pending messages");
+        let hits = store.search(query, 3, None).await.unwrap();
+        assert_eq!(hits[0].doc_id, "guides/agents");
+        assert_eq!(hits[0].chunk_id, "guides/agents#1");
+        assert!(
+            hits[0].text.starts_with("Agents > Mailboxes\n"),
+            "{}",
+            hits[0].text
+        );
+
+        let hits = store
+            .search(
+                embedder.embed_text("how many requests per second may a client send"),
+                1,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(hits[0].doc_id, "gateway");
+        assert!(hits[0].text.contains("ten requests"), "{}", hits[0].text);
+
+        // A store reopened from disk holds the same points.
+        drop(store);
+        let reopened = EdgeStore::open(data.path(), "docs", 128).unwrap();
+        assert_eq!(reopened.count().await.unwrap(), 6);
+    }
+}

@@ -44,14 +44,27 @@ pub struct Hit {
 /// Errors of embedding, storage and ingest.
 #[derive(Debug, thiserror::Error)]
 pub enum RetrievalError {
+    /// A document or directory named for ingest is missing, unreadable or of
+    /// an unsupported kind.
+    #[error("{path}: {message}")]
+    Input { path: String, message: String },
     #[error("vector store {collection}: {message}")]
     Store { collection: String, message: String },
     #[error("embedder {embedder}: {message}")]
     Embed { embedder: String, message: String },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("vector dimension mismatch in {collection}: store has {store}, embedder gives {embedder}")]
-    Dimension { collection: String, store: usize, embedder: usize },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "vector dimension mismatch in {collection}: store has {store}, embedder gives {embedder}"
+    )]
+    Dimension {
+        collection: String,
+        store: usize,
+        embedder: usize,
+    },
 }
 
 /// Turns text into vectors. Async because remote embedders call a network.
@@ -61,7 +74,10 @@ pub trait Embedder: Send + Sync {
     /// Length of every vector this embedder returns.
     fn dimension(&self) -> usize;
     /// Embeds each text; the result has one vector per input, in order.
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, RetrievalError>>;
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, RetrievalError>>;
 }
 
 /// A collection of chunk vectors with the meshops payload schema.
@@ -71,10 +87,19 @@ pub trait VectorStore: Send + Sync {
     fn collection(&self) -> &str;
     /// Inserts or replaces points; ids derive from content, so upserting the
     /// same chunk twice leaves one point. Returns the number written.
-    fn upsert(&self, points: Vec<(Chunk, Vec<f32>)>) -> BoxFuture<'_, Result<usize, RetrievalError>>;
-    /// Removes the points of `doc_id` whose chunk ids are not in `keep`
-    /// (stale chunks of an edited document). Returns how many were removed.
-    fn prune_doc(&self, doc_id: String, keep: Vec<String>) -> BoxFuture<'_, Result<usize, RetrievalError>>;
+    fn upsert(
+        &self,
+        points: Vec<(Chunk, Vec<f32>)>,
+    ) -> BoxFuture<'_, Result<usize, RetrievalError>>;
+    /// Removes the points of `doc_id` whose point ids (see [`point_id`]) are
+    /// not in `keep`: stale chunks of an edited document. Point ids rather
+    /// than chunk ids, because an edited chunk keeps its chunk id but gets a
+    /// new point id, and the old point must go. Returns how many were removed.
+    fn prune_doc(
+        &self,
+        doc_id: String,
+        keep: Vec<uuid::Uuid>,
+    ) -> BoxFuture<'_, Result<usize, RetrievalError>>;
     /// The `top_k` nearest chunks with score at least `score_threshold`.
     fn search(
         &self,
@@ -86,5 +111,46 @@ pub trait VectorStore: Send + Sync {
     fn count(&self) -> BoxFuture<'_, Result<usize, RetrievalError>>;
 }
 
+/// Namespace of [`point_id`]. Changing it re-keys every stored point, so a
+/// re-ingest would duplicate all content: never change it.
+const POINT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6d65_7368_6f70_732d_7265_7472_6965_7665);
+
+/// The id of a chunk's point: UUID v5 of `chunk_id + "\n" + text`. Derived
+/// from content so re-ingesting unchanged files rewrites the same points
+/// instead of adding copies, and an edited chunk gets a new id (the old one is
+/// then pruned). Qdrant accepts UUIDs as point ids, so a server store shares
+/// these ids.
+pub fn point_id(chunk: &Chunk) -> uuid::Uuid {
+    let mut name = Vec::with_capacity(chunk.chunk_id.len() + 1 + chunk.text.len());
+    name.extend_from_slice(chunk.chunk_id.as_bytes());
+    name.push(b'\n');
+    name.extend_from_slice(chunk.text.as_bytes());
+    uuid::Uuid::new_v5(&POINT_ID_NAMESPACE, &name)
+}
+
 pub type SharedEmbedder = Arc<dyn Embedder>;
 pub type SharedStore = Arc<dyn VectorStore>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(chunk_id: &str, text: &str) -> Chunk {
+        Chunk {
+            doc_id: "d".into(),
+            chunk_id: chunk_id.into(),
+            source: "d.md".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn point_id_is_stable_and_content_derived() {
+        let a = point_id(&chunk("d#0", "Hello."));
+        assert_eq!(a, point_id(&chunk("d#0", "Hello.")));
+        assert_eq!(a.get_version_num(), 5);
+        assert_ne!(a, point_id(&chunk("d#0", "Hello!")));
+        assert_ne!(a, point_id(&chunk("d#1", "Hello.")));
+    }
+}
