@@ -81,7 +81,8 @@ fn load(cli: &Cli) -> Result<MeshSpec> {
         Some(r) => r.clone(),
         None => std::env::current_dir().context("current directory")?,
     };
-    MeshSpec::load(&LoadOptions::from_process(root, cli.config.clone())).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
+    MeshSpec::load(&LoadOptions::from_process(root, cli.config.clone()))
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -114,9 +115,14 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(l) = listen {
                 spec.settings.gateway.listen = l.clone();
             }
-            let addr: std::net::SocketAddr =
-                spec.settings.gateway.listen.parse().with_context(|| format!("listen address `{}`", spec.settings.gateway.listen))?;
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+            let addr: std::net::SocketAddr = spec
+                .settings
+                .gateway
+                .listen
+                .parse()
+                .with_context(|| format!("listen address `{}`", spec.settings.gateway.listen))?;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
             let mut server = meshops::gateway::start(spec, listener).await?;
             eprintln!("meshops gateway serving on {} (Ctrl-C to stop)", server.addr);
             tokio::select! {
@@ -147,8 +153,14 @@ async fn run(cli: Cli) -> Result<()> {
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} chunks {per_sec} eta {eta}")
                     .context("progress template")?,
             );
-            let report =
-                meshops::retrieval::ingest::ingest_paths(&paths, &opts, embedder.as_ref(), store.as_ref(), &bar).await?;
+            let report = meshops::retrieval::ingest::ingest_paths(
+                &paths,
+                &opts,
+                embedder.as_ref(),
+                store.as_ref(),
+                &bar,
+            )
+            .await?;
             bar.finish_and_clear();
             println!(
                 "ingested {} files into {} chunks: {} upserted, {} stale removed, {} points in `{}`",
@@ -160,7 +172,9 @@ async fn run(cli: Cli) -> Result<()> {
             let target = match target {
                 Some(t) => t.clone(),
                 None => {
-                    let listen = load(&cli).map(|s| s.settings.gateway.listen).unwrap_or_else(|_| "127.0.0.1:50051".into());
+                    let listen = load(&cli)
+                        .map(|s| s.settings.gateway.listen)
+                        .unwrap_or_else(|_| "127.0.0.1:50051".into());
                     format!("http://{}", listen.replace("0.0.0.0", "127.0.0.1"))
                 }
             };
@@ -178,17 +192,20 @@ async fn run(cli: Cli) -> Result<()> {
                 while let Some(event) = events.message().await.map_err(status_error)? {
                     use proto::ask_event::Event;
                     match event.event {
-                        Some(Event::StepStarted(s)) => eprintln!("→ {} ({}) attempt {}", s.agent, s.kind, s.attempt),
+                        Some(Event::StepStarted(s)) => {
+                            eprintln!("→ {} ({}) attempt {}", s.agent, s.kind, s.attempt)
+                        }
                         Some(Event::StepFinished(f)) => {
                             if let Some(s) = f.step {
                                 eprintln!("✓ {} {:.1} ms: {}", s.agent, s.latency_ms, s.summary)
                             }
                         }
-                        Some(Event::Token(t)) => {
-                            if !*json {
-                                print!("{}", t.text);
-                            }
+                        Some(Event::Token(t)) if !*json => {
+                            print!("{}", t.text);
+                            // Show each token as it arrives, not at the end.
+                            std::io::Write::flush(&mut std::io::stdout()).context("stdout")?;
                         }
+                        Some(Event::Token(_)) => {}
                         Some(Event::Final(answer)) => last = Some(answer),
                         None => {}
                     }
@@ -234,11 +251,17 @@ fn print_answer(a: &proto::AskResponse, with_text: bool) {
         .unwrap_or_default();
     println!("\nintent {}{verdict}, trace {}", a.intent, a.trace_id);
     for s in &a.steps {
-        println!("  {:<11} {:<20} attempt {} {:>8.2} ms  {}", s.agent, s.model, s.attempt, s.latency_ms, s.summary);
+        println!(
+            "  {:<11} {:<20} attempt {} {:>8.2} ms  {}",
+            s.agent, s.model, s.attempt, s.latency_ms, s.summary
+        );
     }
     if let Some(u) = &a.usage {
         let cost = u.cost_usd.map(|c| format!("${c:.6}")).unwrap_or_else(|| "unknown".into());
-        println!("  tokens in {} out {} (estimated where marked), cost {cost}", u.input_tokens, u.output_tokens);
+        println!(
+            "  tokens in {} out {} (estimated where marked), cost {cost}",
+            u.input_tokens, u.output_tokens
+        );
     }
 }
 

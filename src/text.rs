@@ -8,19 +8,18 @@
 /// English stop words: function words that carry no topic and would make
 /// unrelated questions look similar ("what is the …").
 const STOP_WORDS: &[&str] = &[
-    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as",
-    "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
-    "can", "could", "did", "do", "does", "doing", "down", "during", "each", "else", "few", "for",
-    "from", "further", "get", "gets", "had", "has", "have", "having", "he", "her", "here", "hers",
-    "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "let",
-    "me", "more", "most", "my", "no", "nor", "not", "now", "of", "off", "on", "once", "only",
-    "or", "other", "our", "ours", "out", "over", "own", "same", "she", "should", "so", "some",
-    "such", "than", "that", "the", "their", "theirs", "them", "then", "there", "these", "they",
-    "this", "those", "through", "to", "too", "under", "until", "up", "us", "use", "used", "uses",
-    "using", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who",
-    "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "tell", "please",
-    "way", "ways", "thing", "things", "one", "ones", "many", "much", "may", "might", "must",
-    "shall", "s", "t", "d", "ll", "re", "ve", "m", "don", "doesn", "isn", "aren", "won",
+    "a", "about", "above", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at",
+    "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could",
+    "did", "do", "does", "doing", "down", "during", "each", "else", "few", "for", "from", "further", "get",
+    "gets", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if",
+    "in", "into", "is", "it", "its", "itself", "just", "let", "me", "more", "most", "my", "no", "nor", "not",
+    "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "own", "same",
+    "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "then", "there",
+    "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "us", "use", "used",
+    "uses", "using", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom",
+    "why", "will", "with", "would", "you", "your", "yours", "yourself", "tell", "please", "way", "ways",
+    "thing", "things", "one", "ones", "many", "much", "may", "might", "must", "shall", "s", "t", "d", "ll",
+    "re", "ve", "m", "don", "doesn", "isn", "aren", "won",
 ];
 
 /// Whether `word` (already lowercased) is a stop word.
@@ -49,11 +48,7 @@ pub fn tokens(text: &str) -> Vec<String> {
 /// Content words of `text`: tokens minus stop words, each reduced by
 /// [`stem`]. This is what "the same topic" is measured on.
 pub fn content_terms(text: &str) -> Vec<String> {
-    tokens(text)
-        .into_iter()
-        .filter(|t| !is_stop_word(t))
-        .map(|t| stem(&t))
-        .collect()
+    tokens(text).into_iter().filter(|t| !is_stop_word(t)).map(|t| stem(&t)).collect()
 }
 
 /// A deliberately light suffix stripper (plural and common verb endings).
@@ -65,14 +60,9 @@ pub fn stem(word: &str) -> String {
     if n <= 3 || !w.is_ascii() {
         return w.to_string();
     }
-    for (suffix, replacement, min_stem) in [
-        ("ies", "y", 2),
-        ("sses", "ss", 2),
-        ("ing", "", 3),
-        ("ed", "", 3),
-        ("es", "", 3),
-        ("s", "", 3),
-    ] {
+    for (suffix, replacement, min_stem) in
+        [("ies", "y", 2), ("sses", "ss", 2), ("ing", "", 3), ("ed", "", 3), ("es", "", 3), ("s", "", 3)]
+    {
         if let Some(base) = w.strip_suffix(suffix) {
             if base.len() >= min_stem && !(suffix == "s" && (base.ends_with('s') || base.ends_with('u'))) {
                 return format!("{base}{replacement}");

@@ -70,7 +70,10 @@ fn layers_apply_in_order() {
         root: dir.path().into(),
         env: Some("prod".into()),
         config_file: Some(extra),
-        env_vars: vec![("MESHOPS__GATEWAY__MAX_QUERY_CHARS".into(), "55".into()), ("MESHOPS__RETRIEVAL__DATA_DIR".into(), "/x".into())],
+        env_vars: vec![
+            ("MESHOPS__GATEWAY__MAX_QUERY_CHARS".into(), "55".into()),
+            ("MESHOPS__RETRIEVAL__DATA_DIR".into(), "/x".into()),
+        ],
     };
     let spec = MeshSpec::load(&opts).unwrap();
     assert_eq!(spec.settings.gateway.listen, "0.0.0.0:50051", "from prod.toml");
@@ -106,7 +109,10 @@ fn bad_env_variable_names_the_variable() {
         ..LoadOptions::files_only(common::root())
     };
     let err = load_err(&opts);
-    assert!(err.contains("MESHOPS__GATEWAY__MAX_QUERY_CHARS") && err.contains("gateway.max_query_chars"), "{err}");
+    assert!(
+        err.contains("MESHOPS__GATEWAY__MAX_QUERY_CHARS") && err.contains("gateway.max_query_chars"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,7 +128,10 @@ fn missing_prompt_file_names_agent_file_and_field() {
     let dir = project_copy();
     std::fs::remove_file(dir.path().join("prompts/critic.prompty")).unwrap();
     let err = load_err(&LoadOptions::files_only(dir.path()));
-    assert!(err.contains("critic.toml") && err.contains("field `prompt`") && err.contains("critic.prompty"), "{err}");
+    assert!(
+        err.contains("critic.toml") && err.contains("field `prompt`") && err.contains("critic.prompty"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -130,14 +139,21 @@ fn unknown_model_profile_names_file_field_and_known_profiles() {
     let dir = project_copy();
     edit(&dir.path().join("agents/summarizer.toml"), "model = \"offline\"", "model = \"gpt-9\"");
     let err = load_err(&LoadOptions::files_only(dir.path()));
-    assert!(err.contains("summarizer.toml") && err.contains("field `model`") && err.contains("gpt-9"), "{err}");
+    assert!(
+        err.contains("summarizer.toml") && err.contains("field `model`") && err.contains("gpt-9"),
+        "{err}"
+    );
     assert!(err.contains("known: offline"), "{err}");
 }
 
 #[test]
 fn flow_with_unknown_agent_names_the_step() {
     let dir = project_copy();
-    edit(&dir.path().join("config/meshops.toml"), "steps = [\"retriever\", \"summarizer\", \"critic\"]", "steps = [\"retriever\", \"sumarizer\", \"critic\"]");
+    edit(
+        &dir.path().join("config/meshops.toml"),
+        "steps = [\"retriever\", \"summarizer\", \"critic\"]",
+        "steps = [\"retriever\", \"sumarizer\", \"critic\"]",
+    );
     let err = load_err(&LoadOptions::files_only(dir.path()));
     assert!(err.contains("flows.question.steps[1]") && err.contains("sumarizer"), "{err}");
 }

@@ -40,7 +40,11 @@ async fn sample_questions_get_cited_answers_from_all_four_agents() {
         }
     }
     let share = cite_relevant as f64 / questions.len() as f64;
-    println!("{cite_relevant}/{} answers cite a relevant doc ({:.0} %); misses: {misses:?}", questions.len(), share * 100.0);
+    println!(
+        "{cite_relevant}/{} answers cite a relevant doc ({:.0} %); misses: {misses:?}",
+        questions.len(),
+        share * 100.0
+    );
     assert!(share >= 0.7, "only {:.0} % cite a relevant doc; misses: {misses:?}", share * 100.0);
     t.server.shutdown().await.unwrap();
 }
@@ -49,7 +53,8 @@ async fn sample_questions_get_cited_answers_from_all_four_agents() {
 async fn greetings_and_out_of_scope_route_as_configured() {
     let mut t = common::start(|_| {}, Overrides::default()).await;
     let rows = common::sample_rows();
-    let routed: Vec<_> = rows.iter().filter(|r| matches!(r.intent.as_deref(), Some("greeting" | "out_of_scope"))).collect();
+    let routed: Vec<_> =
+        rows.iter().filter(|r| matches!(r.intent.as_deref(), Some("greeting" | "out_of_scope"))).collect();
     assert!(routed.len() >= 4, "the sample dataset needs greetings and out-of-scope rows");
     for row in routed {
         let want = row.intent.as_deref().unwrap();
@@ -84,17 +89,27 @@ async fn ask_stream_emits_steps_tokens_then_the_final_answer() {
     while let Some(e) = stream.message().await.unwrap() {
         events.push(e.event.unwrap());
     }
-    let Some(Event::Final(answer)) = events.last() else { panic!("last event must be the final answer: {events:?}") };
+    let Some(Event::Final(answer)) = events.last() else {
+        panic!("last event must be the final answer: {events:?}")
+    };
     assert_eq!(events.iter().filter(|e| matches!(e, Event::Final(_))).count(), 1);
-    let started: Vec<&str> =
-        events.iter().filter_map(|e| if let Event::StepStarted(s) = e { Some(s.agent.as_str()) } else { None }).collect();
+    let started: Vec<&str> = events
+        .iter()
+        .filter_map(|e| if let Event::StepStarted(s) = e { Some(s.agent.as_str()) } else { None })
+        .collect();
     let finished = events.iter().filter(|e| matches!(e, Event::StepFinished(_))).count();
     assert_eq!(started.first(), Some(&"router"));
     assert_eq!(started.len(), answer.steps.len());
     assert_eq!(finished, answer.steps.len());
-    let tokens: String =
-        events.iter().filter_map(|e| if let Event::Token(t) = e { Some(t.text.as_str()) } else { None }).collect();
-    assert!(tokens.contains(answer.answer.trim()), "streamed tokens {tokens:?} must contain the answer {:?}", answer.answer);
+    let tokens: String = events
+        .iter()
+        .filter_map(|e| if let Event::Token(t) = e { Some(t.text.as_str()) } else { None })
+        .collect();
+    assert!(
+        tokens.contains(answer.answer.trim()),
+        "streamed tokens {tokens:?} must contain the answer {:?}",
+        answer.answer
+    );
     // A step's start comes before its finish.
     let first_start = events.iter().position(|e| matches!(e, Event::StepStarted(_))).unwrap();
     let first_finish = events.iter().position(|e| matches!(e, Event::StepFinished(_))).unwrap();
@@ -112,11 +127,15 @@ async fn health_serving_and_reflection_lists_the_gateway() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(r.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "service {service:?}");
+        assert_eq!(
+            r.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "service {service:?}"
+        );
     }
 
-    use tonic_reflection::pb::v1alpha as alpha;
     use tonic_reflection::pb::v1;
+    use tonic_reflection::pb::v1alpha as alpha;
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(t.channel.clone());
     let req = v1::ServerReflectionRequest {
         host: String::new(),
@@ -124,7 +143,9 @@ async fn health_serving_and_reflection_lists_the_gateway() {
     };
     let mut resp = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
     let msg = resp.message().await.unwrap().unwrap();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        msg.message_response
+    else {
         panic!("unexpected reflection answer {msg:?}")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
@@ -138,7 +159,8 @@ async fn health_serving_and_reflection_lists_the_gateway() {
     };
     let mut resp = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
     let msg = resp.message().await.unwrap().unwrap();
-    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = msg.message_response
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        msg.message_response
     else {
         panic!("unexpected v1alpha reflection answer {msg:?}")
     };
@@ -153,7 +175,10 @@ async fn bad_requests_get_invalid_argument_with_a_message() {
         (ask(""), "empty"),
         (ask("   \n "), "empty"),
         (ask(&"why ".repeat(30)), "limit is 100"),
-        (AskRequest { query: "hello".into(), variant: "nope".into(), ..Default::default() }, "unknown variant `nope`"),
+        (
+            AskRequest { query: "hello".into(), variant: "nope".into(), ..Default::default() },
+            "unknown variant `nope`",
+        ),
     ];
     for (req, needle) in cases {
         let err = t.client.ask(req.clone()).await.unwrap_err();

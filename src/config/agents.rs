@@ -78,6 +78,10 @@ fn default_min_similarity() -> f64 {
 pub struct IntentSpec {
     pub name: String,
     pub description: String,
+    /// This intent is chosen only at this similarity or above (the
+    /// router's `min_similarity` when absent). Set it high for intents that
+    /// must not catch questions by accident (greetings, refusals).
+    pub min_similarity: Option<f64>,
     #[serde(default)]
     pub examples: Vec<String>,
 }

@@ -242,8 +242,8 @@ fn load_settings(opts: &LoadOptions) -> Result<(Settings, Vec<PathBuf>), ConfigE
     for layer in &layers {
         // Parse each file alone first: a syntax error then names its file
         // and line instead of surfacing as a merged-value error.
-        let text = std::fs::read_to_string(layer)
-            .map_err(|e| ConfigError::file(layer.display(), e.to_string()))?;
+        let text =
+            std::fs::read_to_string(layer).map_err(|e| ConfigError::file(layer.display(), e.to_string()))?;
         text.parse::<toml::Table>()
             .map_err(|e| ConfigError::file(layer.display(), e.to_string().trim().to_string()))?;
         figment = figment.merge(Toml::file_exact(layer));
@@ -251,8 +251,8 @@ fn load_settings(opts: &LoadOptions) -> Result<(Settings, Vec<PathBuf>), ConfigE
     let env_table = env_overrides(&opts.env_vars)?;
     let has_env = !env_table.is_empty();
     if has_env {
-        let text = toml::to_string(&env_table)
-            .map_err(|e| ConfigError::file("environment", e.to_string()))?;
+        let text =
+            toml::to_string(&env_table).map_err(|e| ConfigError::file("environment", e.to_string()))?;
         figment = figment.merge(Toml::string(&text));
     }
 
@@ -325,7 +325,10 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
         errors.push(ConfigError::field(
             at(&["gateway", "listen"]),
             "gateway.listen",
-            format!("`{}` is not a socket address; expected HOST:PORT such as 127.0.0.1:50051", s.gateway.listen),
+            format!(
+                "`{}` is not a socket address; expected HOST:PORT such as 127.0.0.1:50051",
+                s.gateway.listen
+            ),
         ));
     }
     if s.gateway.max_query_chars == 0 {
@@ -335,7 +338,11 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.request_timeout_ms", "must be at least 1"));
     }
     if s.mesh.arbiters == 0 || s.mesh.arbiters > 256 {
-        errors.push(ConfigError::field(at(&["mesh", "arbiters"]), "mesh.arbiters", "must be between 1 and 256"));
+        errors.push(ConfigError::field(
+            at(&["mesh", "arbiters"]),
+            "mesh.arbiters",
+            "must be between 1 and 256",
+        ));
     }
     let r = &s.retrieval;
     if r.backend == StoreBackend::Qdrant {
@@ -414,16 +421,27 @@ fn load_agents(
     layers: &[PathBuf],
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, AgentSpec> {
-    let dir = if s.mesh.agents_dir.is_absolute() { s.mesh.agents_dir.clone() } else { root.join(&s.mesh.agents_dir) };
-    let prompts_dir =
-        if s.mesh.prompts_dir.is_absolute() { s.mesh.prompts_dir.clone() } else { root.join(&s.mesh.prompts_dir) };
+    let dir = if s.mesh.agents_dir.is_absolute() {
+        s.mesh.agents_dir.clone()
+    } else {
+        root.join(&s.mesh.agents_dir)
+    };
+    let prompts_dir = if s.mesh.prompts_dir.is_absolute() {
+        s.mesh.prompts_dir.clone()
+    } else {
+        root.join(&s.mesh.prompts_dir)
+    };
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect(),
         Err(e) => {
-            errors.push(ConfigError::field(locate(&["mesh".into()], layers), "mesh.agents_dir", format!("{}: {e}", dir.display())));
+            errors.push(ConfigError::field(
+                locate(&["mesh".into()], layers),
+                "mesh.agents_dir",
+                format!("{}: {e}", dir.display()),
+            ));
             return BTreeMap::new();
         }
     };
@@ -456,7 +474,10 @@ fn load_agents(
             errors.push(ConfigError::field(&shown, "timeout_ms", "must be at least 1"));
         }
         let needs_model = agent.kind != AgentKind::Retriever;
-        let mut load_prompt = |field: &str, file_name: &str, errors: &mut Vec<ConfigError>| -> Option<(PathBuf, Arc<Prompty>)> {
+        let mut load_prompt = |field: &str,
+                               file_name: &str,
+                               errors: &mut Vec<ConfigError>|
+         -> Option<(PathBuf, Arc<Prompty>)> {
             let path = prompts_dir.join(file_name);
             if let Some(p) = prompts.get(&path) {
                 return Some((path, p.clone()));
@@ -465,7 +486,11 @@ fn load_agents(
                 errors.push(ConfigError::field(
                     &shown,
                     field,
-                    format!("prompt file {} does not exist (names are relative to {})", path.display(), prompts_dir.display()),
+                    format!(
+                        "prompt file {} does not exist (names are relative to {})",
+                        path.display(),
+                        prompts_dir.display()
+                    ),
                 ));
                 return None;
             }
@@ -496,16 +521,22 @@ fn load_agents(
                 None => (None, None),
             },
             (None, true) => {
-                errors.push(ConfigError::field(&shown, "prompt", format!("required for a {} agent", agent.kind.as_str())));
+                errors.push(ConfigError::field(
+                    &shown,
+                    "prompt",
+                    format!("required for a {} agent", agent.kind.as_str()),
+                ));
                 (None, None)
             }
             (None, false) => (None, None),
         };
         match (&agent.model, needs_model) {
             (Some(m), _) => check_model("model", m, errors),
-            (None, true) => {
-                errors.push(ConfigError::field(&shown, "model", format!("required for a {} agent", agent.kind.as_str())))
-            }
+            (None, true) => errors.push(ConfigError::field(
+                &shown,
+                "model",
+                format!("required for a {} agent", agent.kind.as_str()),
+            )),
             (None, false) => {}
         }
         let Some(settings) = settings else { continue };
@@ -520,7 +551,11 @@ fn load_agents(
                 let field = format!("variants.{vname}.agents.{name}.prompt");
                 let path = prompts_dir.join(p);
                 if !path.is_file() {
-                    errors.push(ConfigError::field(&vfile, &field, format!("prompt file {} does not exist", path.display())));
+                    errors.push(ConfigError::field(
+                        &vfile,
+                        &field,
+                        format!("prompt file {} does not exist", path.display()),
+                    ));
                 } else {
                     match Prompty::load(&path) {
                         Ok(loaded) => {
@@ -541,7 +576,13 @@ fn load_agents(
                 }
                 profile.model = Some(m.clone());
             }
-            apply_override(&mut profile.settings, ov, &vfile, &format!("variants.{vname}.agents.{name}"), errors);
+            apply_override(
+                &mut profile.settings,
+                ov,
+                &vfile,
+                &format!("variants.{vname}.agents.{name}"),
+                errors,
+            );
             variants.insert(vname.clone(), profile);
         }
         if errors.len() == before {
@@ -588,14 +629,22 @@ fn kind_settings(file: &str, agent: &AgentFile, errors: &mut Vec<ConfigError>) -
             errors.push(ConfigError::field(
                 file,
                 table,
-                format!("a `[{table}]` table does not apply to a {} agent; use `[{}]`", agent.kind.as_str(), agent.kind.as_str()),
+                format!(
+                    "a `[{table}]` table does not apply to a {} agent; use `[{}]`",
+                    agent.kind.as_str(),
+                    agent.kind.as_str()
+                ),
             ));
         }
     }
     let settings = match agent.kind {
         AgentKind::Router => {
             let Some(r) = agent.router.clone() else {
-                errors.push(ConfigError::field(file, "router", "a router agent needs a `[router]` table with intents"));
+                errors.push(ConfigError::field(
+                    file,
+                    "router",
+                    "a router agent needs a `[router]` table with intents",
+                ));
                 return None;
             };
             if r.intents.is_empty() {
@@ -604,14 +653,22 @@ fn kind_settings(file: &str, agent: &AgentFile, errors: &mut Vec<ConfigError>) -
             let mut seen = BTreeSet::new();
             for (i, intent) in r.intents.iter().enumerate() {
                 if !seen.insert(intent.name.clone()) {
-                    errors.push(ConfigError::field(file, format!("router.intents[{i}].name"), format!("duplicate intent `{}`", intent.name)));
+                    errors.push(ConfigError::field(
+                        file,
+                        format!("router.intents[{i}].name"),
+                        format!("duplicate intent `{}`", intent.name),
+                    ));
                 }
             }
             if !r.intents.iter().any(|i| i.name == r.default_intent) {
                 errors.push(ConfigError::field(
                     file,
                     "router.default_intent",
-                    format!("`{}` is not one of the intents: {}", r.default_intent, r.intents.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "`{}` is not one of the intents: {}",
+                        r.default_intent,
+                        r.intents.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
                 ));
             }
             KindSettings::Router(r)
@@ -632,7 +689,9 @@ fn kind_settings(file: &str, agent: &AgentFile, errors: &mut Vec<ConfigError>) -
         }
         AgentKind::Critic => {
             let c = agent.critic.unwrap_or_default();
-            for (f, v) in [("critic.accept_threshold", c.accept_threshold), ("critic.min_coverage", c.min_coverage)] {
+            for (f, v) in
+                [("critic.accept_threshold", c.accept_threshold), ("critic.min_coverage", c.min_coverage)]
+            {
                 if !(0.0..=1.0).contains(&v) {
                     errors.push(ConfigError::field(file, f, "must be between 0 and 1"));
                 }
@@ -651,7 +710,11 @@ fn apply_override(
     errors: &mut Vec<ConfigError>,
 ) {
     let mut misplaced = |field: &str| {
-        errors.push(ConfigError::field(file, format!("{prefix}.{field}"), "does not apply to this agent's kind"));
+        errors.push(ConfigError::field(
+            file,
+            format!("{prefix}.{field}"),
+            "does not apply to this agent's kind",
+        ));
     };
     match settings {
         KindSettings::Retriever(r) => {
@@ -739,11 +802,13 @@ fn validate_flows(
                     format!("{field}.steps[{i}]"),
                     "a router cannot be a flow step (it runs before every flow)",
                 )),
-                Some(a) if a.kind == AgentKind::Critic && !seen_summarizer => errors.push(ConfigError::field(
-                    &file,
-                    format!("{field}.steps[{i}]"),
-                    format!("critic `{step}` needs a summarizer before it in the flow"),
-                )),
+                Some(a) if a.kind == AgentKind::Critic && !seen_summarizer => {
+                    errors.push(ConfigError::field(
+                        &file,
+                        format!("{field}.steps[{i}]"),
+                        format!("critic `{step}` needs a summarizer before it in the flow"),
+                    ))
+                }
                 Some(a) => seen_summarizer |= a.kind == AgentKind::Summarizer,
             }
         }

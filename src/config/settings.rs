@@ -75,7 +75,12 @@ pub struct MeshSettings {
 
 impl Default for MeshSettings {
     fn default() -> Self {
-        Self { agents_dir: "agents".into(), prompts_dir: "prompts".into(), router: "router".into(), arbiters: 2 }
+        Self {
+            agents_dir: "agents".into(),
+            prompts_dir: "prompts".into(),
+            router: "router".into(),
+            arbiters: 2,
+        }
     }
 }
 

@@ -78,7 +78,9 @@ pub fn event(e: MeshEvent) -> proto::AskEvent {
         MeshEvent::StepStarted { agent, kind, attempt } => {
             Event::StepStarted(proto::StepStarted { agent, kind, attempt })
         }
-        MeshEvent::StepFinished(record) => Event::StepFinished(proto::StepFinished { step: Some(step(record)) }),
+        MeshEvent::StepFinished(record) => {
+            Event::StepFinished(proto::StepFinished { step: Some(step(record)) })
+        }
         MeshEvent::Token { agent, text } => Event::Token(proto::TokenDelta { agent, text }),
     };
     proto::AskEvent { event: Some(event) }
@@ -91,9 +93,7 @@ pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
         profile.as_ref().and_then(|p| models.get(p)).map(|m| m.model.clone()).unwrap_or_default()
     };
     let show = |p: &Option<std::path::PathBuf>| {
-        p.as_ref()
-            .map(|p| p.strip_prefix(&spec.root).unwrap_or(p).display().to_string())
-            .unwrap_or_default()
+        p.as_ref().map(|p| p.strip_prefix(&spec.root).unwrap_or(p).display().to_string()).unwrap_or_default()
     };
     proto::MeshDescription {
         agents: spec
@@ -138,7 +138,14 @@ pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
                     .values()
                     .filter_map(|a| {
                         let p = a.variants.get(name)?;
-                        Some((a.name.clone(), format!("prompt={}, model={}", show(&p.prompt_file), p.model.clone().unwrap_or_default())))
+                        Some((
+                            a.name.clone(),
+                            format!(
+                                "prompt={}, model={}",
+                                show(&p.prompt_file),
+                                p.model.clone().unwrap_or_default()
+                            ),
+                        ))
                     })
                     .collect(),
             })

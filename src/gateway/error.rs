@@ -20,7 +20,9 @@ pub fn status(err: MeshError) -> Status {
             RetrievalError::Store { .. } | RetrievalError::Embed { .. } | RetrievalError::Io { .. } => {
                 Status::unavailable(message)
             }
-            RetrievalError::Dimension { .. } => Status::failed_precondition(message),
+            RetrievalError::Dimension { .. } | RetrievalError::Input { .. } => {
+                Status::failed_precondition(message)
+            }
         },
         MeshError::AgentTimeout { .. } => Status::unavailable(message),
         MeshError::DeadlineExceeded => Status::deadline_exceeded(message),

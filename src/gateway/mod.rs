@@ -60,9 +60,16 @@ impl GatewayService {
         // DEADLINE_EXCEEDED from us.
         let margin = (timeout / 50).clamp(Duration::from_millis(1), Duration::from_millis(50));
         let deadline = tokio::time::Instant::now() + timeout.saturating_sub(margin);
-        let input = convert::ask_input(request.into_inner(), &self.limits).map_err(Status::invalid_argument)?;
+        let input =
+            convert::ask_input(request.into_inner(), &self.limits).map_err(Status::invalid_argument)?;
         let cancel = CancellationToken::new();
-        let ask = Ask { input, events: None, deadline: Some(deadline), cancel: cancel.clone(), trace_id: new_trace_id() };
+        let ask = Ask {
+            input,
+            events: None,
+            deadline: Some(deadline),
+            cancel: cancel.clone(),
+            trace_id: new_trace_id(),
+        };
         Ok((ask, cancel))
     }
 }
@@ -143,7 +150,9 @@ impl Gateway for GatewayService {
                 }
             }
             let last = match result {
-                Ok(answer) => Ok(proto::AskEvent { event: Some(proto::ask_event::Event::Final(convert::answer(answer))) }),
+                Ok(answer) => Ok(proto::AskEvent {
+                    event: Some(proto::ask_event::Event::Final(convert::answer(answer))),
+                }),
                 Err(e) => Err(error::status(e)),
             };
             // Ignored: the client may have gone; nothing is left to cancel.

@@ -84,9 +84,11 @@ pub async fn open_retrieval(spec: &MeshSpec) -> Result<(SharedStore, SharedEmbed
     let data_dir = spec.resolve(&r.data_dir);
     let collection = r.collection.clone();
     let dimension = embedder.dimension();
-    let store = tokio::task::spawn_blocking(move || retrieval::edge::EdgeStore::open(&data_dir, &collection, dimension))
-        .await
-        .map_err(|e| ServeError::Join(e.to_string()))??;
+    let store = tokio::task::spawn_blocking(move || {
+        retrieval::edge::EdgeStore::open(&data_dir, &collection, dimension)
+    })
+    .await
+    .map_err(|e| ServeError::Join(e.to_string()))??;
     Ok((Arc::new(store), embedder))
 }
 
@@ -101,10 +103,17 @@ pub async fn ingest_if_empty(
         return Ok(None);
     }
     let paths: Vec<_> = r.corpus.iter().map(|p| spec.resolve(p)).collect();
-    let opts = retrieval::chunk::ChunkOptions { max_chars: r.chunk_max_chars, overlap_chars: r.chunk_overlap_chars };
+    let opts =
+        retrieval::chunk::ChunkOptions { max_chars: r.chunk_max_chars, overlap_chars: r.chunk_overlap_chars };
     let bar = indicatif::ProgressBar::hidden();
-    let report = retrieval::ingest::ingest_paths(&paths, &opts, embedder.as_ref(), store.as_ref(), &bar).await?;
-    tracing::info!(files = report.files, chunks = report.chunks, points = report.points, "ingested corpus into empty collection");
+    let report =
+        retrieval::ingest::ingest_paths(&paths, &opts, embedder.as_ref(), store.as_ref(), &bar).await?;
+    tracing::info!(
+        files = report.files,
+        chunks = report.chunks,
+        points = report.points,
+        "ingested corpus into empty collection"
+    );
     Ok(Some(report))
 }
 
@@ -122,7 +131,11 @@ pub async fn start(spec: MeshSpec, listener: TcpListener) -> Result<ServerHandle
 }
 
 /// [`start`] with some parts replaced.
-pub async fn start_with(spec: MeshSpec, listener: TcpListener, overrides: Overrides) -> Result<ServerHandle, ServeError> {
+pub async fn start_with(
+    spec: MeshSpec,
+    listener: TcpListener,
+    overrides: Overrides,
+) -> Result<ServerHandle, ServeError> {
     let spec = Arc::new(spec);
     let addr = listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -134,11 +147,15 @@ pub async fn start_with(spec: MeshSpec, listener: TcpListener, overrides: Overri
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha =
+        reflection().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let mesh_cell: Arc<OnceLock<Arc<MeshHandle>>> = Arc::new(OnceLock::new());
-    let gateway =
-        GatewayService::new(mesh_cell.clone(), spec.settings.gateway.clone(), super::convert::describe(&spec));
+    let gateway = GatewayService::new(
+        mesh_cell.clone(),
+        spec.settings.gateway.clone(),
+        super::convert::describe(&spec),
+    );
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let task = tokio::spawn(

@@ -75,6 +75,8 @@ pub struct IntentChoice {
     pub name: String,
     pub description: String,
     pub examples: Vec<String>,
+    /// Least similarity at which this intent may be chosen.
+    pub min_similarity: f64,
 }
 
 /// What the agent is asking for, in structured form. Remote models read the
@@ -84,7 +86,7 @@ pub struct IntentChoice {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskHint {
     /// Pick one intent for `query`; the answer is `{"intent": "<name>"}`.
-    Route { query: String, intents: Vec<IntentChoice>, default_intent: String, min_similarity: f64 },
+    Route { query: String, intents: Vec<IntentChoice>, default_intent: String },
     /// Answer `query` from `passages` with `[n]` markers, acting on the
     /// critic's `feedback` when revising.
     Answer {

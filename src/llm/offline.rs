@@ -86,24 +86,26 @@ impl OfflineEngine {
         ((z >> 11) as f64 / (1u64 << 53) as f64) < self.failure_rate
     }
 
-    fn route(&self, query: &str, intents: &[IntentChoice], default_intent: &str, min_similarity: f64) -> String {
+    /// The most similar intent among those whose own threshold is met;
+    /// the default intent when none is.
+    fn route(&self, query: &str, intents: &[IntentChoice], default_intent: &str) -> String {
         let q = self.embedder.embed_text(query);
         let mut best: Option<(&str, f64)> = None;
+        let mut closest = f64::MIN;
         for intent in intents {
             let score = std::iter::once(intent.description.as_str())
                 .chain(intent.examples.iter().map(String::as_str))
                 .map(|t| cosine(&q, &self.embedder.embed_text(t)))
                 .fold(f64::MIN, f64::max);
-            if best.is_none_or(|(_, s)| score > s) {
+            closest = closest.max(score);
+            if score >= intent.min_similarity && best.is_none_or(|(_, s)| score > s) {
                 best = Some((intent.name.as_str(), score));
             }
         }
         match best {
-            Some((name, score)) if score >= min_similarity => {
-                json!({"intent": name, "score": round3(score)}).to_string()
-            }
-            Some((_, score)) => json!({"intent": default_intent, "score": round3(score), "fallback": true}).to_string(),
-            None => json!({"intent": default_intent, "fallback": true}).to_string(),
+            Some((name, score)) => json!({"intent": name, "score": round3(score)}).to_string(),
+            None => json!({"intent": default_intent, "score": round3(closest.max(0.0)), "fallback": true})
+                .to_string(),
         }
     }
 }
@@ -132,17 +134,22 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// Sentences of a passage worth quoting: not headings, not the heading
 /// trail a chunk starts with, not code fences or fragments.
 fn quotable_sentences(passage: &str) -> Vec<String> {
-    let unwrapped = text::unwrap_paragraphs(passage);
+    // A chunk's first line is its heading trail ("Gateway > Limits"), not a
+    // sentence: drop it before wrapped lines are joined.
+    let body = match passage.split_once('\n') {
+        Some((first, rest)) if !first.trim_end().ends_with(['.', '!', '?', ':']) => rest,
+        _ => passage,
+    };
+    let unwrapped = text::unwrap_paragraphs(body);
     let mut out = Vec::new();
     let mut in_code = false;
-    for (i, line) in unwrapped.lines().enumerate() {
+    for line in unwrapped.lines() {
         let t = line.trim();
         if t.starts_with("```") {
             in_code = !in_code;
             continue;
         }
-        // The first line of a chunk is its heading trail ("Gateway > Limits").
-        if in_code || t.starts_with('#') || t.starts_with('|') || (i == 0 && !t.ends_with('.')) {
+        if in_code || t.starts_with('#') || t.starts_with('|') {
             continue;
         }
         let t = t.trim_start_matches(['-', '*', ' ']);
@@ -172,7 +179,9 @@ pub fn strip_markers(answer: &str) -> String {
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
         match after.find(']') {
-            Some(end) if end > 0 && after[..end].chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') => {
+            Some(end)
+                if end > 0 && after[..end].chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') =>
+            {
                 rest = &after[end + 1..];
                 if out.ends_with(' ') && rest.starts_with(['.', '!', '?', ',', ' ']) {
                     out.pop();
@@ -221,7 +230,8 @@ fn answer(
             if hits + extra == 0.0 {
                 continue;
             }
-            let score = hits / query_terms.len().max(1) as f64 + 0.5 * extra / wanted.len().max(1) as f64
+            let score = hits / query_terms.len().max(1) as f64
+                + 0.5 * extra / wanted.len().max(1) as f64
                 + 0.2 * f64::from(p.score)
                 - 0.002 * si as f64;
             candidates.push((score, pi, si, s, terms));
@@ -273,7 +283,8 @@ fn critique(query: &str, answer_text: &str, passages: &[Passage]) -> String {
         }
         supports.push(support);
     }
-    let groundedness = if supports.is_empty() { 0.0 } else { supports.iter().sum::<f64>() / supports.len() as f64 };
+    let groundedness =
+        if supports.is_empty() { 0.0 } else { supports.iter().sum::<f64>() / supports.len() as f64 };
     let query_terms = term_set(query);
     let answer_terms = term_set(&plain);
     let missing: Vec<&String> = query_terms.difference(&answer_terms).collect();
@@ -329,8 +340,8 @@ impl LlmClient for OfflineEngine {
                 });
             }
             let text = match &request.hint {
-                TaskHint::Route { query, intents, default_intent, min_similarity } => {
-                    self.route(query, intents, default_intent, *min_similarity)
+                TaskHint::Route { query, intents, default_intent, .. } => {
+                    self.route(query, intents, default_intent)
                 }
                 TaskHint::Answer { query, intent, passages, feedback, max_sentences, .. } => {
                     answer(query, intent, passages, feedback.as_deref(), *max_sentences)
@@ -340,7 +351,10 @@ impl LlmClient for OfflineEngine {
                     // No model to write free text: echo the last user message,
                     // plainly marked, rather than pretend.
                     let last = request.messages.iter().rev().find(|m| m.role == super::Role::User);
-                    format!("[{OFFLINE_MODEL} cannot write free text] {}", last.map(|m| m.content.as_str()).unwrap_or(""))
+                    format!(
+                        "[{OFFLINE_MODEL} cannot write free text] {}",
+                        last.map(|m| m.content.as_str()).unwrap_or("")
+                    )
                 }
             };
             if let Some(sink) = tokens {
@@ -350,9 +364,14 @@ impl LlmClient for OfflineEngine {
                     let _ = sink.send(piece.to_string());
                 }
             }
-            let input_tokens: u64 = request.messages.iter().map(|m| text::estimate_tokens(&m.content) + 4).sum();
+            let input_tokens: u64 =
+                request.messages.iter().map(|m| text::estimate_tokens(&m.content) + 4).sum();
             Ok(LlmResponse {
-                usage: TokenUsage { input_tokens, output_tokens: text::estimate_tokens(&text), estimated: true },
+                usage: TokenUsage {
+                    input_tokens,
+                    output_tokens: text::estimate_tokens(&text),
+                    estimated: true,
+                },
                 text,
                 model: self.model.clone(),
                 cost_usd: Some(0.0),
@@ -385,7 +404,8 @@ mod tests {
     fn critique_scores_support_and_coverage() {
         let ps = vec![passage("The gateway listens on port 50051 by default.")];
         let v: serde_json::Value =
-            serde_json::from_str(&critique("gateway port", "The gateway listens on port 50051 [1].", &ps)).unwrap();
+            serde_json::from_str(&critique("gateway port", "The gateway listens on port 50051 [1].", &ps))
+                .unwrap();
         assert_eq!(v["scores"]["groundedness"], 1.0);
         assert_eq!(v["scores"]["coverage"], 1.0);
         assert_eq!(v["accepted"], true);

@@ -43,7 +43,10 @@ impl AgentLogic {
             let (llm, profile_name, mut params) = match &profile.model {
                 Some(m) => {
                     let llm = resources.models.get(m).cloned().ok_or_else(|| {
-                        MeshError::Startup(format!("agent `{}`: model profile `{m}` has no client", spec.name))
+                        MeshError::Startup(format!(
+                            "agent `{}`: model profile `{m}` has no client",
+                            spec.name
+                        ))
                     })?;
                     (Some(llm), m.clone(), ModelParams::default())
                 }
@@ -52,7 +55,13 @@ impl AgentLogic {
             if let Some(p) = &profile.prompt {
                 params = p.model.parameters.to_model_params();
             }
-            Ok(Resolved { prompt: profile.prompt.clone(), profile_name, llm, params, settings: profile.settings.clone() })
+            Ok(Resolved {
+                prompt: profile.prompt.clone(),
+                profile_name,
+                llm,
+                params,
+                settings: profile.settings.clone(),
+            })
         };
         let mut variants = HashMap::new();
         for (v, profile) in &spec.variants {
@@ -112,14 +121,18 @@ impl AgentLogic {
                 let intents: Vec<IntentChoice> = rs
                     .intents
                     .iter()
-                    .map(|i| IntentChoice { name: i.name.clone(), description: i.description.clone(), examples: i.examples.clone() })
+                    .map(|i| IntentChoice {
+                        name: i.name.clone(),
+                        description: i.description.clone(),
+                        examples: i.examples.clone(),
+                        min_similarity: i.min_similarity.unwrap_or(rs.min_similarity),
+                    })
                     .collect();
                 let vars = json!({"query": query, "intents": intents, "default_intent": rs.default_intent});
                 let hint = TaskHint::Route {
                     query: query.clone(),
                     intents,
                     default_intent: rs.default_intent.clone(),
-                    min_similarity: rs.min_similarity,
                 };
                 let resp = self.call(r, vars, hint, None, &mut record).await?;
                 let parsed = crate::llm::extract_json(&resp.text);
@@ -175,7 +188,10 @@ impl AgentLogic {
                 record.summary = format!("{} passages from {}", passages.len(), docs.join(", "));
                 StepOutput::Retrieved { passages }
             }
-            (StepInput::Summarize { query, intent, passages, feedback, previous }, KindSettings::Summarizer(ss)) => {
+            (
+                StepInput::Summarize { query, intent, passages, feedback, previous },
+                KindSettings::Summarizer(ss),
+            ) => {
                 let numbered: Vec<serde_json::Value> = passages
                     .iter()
                     .enumerate()
@@ -210,7 +226,11 @@ impl AgentLogic {
                     .map(|(i, p)| json!({"n": i + 1, "doc_id": p.doc_id, "text": p.text}))
                     .collect();
                 let vars = json!({"query": query, "answer": answer, "passages": numbered});
-                let hint = TaskHint::Critique { query: query.clone(), answer: answer.clone(), passages: passages.clone() };
+                let hint = TaskHint::Critique {
+                    query: query.clone(),
+                    answer: answer.clone(),
+                    passages: passages.clone(),
+                };
                 let resp = self.call(r, vars, hint, None, &mut record).await?;
                 let parsed = crate::llm::extract_json(&resp.text).ok_or_else(|| MeshError::Model {
                     agent: self.name.clone(),

@@ -50,10 +50,24 @@ pub struct Ask {
 /// The work of one agent step.
 #[derive(Debug, Clone)]
 pub enum StepInput {
-    Route { query: String },
-    Retrieve { query: String },
-    Summarize { query: String, intent: String, passages: Vec<Passage>, feedback: Option<String>, previous: Option<String> },
-    Critique { query: String, answer: String, passages: Vec<Passage> },
+    Route {
+        query: String,
+    },
+    Retrieve {
+        query: String,
+    },
+    Summarize {
+        query: String,
+        intent: String,
+        passages: Vec<Passage>,
+        feedback: Option<String>,
+        previous: Option<String>,
+    },
+    Critique {
+        query: String,
+        answer: String,
+        passages: Vec<Passage>,
+    },
 }
 
 /// What one agent step produced.

@@ -123,7 +123,8 @@ impl Resources {
     pub fn build(spec: &MeshSpec, store: SharedStore, embedder: SharedEmbedder) -> Result<Self, MeshError> {
         let mut models = HashMap::new();
         for (name, profile) in &spec.settings.models {
-            let client = crate::llm::build_client(name, profile).map_err(|e| MeshError::Startup(e.to_string()))?;
+            let client =
+                crate::llm::build_client(name, profile).map_err(|e| MeshError::Startup(e.to_string()))?;
             models.insert(name.clone(), client);
         }
         Ok(Self { store, embedder, models })
@@ -171,7 +172,9 @@ impl MeshHandle {
     pub async fn ask(&self, ask: Ask) -> Result<Answer, MeshError> {
         match self.orchestrator.send(ask).await {
             Ok(result) => result,
-            Err(e) => Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() }),
+            Err(e) => {
+                Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() })
+            }
         }
     }
 
@@ -196,7 +199,10 @@ impl Drop for MeshHandle {
     }
 }
 
-fn start_actors(spec: Arc<MeshSpec>, resources: Resources) -> Result<Addr<orchestrator::Orchestrator>, MeshError> {
+fn start_actors(
+    spec: Arc<MeshSpec>,
+    resources: Resources,
+) -> Result<Addr<orchestrator::Orchestrator>, MeshError> {
     let arbiters: Vec<Arbiter> = (0..spec.settings.mesh.arbiters.max(1)).map(|_| Arbiter::new()).collect();
     let mut next_arbiter = 0usize;
     let mut agents = HashMap::new();
@@ -207,7 +213,9 @@ fn start_actors(spec: Arc<MeshSpec>, resources: Resources) -> Result<Addr<orches
             let arbiter = &arbiters[next_arbiter % arbiters.len()];
             next_arbiter += 1;
             let logic = logic.clone();
-            replicas.push(agent::AgentActor::start_in_arbiter(&arbiter.handle(), move |_| agent::AgentActor::new(logic)));
+            replicas.push(agent::AgentActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                agent::AgentActor::new(logic)
+            }));
         }
         agents.insert(name.clone(), orchestrator::AgentPool::new(name.clone(), agent_spec.kind, replicas));
     }

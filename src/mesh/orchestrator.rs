@@ -112,11 +112,14 @@ impl Run<'_> {
             agent: agent.to_string(),
             message: "no replicas".into(),
         })?;
-        emit(&self.ask.events, MeshEvent::StepStarted {
-            agent: agent.to_string(),
-            kind: pool.kind.as_str().to_string(),
-            attempt,
-        });
+        emit(
+            &self.ask.events,
+            MeshEvent::StepStarted {
+                agent: agent.to_string(),
+                kind: pool.kind.as_str().to_string(),
+                attempt,
+            },
+        );
         let msg = RunStep {
             variant: self.ask.input.variant.clone(),
             input,
@@ -167,7 +170,8 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
         StepOutput::Routed { intent } => intent,
         _ => return Err(unexpected(&plan.router, "intent")),
     };
-    let flow = plan.spec.flow(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
+    let flow =
+        plan.spec.flow(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
 
     let mut passages: Vec<Passage> = Vec::new();
     let mut draft: Option<(String, String)> = None; // (summarizer agent, answer)
@@ -198,10 +202,12 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
             }
             Some(AgentKind::Critic) => {
                 let mut revisions = 0u32;
-                loop {
-                    let Some((summarizer, answer)) = draft.clone() else { break };
-                    let input =
-                        StepInput::Critique { query: query.clone(), answer: answer.clone(), passages: passages.clone() };
+                while let Some((summarizer, answer)) = draft.clone() {
+                    let input = StepInput::Critique {
+                        query: query.clone(),
+                        answer: answer.clone(),
+                        passages: passages.clone(),
+                    };
                     let (accepted, scores, feedback) = match run.step(step, input, revisions + 1).await? {
                         StepOutput::Judged { accepted, scores, feedback } => (accepted, scores, feedback),
                         _ => return Err(unexpected(step, "verdict")),
@@ -241,7 +247,12 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
     let citations = cited_indices(&answer, passages.len())
         .into_iter()
         .filter_map(|i| passages.get(i))
-        .map(|p| Citation { doc_id: p.doc_id.clone(), chunk_id: p.chunk_id.clone(), text: p.text.clone(), score: p.score })
+        .map(|p| Citation {
+            doc_id: p.doc_id.clone(),
+            chunk_id: p.chunk_id.clone(),
+            text: p.text.clone(),
+            score: p.score,
+        })
         .collect();
     let steps = run.steps;
     let usage = Usage {

@@ -32,9 +32,7 @@ pub fn resolve_env_refs(value: &str) -> Result<String, PromptError> {
             (Ok(found), _) if !var.is_empty() => out.push_str(&found),
             (_, Some(default)) => out.push_str(default),
             _ => {
-                return Err(PromptError::Env {
-                    var: var.to_string(),
-                });
+                return Err(PromptError::Env { var: var.to_string() });
             }
         }
         rest = &after[end + 1..];

@@ -26,10 +26,7 @@ pub(crate) struct Split<'a> {
 /// before the opening line.
 pub(crate) fn split<'a>(text: &'a str, path: &Path) -> Result<Split<'a>, PromptError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let error = |message: String| PromptError::FrontMatter {
-        path: path.to_path_buf(),
-        message,
-    };
+    let error = |message: String| PromptError::FrontMatter { path: path.to_path_buf(), message };
     let mut pos = 0;
     let mut line_no = 0;
     let mut opening: Option<(usize, usize)> = None; // (line number, yaml start)
@@ -79,14 +76,10 @@ pub(crate) struct Header {
 
 /// Parses and checks the front matter YAML.
 pub(crate) fn parse_header(yaml: &str, path: &Path) -> Result<Header, PromptError> {
-    let front_matter_error = |message: String| PromptError::FrontMatter {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut root: Value = serde_yaml_ng::from_str(yaml)
-        .map_err(|e| front_matter_error(format!("invalid YAML: {e}")))?;
-    root.apply_merge()
-        .map_err(|e| front_matter_error(format!("invalid YAML merge key: {e}")))?;
+    let front_matter_error = |message: String| PromptError::FrontMatter { path: path.to_path_buf(), message };
+    let mut root: Value =
+        serde_yaml_ng::from_str(yaml).map_err(|e| front_matter_error(format!("invalid YAML: {e}")))?;
+    root.apply_merge().map_err(|e| front_matter_error(format!("invalid YAML merge key: {e}")))?;
     let empty = Mapping::new();
     let root = match &root {
         Value::Null => &empty,
@@ -101,10 +94,7 @@ pub(crate) fn parse_header(yaml: &str, path: &Path) -> Result<Header, PromptErro
 
     let cx = Cx { path };
     let mut header = Header {
-        name: path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        name: path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default(),
         description: String::new(),
         authors: Vec::new(),
         version: None,
@@ -161,29 +151,17 @@ impl Cx<'_> {
     /// A mapping key, which must be a string; `parent` names the mapping.
     fn key<'v>(&self, key: &'v Value, parent: &str) -> Result<&'v str, PromptError> {
         key.as_str().ok_or_else(|| {
-            let field = if parent.is_empty() {
-                "(top level)"
-            } else {
-                parent
-            };
-            self.error(
-                field,
-                format!("keys must be strings, got {}", yaml_kind(key)),
-            )
+            let field = if parent.is_empty() { "(top level)" } else { parent };
+            self.error(field, format!("keys must be strings, got {}", yaml_kind(key)))
         })
     }
 
     fn mapping<'v>(&self, value: &'v Value, field: &str) -> Result<&'v Mapping, PromptError> {
-        value
-            .as_mapping()
-            .ok_or_else(|| self.expected(field, "a mapping", value))
+        value.as_mapping().ok_or_else(|| self.expected(field, "a mapping", value))
     }
 
     fn string(&self, value: &Value, field: &str) -> Result<String, PromptError> {
-        value
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| self.expected(field, "a string", value))
+        value.as_str().map(str::to_string).ok_or_else(|| self.expected(field, "a string", value))
     }
 
     /// A string, number or boolean as text (`version: 1.0` is common).
@@ -197,14 +175,8 @@ impl Cx<'_> {
     }
 
     fn string_list(&self, value: &Value, field: &str) -> Result<Vec<String>, PromptError> {
-        let items = value
-            .as_sequence()
-            .ok_or_else(|| self.expected(field, "a list of strings", value))?;
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| self.string(item, &format!("{field}[{i}]")))
-            .collect()
+        let items = value.as_sequence().ok_or_else(|| self.expected(field, "a list of strings", value))?;
+        items.iter().enumerate().map(|(i, item)| self.string(item, &format!("{field}[{i}]"))).collect()
     }
 
     /// A string restricted to `valid` (compared case-insensitively, kept
@@ -214,13 +186,8 @@ impl Cx<'_> {
         if valid.contains(&text.as_str()) {
             Ok(text)
         } else {
-            Err(self.error(
-                field,
-                format!(
-                    "`{text}` is not supported; expected one of: {}",
-                    valid.join(", ")
-                ),
-            ))
+            Err(self
+                .error(field, format!("`{text}` is not supported; expected one of: {}", valid.join(", "))))
         }
     }
 
@@ -231,10 +198,7 @@ impl Cx<'_> {
         if (min..=max).contains(&number) {
             Ok(number)
         } else {
-            Err(self.error(
-                field,
-                format!("{number} is out of range; expected a number from {min} to {max}"),
-            ))
+            Err(self.error(field, format!("{number} is out of range; expected a number from {min} to {max}")))
         }
     }
 
@@ -255,13 +219,9 @@ impl Cx<'_> {
                 "api" => model.api = self.one_of(value, &field, &["chat", "completion"])?,
                 "configuration" => model.configuration = self.configuration(value)?,
                 "parameters" => model.parameters = self.parameters(value)?,
-                "response" => {
-                    model.response = Some(self.one_of(value, &field, &["first", "all"])?)
-                }
+                "response" => model.response = Some(self.one_of(value, &field, &["first", "all"])?),
                 _ => {
-                    model
-                        .extra
-                        .insert(key.to_string(), self.json(value, &field)?);
+                    model.extra.insert(key.to_string(), self.json(value, &field)?);
                 }
             }
         }
@@ -288,18 +248,14 @@ impl Cx<'_> {
                     let url = self.string(value, &field)?;
                     // Both spellings given with different values is ambiguous.
                     if config.base_url.as_ref().is_some_and(|old| *old != url) {
-                        return Err(self.error(
-                            &field,
-                            "`base_url` and `endpoint` are the same setting; give only one",
-                        ));
+                        return Err(self
+                            .error(&field, "`base_url` and `endpoint` are the same setting; give only one"));
                     }
                     config.base_url = Some(url);
                     continue;
                 }
                 _ => {
-                    config
-                        .extra
-                        .insert(key.to_string(), self.json(value, &field)?);
+                    config.extra.insert(key.to_string(), self.json(value, &field)?);
                     continue;
                 }
             };
@@ -320,19 +276,15 @@ impl Cx<'_> {
                 "temperature" => params.temperature = Some(self.number(value, &field, 0.0, 2.0)?),
                 "top_p" => params.top_p = Some(self.number(value, &field, 0.0, 1.0)?),
                 "max_tokens" => {
-                    let tokens = value
-                        .as_u64()
-                        .and_then(|n| u32::try_from(n).ok())
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| {
-                            self.expected(&field, "a whole number from 1 to 4294967295", value)
-                        })?;
+                    let tokens =
+                        value.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0).ok_or_else(
+                            || self.expected(&field, "a whole number from 1 to 4294967295", value),
+                        )?;
                     params.max_tokens = Some(tokens);
                 }
                 "seed" => {
-                    let seed = value
-                        .as_i64()
-                        .ok_or_else(|| self.expected(&field, "a whole number", value))?;
+                    let seed =
+                        value.as_i64().ok_or_else(|| self.expected(&field, "a whole number", value))?;
                     params.seed = Some(seed);
                 }
                 "stop" => {
@@ -340,20 +292,16 @@ impl Cx<'_> {
                         Value::String(one) => vec![one.clone()],
                         Value::Sequence(_) => self.string_list(value, &field)?,
                         other => {
-                            return Err(self.expected(
-                                &field,
-                                "a string or a list of strings",
-                                other,
-                            ));
+                            return Err(self.expected(&field, "a string or a list of strings", other));
                         }
                     };
                 }
                 "response_format" => {
                     let format = match value {
                         Value::Mapping(map) => {
-                            let kind = map.get("type").ok_or_else(|| {
-                                self.error(&field, "a mapping needs a `type` key")
-                            })?;
+                            let kind = map
+                                .get("type")
+                                .ok_or_else(|| self.error(&field, "a mapping needs a `type` key"))?;
                             self.one_of(kind, &format!("{field}.type"), &["text", "json_object"])?
                         }
                         other => self.one_of(other, &field, &["text", "json_object"])?,
@@ -361,9 +309,7 @@ impl Cx<'_> {
                     params.response_format = Some(format);
                 }
                 _ => {
-                    params
-                        .extra
-                        .insert(key.to_string(), self.json(value, &field)?);
+                    params.extra.insert(key.to_string(), self.json(value, &field)?);
                 }
             }
         }
@@ -379,27 +325,20 @@ impl Cx<'_> {
             let mut input = PromptyInput::default();
             // A mapping with a declaration key declares the input; anything
             // else (an object included) is a plain default value.
-            let declaration = value
-                .as_mapping()
-                .filter(|map| DECLARATION_KEYS.iter().any(|k| map.contains_key(*k)));
+            let declaration =
+                value.as_mapping().filter(|map| DECLARATION_KEYS.iter().any(|k| map.contains_key(*k)));
             match declaration {
                 Some(map) => {
                     for (key, value) in map {
                         let key = self.key(key, &field)?;
                         let sub = format!("{field}.{key}");
                         match key {
-                            "type" if !value.is_null() => {
-                                input.kind = Some(self.string(value, &sub)?)
-                            }
+                            "type" if !value.is_null() => input.kind = Some(self.string(value, &sub)?),
                             "description" if !value.is_null() => {
                                 input.description = Some(self.string(value, &sub)?);
                             }
-                            "default" if !value.is_null() => {
-                                input.default = Some(self.json(value, &sub)?)
-                            }
-                            "sample" if !value.is_null() => {
-                                input.sample = Some(self.json(value, &sub)?)
-                            }
+                            "default" if !value.is_null() => input.default = Some(self.json(value, &sub)?),
+                            "sample" if !value.is_null() => input.sample = Some(self.json(value, &sub)?),
                             "type" | "description" | "default" | "sample" => {}
                             _ => {
                                 input.extra.insert(key.to_string(), self.json(value, &sub)?);
@@ -432,9 +371,7 @@ impl Cx<'_> {
             .ok_or_else(|| {
                 self.error(
                     FIELD,
-                    format!(
-                        "expected a mapping or `${{file:<path>}}`, got the string `{reference}`"
-                    ),
+                    format!("expected a mapping or `${{file:<path>}}`, got the string `{reference}`"),
                 )
             })?;
         let file = self.path.parent().unwrap_or(Path::new("")).join(relative);
@@ -452,10 +389,7 @@ impl Cx<'_> {
         if sample.is_object() {
             Ok(sample)
         } else {
-            Err(self.error(
-                FIELD,
-                format!("{} must hold an object of input values", file.display()),
-            ))
+            Err(self.error(FIELD, format!("{} must hold an object of input values", file.display())))
         }
     }
 
@@ -476,19 +410,15 @@ impl Cx<'_> {
                         "format" => self.one_of(value, &field, &FORMATS).map(drop)?,
                         "parser" => self.one_of(value, &field, &["prompty"]).map(drop)?,
                         _ => {
-                            return Err(
-                                self.error(&field, "unknown key; expected `format` or `parser`")
-                            );
+                            return Err(self.error(&field, "unknown key; expected `format` or `parser`"));
                         }
                     }
                 }
                 Ok(())
             }
-            other => Err(self.expected(
-                "template",
-                "a format name such as `jinja2`, or {format, parser}",
-                other,
-            )),
+            other => {
+                Err(self.expected("template", "a format name such as `jinja2`, or {format, parser}", other))
+            }
         }
     }
 }

@@ -53,10 +53,7 @@ fn push(out: &mut Vec<ChatMessage>, role: Role, content: &str) {
     let content: String = content.chars().filter(|&c| c != GUARD).collect();
     let content = content.trim();
     if !content.is_empty() {
-        out.push(ChatMessage {
-            role,
-            content: content.to_string(),
-        });
+        out.push(ChatMessage { role, content: content.to_string() });
     }
 }
 

@@ -66,18 +66,12 @@ pub enum PromptError {
     #[error("{}: front matter: {message}", path.display())]
     FrontMatter { path: PathBuf, message: String },
     #[error("{}: field `{field}`: {message}", path.display())]
-    Field {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
+    Field { path: PathBuf, field: String, message: String },
     #[error("{}: template: {message}", path.display())]
     Template { path: PathBuf, message: String },
     #[error("{}: rendering failed: {message}", path.display())]
     Render { path: PathBuf, message: String },
-    #[error(
-        "environment variable `{var}` is not set and its `${{env:{var}}}` reference has no default"
-    )]
+    #[error("environment variable `{var}` is not set and its `${{env:{var}}}` reference has no default")]
     Env { var: String },
 }
 
@@ -199,10 +193,8 @@ pub struct Prompty {
 impl Prompty {
     /// Reads and parses a Prompty file.
     pub fn load(path: &Path) -> Result<Prompty, PromptError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PromptError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PromptError::Io { path: path.to_path_buf(), source })?;
         Prompty::parse(&text, path)
     }
 
@@ -255,13 +247,8 @@ impl Prompty {
                 });
             }
         }
-        let template = self
-            .env
-            .get_template(BODY_TEMPLATE)
-            .map_err(|e| self.render_error(&e))?;
-        let text = template
-            .render(serde_json::Value::Object(context))
-            .map_err(|e| self.render_error(&e))?;
+        let template = self.env.get_template(BODY_TEMPLATE).map_err(|e| self.render_error(&e))?;
+        let text = template.render(serde_json::Value::Object(context)).map_err(|e| self.render_error(&e))?;
         Ok(messages::split(&text))
     }
 
@@ -290,11 +277,7 @@ impl Prompty {
 
 /// Compiles the body into its own environment, configured like Jinja2's
 /// defaults plus lenient undefined values.
-fn compile(
-    body: &str,
-    path: &Path,
-    line_offset: usize,
-) -> Result<Environment<'static>, PromptError> {
+fn compile(body: &str, path: &Path, line_offset: usize) -> Result<Environment<'static>, PromptError> {
     let mut env = Environment::new();
     env.set_keep_trailing_newline(false);
     // Lenient: a missing input renders as empty text, as in Jinja2.
@@ -302,11 +285,10 @@ fn compile(
     // Prompts are not HTML; escaping would corrupt `<`, `&` and quotes.
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_formatter(messages::format_value);
-    env.add_template_owned(BODY_TEMPLATE, body.to_string())
-        .map_err(|e| PromptError::Template {
-            path: path.to_path_buf(),
-            message: describe_template_error(&e, line_offset),
-        })?;
+    env.add_template_owned(BODY_TEMPLATE, body.to_string()).map_err(|e| PromptError::Template {
+        path: path.to_path_buf(),
+        message: describe_template_error(&e, line_offset),
+    })?;
     Ok(env)
 }
 

@@ -9,9 +9,7 @@ use super::*;
 use crate::llm::Role;
 
 fn data(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/prompty")
-        .join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/prompty").join(file)
 }
 
 fn load(file: &str) -> Prompty {
@@ -28,10 +26,7 @@ fn check(file: &str, inputs: serde_json::Value, expected: &[(Role, &str)]) {
         Ok(messages) => messages,
         Err(e) => panic!("{file} should render: {e}"),
     };
-    let got: Vec<(Role, &str)> = messages
-        .iter()
-        .map(|m| (m.role, m.content.as_str()))
-        .collect();
+    let got: Vec<(Role, &str)> = messages.iter().map(|m| (m.role, m.content.as_str())).collect();
     assert_eq!(got, expected, "messages of {file}");
 }
 
@@ -43,15 +38,9 @@ fn check_error(file: &str, fragments: &[&str]) -> PromptError {
         Err(e) => e,
     };
     let message = err.to_string();
-    assert!(
-        message.contains(file),
-        "error should name {file}: {message}"
-    );
+    assert!(message.contains(file), "error should name {file}: {message}");
     for fragment in fragments {
-        assert!(
-            message.contains(fragment),
-            "error should mention {fragment:?}: {message}"
-        );
+        assert!(message.contains(fragment), "error should mention {fragment:?}: {message}");
     }
     err
 }
@@ -70,40 +59,23 @@ and convenience, making it your second home in the heart of nature!";
 fn basic_front_matter() {
     let p = load("basic.prompty");
     assert_eq!(p.name, "ExamplePrompt");
-    assert_eq!(
-        p.description,
-        "A prompt that uses context to ground an incoming question"
-    );
+    assert_eq!(p.description, "A prompt that uses context to ground an incoming question");
     assert_eq!(p.authors, ["Seth Juarez"]);
     assert_eq!(p.model.api, "chat");
     let config = &p.model.configuration;
     assert_eq!(config.kind.as_deref(), Some("azure_openai"));
     // Loading keeps env references unresolved.
-    assert_eq!(
-        config.azure_endpoint.as_deref(),
-        Some("${env:AZURE_OPENAI_ENDPOINT}")
-    );
-    assert_eq!(
-        config.azure_deployment.as_deref(),
-        Some("<your-deployment>")
-    );
+    assert_eq!(config.azure_endpoint.as_deref(), Some("${env:AZURE_OPENAI_ENDPOINT}"));
+    assert_eq!(config.azure_deployment.as_deref(), Some("<your-deployment>"));
     assert_eq!(config.api_version.as_deref(), Some("2024-07-01-preview"));
     assert_eq!(
         p.model.parameters.to_model_params(),
-        ModelParams {
-            max_tokens: Some(3000),
-            ..ModelParams::default()
-        }
+        ModelParams { max_tokens: Some(3000), ..ModelParams::default() }
     );
     assert_eq!(p.sample["firstName"], "Seth");
     assert_eq!(p.sample["context"], format!("{TENT}\n"));
     assert!(p.inputs.is_empty());
-    assert_eq!(
-        p.undeclared_variables(),
-        ["context", "firstName", "question"]
-            .map(String::from)
-            .into()
-    );
+    assert_eq!(p.undeclared_variables(), ["context", "firstName", "question"].map(String::from).into());
 }
 
 #[test]
@@ -125,10 +97,7 @@ fn basic_renders_sample() {
     check(
         "basic.prompty",
         sample,
-        &[
-            (Role::System, &system),
-            (Role::User, "What can you tell me about your tents?"),
-        ],
+        &[(Role::System, &system), (Role::User, "What can you tell me about your tents?")],
     );
 }
 
@@ -139,11 +108,7 @@ fn missing_inputs_render_empty() {
     let messages = p.render(&serde_json::Value::Null).unwrap();
     assert_eq!(messages.len(), 1, "the empty user message is dropped");
     assert_eq!(messages[0].role, Role::System);
-    assert!(
-        messages[0]
-            .content
-            .contains("You are helping  to find answers")
-    );
+    assert!(messages[0].content.contains("You are helping  to find answers"));
 }
 
 #[test]
@@ -155,10 +120,7 @@ fn chat_front_matter() {
     assert_eq!(config.kind.as_deref(), Some("openai"));
     assert_eq!(config.name.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(config.api_key.as_deref(), Some("${env:OPENAI_API_KEY}"));
-    assert_eq!(
-        config.base_url.as_deref(),
-        Some("https://api.openai.com/v1")
-    );
+    assert_eq!(config.base_url.as_deref(), Some("https://api.openai.com/v1"));
     assert_eq!(config.organization.as_deref(), Some("org-123"));
     assert_eq!(config.extra.get("timeout"), Some(&json!(30)));
     let params = &p.model.parameters;
@@ -184,10 +146,7 @@ fn chat_front_matter() {
     // A plain value is a default.
     assert_eq!(p.inputs["tone"].default, Some(json!("warm")));
     assert_eq!(p.outputs, json!({"answer": {"type": "string"}}));
-    assert_eq!(
-        p.extra.get("metadata"),
-        Some(&json!({"owner": "team-search"}))
-    );
+    assert_eq!(p.extra.get("metadata"), Some(&json!({"owner": "team-search"})));
     // Loop variables are not reported; everything else is declared.
     assert!(p.undeclared_variables().is_empty());
 }
@@ -218,10 +177,7 @@ fn chat_defaults_fill_missing_inputs() {
     check(
         "chat.prompty",
         json!({"question": "Hi", "tone": "brisk"}),
-        &[
-            (Role::System, "You are a brisk assistant talking to friend."),
-            (Role::User, "Hi"),
-        ],
+        &[(Role::System, "You are a brisk assistant talking to friend."), (Role::User, "Hi")],
     );
 }
 
@@ -241,26 +197,17 @@ fn inputs_cannot_forge_markers() {
 #[test]
 fn file_sample_is_loaded_relative_to_prompty() {
     let p = load("file_sample.prompty");
-    assert_eq!(
-        p.sample,
-        json!({"customer": {"name": "Ada"}, "question": "what is a mesh?"})
-    );
+    assert_eq!(p.sample, json!({"customer": {"name": "Ada"}, "question": "what is a mesh?"}));
     check(
         "file_sample.prompty",
         p.sample.clone(),
-        &[
-            (Role::System, "Answer for Ada."),
-            (Role::User, "WHAT IS A MESH?"),
-        ],
+        &[(Role::System, "Answer for Ada."), (Role::User, "WHAT IS A MESH?")],
     );
 }
 
 #[test]
 fn unterminated_front_matter() {
-    let err = check_error(
-        "unterminated.prompty",
-        &["front matter", "line 1", "never closed"],
-    );
+    let err = check_error("unterminated.prompty", &["front matter", "line 1", "never closed"]);
     assert!(matches!(err, PromptError::FrontMatter { .. }));
 }
 
@@ -268,32 +215,20 @@ fn unterminated_front_matter() {
 fn bad_temperature_type() {
     let err = check_error(
         "bad_temperature.prompty",
-        &[
-            "model.parameters.temperature",
-            "expected a number from 0 to 2",
-            "got a string",
-        ],
+        &["model.parameters.temperature", "expected a number from 0 to 2", "got a string"],
     );
-    assert!(
-        matches!(err, PromptError::Field { ref field, .. } if field == "model.parameters.temperature")
-    );
+    assert!(matches!(err, PromptError::Field { ref field, .. } if field == "model.parameters.temperature"));
 }
 
 #[test]
 fn unknown_template_format() {
-    let err = check_error(
-        "unknown_format.prompty",
-        &["template.format", "`mustache`", "jinja2"],
-    );
+    let err = check_error("unknown_format.prompty", &["template.format", "`mustache`", "jinja2"]);
     assert!(matches!(err, PromptError::Field { .. }));
 }
 
 #[test]
 fn template_syntax_error_has_file_line() {
-    let err = check_error(
-        "syntax_error.prompty",
-        &["template", "syntax error", "(line 9)"],
-    );
+    let err = check_error("syntax_error.prompty", &["template", "syntax error", "(line 9)"]);
     assert!(matches!(err, PromptError::Template { .. }));
 }
 
@@ -306,79 +241,34 @@ fn missing_file_is_io_error() {
 #[test]
 fn field_errors_name_the_field() {
     let cases: &[(&str, &[&str])] = &[
-        (
-            "---\nname: [a]\n---\n",
-            &["`name`", "expected a string, got a list"],
-        ),
-        (
-            "---\nauthors: Seth\n---\n",
-            &["`authors`", "a list of strings"],
-        ),
-        (
-            "---\nauthors: [Seth, 3]\n---\n",
-            &["`authors[1]`", "got a number"],
-        ),
-        (
-            "---\nmodel:\n  api: embedding\n---\n",
-            &["`model.api`", "chat, completion"],
-        ),
-        (
-            "---\nmodel: chat\n---\n",
-            &["`model`", "expected a mapping"],
-        ),
-        (
-            "---\nmodel:\n  parameters:\n    temperature: 3\n---\n",
-            &["temperature", "out of range"],
-        ),
-        (
-            "---\nmodel:\n  parameters:\n    max_tokens: -5\n---\n",
-            &["`model.parameters.max_tokens`"],
-        ),
-        (
-            "---\nmodel:\n  parameters:\n    seed: 1.5\n---\n",
-            &["`model.parameters.seed`"],
-        ),
+        ("---\nname: [a]\n---\n", &["`name`", "expected a string, got a list"]),
+        ("---\nauthors: Seth\n---\n", &["`authors`", "a list of strings"]),
+        ("---\nauthors: [Seth, 3]\n---\n", &["`authors[1]`", "got a number"]),
+        ("---\nmodel:\n  api: embedding\n---\n", &["`model.api`", "chat, completion"]),
+        ("---\nmodel: chat\n---\n", &["`model`", "expected a mapping"]),
+        ("---\nmodel:\n  parameters:\n    temperature: 3\n---\n", &["temperature", "out of range"]),
+        ("---\nmodel:\n  parameters:\n    max_tokens: -5\n---\n", &["`model.parameters.max_tokens`"]),
+        ("---\nmodel:\n  parameters:\n    seed: 1.5\n---\n", &["`model.parameters.seed`"]),
         (
             "---\nmodel:\n  parameters:\n    stop: 5\n---\n",
             &["`model.parameters.stop`", "a string or a list"],
         ),
         (
             "---\nmodel:\n  parameters:\n    response_format: {type: xml}\n---\n",
-            &[
-                "`model.parameters.response_format.type`",
-                "text, json_object",
-            ],
+            &["`model.parameters.response_format.type`", "text, json_object"],
         ),
-        (
-            "---\nmodel:\n  configuration:\n    api_key: [1]\n---\n",
-            &["`model.configuration.api_key`"],
-        ),
+        ("---\nmodel:\n  configuration:\n    api_key: [1]\n---\n", &["`model.configuration.api_key`"]),
         (
             "---\nmodel:\n  configuration:\n    base_url: a\n    endpoint: b\n---\n",
             &["`model.configuration.endpoint`", "give only one"],
         ),
-        (
-            "---\ninputs: [a]\n---\n",
-            &["`inputs`", "expected a mapping"],
-        ),
-        (
-            "---\ninputs:\n  q: {type: [x]}\n---\n",
-            &["`inputs.q.type`"],
-        ),
+        ("---\ninputs: [a]\n---\n", &["`inputs`", "expected a mapping"]),
+        ("---\ninputs:\n  q: {type: [x]}\n---\n", &["`inputs.q.type`"]),
         ("---\nsample: 3\n---\n", &["`sample`"]),
         ("---\nsample: hello\n---\n", &["`sample`", "${file:<path>}"]),
-        (
-            "---\nsample: ${file:missing.json}\n---\n",
-            &["`sample`", "cannot read", "missing.json"],
-        ),
-        (
-            "---\ntemplate: handlebars\n---\n",
-            &["`template`", "jinja2, jinja"],
-        ),
-        (
-            "---\ntemplate: {parser: markdown}\n---\n",
-            &["`template.parser`", "prompty"],
-        ),
+        ("---\nsample: ${file:missing.json}\n---\n", &["`sample`", "cannot read", "missing.json"]),
+        ("---\ntemplate: handlebars\n---\n", &["`template`", "jinja2, jinja"]),
+        ("---\ntemplate: {parser: markdown}\n---\n", &["`template.parser`", "prompty"]),
     ];
     for (text, fragments) in cases {
         let message = match parse(text) {
@@ -387,10 +277,7 @@ fn field_errors_name_the_field() {
         };
         assert!(message.contains("inline.prompty"), "{message}");
         for fragment in *fragments {
-            assert!(
-                message.contains(fragment),
-                "{text:?}: expected {fragment:?} in {message}"
-            );
+            assert!(message.contains(fragment), "{text:?}: expected {fragment:?} in {message}");
         }
     }
 }
@@ -403,10 +290,7 @@ fn front_matter_errors() {
         ("---\nname: x\n", &["line 1", "never closed"]),
         ("---\n- a\n---\n", &["expected a YAML mapping"]),
         // The YAML error reports the file line (3), not the front matter line.
-        (
-            "---\nname: x\nbad: [unclosed\n---\n",
-            &["invalid YAML", "line 3"],
-        ),
+        ("---\nname: x\nbad: [unclosed\n---\n", &["invalid YAML", "line 3"]),
     ];
     for (text, fragments) in cases {
         let err = match parse(text) {
@@ -417,10 +301,7 @@ fn front_matter_errors() {
         let message = err.to_string();
         assert!(message.contains("inline.prompty"), "{message}");
         for fragment in *fragments {
-            assert!(
-                message.contains(fragment),
-                "{text:?}: expected {fragment:?} in {message}"
-            );
+            assert!(message.contains(fragment), "{text:?}: expected {fragment:?} in {message}");
         }
     }
 }
@@ -435,13 +316,7 @@ fn minimal_file_defaults() {
     assert_eq!(p.model, PromptyModel::default());
     assert_eq!(p.sample, json!({}));
     let messages = p.render(&json!({"who": "there"})).unwrap();
-    assert_eq!(
-        messages,
-        [ChatMessage {
-            role: Role::System,
-            content: "hello there".into()
-        }]
-    );
+    assert_eq!(messages, [ChatMessage { role: Role::System, content: "hello there".into() }]);
 }
 
 #[test]
@@ -468,26 +343,16 @@ fn marker_lines() {
 fn split_rules() {
     let text = "Preamble\n\nuser:\n\n  hi  \nassistant:\n\nsystem:\nlate\n";
     let got = messages::split(text);
-    let expected = [
-        (Role::System, "Preamble"),
-        (Role::User, "hi"),
-        (Role::System, "late"),
-    ];
+    let expected = [(Role::System, "Preamble"), (Role::User, "hi"), (Role::System, "late")];
     let got: Vec<(Role, &str)> = got.iter().map(|m| (m.role, m.content.as_str())).collect();
-    assert_eq!(
-        got, expected,
-        "blank assistant message dropped, content trimmed"
-    );
+    assert_eq!(got, expected, "blank assistant message dropped, content trimmed");
 }
 
 #[test]
 fn render_rejects_non_object_inputs() {
     let p = load("basic.prompty");
     let message = p.render(&json!([1, 2])).unwrap_err().to_string();
-    assert!(
-        message.contains("basic.prompty") && message.contains("got an array"),
-        "{message}"
-    );
+    assert!(message.contains("basic.prompty") && message.contains("got an array"), "{message}");
 }
 
 #[test]
@@ -498,10 +363,7 @@ fn render_error_names_file_and_line() {
     let err = p.render(&json!({})).unwrap_err();
     assert!(matches!(err, PromptError::Render { .. }));
     let message = err.to_string();
-    assert!(
-        message.contains("inline.prompty") && message.contains("(line 5)"),
-        "{message}"
-    );
+    assert!(message.contains("inline.prompty") && message.contains("(line 5)"), "{message}");
 }
 
 #[test]
@@ -515,22 +377,13 @@ fn non_html_text_is_not_escaped() {
 fn env_refs() {
     // PATH is set in any test environment; the other name is not.
     let path = std::env::var("PATH").unwrap();
-    assert_eq!(
-        resolve_env_refs("p=${env:PATH}!").unwrap(),
-        format!("p={path}!")
-    );
+    assert_eq!(resolve_env_refs("p=${env:PATH}!").unwrap(), format!("p={path}!"));
     assert_eq!(
         resolve_env_refs("${env:MESHOPS_SURELY_UNSET_VAR:http://localhost:8080}").unwrap(),
         "http://localhost:8080"
     );
-    assert_eq!(
-        resolve_env_refs("${env:MESHOPS_SURELY_UNSET_VAR:}").unwrap(),
-        ""
-    );
-    assert_eq!(
-        resolve_env_refs("plain ${file:x} ${env:open").unwrap(),
-        "plain ${file:x} ${env:open"
-    );
+    assert_eq!(resolve_env_refs("${env:MESHOPS_SURELY_UNSET_VAR:}").unwrap(), "");
+    assert_eq!(resolve_env_refs("plain ${file:x} ${env:open").unwrap(), "plain ${file:x} ${env:open");
     let err = resolve_env_refs("key=${env:MESHOPS_SURELY_UNSET_VAR}").unwrap_err();
     assert!(matches!(err, PromptError::Env { ref var } if var == "MESHOPS_SURELY_UNSET_VAR"));
     assert!(err.to_string().contains("MESHOPS_SURELY_UNSET_VAR"));

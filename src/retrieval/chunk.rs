@@ -26,10 +26,7 @@ pub struct ChunkOptions {
 
 impl Default for ChunkOptions {
     fn default() -> Self {
-        Self {
-            max_chars: 900,
-            overlap_chars: 150,
-        }
+        Self { max_chars: 900, overlap_chars: 150 }
     }
 }
 
@@ -62,11 +59,7 @@ pub fn chunk_document(doc_id: &str, source: &str, text: &str, opts: &ChunkOption
     for section in sections(text) {
         let trail = section.trail.join(" > ");
         for body in pack(&units(&section.paragraphs, max), max, overlap) {
-            let text = if trail.is_empty() {
-                body
-            } else {
-                format!("{trail}\n{body}")
-            };
+            let text = if trail.is_empty() { body } else { format!("{trail}\n{body}") };
             out.push(Chunk {
                 doc_id: doc_id.to_string(),
                 chunk_id: format!("{doc_id}#{}", out.len()),
@@ -121,11 +114,7 @@ fn sections(text: &str) -> Vec<Section> {
                 stack.pop();
             }
             stack.push((level, title));
-            trail = stack
-                .iter()
-                .map(|(_, t)| t.clone())
-                .filter(|t| !t.is_empty())
-                .collect();
+            trail = stack.iter().map(|(_, t)| t.clone()).filter(|t| !t.is_empty()).collect();
             continue;
         }
         body.push(line);
@@ -137,10 +126,7 @@ fn sections(text: &str) -> Vec<Section> {
 fn push_section(out: &mut Vec<Section>, trail: &[String], body: &[&str]) {
     let paragraphs = paragraphs(body);
     if !paragraphs.is_empty() {
-        out.push(Section {
-            trail: trail.to_vec(),
-            paragraphs,
-        });
+        out.push(Section { trail: trail.to_vec(), paragraphs });
     }
 }
 
@@ -200,10 +186,7 @@ fn units(paragraphs: &[String], max: usize) -> Vec<Unit> {
     let mut out = Vec::new();
     for p in paragraphs {
         if char_len(p) <= max {
-            out.push(Unit {
-                text: p.clone(),
-                sep: "\n\n",
-            });
+            out.push(Unit { text: p.clone(), sep: "\n\n" });
             continue;
         }
         // Code is cut between lines (sentence splitting would join them);
@@ -216,10 +199,7 @@ fn units(paragraphs: &[String], max: usize) -> Vec<Unit> {
         let mut first = true;
         for piece in pieces {
             for part in split_long(&piece, max) {
-                out.push(Unit {
-                    text: part,
-                    sep: if first { "\n\n" } else { sep },
-                });
+                out.push(Unit { text: part, sep: if first { "\n\n" } else { sep } });
                 first = false;
             }
         }
@@ -323,10 +303,7 @@ mod tests {
     use super::*;
 
     fn opts(max_chars: usize, overlap_chars: usize) -> ChunkOptions {
-        ChunkOptions {
-            max_chars,
-            overlap_chars,
-        }
+        ChunkOptions { max_chars, overlap_chars }
     }
 
     #[test]
@@ -351,15 +328,8 @@ mod tests {
             ]
         );
         let ids: Vec<&str> = chunks.iter().map(|c| c.chunk_id.as_str()).collect();
-        assert_eq!(
-            ids,
-            vec!["guide#0", "guide#1", "guide#2", "guide#3", "guide#4"]
-        );
-        assert!(
-            chunks
-                .iter()
-                .all(|c| c.doc_id == "guide" && c.source == "docs/guide.md")
-        );
+        assert_eq!(ids, vec!["guide#0", "guide#1", "guide#2", "guide#3", "guide#4"]);
+        assert!(chunks.iter().all(|c| c.doc_id == "guide" && c.source == "docs/guide.md"));
     }
 
     #[test]
@@ -367,41 +337,23 @@ mod tests {
         let md = "# Setup\n\nRun this:\n\n```sh\n# not a heading\nmeshops serve\n```\n";
         let chunks = chunk_document("s", "s.md", md, &ChunkOptions::default());
         assert_eq!(chunks.len(), 1);
-        assert_eq!(
-            chunks[0].text,
-            "Setup\nRun this:\n\n```sh\n# not a heading\nmeshops serve\n```"
-        );
+        assert_eq!(chunks[0].text, "Setup\nRun this:\n\n```sh\n# not a heading\nmeshops serve\n```");
     }
 
     #[test]
     fn plain_text_and_empty_input() {
-        let chunks = chunk_document(
-            "notes",
-            "notes.txt",
-            "First para\nwrapped.\n\nSecond para.",
-            &opts(900, 0),
-        );
+        let chunks =
+            chunk_document("notes", "notes.txt", "First para\nwrapped.\n\nSecond para.", &opts(900, 0));
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].text, "First para wrapped.\n\nSecond para.");
         assert!(chunk_document("e", "e.txt", "", &ChunkOptions::default()).is_empty());
-        assert!(
-            chunk_document(
-                "h",
-                "h.md",
-                "# Only\n## Headings\n",
-                &ChunkOptions::default()
-            )
-            .is_empty()
-        );
+        assert!(chunk_document("h", "h.md", "# Only\n## Headings\n", &ChunkOptions::default()).is_empty());
     }
 
     #[test]
     fn paragraphs_are_packed_up_to_the_limit() {
         // Five 19-char paragraphs; with the "\n\n" separators two fit in 40.
-        let text = (0..5)
-            .map(|i| format!("Paragraph number {i}."))
-            .collect::<Vec<_>>()
-            .join("\n\n");
+        let text = (0..5).map(|i| format!("Paragraph number {i}.")).collect::<Vec<_>>().join("\n\n");
         let chunks = chunk_document("p", "p.txt", &text, &opts(40, 0));
         let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
         assert_eq!(
@@ -440,9 +392,7 @@ mod tests {
 
     #[test]
     fn long_paragraph_is_split_at_sentences() {
-        let sentences: Vec<String> = (0..12)
-            .map(|i| format!("Sentence {i} talks about retries."))
-            .collect();
+        let sentences: Vec<String> = (0..12).map(|i| format!("Sentence {i} talks about retries.")).collect();
         let text = sentences.join(" ");
         let chunks = chunk_document("l", "l.md", &format!("# Long\n\n{text}\n"), &opts(100, 40));
         assert!(chunks.len() > 3, "{} chunks", chunks.len());
@@ -454,11 +404,7 @@ mod tests {
             assert!(body.ends_with("retries."), "{body:?}");
         }
         // Every sentence appears in some chunk, in order of first appearance.
-        let all: String = chunks
-            .iter()
-            .map(|c| c.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let all: String = chunks.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" ");
         let mut from = 0;
         for s in &sentences {
             let at = all[from..].find(s.as_str()).map(|i| i + from);
@@ -468,13 +414,7 @@ mod tests {
         // Consecutive chunks overlap: chunk n+1 begins with chunk n's last sentence.
         for pair in chunks.windows(2) {
             let prev_last = text::sentences(&pair[0].text).pop().unwrap();
-            assert!(
-                pair[1]
-                    .text
-                    .strip_prefix("Long\n")
-                    .unwrap()
-                    .starts_with(&prev_last)
-            );
+            assert!(pair[1].text.strip_prefix("Long\n").unwrap().starts_with(&prev_last));
         }
     }
 

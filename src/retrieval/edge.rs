@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::future::BoxFuture;
 use qdrant_edge::{
     CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
-    EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, HasIdCondition,
-    JsonPath, Match, NamedQuery, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, ScoredPoint,
-    SearchRequest, UpdateOperation, VectorInternal, VectorStructPersisted, WithPayloadInterface,
+    EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, HasIdCondition, JsonPath, Match,
+    NamedQuery, Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStructPersisted, QueryEnum, ScoredPoint, SearchRequest, UpdateOperation,
+    VectorInternal, VectorStructPersisted, WithPayloadInterface,
 };
 use serde_json::{Map, Value};
 
@@ -47,9 +47,7 @@ impl Inner {
     fn write_lock(&self) -> MutexGuard<'_, ()> {
         // The guarded value is `()`: a panic while holding it leaves nothing
         // inconsistent on our side, so a poisoned lock is still usable.
-        self.writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -69,27 +67,16 @@ impl EdgeStore {
     /// shard whose vector size is not `dimension` is a
     /// [`RetrievalError::Dimension`]: its vectors came from another embedder
     /// and would not compare.
-    pub fn open(
-        data_dir: &Path,
-        collection: &str,
-        dimension: usize,
-    ) -> Result<EdgeStore, RetrievalError> {
-        let err = |message: String| RetrievalError::Store {
-            collection: collection.to_string(),
-            message,
-        };
+    pub fn open(data_dir: &Path, collection: &str, dimension: usize) -> Result<EdgeStore, RetrievalError> {
+        let err = |message: String| RetrievalError::Store { collection: collection.to_string(), message };
         // The name becomes a directory: refuse anything that could escape
         // `collections/` or that the filesystem would treat specially.
         let valid_name = !collection.is_empty()
             && collection != "."
             && collection != ".."
-            && collection
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && collection.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid_name {
-            return Err(err(
-                "invalid collection name: use letters, digits, '-', '_' and '.'".into(),
-            ));
+            return Err(err("invalid collection name: use letters, digits, '-', '_' and '.'".into()));
         }
         if dimension == 0 {
             return Err(err("vector dimension must be at least 1".into()));
@@ -101,10 +88,7 @@ impl EdgeStore {
                 .map_err(|e| err(format!("cannot load shard at {}: {e}", path.display())))?;
             let params = shard.config().vectors.get(DEFAULT_VECTOR_NAME).cloned();
             let Some(params) = params else {
-                return Err(err(format!(
-                    "shard at {} has no unnamed dense vector",
-                    path.display()
-                )));
+                return Err(err(format!("shard at {} has no unnamed dense vector", path.display())));
             };
             if params.size != dimension {
                 return Err(RetrievalError::Dimension {
@@ -122,10 +106,8 @@ impl EdgeStore {
             }
             shard
         } else {
-            std::fs::create_dir_all(&path).map_err(|source| RetrievalError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(&path)
+                .map_err(|source| RetrievalError::Io { path: path.display().to_string(), source })?;
             let config = EdgeConfigBuilder::new()
                 .vector(
                     DEFAULT_VECTOR_NAME,
@@ -134,27 +116,21 @@ impl EdgeStore {
                 .build();
             let shard = EdgeShard::new(&path, config)
                 .map_err(|e| err(format!("cannot create shard at {}: {e}", path.display())))?;
-            let field_name: JsonPath = DOC_ID_FIELD
-                .parse()
-                .map_err(|()| err(format!("invalid payload path {DOC_ID_FIELD}")))?;
+            let field_name: JsonPath =
+                DOC_ID_FIELD.parse().map_err(|()| err(format!("invalid payload path {DOC_ID_FIELD}")))?;
             shard
-                .update(UpdateOperation::FieldIndexOperation(
-                    FieldIndexOperations::CreateIndex(CreateIndex {
+                .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
+                    CreateIndex {
                         field_name,
-                        field_schema: Some(PayloadFieldSchema::FieldType(
-                            PayloadSchemaType::Keyword,
-                        )),
-                    }),
-                ))
+                        field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
+                    },
+                )))
                 .map_err(|e| err(format!("cannot index {DOC_ID_FIELD}: {e}")))?;
             shard.flush();
             shard
         };
         Ok(EdgeStore {
-            inner: Arc::new(Inner {
-                shard,
-                writes: Mutex::new(()),
-            }),
+            inner: Arc::new(Inner { shard, writes: Mutex::new(()) }),
             collection: collection.to_string(),
             dimension,
             path,
@@ -179,10 +155,7 @@ impl EdgeStore {
     }
 
     fn error(&self, message: impl Into<String>) -> RetrievalError {
-        RetrievalError::Store {
-            collection: self.collection.clone(),
-            message: message.into(),
-        }
+        RetrievalError::Store { collection: self.collection.clone(), message: message.into() }
     }
 
     fn check_vector(&self, v: &[f32]) -> Result<(), RetrievalError> {
@@ -231,13 +204,7 @@ fn payload_of(chunk: Chunk) -> Payload {
 /// strings rather than failing the whole search.
 fn hit_of(point: ScoredPoint) -> Hit {
     let payload = point.payload.map(|p| p.0).unwrap_or_default();
-    let field = |name: &str| {
-        payload
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let field = |name: &str| payload.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
     Hit {
         doc_id: field("doc_id"),
         chunk_id: field("chunk_id"),
@@ -249,13 +216,9 @@ fn hit_of(point: ScoredPoint) -> Hit {
 
 /// Points of `doc_id` that are not in `keep`.
 fn stale_filter(doc_id: String, keep: Vec<uuid::Uuid>) -> Result<Filter, String> {
-    let key: JsonPath = DOC_ID_FIELD
-        .parse()
-        .map_err(|()| format!("invalid payload path {DOC_ID_FIELD}"))?;
-    let mut filter = Filter::new_must(qdrant_edge::Condition::Field(FieldCondition::new_match(
-        key,
-        Match::from(doc_id),
-    )));
+    let key: JsonPath = DOC_ID_FIELD.parse().map_err(|()| format!("invalid payload path {DOC_ID_FIELD}"))?;
+    let mut filter =
+        Filter::new_must(qdrant_edge::Condition::Field(FieldCondition::new_match(key, Match::from(doc_id))));
     if !keep.is_empty() {
         let keep: HasIdCondition = keep.into_iter().map(PointId::Uuid).collect();
         filter.must_not = Some(vec![qdrant_edge::Condition::HasId(keep)]);
@@ -272,10 +235,7 @@ impl VectorStore for EdgeStore {
         &self.collection
     }
 
-    fn upsert(
-        &self,
-        points: Vec<(Chunk, Vec<f32>)>,
-    ) -> BoxFuture<'_, Result<usize, RetrievalError>> {
+    fn upsert(&self, points: Vec<(Chunk, Vec<f32>)>) -> BoxFuture<'_, Result<usize, RetrievalError>> {
         let checked = points.iter().try_for_each(|(_, v)| self.check_vector(v));
         if let Err(e) = checked {
             return Box::pin(async move { Err(e) });
@@ -296,9 +256,9 @@ impl VectorStore for EdgeStore {
             let _guard = inner.write_lock();
             inner
                 .shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
-                ))
+                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                    PointInsertOperations::PointsList(structs),
+                )))
                 .map_err(|e| e.to_string())?;
             inner.shard.flush();
             Ok(n)
@@ -317,17 +277,12 @@ impl VectorStore for EdgeStore {
             // count and delete): the delete operation does not report it.
             let stale = inner
                 .shard
-                .count(CountRequest {
-                    filter: Some(filter.clone()),
-                    exact: true,
-                })
+                .count(CountRequest { filter: Some(filter.clone()), exact: true })
                 .map_err(|e| e.to_string())?;
             if stale > 0 {
                 inner
                     .shard
-                    .update(UpdateOperation::PointOperation(
-                        PointOperations::DeletePointsByFilter(filter),
-                    ))
+                    .update(UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter)))
                     .map_err(|e| e.to_string())?;
                 inner.shard.flush();
             }
@@ -349,10 +304,7 @@ impl VectorStore for EdgeStore {
         }
         self.run("search", move |inner| {
             let request = SearchRequest {
-                query: QueryEnum::Nearest(NamedQuery {
-                    query: VectorInternal::Dense(vector),
-                    using: None,
-                }),
+                query: QueryEnum::Nearest(NamedQuery { query: VectorInternal::Dense(vector), using: None }),
                 filter: None,
                 params: None,
                 limit: top_k,
@@ -368,13 +320,7 @@ impl VectorStore for EdgeStore {
 
     fn count(&self) -> BoxFuture<'_, Result<usize, RetrievalError>> {
         self.run("count", |inner| {
-            inner
-                .shard
-                .count(CountRequest {
-                    filter: None,
-                    exact: true,
-                })
-                .map_err(|e| e.to_string())
+            inner.shard.count(CountRequest { filter: None, exact: true }).map_err(|e| e.to_string())
         })
     }
 }
@@ -394,10 +340,7 @@ mod tests {
     }
 
     fn points(e: &OfflineEmbedder, chunks: &[Chunk]) -> Vec<(Chunk, Vec<f32>)> {
-        chunks
-            .iter()
-            .map(|c| (c.clone(), e.embed_text(&c.text)))
-            .collect()
+        chunks.iter().map(|c| (c.clone(), e.embed_text(&c.text))).collect()
     }
 
     #[tokio::test]
@@ -405,16 +348,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = OfflineEmbedder::new(64);
         let chunks = vec![
-            chunk(
-                "gateway",
-                0,
-                "The gateway retries failed requests three times.",
-            ),
-            chunk(
-                "agents",
-                0,
-                "Agents are actix actors that exchange messages.",
-            ),
+            chunk("gateway", 0, "The gateway retries failed requests three times."),
+            chunk("agents", 0, "Agents are actix actors that exchange messages."),
             chunk("store", 0, "Vectors live in an embedded qdrant-edge shard."),
         ];
         {
@@ -426,24 +361,15 @@ mod tests {
             // Same content again: same ids, no duplicates.
             assert_eq!(store.upsert(points(&e, &chunks)).await.unwrap(), 3);
             assert_eq!(store.count().await.unwrap(), 3);
-            let hits = store
-                .search(
-                    e.embed_text("how often are failed requests retried"),
-                    2,
-                    None,
-                )
-                .await
-                .unwrap();
+            let hits =
+                store.search(e.embed_text("how often are failed requests retried"), 2, None).await.unwrap();
             assert_eq!(hits.len(), 2);
             assert_eq!(hits[0].doc_id, "gateway");
             assert_eq!(hits[0].chunk_id, "gateway#0");
             assert_eq!(hits[0].source, "gateway.md");
             assert_eq!(hits[0].text, chunks[0].text);
             assert!(hits[0].score >= hits[1].score);
-            let none = store
-                .search(e.embed_text("gateway retries"), 5, Some(1.01))
-                .await
-                .unwrap();
+            let none = store.search(e.embed_text("gateway retries"), 5, Some(1.01)).await.unwrap();
             assert!(none.is_empty());
         }
         let reopened = EdgeStore::open(dir.path(), "docs", 64).unwrap();
@@ -456,36 +382,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = OfflineEmbedder::new(32);
         let store = EdgeStore::open(dir.path(), "c", 32).unwrap();
-        let old = vec![
-            chunk("a", 0, "one"),
-            chunk("a", 1, "two"),
-            chunk("b", 0, "three"),
-        ];
+        let old = vec![chunk("a", 0, "one"), chunk("a", 1, "two"), chunk("b", 0, "three")];
         store.upsert(points(&e, &old)).await.unwrap();
         // Document a edited: chunk 0 changed text, chunk 1 is gone.
         let new = vec![chunk("a", 0, "one, edited")];
         store.upsert(points(&e, &new)).await.unwrap();
         assert_eq!(store.count().await.unwrap(), 4);
-        let pruned = store
-            .prune_doc("a".into(), vec![point_id(&new[0])])
-            .await
-            .unwrap();
+        let pruned = store.prune_doc("a".into(), vec![point_id(&new[0])]).await.unwrap();
         assert_eq!(pruned, 2);
         assert_eq!(store.count().await.unwrap(), 2);
         // Nothing left to prune; b untouched.
-        assert_eq!(
-            store
-                .prune_doc("a".into(), vec![point_id(&new[0])])
-                .await
-                .unwrap(),
-            0
-        );
+        assert_eq!(store.prune_doc("a".into(), vec![point_id(&new[0])]).await.unwrap(), 0);
         // Empty keep removes the whole document.
         assert_eq!(store.prune_doc("b".into(), Vec::new()).await.unwrap(), 1);
-        let hits = store
-            .search(e.embed_text("one edited"), 10, None)
-            .await
-            .unwrap();
+        let hits = store.search(e.embed_text("one edited"), 10, None).await.unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].text, "one, edited");
         drop(store);
@@ -498,55 +408,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = EdgeStore::open(dir.path(), "c", 8).unwrap();
-            let err = store
-                .upsert(vec![(chunk("a", 0, "x"), vec![0.5; 7])])
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    RetrievalError::Dimension {
-                        store: 8,
-                        embedder: 7,
-                        ..
-                    }
-                ),
-                "{err}"
-            );
-            let err = store
-                .upsert(vec![(chunk("a", 0, "x"), vec![f32::NAN; 8])])
-                .await
-                .unwrap_err();
+            let err = store.upsert(vec![(chunk("a", 0, "x"), vec![0.5; 7])]).await.unwrap_err();
+            assert!(matches!(err, RetrievalError::Dimension { store: 8, embedder: 7, .. }), "{err}");
+            let err = store.upsert(vec![(chunk("a", 0, "x"), vec![f32::NAN; 8])]).await.unwrap_err();
             assert!(err.to_string().contains("non-finite"), "{err}");
             let err = store.search(vec![1.0; 3], 3, None).await.unwrap_err();
             assert!(matches!(err, RetrievalError::Dimension { .. }), "{err}");
-            assert!(
-                store
-                    .search(vec![1.0; 8], 0, None)
-                    .await
-                    .unwrap()
-                    .is_empty()
-            );
+            assert!(store.search(vec![1.0; 8], 0, None).await.unwrap().is_empty());
             assert_eq!(store.upsert(Vec::new()).await.unwrap(), 0);
         }
         let err = EdgeStore::open(dir.path(), "c", 16).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                RetrievalError::Dimension {
-                    store: 8,
-                    embedder: 16,
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, RetrievalError::Dimension { store: 8, embedder: 16, .. }), "{err}");
         for name in ["", "..", "a/b", "x y"] {
             let err = EdgeStore::open(dir.path(), name, 8).unwrap_err();
-            assert!(
-                err.to_string().contains("invalid collection name"),
-                "{name:?}: {err}"
-            );
+            assert!(err.to_string().contains("invalid collection name"), "{name:?}: {err}");
         }
         assert!(EdgeStore::open(dir.path(), "zero", 0).is_err());
     }

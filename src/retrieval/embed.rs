@@ -35,10 +35,7 @@ impl OfflineEmbedder {
     /// dimension is raised to 1 rather than dividing by zero later).
     pub fn new(dimension: usize) -> Self {
         let dimension = dimension.max(1);
-        Self {
-            dimension,
-            name: format!("offline-hash-{dimension}"),
-        }
+        Self { dimension, name: format!("offline-hash-{dimension}") }
     }
 
     /// Embeds one text. The result is L2-normalised, so a dot product is the
@@ -96,10 +93,7 @@ fn features(text: &str) -> HashMap<String, (f32, u32)> {
         // Boundary markers make prefixes and suffixes distinct features.
         let chars: Vec<char> = format!("<{term}>").chars().collect();
         for gram in chars.windows(3) {
-            add(
-                format!("c:{}", gram.iter().collect::<String>()),
-                TRIGRAM_WEIGHT,
-            );
+            add(format!("c:{}", gram.iter().collect::<String>()), TRIGRAM_WEIGHT);
         }
     }
     for pair in terms.windows(2) {
@@ -119,10 +113,7 @@ impl Embedder for OfflineEmbedder {
         self.dimension
     }
 
-    fn embed<'a>(
-        &'a self,
-        texts: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, RetrievalError>> {
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, RetrievalError>> {
         Box::pin(async move { Ok(texts.iter().map(|t| self.embed_text(t)).collect()) })
     }
 }
@@ -143,8 +134,7 @@ mod tests {
     fn deterministic_and_named() {
         let e = OfflineEmbedder::new(384);
         let a = e.embed_text("The gateway retries failed requests three times.");
-        let b = OfflineEmbedder::new(384)
-            .embed_text("The gateway retries failed requests three times.");
+        let b = OfflineEmbedder::new(384).embed_text("The gateway retries failed requests three times.");
         assert_eq!(a, b);
         assert_eq!(a.len(), 384);
         assert_eq!(e.name(), "offline-hash-384");
@@ -154,18 +144,9 @@ mod tests {
     #[test]
     fn unit_norm_including_featureless_text() {
         let e = OfflineEmbedder::new(64);
-        for text in [
-            "Agents exchange messages over gRPC.",
-            "",
-            "the of and",
-            "!!!",
-        ] {
+        for text in ["Agents exchange messages over gRPC.", "", "the of and", "!!!"] {
             let v = e.embed_text(text);
-            assert!(
-                (norm(&v) - 1.0).abs() < 1e-4,
-                "norm of {text:?} is {}",
-                norm(&v)
-            );
+            assert!((norm(&v) - 1.0).abs() < 1e-4, "norm of {text:?} is {}", norm(&v));
             assert!(v.iter().all(|x| x.is_finite()));
         }
         assert_eq!(OfflineEmbedder::new(0).embed_text("anything").len(), 1);

@@ -34,17 +34,11 @@ pub struct IngestReport {
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> RetrievalError {
-    RetrievalError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    RetrievalError::Io { path: path.display().to_string(), source }
 }
 
 fn input_err(path: &Path, message: impl Into<String>) -> RetrievalError {
-    RetrievalError::Input {
-        path: path.display().to_string(),
-        message: message.into(),
-    }
+    RetrievalError::Input { path: path.display().to_string(), message: message.into() }
 }
 
 fn supported(path: &Path) -> bool {
@@ -67,16 +61,10 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, Retrie
         if meta.is_dir() {
             walk(path, path, &mut out)?;
         } else if supported(path) {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             out.push((path.clone(), stem));
         } else {
-            return Err(input_err(
-                path,
-                "unsupported file type: expected .md, .markdown or .txt",
-            ));
+            return Err(input_err(path, "unsupported file type: expected .md, .markdown or .txt"));
         }
     }
     // Two files mapping to one doc id would overwrite each other's chunk ids
@@ -86,10 +74,7 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, Retrie
         if let Some(first) = seen.insert(doc_id.as_str(), path.as_path()) {
             return Err(input_err(
                 path,
-                format!(
-                    "doc id {doc_id:?} is also the doc id of {}",
-                    first.display()
-                ),
+                format!("doc id {doc_id:?} is also the doc id of {}", first.display()),
             ));
         }
     }
@@ -113,8 +98,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<(),
             continue;
         }
         // A symlink to a file counts as the file; `metadata` follows it.
-        let is_file = kind.is_file()
-            || kind.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+        let is_file =
+            kind.is_file() || kind.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file());
         if is_file && supported(&path) {
             out.push((path.clone(), doc_id(root, &path)));
         }
@@ -125,10 +110,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> Result<(),
 /// `root/guides/deploy.md` → `guides/deploy`.
 fn doc_id(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path).with_extension("");
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
+    rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
 }
 
 /// Ingests `paths` (see [`collect_files`]) into `store`: chunks every
@@ -152,11 +134,7 @@ pub async fn ingest_paths(
         docs.push((doc_id.clone(), chunks));
     }
     let all: Vec<&Chunk> = docs.iter().flat_map(|(_, c)| c.iter()).collect();
-    let mut report = IngestReport {
-        files: files.len(),
-        chunks: all.len(),
-        ..IngestReport::default()
-    };
+    let mut report = IngestReport { files: files.len(), chunks: all.len(), ..IngestReport::default() };
     progress.set_length(all.len() as u64);
 
     // Batches may span documents: fewer, fuller embedder calls. Pruning waits
@@ -167,18 +145,10 @@ pub async fn ingest_paths(
         if vectors.len() != batch.len() {
             return Err(RetrievalError::Embed {
                 embedder: embedder.name().to_string(),
-                message: format!(
-                    "returned {} vectors for {} texts",
-                    vectors.len(),
-                    batch.len()
-                ),
+                message: format!("returned {} vectors for {} texts", vectors.len(), batch.len()),
             });
         }
-        let points = batch
-            .iter()
-            .map(|c| (*c).clone())
-            .zip(vectors)
-            .collect::<Vec<_>>();
+        let points = batch.iter().map(|c| (*c).clone()).zip(vectors).collect::<Vec<_>>();
         report.upserted += store.upsert(points).await?;
         progress.inc(batch.len() as u64);
     }
@@ -213,11 +183,7 @@ mod tests {
         write(dir.path(), "guides/agents.markdown", AGENTS);
         write(dir.path(), "notes.txt", NOTES);
         write(dir.path(), "image.png", "not text");
-        write(
-            dir.path(),
-            ".hidden/secret.md",
-            "# Hidden\n\nShould not be read.",
-        );
+        write(dir.path(), ".hidden/secret.md", "# Hidden\n\nShould not be read.");
         dir
     }
 
@@ -238,16 +204,10 @@ mod tests {
         let dir = corpus();
         let missing = dir.path().join("missing.md");
         let err = collect_files(std::slice::from_ref(&missing)).unwrap_err();
-        assert!(
-            err.to_string().contains(&missing.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
         let png = dir.path().join("image.png");
         let err = collect_files(&[png]).unwrap_err();
-        assert!(
-            err.to_string().contains("image.png") && err.to_string().contains("unsupported"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("image.png") && err.to_string().contains("unsupported"), "{err}");
         write(dir.path(), "gateway.txt", "clash");
         let err = collect_files(&[dir.path().to_path_buf()]).unwrap_err();
         assert!(err.to_string().contains("\"gateway\""), "{err}");
@@ -263,9 +223,7 @@ mod tests {
         let paths = vec![corpus.path().to_path_buf()];
         let bar = indicatif::ProgressBar::hidden();
 
-        let first = ingest_paths(&paths, &opts, &embedder, &store, &bar)
-            .await
-            .unwrap();
+        let first = ingest_paths(&paths, &opts, &embedder, &store, &bar).await.unwrap();
         assert_eq!(first.files, 3);
         // gateway: 3 sections, agents: 3 sections, notes: 1 chunk.
         assert_eq!(first.chunks, 7);
@@ -275,9 +233,7 @@ mod tests {
         assert_eq!(bar.length(), Some(7));
         assert_eq!(bar.position(), 7);
 
-        let again = ingest_paths(&paths, &opts, &embedder, &store, &bar)
-            .await
-            .unwrap();
+        let again = ingest_paths(&paths, &opts, &embedder, &store, &bar).await.unwrap();
         assert_eq!(again.points, 7);
         assert_eq!(again.pruned, 0);
 
@@ -287,9 +243,7 @@ mod tests {
             "gateway.md",
             "# Gateway\n\nThe gateway accepts gRPC calls from clients.\n\n## Limits\n\nEach client may send at most ten requests per second.\n",
         );
-        let edited = ingest_paths(&paths, &opts, &embedder, &store, &bar)
-            .await
-            .unwrap();
+        let edited = ingest_paths(&paths, &opts, &embedder, &store, &bar).await.unwrap();
         assert_eq!(edited.chunks, 6);
         assert_eq!(edited.pruned, 2);
         assert_eq!(edited.points, 6);
@@ -298,18 +252,10 @@ mod tests {
         let hits = store.search(query, 3, None).await.unwrap();
         assert_eq!(hits[0].doc_id, "guides/agents");
         assert_eq!(hits[0].chunk_id, "guides/agents#1");
-        assert!(
-            hits[0].text.starts_with("Agents > Mailboxes\n"),
-            "{}",
-            hits[0].text
-        );
+        assert!(hits[0].text.starts_with("Agents > Mailboxes\n"), "{}", hits[0].text);
 
         let hits = store
-            .search(
-                embedder.embed_text("how many requests per second may a client send"),
-                1,
-                None,
-            )
+            .search(embedder.embed_text("how many requests per second may a client send"), 1, None)
             .await
             .unwrap();
         assert_eq!(hits[0].doc_id, "gateway");

@@ -53,18 +53,9 @@ pub enum RetrievalError {
     #[error("embedder {embedder}: {message}")]
     Embed { embedder: String, message: String },
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "vector dimension mismatch in {collection}: store has {store}, embedder gives {embedder}"
-    )]
-    Dimension {
-        collection: String,
-        store: usize,
-        embedder: usize,
-    },
+    Io { path: String, source: std::io::Error },
+    #[error("vector dimension mismatch in {collection}: store has {store}, embedder gives {embedder}")]
+    Dimension { collection: String, store: usize, embedder: usize },
 }
 
 /// Turns text into vectors. Async because remote embedders call a network.
@@ -74,10 +65,7 @@ pub trait Embedder: Send + Sync {
     /// Length of every vector this embedder returns.
     fn dimension(&self) -> usize;
     /// Embeds each text; the result has one vector per input, in order.
-    fn embed<'a>(
-        &'a self,
-        texts: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, RetrievalError>>;
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, RetrievalError>>;
 }
 
 /// A collection of chunk vectors with the meshops payload schema.
@@ -87,10 +75,7 @@ pub trait VectorStore: Send + Sync {
     fn collection(&self) -> &str;
     /// Inserts or replaces points; ids derive from content, so upserting the
     /// same chunk twice leaves one point. Returns the number written.
-    fn upsert(
-        &self,
-        points: Vec<(Chunk, Vec<f32>)>,
-    ) -> BoxFuture<'_, Result<usize, RetrievalError>>;
+    fn upsert(&self, points: Vec<(Chunk, Vec<f32>)>) -> BoxFuture<'_, Result<usize, RetrievalError>>;
     /// Removes the points of `doc_id` whose point ids (see [`point_id`]) are
     /// not in `keep`: stale chunks of an edited document. Point ids rather
     /// than chunk ids, because an edited chunk keeps its chunk id but gets a
@@ -113,8 +98,7 @@ pub trait VectorStore: Send + Sync {
 
 /// Namespace of [`point_id`]. Changing it re-keys every stored point, so a
 /// re-ingest would duplicate all content: never change it.
-const POINT_ID_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x6d65_7368_6f70_732d_7265_7472_6965_7665);
+const POINT_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_7368_6f70_732d_7265_7472_6965_7665);
 
 /// The id of a chunk's point: UUID v5 of `chunk_id + "\n" + text`. Derived
 /// from content so re-ingesting unchanged files rewrites the same points
@@ -137,12 +121,7 @@ mod tests {
     use super::*;
 
     fn chunk(chunk_id: &str, text: &str) -> Chunk {
-        Chunk {
-            doc_id: "d".into(),
-            chunk_id: chunk_id.into(),
-            source: "d.md".into(),
-            text: text.into(),
-        }
+        Chunk { doc_id: "d".into(), chunk_id: chunk_id.into(), source: "d.md".into(), text: text.into() }
     }
 
     #[test]
