@@ -45,6 +45,10 @@ enum Command {
         /// Variant to run.
         #[arg(long)]
         variant: Option<String>,
+        /// Send the question N times, one after another on one connection,
+        /// and print client-side latency percentiles instead of the answer.
+        #[arg(long, value_name = "N")]
+        repeat: Option<usize>,
     },
     /// Chunk, embed and upsert files into the configured collection (idempotent).
     Ingest {
@@ -168,7 +172,7 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Ask { query, target, stream, json, variant } => {
+        Command::Ask { query, target, stream, json, variant, repeat } => {
             let target = match target {
                 Some(t) => t.clone(),
                 None => {
@@ -186,6 +190,9 @@ async fn run(cli: Cli) -> Result<()> {
                 variant: variant.clone().unwrap_or_default(),
                 ..Default::default()
             };
+            if let Some(n) = *repeat {
+                return repeat_latency(&mut client, request, n.max(1)).await;
+            }
             if *stream {
                 let mut events = client.ask_stream(request).await.map_err(status_error)?.into_inner();
                 let mut last = None;
@@ -228,6 +235,35 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Sends `request` `n` times in sequence and prints latency percentiles.
+async fn repeat_latency(
+    client: &mut GatewayClient<tonic::transport::Channel>,
+    request: proto::AskRequest,
+    n: usize,
+) -> Result<()> {
+    let mut micros = Vec::with_capacity(n);
+    let mut mesh_ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let answer = client.ask(request.clone()).await.map_err(status_error)?.into_inner();
+        micros.push(started.elapsed().as_secs_f64() * 1e6);
+        mesh_ms.push(answer.usage.map(|u| u.latency_ms).unwrap_or_default());
+    }
+    micros.sort_by(f64::total_cmp);
+    mesh_ms.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{n} sequential Ask calls: client latency p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, max {:.0} µs; \
+         mesh latency p50 {:.3} ms",
+        pct(&micros, 0.5),
+        pct(&micros, 0.9),
+        pct(&micros, 0.99),
+        pct(&micros, 1.0),
+        pct(&mesh_ms, 0.5)
+    );
+    Ok(())
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {

@@ -154,7 +154,9 @@ fn quotable_sentences(passage: &str) -> Vec<String> {
         }
         let t = t.trim_start_matches(['-', '*', ' ']);
         for s in text::sentences(t) {
-            if s.split_whitespace().count() >= 4 {
+            // A sentence that ends in a colon introduces a list; alone it
+            // says nothing.
+            if s.split_whitespace().count() >= 4 && !s.ends_with(':') {
                 out.push(s);
             }
         }
