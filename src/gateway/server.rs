@@ -157,7 +157,15 @@ pub async fn start_with(
         super::convert::describe(&spec),
     );
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small gRPC frames wait ~40 ms for delayed ACKs under Nagle's
+    // algorithm; answers must leave at once.
+    let incoming =
+        futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+            conn.and_then(|stream| {
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            })
+        });
     let task = tokio::spawn(
         Server::builder()
             .add_service(health_service)

@@ -16,8 +16,9 @@
 //!
 //! `latency_ms` and `failure_rate` let load and fault tests use it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -48,7 +49,15 @@ pub struct OfflineEngine {
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
     embedder: OfflineEmbedder,
+    /// Embeddings of intent descriptions and examples: the same few texts
+    /// on every request, so they are embedded once. Bounded by
+    /// [`EXAMPLE_CACHE_LIMIT`].
+    example_vectors: RwLock<HashMap<String, Arc<Vec<f32>>>>,
 }
+
+/// Most cached intent texts; past it the cache starts over (only a caller
+/// sending ever-new intents would get there).
+const EXAMPLE_CACHE_LIMIT: usize = 4096;
 
 impl OfflineEngine {
     pub fn new(model: impl Into<String>, latency_ms: u64, failure_rate: f64) -> Self {
@@ -60,6 +69,7 @@ impl OfflineEngine {
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
             embedder: OfflineEmbedder::new(ROUTER_DIMENSION),
+            example_vectors: RwLock::new(HashMap::new()),
         }
     }
 
@@ -86,6 +96,23 @@ impl OfflineEngine {
         ((z >> 11) as f64 / (1u64 << 53) as f64) < self.failure_rate
     }
 
+    fn example_vector(&self, text: &str) -> Arc<Vec<f32>> {
+        if let Ok(cache) = self.example_vectors.read() {
+            if let Some(v) = cache.get(text) {
+                return v.clone();
+            }
+        }
+        let v = Arc::new(self.embedder.embed_text(text));
+        // A poisoned lock only loses the cache; the vector is still right.
+        if let Ok(mut cache) = self.example_vectors.write() {
+            if cache.len() >= EXAMPLE_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(text.to_string(), v.clone());
+        }
+        v
+    }
+
     /// The most similar intent among those whose own threshold is met;
     /// the default intent when none is.
     fn route(&self, query: &str, intents: &[IntentChoice], default_intent: &str) -> String {
@@ -95,7 +122,7 @@ impl OfflineEngine {
         for intent in intents {
             let score = std::iter::once(intent.description.as_str())
                 .chain(intent.examples.iter().map(String::as_str))
-                .map(|t| cosine(&q, &self.embedder.embed_text(t)))
+                .map(|t| cosine(&q, &self.example_vector(t)))
                 .fold(f64::MIN, f64::max);
             closest = closest.max(score);
             if score >= intent.min_similarity && best.is_none_or(|(_, s)| score > s) {

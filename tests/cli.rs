@@ -1,0 +1,94 @@
+//! The `meshops` binary as a user runs it: `validate`, `ingest`, and `ask`
+//! against a running `serve`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn meshops(args: &[&str], data_dir: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshops"))
+        .args(args)
+        .current_dir(common::root())
+        .env("MESHOPS__RETRIEVAL__DATA_DIR", data_dir)
+        .env_remove("MESHOPS_ENV")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_shipped_files_and_rejects_a_broken_one() {
+    let data = tempfile::tempdir().unwrap();
+    let ok = meshops(&["validate"], data.path());
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("configuration OK"));
+    assert!(stdout(&ok).contains("flow  question"), "{}", stdout(&ok));
+
+    let bad = data.path().join("bad.toml");
+    std::fs::write(&bad, "[gateway]\nlisten = \"not an address\"\n[retrieval]\nchunk_max_char = 5\n")
+        .unwrap();
+    let out = meshops(&["validate", "--config", bad.to_str().unwrap()], data.path());
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml") && err.contains("retrieval.chunk_max_char"), "{err}");
+}
+
+#[test]
+fn ingest_twice_leaves_the_point_count_unchanged() {
+    let data = tempfile::tempdir().unwrap();
+    let first = meshops(&["ingest"], data.path());
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = meshops(&["ingest", "corpus"], data.path());
+    assert!(second.status.success(), "{}", stderr(&second));
+    let points = |o: &Output| -> usize {
+        let s = stdout(o);
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == "points").unwrap_or_else(|| panic!("no count in {s:?}"));
+        words[i - 1].parse().unwrap()
+    };
+    assert!(points(&first) > 20, "{}", stdout(&first));
+    assert_eq!(points(&first), points(&second), "{} / {}", stdout(&first), stdout(&second));
+    assert!(stdout(&second).contains(" 0 stale removed"), "{}", stdout(&second));
+}
+
+#[test]
+fn serve_then_ask_prints_a_cited_answer() {
+    let data = tempfile::tempdir().unwrap();
+    // Find a free port, then let `serve` bind it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshops"))
+        .args(["serve", "--listen", &listen])
+        .current_dir(common::root())
+        .env("MESHOPS__RETRIEVAL__DATA_DIR", data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let target = format!("http://{listen}");
+    let mut answered = None;
+    for _ in 0..300 {
+        let out = meshops(&["ask", "--target", &target, "What does the retriever agent do?"], data.path());
+        if out.status.success() {
+            answered = Some(out);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let streamed = meshops(&["ask", "--stream", "--json", "--target", &target, "hello"], data.path());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = answered.expect("serve never answered");
+    let text = stdout(&out);
+    assert!(text.contains("[1]") && text.contains("Sources:") && text.contains("retriever-agent"), "{text}");
+    assert!(streamed.status.success(), "{}", stderr(&streamed));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&streamed)).unwrap();
+    assert_eq!(v["intent"], "greeting");
+}
