@@ -9,9 +9,11 @@
 //! - [`retrieval`]: embedders, vector stores (qdrant-edge), chunking, ingest.
 //! - [`mesh`]: the actix actors (orchestrator and agents) and their messages.
 //! - [`gateway`]: the tonic services and the one error → `Status` map.
+//! - [`eval`]: datasets, metrics, runs, comparisons and gates.
 //! - [`text`]: tokenisation and other small text helpers.
 
 pub mod config;
+pub mod eval;
 pub mod gateway;
 pub mod llm;
 pub mod mesh;

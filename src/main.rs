@@ -57,6 +57,19 @@ enum Command {
     },
     /// Check every config, agent and prompt file; exit non-zero on error.
     Validate,
+    /// Evaluate: run datasets through the mesh, score, compare runs.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Drive the mesh with a dataset and score the outputs.
+    Run(meshops::eval::run_cmd::Args),
+    /// Score an existing output dataset without running the mesh.
+    Score(meshops::eval::score_cmd::Args),
+    /// Compare two runs with paired statistics; exit non-zero when a gate fails.
+    Compare(meshops::eval::compare_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,17 +93,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(cli: &Cli) -> Result<MeshSpec> {
+fn load_options(cli: &Cli) -> Result<LoadOptions> {
     let root = match &cli.root {
         Some(r) => r.clone(),
         None => std::env::current_dir().context("current directory")?,
     };
-    MeshSpec::load(&LoadOptions::from_process(root, cli.config.clone()))
-        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
+    Ok(LoadOptions::from_process(root, cli.config.clone()))
+}
+
+fn load(cli: &Cli) -> Result<MeshSpec> {
+    MeshSpec::load(&load_options(cli)?).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
 async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
+        Command::Eval(EvalCommand::Run(args)) => {
+            Ok(meshops::eval::run_cmd::execute(args, load_options(&cli)?).await?)
+        }
+        Command::Eval(EvalCommand::Score(args)) => Ok(meshops::eval::score_cmd::execute(args).await?),
+        Command::Eval(EvalCommand::Compare(args)) => Ok(meshops::eval::compare_cmd::execute(args).await?),
         Command::Validate => {
             let spec = load(&cli)?;
             println!("configuration OK");
