@@ -10,6 +10,7 @@
 //! - [`mesh`]: the actix actors (orchestrator and agents) and their messages.
 //! - [`gateway`]: the tonic services and the one error → `Status` map.
 //! - [`eval`]: datasets, metrics, runs, comparisons and gates.
+//! - [`telemetry`]: logs, OpenTelemetry traces and metrics, attribute names.
 //! - [`text`]: tokenisation and other small text helpers.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod llm;
 pub mod mesh;
 pub mod prompt;
 pub mod retrieval;
+pub mod telemetry;
 pub mod text;
 
 /// Generated protobuf and gRPC code for `meshops.v1`.

@@ -74,9 +74,6 @@ enum EvalCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -106,6 +103,12 @@ fn load(cli: &Cli) -> Result<MeshSpec> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Serve { listen } = &cli.command {
+        return serve(&cli, listen.clone()).await;
+    }
+    // Tools log to the terminal only; the gateway's telemetry follows its config.
+    let local = meshops::config::TelemetrySettings { export: false, ..Default::default() };
+    meshops::telemetry::init(&local)?;
     match &cli.command {
         Command::Eval(EvalCommand::Run(args)) => {
             Ok(meshops::eval::run_cmd::execute(args, load_options(&cli)?).await?)
@@ -135,31 +138,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve { listen } => {
-            let mut spec = load(&cli)?;
-            if let Some(l) = listen {
-                spec.settings.gateway.listen = l.clone();
-            }
-            let addr: std::net::SocketAddr = spec
-                .settings
-                .gateway
-                .listen
-                .parse()
-                .with_context(|| format!("listen address `{}`", spec.settings.gateway.listen))?;
-            let listener =
-                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
-            let mut server = meshops::gateway::start(spec, listener).await?;
-            eprintln!("meshops gateway serving on {} (Ctrl-C to stop)", server.addr);
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => {
-                    r.context("waiting for Ctrl-C")?;
-                    eprintln!("shutting down");
-                    server.shutdown().await?;
-                }
-                r = server.wait() => r?,
-            }
-            Ok(())
-        }
+        Command::Serve { .. } => Ok(()),
         Command::Ingest { paths } => {
             let spec = load(&cli)?;
             let (store, embedder) = meshops::gateway::server::open_retrieval(&spec).await?;
@@ -285,6 +264,41 @@ async fn repeat_latency(
         pct(&mesh_ms, 0.5)
     );
     Ok(())
+}
+
+/// `meshops serve`: telemetry as configured, the gateway until Ctrl-C or
+/// SIGTERM, then a drain and a flush of buffered telemetry.
+async fn serve(cli: &Cli, listen: Option<String>) -> Result<()> {
+    let mut spec = load(cli)?;
+    let telemetry = meshops::telemetry::init(&spec.settings.telemetry)?;
+    if let Some(l) = listen {
+        spec.settings.gateway.listen = l;
+    }
+    let addr: std::net::SocketAddr = spec
+        .settings
+        .gateway
+        .listen
+        .parse()
+        .with_context(|| format!("listen address `{}`", spec.settings.gateway.listen))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    let mut server = meshops::gateway::start(spec, listener).await?;
+    eprintln!("meshops gateway serving on {} (Ctrl-C to stop)", server.addr);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let result = tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            r.context("waiting for Ctrl-C")?;
+            eprintln!("shutting down");
+            server.shutdown().await.map_err(anyhow::Error::from)
+        }
+        _ = term.recv() => {
+            eprintln!("SIGTERM: shutting down");
+            server.shutdown().await.map_err(anyhow::Error::from)
+        }
+        r = server.wait() => r.map_err(anyhow::Error::from),
+    };
+    telemetry.shutdown();
+    result
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {

@@ -23,8 +23,8 @@ pub use agents::{
     SummarizerSettings,
 };
 pub use settings::{
-    AgentOverride, EmbedderProvider, FlowSpec, GatewaySettings, MeshSettings, ModelProfile, Provider,
-    RetrievalSettings, Settings, StoreBackend, VariantSettings,
+    AgentOverride, EmbedderProvider, FlowSpec, GatewaySettings, LogFormat, MeshSettings, ModelProfile,
+    Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings, VariantSettings,
 };
 
 use crate::prompt::Prompty;
@@ -343,6 +343,30 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
             "mesh.arbiters",
             "must be between 1 and 256",
         ));
+    }
+    let t = &s.telemetry;
+    if !(0.0..=1.0).contains(&t.sampling_ratio) {
+        errors.push(ConfigError::field(
+            at(&["telemetry", "sampling_ratio"]),
+            "telemetry.sampling_ratio",
+            "must be between 0 and 1",
+        ));
+    }
+    if t.export_interval_ms < 100 {
+        errors.push(ConfigError::field(
+            at(&["telemetry", "export_interval_ms"]),
+            "telemetry.export_interval_ms",
+            "must be at least 100",
+        ));
+    }
+    if let Some(ep) = &t.otlp_endpoint {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            errors.push(ConfigError::field(
+                at(&["telemetry", "otlp_endpoint"]),
+                "telemetry.otlp_endpoint",
+                format!("`{ep}` is not a URL; expected http://HOST:4317"),
+            ));
+        }
     }
     let r = &s.retrieval;
     if r.backend == StoreBackend::Qdrant {

@@ -23,6 +23,7 @@ pub struct Settings {
     pub flows: BTreeMap<String, FlowSpec>,
     /// Named experiment variants a request can select.
     pub variants: BTreeMap<String, VariantSettings>,
+    pub telemetry: TelemetrySettings,
 }
 
 impl Default for Settings {
@@ -34,6 +35,60 @@ impl Default for Settings {
             models: BTreeMap::from([("offline".to_string(), ModelProfile::offline())]),
             flows: BTreeMap::new(),
             variants: BTreeMap::new(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
+}
+
+/// Log format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Text,
+    /// One JSON object per line, for log collectors (Kubernetes).
+    Json,
+}
+
+/// Logs, traces and metrics (`[telemetry]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// OTLP/gRPC collector (`http://collector:4317`). Unset: nothing is
+    /// exported and no exporter runs. `OTEL_EXPORTER_OTLP_ENDPOINT` is used
+    /// when this is unset and `export` is true.
+    pub otlp_endpoint: Option<String>,
+    /// Master switch for OTLP export (`false` turns it off even when an
+    /// endpoint is set anywhere).
+    pub export: bool,
+    /// `service.name`; `OTEL_SERVICE_NAME` wins when set.
+    pub service_name: String,
+    /// `deployment.environment.name` resource attribute.
+    pub environment: String,
+    /// Extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES` adds more).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Share of new traces sampled (0..1); a sampled parent is always kept.
+    pub sampling_ratio: f64,
+    /// How often metrics are exported.
+    pub export_interval_ms: u64,
+    pub log_format: LogFormat,
+    /// Record prompt and completion text on spans (off: they may hold
+    /// personal data).
+    pub capture_content: bool,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            export: true,
+            service_name: "meshops".into(),
+            environment: "local".into(),
+            resource_attributes: BTreeMap::new(),
+            sampling_ratio: 1.0,
+            export_interval_ms: 10_000,
+            log_format: LogFormat::Text,
+            capture_content: false,
         }
     }
 }

@@ -18,6 +18,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::config::GatewaySettings;
 use crate::mesh::{Ask, MeshHandle};
@@ -51,7 +52,13 @@ impl GatewayService {
     /// Builds the mesh message for a request: validated input, a deadline
     /// (the client's `grpc-timeout`, capped by the configured timeout), a
     /// cancellation token and a trace id.
-    fn prepare(&self, request: Request<proto::AskRequest>) -> Result<(Ask, CancellationToken), Status> {
+    fn prepare(
+        &self,
+        request: Request<proto::AskRequest>,
+        span: tracing::Span,
+    ) -> Result<(Ask, CancellationToken), Status> {
+        let trace_id = crate::telemetry::propagation::adopt_parent(&span, request.metadata());
+        span.record("trace_id", trace_id.as_str());
         let timeout = client_timeout(request.metadata())
             .map(|t| t.min(Duration::from_millis(self.limits.request_timeout_ms)))
             .unwrap_or(Duration::from_millis(self.limits.request_timeout_ms));
@@ -63,20 +70,61 @@ impl GatewayService {
         let input =
             convert::ask_input(request.into_inner(), &self.limits).map_err(Status::invalid_argument)?;
         let cancel = CancellationToken::new();
-        let ask = Ask {
-            input,
-            events: None,
-            deadline: Some(deadline),
-            cancel: cancel.clone(),
-            trace_id: new_trace_id(),
-        };
+        let ask =
+            Ask { input, events: None, deadline: Some(deadline), cancel: cancel.clone(), trace_id, span };
         Ok((ask, cancel))
     }
 }
 
-/// A W3C trace id (32 lowercase hex digits, not all zero).
-fn new_trace_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+/// The server span of one call: named for the RPC, parented by the caller's
+/// `traceparent`, carrying the trace id so every log line of the request
+/// shows it.
+fn request_span(method: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "grpc.request",
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = "meshops.v1.Gateway",
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        meshops.intent = tracing::field::Empty,
+        meshops.variant = tracing::field::Empty,
+    )
+}
+
+/// Records the outcome of a call on its span and in the request metrics.
+struct CallRecord {
+    method: &'static str,
+    started: std::time::Instant,
+}
+
+impl CallRecord {
+    fn start(method: &'static str) -> Self {
+        crate::telemetry::metrics::get().in_flight.add(1, &[]);
+        Self { method, started: std::time::Instant::now() }
+    }
+
+    fn finish(self, span: &tracing::Span, code: tonic::Code) {
+        span.record("rpc.grpc.status_code", code as i32);
+        if code != tonic::Code::Ok {
+            span.record("otel.status_code", "ERROR");
+        }
+        let m = crate::telemetry::metrics::get();
+        let attrs = [
+            opentelemetry::KeyValue::new(crate::telemetry::attr::RPC_METHOD, self.method),
+            opentelemetry::KeyValue::new(crate::telemetry::attr::RPC_GRPC_STATUS_CODE, code as i64),
+        ];
+        m.request_duration.record(self.started.elapsed().as_secs_f64(), &attrs);
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        crate::telemetry::metrics::get().in_flight.add(-1, &[]);
+    }
 }
 
 /// Parses the `grpc-timeout` header (`<digits><unit>`, unit one of
@@ -104,24 +152,52 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<proto::AskEvent, Status>> + 
 #[tonic::async_trait]
 impl Gateway for GatewayService {
     async fn ask(&self, request: Request<proto::AskRequest>) -> Result<Response<proto::AskResponse>, Status> {
-        let mesh = self.mesh()?;
-        let (ask, cancel) = self.prepare(request)?;
-        // If the client goes away tonic drops this future; the guard then
-        // cancels the request inside the mesh so no more model calls run.
-        let guard = cancel.drop_guard();
-        let result = mesh.ask(ask).await;
-        guard.disarm();
-        match result {
-            Ok(answer) => Ok(Response::new(convert::answer(answer))),
-            Err(e) => Err(error::status(e)),
+        let record = CallRecord::start("Ask");
+        let span = request_span("meshops.v1.Gateway/Ask");
+        // The caller's parent must be set before the span is first entered.
+        let prepared = self.prepare(request, span.clone());
+        let result = async {
+            let mesh = self.mesh()?;
+            let (ask, cancel) = prepared?;
+            // If the client goes away tonic drops this future; the guard then
+            // cancels the request inside the mesh so no more model calls run.
+            let guard = cancel.drop_guard();
+            let result = mesh.ask(ask).await;
+            guard.disarm();
+            match result {
+                Ok(answer) => Ok(Response::new(convert::answer(answer))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "request failed");
+                    Err(error::status(e))
+                }
+            }
         }
+        .instrument(span.clone())
+        .await;
+        record.finish(&span, result.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|s| s.code()));
+        result
     }
 
     type AskStreamStream = EventStream;
 
     async fn ask_stream(&self, request: Request<proto::AskRequest>) -> Result<Response<EventStream>, Status> {
-        let mesh = self.mesh()?;
-        let (mut ask, cancel) = self.prepare(request)?;
+        let record = CallRecord::start("AskStream");
+        let span = request_span("meshops.v1.Gateway/AskStream");
+        let prepared = self.prepare(request, span.clone());
+        let mesh = match self.mesh() {
+            Ok(m) => m,
+            Err(s) => {
+                record.finish(&span, s.code());
+                return Err(s);
+            }
+        };
+        let (mut ask, cancel) = match prepared {
+            Ok(x) => x,
+            Err(s) => {
+                record.finish(&span, s.code());
+                return Err(s);
+            }
+        };
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
         ask.events = Some(event_tx);
         let (out_tx, out_rx) = mpsc::channel::<Result<proto::AskEvent, Status>>(64);
@@ -153,8 +229,12 @@ impl Gateway for GatewayService {
                 Ok(answer) => Ok(proto::AskEvent {
                     event: Some(proto::ask_event::Event::Final(convert::answer(answer))),
                 }),
-                Err(e) => Err(error::status(e)),
+                Err(e) => {
+                    span.in_scope(|| tracing::warn!(error = %e, "request failed"));
+                    Err(error::status(e))
+                }
             };
+            record.finish(&span, last.as_ref().map(|_| tonic::Code::Ok).unwrap_or_else(|s| s.code()));
             // Ignored: the client may have gone; nothing is left to cancel.
             let _ = out_tx.send(last).await;
             guard.disarm();

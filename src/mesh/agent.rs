@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, ResponseFuture};
+use opentelemetry::KeyValue;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::messages::{EventSink, MeshEvent, RunStep, StepInput, StepOutput};
 use super::{MeshError, Resources, StepRecord};
@@ -16,6 +18,7 @@ use crate::config::{AgentKind, AgentProfile, AgentSpec, KindSettings};
 use crate::llm::{IntentChoice, LlmRequest, LlmResponse, ModelParams, Passage, Scores, SharedLlm, TaskHint};
 use crate::prompt::Prompty;
 use crate::retrieval::{SharedEmbedder, SharedStore};
+use crate::telemetry::attr;
 
 /// An agent's profile with its model client resolved.
 struct Resolved {
@@ -35,6 +38,8 @@ pub struct AgentLogic {
     variants: HashMap<String, Resolved>,
     store: SharedStore,
     embedder: SharedEmbedder,
+    /// Record prompt and completion text on model spans.
+    capture_content: bool,
 }
 
 impl AgentLogic {
@@ -75,6 +80,7 @@ impl AgentLogic {
             variants,
             store: resources.store.clone(),
             embedder: resources.embedder.clone(),
+            capture_content: resources.capture_content,
         })
     }
 
@@ -91,14 +97,42 @@ impl AgentLogic {
     pub async fn run(&self, msg: RunStep) -> Result<(StepOutput, StepRecord), MeshError> {
         let cancel = msg.cancel.clone();
         let timeout_ms = self.timeout.as_millis() as u64;
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => Err(MeshError::Cancelled),
-            r = tokio::time::timeout(self.timeout, self.step(msg)) => match r {
-                Ok(result) => result,
-                Err(_) => Err(MeshError::AgentTimeout { agent: self.name.clone(), timeout_ms }),
-            },
+        let span = tracing::info_span!(
+            parent: &msg.parent,
+            "agent.step",
+            otel.name = %format_args!("{} {}", self.kind.as_str(), self.name),
+            otel.status_code = tracing::field::Empty,
+            meshops.agent = %self.name,
+            meshops.agent.kind = self.kind.as_str(),
+            meshops.attempt = i64::from(msg.attempt),
+            meshops.intent = %msg.intent,
+            meshops.flow = %msg.intent,
+            meshops.variant = msg.variant.as_deref().unwrap_or(""),
+            error.type = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = async {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(MeshError::Cancelled),
+                r = tokio::time::timeout(self.timeout, self.step(msg)) => match r {
+                    Ok(result) => result,
+                    Err(_) => Err(MeshError::AgentTimeout { agent: self.name.clone(), timeout_ms }),
+                },
+            }
         }
+        .instrument(span.clone())
+        .await;
+        let m = crate::telemetry::metrics::get();
+        let agent_attr = KeyValue::new(attr::AGENT, self.name.clone());
+        m.step_duration.record(started.elapsed().as_secs_f64(), std::slice::from_ref(&agent_attr));
+        if let Err(e) = &result {
+            let kind = error_kind(e);
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", kind);
+            m.errors.add(1, &[agent_attr, KeyValue::new(attr::ERROR_TYPE, kind)]);
+        }
+        result
     }
 
     async fn step(&self, msg: RunStep) -> Result<(StepOutput, StepRecord), MeshError> {
@@ -174,11 +208,24 @@ impl AgentLogic {
                     });
                 };
                 let threshold = (rs.score_threshold > 0.0).then_some(rs.score_threshold);
-                let hits = self
-                    .store
-                    .search(vector, rs.top_k, threshold)
-                    .await
-                    .map_err(|e| MeshError::Retrieval { agent: self.name.clone(), source: e })?;
+                let search_span = tracing::info_span!(
+                    "vector.search",
+                    otel.name = %format_args!("search {}", self.store.collection()),
+                    otel.kind = "client",
+                    otel.status_code = tracing::field::Empty,
+                    db.system.name = "qdrant",
+                    db.collection.name = %self.store.collection(),
+                    meshops.store.backend = %self.store.backend(),
+                    meshops.top_k = rs.top_k as i64,
+                    meshops.hits = tracing::field::Empty,
+                );
+                let hits =
+                    self.store.search(vector, rs.top_k, threshold).instrument(search_span.clone()).await;
+                match &hits {
+                    Ok(h) => search_span.record("meshops.hits", h.len() as i64),
+                    Err(_) => search_span.record("otel.status_code", "ERROR"),
+                };
+                let hits = hits.map_err(|e| MeshError::Retrieval { agent: self.name.clone(), source: e })?;
                 let passages: Vec<Passage> = hits
                     .into_iter()
                     .map(|h| Passage { doc_id: h.doc_id, chunk_id: h.chunk_id, text: h.text, score: h.score })
@@ -309,17 +356,107 @@ impl AgentLogic {
             tx
         });
         record.model = llm.model().to_string();
-        let resp = llm.complete(&request, tokens).await.map_err(|e| MeshError::Model {
-            agent: self.name.clone(),
-            profile: r.profile_name.clone(),
-            source: e,
-        })?;
+        let span = tracing::info_span!(
+            "gen_ai.call",
+            otel.name = %format_args!("chat {}", llm.model()),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = llm.provider(),
+            gen_ai.system = llm.provider(),
+            gen_ai.request.model = llm.model(),
+            gen_ai.request.temperature = tracing::field::Empty,
+            gen_ai.request.max_tokens = tracing::field::Empty,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            gen_ai.prompt = tracing::field::Empty,
+            gen_ai.completion = tracing::field::Empty,
+            meshops.tokens_estimated = tracing::field::Empty,
+            meshops.cost_usd = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        if let Some(t) = request.params.temperature {
+            span.record("gen_ai.request.temperature", t);
+        }
+        if let Some(t) = request.params.max_tokens {
+            // Unsigned values reach OTLP as strings; integers must be i64.
+            span.record("gen_ai.request.max_tokens", i64::from(t));
+        }
+        if self.capture_content {
+            let prompt: Vec<String> =
+                request.messages.iter().map(|m| format!("{}: {}", m.role.as_str(), m.content)).collect();
+            span.record("gen_ai.prompt", prompt.join("\n").as_str());
+        }
+        let started = std::time::Instant::now();
+        let result = llm.complete(&request, tokens).instrument(span.clone()).await;
+        let m = crate::telemetry::metrics::get();
+        let model_attr = KeyValue::new(attr::GEN_AI_REQUEST_MODEL, llm.model().to_string());
+        m.operation_duration.record(started.elapsed().as_secs_f64(), std::slice::from_ref(&model_attr));
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", llm_error_kind(&e));
+                return Err(MeshError::Model {
+                    agent: self.name.clone(),
+                    profile: r.profile_name.clone(),
+                    source: e,
+                });
+            }
+        };
+        span.record("gen_ai.response.model", resp.model.as_str());
+        span.record("gen_ai.usage.input_tokens", i64::try_from(resp.usage.input_tokens).unwrap_or(i64::MAX));
+        span.record(
+            "gen_ai.usage.output_tokens",
+            i64::try_from(resp.usage.output_tokens).unwrap_or(i64::MAX),
+        );
+        span.record("meshops.tokens_estimated", resp.usage.estimated);
+        if let Some(reason) = &resp.finish_reason {
+            span.record("gen_ai.response.finish_reasons", reason.as_str());
+        }
+        if let Some(cost) = resp.cost_usd {
+            span.record("meshops.cost_usd", cost);
+            m.cost.add(cost, &[KeyValue::new(attr::AGENT, self.name.clone()), model_attr.clone()]);
+        }
+        if self.capture_content {
+            span.record("gen_ai.completion", resp.text.as_str());
+        }
+        for (kind, n) in [("input", resp.usage.input_tokens), ("output", resp.usage.output_tokens)] {
+            m.token_usage.record(n, &[model_attr.clone(), KeyValue::new(attr::GEN_AI_TOKEN_TYPE, kind)]);
+        }
         record.model = resp.model.clone();
         record.input_tokens = resp.usage.input_tokens;
         record.output_tokens = resp.usage.output_tokens;
         record.tokens_estimated = resp.usage.estimated;
         record.cost_usd = resp.cost_usd;
         Ok(resp)
+    }
+}
+
+/// A short, stable name for an error, for `error.type` and metrics.
+fn error_kind(e: &MeshError) -> &'static str {
+    match e {
+        MeshError::InvalidRequest(_) => "invalid_request",
+        MeshError::UnknownVariant { .. } => "unknown_variant",
+        MeshError::Model { source, .. } => llm_error_kind(source),
+        MeshError::Retrieval { .. } => "retrieval",
+        MeshError::AgentTimeout { .. } => "agent_timeout",
+        MeshError::DeadlineExceeded => "deadline_exceeded",
+        MeshError::Cancelled => "cancelled",
+        MeshError::AgentUnavailable { .. } => "agent_unavailable",
+        MeshError::NoFlow { .. } => "no_flow",
+        MeshError::Startup(_) => "startup",
+    }
+}
+
+fn llm_error_kind(e: &crate::llm::LlmError) -> &'static str {
+    match e {
+        crate::llm::LlmError::Unavailable { .. } => "model_unavailable",
+        crate::llm::LlmError::Timeout { .. } => "model_timeout",
+        crate::llm::LlmError::Rejected { .. } => "model_rejected",
+        crate::llm::LlmError::BadResponse { .. } => "model_bad_response",
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Ask {
     pub cancel: CancellationToken,
     /// The request's trace id, reported in the answer.
     pub trace_id: String,
+    /// The request's span: agent spans nest under it, across arbiters.
+    pub span: tracing::Span,
 }
 
 /// The work of one agent step.
@@ -88,4 +90,8 @@ pub struct RunStep {
     pub attempt: u32,
     pub events: EventSink,
     pub cancel: CancellationToken,
+    /// The request's span, parent of this step's span.
+    pub parent: tracing::Span,
+    /// The routed intent (empty for the router's own step), for the span.
+    pub intent: String,
 }

@@ -116,6 +116,8 @@ pub struct Resources {
     pub store: SharedStore,
     pub embedder: SharedEmbedder,
     pub models: HashMap<String, SharedLlm>,
+    /// Record prompt and completion text on spans (`telemetry.capture_content`).
+    pub capture_content: bool,
 }
 
 impl Resources {
@@ -127,7 +129,7 @@ impl Resources {
                 crate::llm::build_client(name, profile).map_err(|e| MeshError::Startup(e.to_string()))?;
             models.insert(name.clone(), client);
         }
-        Ok(Self { store, embedder, models })
+        Ok(Self { store, embedder, models, capture_content: spec.settings.telemetry.capture_content })
     }
 }
 

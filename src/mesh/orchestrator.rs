@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
+use tracing::Instrument as _;
 
 use super::agent::{AgentActor, cited_indices};
 use super::messages::{Ask, EventSink, MeshEvent, RunStep, StepInput, StepOutput};
@@ -68,7 +69,8 @@ impl Handler<Ask> for Orchestrator {
 
     fn handle(&mut self, msg: Ask, _ctx: &mut Self::Context) -> Self::Result {
         let plan = self.plan.clone();
-        Box::pin(async move { run(plan, msg).await })
+        let span = msg.span.clone();
+        Box::pin(run(plan, msg).instrument(span))
     }
 }
 
@@ -100,6 +102,7 @@ struct Run<'a> {
     plan: &'a Plan,
     ask: &'a Ask,
     steps: Vec<StepRecord>,
+    intent: String,
 }
 
 impl Run<'_> {
@@ -126,6 +129,8 @@ impl Run<'_> {
             attempt,
             events: self.ask.events.clone(),
             cancel: self.ask.cancel.clone(),
+            parent: self.ask.span.clone(),
+            intent: self.intent.clone(),
         };
         let (output, record) = match addr.send(msg).await {
             Ok(result) => result?,
@@ -164,12 +169,17 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
         }
     }
     let query = ask.input.query.clone();
-    let mut run = Run { plan, ask: &ask, steps: Vec::new() };
+    let mut run = Run { plan, ask: &ask, steps: Vec::new(), intent: String::new() };
+    if let Some(v) = variant {
+        ask.span.record("meshops.variant", v);
+    }
 
     let intent = match run.step(&plan.router, StepInput::Route { query: query.clone() }, 1).await? {
         StepOutput::Routed { intent } => intent,
         _ => return Err(unexpected(&plan.router, "intent")),
     };
+    ask.span.record("meshops.intent", intent.as_str());
+    run.intent = intent.clone();
     let flow =
         plan.spec.flow(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
 
