@@ -16,7 +16,9 @@ fn collector_pipelines_reference_defined_components() {
     let pipelines = doc["service"]["pipelines"].as_mapping().unwrap();
     assert!(pipelines.contains_key("traces") && pipelines.contains_key("metrics"));
     for (name, p) in pipelines {
-        for (kind, defined) in [("receivers", &receivers), ("processors", &processors), ("exporters", &exporters)] {
+        for (kind, defined) in
+            [("receivers", &receivers), ("processors", &processors), ("exporters", &exporters)]
+        {
             for c in p[kind].as_sequence().map(|s| s.as_slice()).unwrap_or_default() {
                 let c = c.as_str().unwrap();
                 assert!(defined.contains(c), "pipeline {name:?} uses undefined {kind} {c:?}");

@@ -29,12 +29,34 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
 use opentelemetry_proto::tonic::trace::v1::Span;
+
+/// Sum of `count` (or of `sum` when `use_sum`) over the histogram points of
+/// the last export of `name` whose attributes include all of `filter`.
+fn histogram_total(metrics: &[Metric], name: &str, filter: &[(&str, Value)], use_sum: bool) -> f64 {
+    let Some(m) = metrics.iter().rev().find(|m| m.name == name) else { return 0.0 };
+    let Some(metric::Data::Histogram(h)) = &m.data else { panic!("{name} is not a histogram: {m:?}") };
+    h.data_points
+        .iter()
+        .filter(|p| {
+            filter.iter().all(|(k, v)| {
+                p.attributes
+                    .iter()
+                    .any(|kv| kv.key == *k && kv.value.as_ref().and_then(|x| x.value.as_ref()) == Some(v))
+            })
+        })
+        .map(|p| if use_sum { p.sum.unwrap_or(0.0) } else { p.count as f64 })
+        .sum()
+}
 
 #[derive(Default, Clone)]
 struct Receiver {
     spans: Arc<Mutex<Vec<Span>>>,
     metric_names: Arc<Mutex<Vec<String>>>,
+    /// Every exported metric, in arrival order (cumulative temporality: the
+    /// last one of a name holds the totals).
+    metrics: Arc<Mutex<Vec<Metric>>>,
     service_names: Arc<Mutex<Vec<String>>>,
 }
 
@@ -70,7 +92,8 @@ impl MetricsService for Receiver {
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         for rm in request.into_inner().resource_metrics {
             for sm in rm.scope_metrics {
-                self.metric_names.lock().unwrap().extend(sm.metrics.into_iter().map(|m| m.name));
+                self.metric_names.lock().unwrap().extend(sm.metrics.iter().map(|m| m.name.clone()));
+                self.metrics.lock().unwrap().extend(sm.metrics);
             }
         }
         Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
@@ -165,6 +188,18 @@ async fn traces_and_metrics_reach_an_otlp_receiver() {
     }
     let chat: Vec<&&Span> = ours.iter().filter(|s| s.name == "chat offline-extractive").collect();
     assert!(chat.len() >= 3, "router, summarizer and critic call the model");
+    let int = |v: Option<Value>| match v {
+        Some(Value::IntValue(n)) => n as u64,
+        other => panic!("not an int: {other:?}"),
+    };
+    let span_in: u64 = chat.iter().map(|c| int(attr_of(c, attr::GEN_AI_USAGE_INPUT_TOKENS))).sum();
+    let span_out: u64 = chat.iter().map(|c| int(attr_of(c, attr::GEN_AI_USAGE_OUTPUT_TOKENS))).sum();
+    let usage = answer.usage.clone().unwrap();
+    assert_eq!(
+        (span_in, span_out),
+        (usage.input_tokens, usage.output_tokens),
+        "span tokens match the response"
+    );
     for c in &chat {
         assert_eq!(attr_of(c, attr::GEN_AI_OPERATION_NAME), Some(Value::StringValue("chat".into())));
         assert_eq!(
@@ -193,6 +228,94 @@ async fn traces_and_metrics_reach_an_otlp_receiver() {
     ] {
         assert!(metric_names.iter().any(|n| n == name), "metric {name} missing from {metric_names:?}");
     }
+
+    // 50 concurrent requests, each under its own caller trace: every span
+    // lands in its own request's trace, nested under that request.
+    let mut tasks = Vec::new();
+    for i in 0..50u64 {
+        let mut client = t.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let trace = format!("{:032x}", 0xabc0_0000_0000_0000_0000_0000_0000u128 + u128::from(i) + 1);
+            let mut req = tonic::Request::new(AskRequest {
+                query: format!("What does the retriever agent do with top_k {i}?"),
+                ..Default::default()
+            });
+            req.metadata_mut()
+                .insert("traceparent", format!("00-{trace}-{:016x}-01", i + 1).parse().unwrap());
+            let a = client.ask(req).await.unwrap().into_inner();
+            assert_eq!(a.trace_id, trace);
+            a
+        }));
+    }
+    let mut answers = vec![answer, other];
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    telemetry.flush();
+    let expected_spans: usize = answers[2..].iter().map(|a| 1 + a.steps.len()).sum();
+    for _ in 0..50 {
+        let n = receiver
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| hex(&s.trace_id).starts_with("00000abc"))
+            .count();
+        if n >= expected_spans {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        telemetry.flush();
+    }
+    let spans = receiver.spans.lock().unwrap().clone();
+    for (i, a) in answers[2..].iter().enumerate() {
+        let trace: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace_id) == a.trace_id).collect();
+        let servers: Vec<&&Span> = trace.iter().filter(|s| s.name == "meshops.v1.Gateway/Ask").collect();
+        assert_eq!(servers.len(), 1, "request {i}: one server span");
+        assert_eq!(hex(&servers[0].parent_span_id), format!("{:016x}", i + 1));
+        let steps: Vec<&&Span> = trace.iter().filter(|s| attr_of(s, attr::AGENT).is_some()).collect();
+        assert_eq!(steps.len(), a.steps.len(), "request {i}: one span per step, none from other requests");
+        assert!(steps.iter().all(|s| s.parent_span_id == servers[0].span_id));
+    }
+
+    // Metrics: counts and sums match what was sent.
+    telemetry.flush();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    telemetry.flush();
+    let metrics = receiver.metrics.lock().unwrap().clone();
+    let asks = histogram_total(
+        &metrics,
+        "meshops.request.duration",
+        &[("rpc.method", Value::StringValue("Ask".into())), ("rpc.grpc.status_code", Value::IntValue(0))],
+        false,
+    );
+    assert_eq!(asks as usize, answers.len(), "one request-duration sample per Ask");
+    let input_tokens: u64 = answers.iter().map(|a| a.usage.as_ref().unwrap().input_tokens).sum();
+    let metered = histogram_total(
+        &metrics,
+        "gen_ai.client.token.usage",
+        &[(attr::GEN_AI_TOKEN_TYPE, Value::StringValue("input".into()))],
+        true,
+    );
+    assert_eq!(metered as u64, input_tokens, "token usage metric sums the responses' input tokens");
+    let model_calls: u32 = answers.iter().map(|a| a.usage.as_ref().unwrap().model_calls).sum();
+    let calls = histogram_total(
+        &metrics,
+        "gen_ai.client.operation.duration",
+        &[(attr::GEN_AI_REQUEST_MODEL, Value::StringValue("offline-extractive".into()))],
+        false,
+    );
+    assert_eq!(calls as u32, model_calls);
+    let retriever_steps = histogram_total(
+        &metrics,
+        "meshops.agent.step.duration",
+        &[(attr::AGENT, Value::StringValue("retriever".into()))],
+        false,
+    );
+    let expected_retrievals =
+        answers.iter().flat_map(|a| &a.steps).filter(|s| s.agent == "retriever").count();
+    assert_eq!(retriever_steps as usize, expected_retrievals);
+
     t.server.shutdown().await.unwrap();
     telemetry.shutdown();
 }

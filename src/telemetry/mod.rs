@@ -146,7 +146,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -195,4 +195,21 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     tracing::info!(%endpoint, "exporting traces and metrics over OTLP/gRPC");
     Ok(Telemetry { tracer_provider: Some(tracer_provider), meter_provider: Some(meter_provider) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_off_means_no_endpoint_even_when_one_is_set() {
+        let s = TelemetrySettings {
+            otlp_endpoint: Some("http://127.0.0.1:4317".into()),
+            export: false,
+            ..Default::default()
+        };
+        assert_eq!(endpoint(&s), None);
+        let on = TelemetrySettings { export: true, ..s };
+        assert_eq!(endpoint(&on).as_deref(), Some("http://127.0.0.1:4317"));
+    }
 }
