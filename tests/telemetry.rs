@@ -194,7 +194,7 @@ async fn traces_and_metrics_reach_an_otlp_receiver() {
     };
     let span_in: u64 = chat.iter().map(|c| int(attr_of(c, attr::GEN_AI_USAGE_INPUT_TOKENS))).sum();
     let span_out: u64 = chat.iter().map(|c| int(attr_of(c, attr::GEN_AI_USAGE_OUTPUT_TOKENS))).sum();
-    let usage = answer.usage.clone().unwrap();
+    let usage = answer.usage.unwrap();
     assert_eq!(
         (span_in, span_out),
         (usage.input_tokens, usage.output_tokens),
