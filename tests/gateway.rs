@@ -238,6 +238,7 @@ async fn concurrent_asks_overlap_inside_the_actors() {
     let engine = Arc::new(OfflineEngine::new(OFFLINE_MODEL, 200, 0.0));
     let overrides = Overrides {
         models: HashMap::from([("offline".to_string(), engine.clone() as meshops::llm::SharedLlm)]),
+        ..Default::default()
     };
     let t = common::start(|_| {}, overrides).await;
     let started = std::time::Instant::now();

@@ -334,6 +334,16 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
     if s.gateway.max_query_chars == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.max_query_chars", "must be at least 1"));
     }
+    if s.gateway.max_in_flight == 0 {
+        errors.push(ConfigError::field(at(&["gateway"]), "gateway.max_in_flight", "must be at least 1"));
+    }
+    if !(s.gateway.rate_limit_rps >= 0.0 && s.gateway.rate_limit_rps.is_finite()) {
+        errors.push(ConfigError::field(
+            at(&["gateway"]),
+            "gateway.rate_limit_rps",
+            "must be a number ≥ 0 (0 turns the limit off)",
+        ));
+    }
     if s.gateway.request_timeout_ms == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.request_timeout_ms", "must be at least 1"));
     }

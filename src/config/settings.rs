@@ -106,11 +106,35 @@ pub struct GatewaySettings {
     /// Deadline applied when the client sends none (and the cap when it
     /// sends a longer one).
     pub request_timeout_ms: u64,
+    /// Requests served at once; beyond it (and the queue) requests are shed
+    /// with RESOURCE_EXHAUSTED at once, so admitted ones keep their latency.
+    pub max_in_flight: usize,
+    /// Requests that may wait for a slot (bounded by their deadline).
+    pub max_queued: usize,
+    /// Name of the environment variable holding the accepted API keys,
+    /// comma-separated. Unset or empty variable: no authentication.
+    pub api_keys_env: Option<String>,
+    /// Requests per second allowed per API key (0: unlimited).
+    pub rate_limit_rps: f64,
+    /// Burst size of the per-key rate limit.
+    pub rate_limit_burst: u32,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:50051".into(), max_query_chars: 4000, request_timeout_ms: 30_000 }
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            max_query_chars: 4000,
+            request_timeout_ms: 30_000,
+            max_in_flight: 1024,
+            max_queued: 1024,
+            api_keys_env: None,
+            rate_limit_rps: 0.0,
+            rate_limit_burst: 20,
+            shutdown_grace_ms: 20_000,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! a status through the one exhaustive map in [`error`]. Health reports
 //! NOT_SERVING until the store and the mesh are ready.
 
+pub mod admission;
 pub mod convert;
 pub mod error;
 pub mod server;
@@ -34,6 +35,7 @@ pub struct GatewayService {
     mesh: Arc<OnceLock<Arc<MeshHandle>>>,
     limits: Arc<GatewaySettings>,
     description: Arc<proto::MeshDescription>,
+    admission: Arc<admission::Admission>,
 }
 
 impl GatewayService {
@@ -41,8 +43,9 @@ impl GatewayService {
         mesh: Arc<OnceLock<Arc<MeshHandle>>>,
         limits: GatewaySettings,
         description: proto::MeshDescription,
+        admission: Arc<admission::Admission>,
     ) -> Self {
-        Self { mesh, limits: Arc::new(limits), description: Arc::new(description) }
+        Self { mesh, limits: Arc::new(limits), description: Arc::new(description), admission }
     }
 
     fn mesh(&self) -> Result<Arc<MeshHandle>, Status> {
@@ -155,10 +158,13 @@ impl Gateway for GatewayService {
         let record = CallRecord::start("Ask");
         let span = request_span("meshops.v1.Gateway/Ask");
         // The caller's parent must be set before the span is first entered.
+        let authenticated = self.admission.authenticate(request.metadata());
         let prepared = self.prepare(request, span.clone());
         let result = async {
+            authenticated?;
             let mesh = self.mesh()?;
             let (ask, cancel) = prepared?;
+            let _slot = self.admission.admit(ask.deadline.unwrap_or_else(tokio::time::Instant::now)).await?;
             // If the client goes away tonic drops this future; the guard then
             // cancels the request inside the mesh so no more model calls run.
             let guard = cancel.drop_guard();
@@ -183,7 +189,12 @@ impl Gateway for GatewayService {
     async fn ask_stream(&self, request: Request<proto::AskRequest>) -> Result<Response<EventStream>, Status> {
         let record = CallRecord::start("AskStream");
         let span = request_span("meshops.v1.Gateway/AskStream");
+        let authenticated = self.admission.authenticate(request.metadata());
         let prepared = self.prepare(request, span.clone());
+        if let Err(s) = authenticated {
+            record.finish(&span, s.code());
+            return Err(s);
+        }
         let mesh = match self.mesh() {
             Ok(m) => m,
             Err(s) => {
@@ -198,10 +209,19 @@ impl Gateway for GatewayService {
                 return Err(s);
             }
         };
+        let slot = match self.admission.admit(ask.deadline.unwrap_or_else(tokio::time::Instant::now)).await {
+            Ok(slot) => slot,
+            Err(s) => {
+                record.finish(&span, s.code());
+                return Err(s);
+            }
+        };
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
         ask.events = Some(event_tx);
         let (out_tx, out_rx) = mpsc::channel::<Result<proto::AskEvent, Status>>(64);
         tokio::spawn(async move {
+            // The slot is held until the stream's work is done.
+            let _slot = slot;
             let guard = cancel.clone().drop_guard();
             let run = mesh.ask(ask);
             tokio::pin!(run);
@@ -244,8 +264,9 @@ impl Gateway for GatewayService {
 
     async fn describe_mesh(
         &self,
-        _request: Request<proto::DescribeMeshRequest>,
+        request: Request<proto::DescribeMeshRequest>,
     ) -> Result<Response<proto::MeshDescription>, Status> {
+        self.admission.authenticate(request.metadata())?;
         Ok(Response::new((*self.description).clone()))
     }
 }

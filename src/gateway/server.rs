@@ -13,6 +13,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use super::GatewayService;
+use super::admission::Admission;
 use crate::config::MeshSpec;
 use crate::mesh::{MeshError, MeshHandle, Resources};
 use crate::proto::gateway_server::GatewayServer;
@@ -45,20 +46,41 @@ pub struct ServerHandle {
     mesh: Arc<OnceLock<Arc<MeshHandle>>>,
     /// The store, kept for tools and tests that inspect it.
     pub store: SharedStore,
+    admission: Arc<Admission>,
+    /// How long in-flight requests may take to finish on shutdown.
+    grace: std::time::Duration,
 }
 
 impl ServerHandle {
-    /// Health NOT_SERVING, stop accepting, let in-flight calls finish, then
-    /// stop the mesh.
+    /// Graceful stop: health NOT_SERVING, new requests refused with
+    /// UNAVAILABLE, in-flight ones given `shutdown_grace_ms` to finish, then
+    /// the server and the mesh stop.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         set_health(&self.health, ServingStatus::NotServing).await;
+        self.admission.drain();
+        let drained = self.admission.wait_idle(self.grace).await;
+        if !drained {
+            tracing::warn!(
+                in_flight = self.admission.in_flight(),
+                grace_ms = self.grace.as_millis() as u64,
+                "grace period over; stopping with requests in flight"
+            );
+        }
         if let Some(tx) = self.shutdown.take() {
             // The server may already have stopped; either way it is down.
             let _ = tx.send(());
         }
-        let served = (&mut self.task).await.map_err(|e| ServeError::Join(e.to_string()))?;
-        served?;
+        // Connections still open after the grace period are not waited for.
+        match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(served) => served.map_err(|e| ServeError::Join(e.to_string()))??,
+            Err(_) => self.task.abort(),
+        }
         Ok(())
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> usize {
+        self.admission.in_flight()
     }
 
     /// Waits until the server stops on its own (it normally does not).
@@ -123,6 +145,8 @@ pub async fn ingest_if_empty(
 pub struct Overrides {
     /// Model clients by profile name, used instead of the configured ones.
     pub models: std::collections::HashMap<String, crate::llm::SharedLlm>,
+    /// API keys, instead of reading `gateway.api_keys_env`.
+    pub api_keys: Option<Vec<String>>,
 }
 
 /// Starts the gateway on `listener` and returns once it is SERVING.
@@ -151,10 +175,18 @@ pub async fn start_with(
         reflection().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let mesh_cell: Arc<OnceLock<Arc<MeshHandle>>> = Arc::new(OnceLock::new());
+    let keys = overrides.api_keys.clone().unwrap_or_else(|| Admission::keys_from_env(&spec.settings.gateway));
+    if let Some(var) = &spec.settings.gateway.api_keys_env {
+        if keys.is_empty() {
+            tracing::warn!(variable = %var, "gateway.api_keys_env names an unset or empty variable: no authentication");
+        }
+    }
+    let admission = Arc::new(Admission::new(&spec.settings.gateway, keys));
     let gateway = GatewayService::new(
         mesh_cell.clone(),
         spec.settings.gateway.clone(),
         super::convert::describe(&spec),
+        admission.clone(),
     );
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     // Small gRPC frames wait ~40 ms for delayed ACKs under Nagle's
@@ -190,5 +222,15 @@ pub async fn start_with(
     let _ = mesh_cell.set(Arc::new(mesh));
     set_health(&health, ServingStatus::Serving).await;
     tracing::info!(%addr, collection = %spec.settings.retrieval.collection, "gateway serving");
-    Ok(ServerHandle { addr, health, shutdown: Some(shutdown_tx), task, mesh: mesh_cell, store })
+    let grace = std::time::Duration::from_millis(spec.settings.gateway.shutdown_grace_ms);
+    Ok(ServerHandle {
+        addr,
+        health,
+        shutdown: Some(shutdown_tx),
+        task,
+        mesh: mesh_cell,
+        store,
+        admission,
+        grace,
+    })
 }
