@@ -115,6 +115,8 @@ impl AgentLogic {
             tokens_estimated: false,
             cost_usd: Some(0.0),
             summary: String::new(),
+            model_attempts: 0,
+            failed_model_attempts: Vec::new(),
         };
         let output = match (&msg.input, &r.settings) {
             (StepInput::Route { query }, KindSettings::Router(rs)) => {
@@ -273,6 +275,15 @@ impl AgentLogic {
                 )));
             }
         };
+        if record.model_attempts > 1 {
+            // The proto's StepRecord has no field for retries; the summary
+            // is where an operator reading a trace sees them.
+            record.summary.push_str(&format!(
+                " (model attempts: {}; failed: {})",
+                record.model_attempts,
+                record.failed_model_attempts.join(", ")
+            ));
+        }
         record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok((output, record))
     }
@@ -319,6 +330,8 @@ impl AgentLogic {
         record.output_tokens = resp.usage.output_tokens;
         record.tokens_estimated = resp.usage.estimated;
         record.cost_usd = resp.cost_usd;
+        record.model_attempts = resp.attempts;
+        record.failed_model_attempts = resp.failed_attempts.clone();
         Ok(resp)
     }
 }
