@@ -568,6 +568,81 @@ async fn mesh_answers_with_the_remote_summarizer() {
     t.server.shutdown().await.unwrap();
 }
 
+/// `AskStream` with the summarizer on a remote profile: the server's SSE
+/// deltas reach the gRPC caller as token events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_streams_remote_tokens_to_ask_stream() {
+    use meshops::proto::ask_event::Event;
+    set_key();
+    let server = FakeOpenAi::start(|_, seen| {
+        if seen.body["stream"] != true {
+            return error(400, "this test expects a streamed request", &[]);
+        }
+        Reply::Sse(vec![
+            chunk("gpt-remote", Some("Hello!"), None),
+            chunk("gpt-remote", Some(" Ask me about meshops."), Some("stop")),
+        ])
+    })
+    .await;
+    let base_url = server.base_url();
+    let mut t = common::start(
+        move |spec| {
+            spec.settings.models.insert("remote".into(), profile(&base_url, "gpt-remote"));
+            spec.agents.get_mut("summarizer").unwrap().base.model = Some("remote".into());
+        },
+        Overrides::default(),
+    )
+    .await;
+    let mut stream = t
+        .client
+        .ask_stream(AskRequest { query: "hello there".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tokens = Vec::new();
+    let mut last = None;
+    while let Some(e) = stream.message().await.unwrap() {
+        match e.event {
+            Some(Event::Token(t)) => tokens.push(t.text),
+            Some(Event::Final(a)) => last = Some(a),
+            _ => {}
+        }
+    }
+    let answer = last.expect("a final answer");
+    assert_eq!(answer.intent, "greeting");
+    assert_eq!(answer.answer, "Hello! Ask me about meshops.");
+    assert_eq!(tokens, vec!["Hello!", " Ask me about meshops."]);
+    let step = answer.steps.iter().find(|s| s.kind == "summarizer").unwrap();
+    // The fake server sends no usage in the stream: counts are estimates.
+    assert!(step.tokens_estimated);
+    assert_eq!(step.cost_usd, None, "the remote profile has no prices");
+    t.server.shutdown().await.unwrap();
+}
+
+/// The shipped `config/openai.toml` overlay parses; without OPENAI_API_KEY
+/// the only problem is that variable, named.
+#[test]
+fn shipped_openai_overlay_loads_or_names_the_missing_key() {
+    set_key();
+    let opts = LoadOptions {
+        root: common::root(),
+        env: Some("openai".into()),
+        config_file: None,
+        env_vars: Vec::new(),
+    };
+    match MeshSpec::load(&opts) {
+        Ok(spec) => {
+            assert_eq!(spec.model("openai").map(|m| m.provider), Some(Provider::Openai));
+            assert!(spec.settings.variants.contains_key("openai"));
+        }
+        Err(errors) => {
+            assert_eq!(errors.0.len(), 1, "{errors}");
+            let text = errors.to_string();
+            assert!(text.contains("models.openai.api_key_env") && text.contains("OPENAI_API_KEY"), "{text}");
+        }
+    }
+}
+
 /// Runs the mesh against a real endpoint when `MESHOPS_LLM_BASE_URL` is
 /// set (`MESHOPS_LLM_MODEL`, default `gpt-4o-mini`; `MESHOPS_LLM_API_KEY_ENV`
 /// names the key's variable, none for keyless local servers).
