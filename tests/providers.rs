@@ -44,6 +44,9 @@ enum Reply {
     Sse(Vec<Value>),
     /// Waits, then answers (or finds the client gone).
     Slow(Duration, Box<Reply>),
+    /// SSE in chunked encoding that breaks off after these events (no
+    /// `[DONE]`, no closing chunk), as when a connection dies mid-answer.
+    SseBroken(Vec<Value>),
 }
 
 /// One request as the server saw it.
@@ -179,6 +182,20 @@ async fn serve(mut socket: TcpStream, script: Script, seen: Arc<Mutex<Vec<Seen>>
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             socket.write_all(b"data: [DONE]\n\n").await?;
+        }
+        Reply::SseBroken(events) => {
+            socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+                )
+                .await?;
+            for event in events {
+                let data = format!("data: {event}\n\n");
+                socket.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes()).await?;
+                socket.flush().await?;
+            }
+            // Dropping the socket without the closing `0` chunk is the break.
+            return Ok(());
         }
         Reply::Slow(..) => {}
     }
@@ -442,6 +459,49 @@ async fn slower_than_the_timeout_times_out_after_the_configured_attempts() {
 }
 
 #[tokio::test]
+async fn a_stream_that_breaks_after_deltas_is_not_retried() {
+    set_key();
+    let server =
+        FakeOpenAi::start(|_, _| Reply::SseBroken(vec![chunk("m", Some("The gateway"), None)])).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let err =
+        client("cut", &profile(&server.base_url(), "m")).complete(&request(), Some(tx)).await.unwrap_err();
+    assert!(matches!(err, LlmError::Unavailable { .. }), "{err:?}");
+    // A retry would send the caller "The gateway" a second time.
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(rx.try_recv().ok().as_deref(), Some("The gateway"));
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn connection_errors_are_retried_then_the_offline_fallback_answers() {
+    set_key();
+    // A port that was just free: nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let mut remote = profile(&format!("https://{closed}/v1"), "m");
+    remote.max_retries = Some(1);
+    remote.fallback = Some("offline".into());
+    let profiles =
+        BTreeMap::from([("remote".to_string(), remote), ("offline".to_string(), ModelProfile::offline())]);
+    let clients = build_clients(&profiles).unwrap();
+    let mut req = request();
+    req.hint = TaskHint::Route {
+        query: "hello".into(),
+        intents: vec![meshops::llm::IntentChoice {
+            name: "greeting".into(),
+            description: "hello, hi".into(),
+            examples: vec!["hello".into()],
+            min_similarity: 0.0,
+        }],
+        default_intent: "greeting".into(),
+    };
+    let resp = clients["remote"].complete(&req, None).await.unwrap();
+    assert_eq!(resp.model, meshops::llm::offline::OFFLINE_MODEL);
+    assert_eq!(resp.attempts, 3);
+    assert_eq!(resp.failed_attempts, vec!["unavailable".to_string(), "unavailable".to_string()]);
+}
+
+#[tokio::test]
 async fn a_profile_that_stays_down_falls_back_to_its_fallback() {
     set_key();
     let server = FakeOpenAi::start(|_, seen| match seen.body["model"].as_str() {
@@ -530,7 +590,12 @@ async fn a_missing_key_variable_fails_at_start_naming_profile_and_variable() {
 async fn mesh_answers_with_the_remote_summarizer() {
     set_key();
     const ANSWER: &str = "The gateway listens on 127.0.0.1:50051 by default [1].";
-    let server = FakeOpenAi::start(|_, _| completion(ANSWER, "gpt-remote", Some((300, 20)))).await;
+    // The first call fails once, so the step also shows its retry.
+    let server = FakeOpenAi::start(|i, _| match i {
+        0 => Reply::Body { status: 502, headers: vec![], body: "bad gateway".into() },
+        _ => completion(ANSWER, "gpt-remote", Some((300, 20))),
+    })
+    .await;
     let base_url = server.base_url();
     let mut t = common::start(
         move |spec| {
@@ -562,7 +627,16 @@ async fn mesh_answers_with_the_remote_summarizer() {
         let cost = s.cost_usd.unwrap();
         assert!((cost - (300.0 * 0.15 + 20.0 * 0.6) / 1e6).abs() < 1e-12, "cost {cost}");
     }
-    assert_eq!(server.requests().len(), steps.len(), "one model call per summarizer step");
+    assert!(
+        steps[0].summary.ends_with("(model attempts: 2; failed: http_502)"),
+        "the first step notes its retry: {}",
+        steps[0].summary
+    );
+    assert_eq!(
+        server.requests().len(),
+        steps.len() + 1,
+        "one model call per summarizer step, plus the retry"
+    );
     let prompt = server.requests()[0].body["messages"][0]["content"].as_str().unwrap_or("").to_string();
     assert!(prompt.contains("Passages:"), "the rendered prompt with passages reaches the model: {prompt}");
     t.server.shutdown().await.unwrap();
