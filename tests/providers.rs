@@ -397,6 +397,24 @@ async fn rate_limit_with_retry_after_then_success_takes_two_attempts() {
 }
 
 #[tokio::test]
+async fn exhausted_quota_is_not_retried() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| Reply::Body {
+        status: 429,
+        headers: vec![],
+        body: json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+            "param": null, "code": "insufficient_quota"}})
+        .to_string(),
+    })
+    .await;
+    let err =
+        client("broke", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap_err();
+    assert!(matches!(err, LlmError::Rejected { .. }), "{err:?}");
+    assert!(err.to_string().contains("quota exhausted"), "{err}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn server_error_then_success_is_retried() {
     set_key();
     let server = FakeOpenAi::start(|i, _| match i {

@@ -220,6 +220,15 @@ impl OpenAiClient {
         let profile = &self.profile;
         match err {
             OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpStatusError>() {
+                // OpenAI answers an exhausted quota with 429 too, but waiting
+                // does not refill it: a permanent failure, not a rate limit.
+                Ok(status) if status.status == 429 && status.body.contains("insufficient_quota") => {
+                    LlmError::Rejected {
+                        model,
+                        message: format!("profile `{profile}`: quota exhausted (HTTP 429): {}", status.body),
+                    }
+                    .into()
+                }
                 Ok(status) => AttemptFailure {
                     error: LlmError::Status {
                         model,
