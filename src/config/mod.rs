@@ -419,13 +419,7 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
     for (name, m) in &s.models {
         let field = |f: &str| format!("models.{name}.{f}");
         let file = at(&["models", name]);
-        if m.provider != Provider::Offline {
-            errors.push(ConfigError::field(
-                &file,
-                field("provider"),
-                format!("`{}` is not available in this build yet; valid: `offline`", m.provider.as_str()),
-            ));
-        }
+        validate_remote_model(name, m, &file, errors);
         if m.model.trim().is_empty() {
             errors.push(ConfigError::field(&file, field("model"), "must not be empty"));
         }
@@ -440,6 +434,113 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
                     format!("`{fb}` is not another model profile; known: {}", keys(&s.models)),
                 ));
             }
+        }
+    }
+    validate_fallback_cycles(s, layers, errors);
+}
+
+/// What a remote profile needs before a client can be built: its endpoint
+/// settings, sane limits and prices, and the API key's variable set in the
+/// environment (checked here so `meshops validate` reports it, not the first
+/// request).
+fn validate_remote_model(name: &str, m: &ModelProfile, file: &str, errors: &mut Vec<ConfigError>) {
+    let field = |f: &str| format!("models.{name}.{f}");
+    let mut need = |f: &str, what: &str| {
+        errors.push(ConfigError::field(
+            file,
+            field(f),
+            format!("required for provider `{}`: {what}", m.provider.as_str()),
+        ))
+    };
+    match m.provider {
+        Provider::Offline => return,
+        Provider::Openai => {
+            if m.api_key_env.is_none() {
+                need("api_key_env", "the name of the environment variable holding the API key");
+            }
+        }
+        Provider::Azure => {
+            if m.base_url.is_none() {
+                need("base_url", "the resource endpoint, e.g. https://NAME.openai.azure.com");
+            }
+            if m.api_version.is_none() {
+                need("api_version", "the Azure OpenAI API version, e.g. 2024-10-21");
+            }
+            if m.api_key_env.is_none() {
+                need("api_key_env", "the name of the environment variable holding the API key");
+            }
+        }
+        Provider::OpenaiCompatible => {
+            if m.base_url.is_none() {
+                need("base_url", "the server's OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1");
+            }
+        }
+    }
+    if let Some(url) = &m.base_url {
+        match crate::prompt::resolve_env_refs(url) {
+            Ok(u) if u.starts_with("http://") || u.starts_with("https://") => {}
+            Ok(u) => errors.push(ConfigError::field(
+                file,
+                field("base_url"),
+                format!("`{u}` is not an http:// or https:// URL"),
+            )),
+            Err(e) => {
+                errors.push(ConfigError::field(file, field("base_url"), format!("profile `{name}`: {e}")))
+            }
+        }
+    }
+    if let Some(env) = &m.api_key_env {
+        let var = crate::llm::openai::api_key_var(env);
+        if var.is_empty() {
+            errors.push(ConfigError::field(file, field("api_key_env"), "must name an environment variable"));
+        } else if std::env::var(var).map(|v| v.trim().is_empty()).unwrap_or(true) {
+            errors.push(ConfigError::field(
+                file,
+                field("api_key_env"),
+                format!("model profile `{name}` needs the API key in environment variable `{var}`, which is not set"),
+            ));
+        }
+    }
+    if m.timeout_ms == Some(0) {
+        errors.push(ConfigError::field(file, field("timeout_ms"), "must be at least 1"));
+    }
+    if m.max_retries.is_some_and(|r| r > 10) {
+        errors.push(ConfigError::field(file, field("max_retries"), "must be at most 10"));
+    }
+    for (f, price) in
+        [("input_price_per_mtok", m.input_price_per_mtok), ("output_price_per_mtok", m.output_price_per_mtok)]
+    {
+        if price.is_some_and(|p| !p.is_finite() || p < 0.0) {
+            errors.push(ConfigError::field(
+                file,
+                field(f),
+                "must be a price of 0 or more (USD per million tokens)",
+            ));
+        }
+    }
+}
+
+/// Fallback chains that loop (`a -> b -> a`) would never end; each profile
+/// on a loop is reported.
+fn validate_fallback_cycles(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigError>) {
+    for name in s.models.keys() {
+        let mut seen = BTreeSet::from([name.as_str()]);
+        let mut chain = vec![name.as_str()];
+        let mut cur = name.as_str();
+        while let Some(next) = s.models.get(cur).and_then(|m| m.fallback.as_deref()) {
+            chain.push(next);
+            if next == name {
+                errors.push(ConfigError::field(
+                    locate(&["models".into(), name.clone()], layers),
+                    format!("models.{name}.fallback"),
+                    format!("fallback chain loops: {}", chain.join(" -> ")),
+                ));
+                break;
+            }
+            if !seen.insert(next) {
+                break;
+            }
+            cur = next;
         }
     }
 }

@@ -15,6 +15,13 @@ pub fn status(err: MeshError) -> Status {
             LlmError::Unavailable { .. } | LlmError::Timeout { .. } => Status::unavailable(message),
             LlmError::Rejected { .. } => Status::failed_precondition(message),
             LlmError::BadResponse { .. } => Status::internal(message),
+            // 429 and 5xx mean the provider is down or overloaded (retries
+            // and fallback already ran out); other codes (401, 403, 404,
+            // 422, …) mean this deployment's model set-up is wrong.
+            LlmError::Status { code, .. } if code == 429 || (500..=599).contains(&code) => {
+                Status::unavailable(message)
+            }
+            LlmError::Status { .. } => Status::failed_precondition(message),
         },
         MeshError::Retrieval { source, .. } => match source {
             RetrievalError::Store { .. } | RetrievalError::Embed { .. } | RetrievalError::Io { .. } => {

@@ -3,11 +3,15 @@
 //! Agents never see a concrete model: they build an [`LlmRequest`] (rendered
 //! chat messages, sampling parameters and a structured [`TaskHint`]) and get an
 //! [`LlmResponse`] with text and usage. The offline engine ([`offline`]) is the
-//! embedded default; OpenAI-compatible providers plug in behind the same trait.
+//! embedded default; OpenAI-compatible providers ([`openai`]) plug in behind
+//! the same trait, wrapped in [`retry::RetryingClient`] for timeouts, retries
+//! and fallback.
 
 pub mod offline;
+pub mod openai;
+pub mod retry;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -134,6 +138,28 @@ pub struct LlmResponse {
     /// Cost in USD, or `None` when the price of the model is unknown.
     pub cost_usd: Option<f64>,
     pub finish_reason: Option<String>,
+    /// Calls made to produce this answer, counting retries and the fallback
+    /// profile's calls (1 when the first call succeeded).
+    pub attempts: u32,
+    /// [`LlmError::kind`] of each failed call before the answer, in order.
+    pub failed_attempts: Vec<String>,
+}
+
+impl LlmResponse {
+    /// `cost_usd` from token counts and per-million-token prices: `None`
+    /// unless both prices are known, since an unknown price is not free.
+    pub fn cost(
+        usage: &TokenUsage,
+        input_price_per_mtok: Option<f64>,
+        output_price_per_mtok: Option<f64>,
+    ) -> Option<f64> {
+        match (input_price_per_mtok, output_price_per_mtok) {
+            (Some(i), Some(o)) => {
+                Some(usage.input_tokens as f64 * i / 1e6 + usage.output_tokens as f64 * o / 1e6)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Where a streaming caller wants token deltas; dropped receivers are fine.
@@ -151,6 +177,34 @@ pub enum LlmError {
     Rejected { model: String, message: String },
     #[error("model {model} returned an answer that could not be used: {message}")]
     BadResponse { model: String, message: String },
+    /// The server answered with an HTTP error status (after retries, for
+    /// the retryable ones).
+    #[error("model {model} answered HTTP {code}: {message}")]
+    Status { model: String, code: u16, message: String },
+}
+
+impl LlmError {
+    /// A short name of the failure, recorded per failed attempt:
+    /// `unavailable`, `timeout`, `rejected`, `bad_response` or `http_<code>`.
+    pub fn kind(&self) -> String {
+        match self {
+            LlmError::Unavailable { .. } => "unavailable".into(),
+            LlmError::Timeout { .. } => "timeout".into(),
+            LlmError::Rejected { .. } => "rejected".into(),
+            LlmError::BadResponse { .. } => "bad_response".into(),
+            LlmError::Status { code, .. } => format!("http_{code}"),
+        }
+    }
+
+    /// Whether the failure is transient (the service is down, overloaded or
+    /// slow), so that a retry or the fallback profile may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LlmError::Unavailable { .. } | LlmError::Timeout { .. } => true,
+            LlmError::Status { code, .. } => *code == 429 || (500..=599).contains(code),
+            LlmError::Rejected { .. } | LlmError::BadResponse { .. } => false,
+        }
+    }
 }
 
 /// A chat model. Implementations must be cheap to share (`Arc`) and safe to
@@ -172,22 +226,76 @@ pub trait LlmClient: Send + Sync {
 /// A shared model client.
 pub type SharedLlm = Arc<dyn LlmClient>;
 
-/// Builds the client for a model profile.
+/// Builds the client for one model profile, without its fallback (see
+/// [`build_clients`] for the whole set).
 pub fn build_client(profile_name: &str, profile: &ModelProfile) -> Result<SharedLlm, LlmError> {
+    build_client_with(profile_name, profile, None)
+}
+
+/// Builds the client for a model profile; remote providers are wrapped in
+/// [`retry::RetryingClient`] with `fallback` as the client of last resort.
+pub fn build_client_with(
+    profile_name: &str,
+    profile: &ModelProfile,
+    fallback: Option<SharedLlm>,
+) -> Result<SharedLlm, LlmError> {
     match profile.provider {
         Provider::Offline => Ok(Arc::new(offline::OfflineEngine::new(
             profile.model.clone(),
             profile.latency_ms,
             profile.failure_rate,
         ))),
-        other => Err(LlmError::Unavailable {
-            model: profile.model.clone(),
-            message: format!(
-                "profile `{profile_name}`: provider `{}` is not available in this build",
-                other.as_str()
-            ),
-        }),
+        Provider::Openai | Provider::Azure | Provider::OpenaiCompatible => {
+            let client = openai::OpenAiClient::new(profile_name, profile)?;
+            Ok(Arc::new(retry::RetryingClient::new(profile_name, profile, Arc::new(client), fallback)))
+        }
     }
+}
+
+/// Builds one client per profile, each wired to its `fallback` profile's
+/// client. Fails on the first profile that cannot be built, or on a
+/// fallback cycle (validation rejects those first; this guards callers that
+/// skip it).
+pub fn build_clients(
+    profiles: &BTreeMap<String, ModelProfile>,
+) -> Result<HashMap<String, SharedLlm>, LlmError> {
+    let mut built: HashMap<String, SharedLlm> = HashMap::new();
+    // Profiles whose fallback is built go first; at most one pass per
+    // profile is needed when there is no cycle.
+    for _ in 0..=profiles.len() {
+        let mut progressed = false;
+        for (name, profile) in profiles {
+            if built.contains_key(name) {
+                continue;
+            }
+            let fallback = match &profile.fallback {
+                None => None,
+                Some(fb) => match built.get(fb) {
+                    Some(client) => Some(client.clone()),
+                    None if profiles.contains_key(fb) => continue,
+                    None => {
+                        return Err(LlmError::Unavailable {
+                            model: profile.model.clone(),
+                            message: format!("profile `{name}`: fallback profile `{fb}` does not exist"),
+                        });
+                    }
+                },
+            };
+            built.insert(name.clone(), build_client_with(name, profile, fallback)?);
+            progressed = true;
+        }
+        if built.len() == profiles.len() {
+            return Ok(built);
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let stuck: Vec<&str> = profiles.keys().filter(|k| !built.contains_key(*k)).map(String::as_str).collect();
+    Err(LlmError::Unavailable {
+        model: String::new(),
+        message: format!("model profiles {} name each other as fallback in a cycle", stuck.join(", ")),
+    })
 }
 
 /// Parses a JSON object out of a model's answer, tolerating text or code

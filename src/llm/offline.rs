@@ -405,6 +405,8 @@ impl LlmClient for OfflineEngine {
                 model: self.model.clone(),
                 cost_usd: Some(0.0),
                 finish_reason: Some("stop".into()),
+                attempts: 1,
+                failed_attempts: Vec::new(),
             })
         })
     }

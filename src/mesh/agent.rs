@@ -149,6 +149,8 @@ impl AgentLogic {
             tokens_estimated: false,
             cost_usd: Some(0.0),
             summary: String::new(),
+            model_attempts: 0,
+            failed_model_attempts: Vec::new(),
         };
         let output = match (&msg.input, &r.settings) {
             (StepInput::Route { query }, KindSettings::Router(rs)) => {
@@ -320,6 +322,15 @@ impl AgentLogic {
                 )));
             }
         };
+        if record.model_attempts > 1 {
+            // The proto's StepRecord has no field for retries; the summary
+            // is where an operator reading a trace sees them.
+            record.summary.push_str(&format!(
+                " (model attempts: {}; failed: {})",
+                record.model_attempts,
+                record.failed_model_attempts.join(", ")
+            ));
+        }
         record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok((output, record))
     }
@@ -431,6 +442,8 @@ impl AgentLogic {
         record.output_tokens = resp.usage.output_tokens;
         record.tokens_estimated = resp.usage.estimated;
         record.cost_usd = resp.cost_usd;
+        record.model_attempts = resp.attempts;
+        record.failed_model_attempts = resp.failed_attempts.clone();
         Ok(resp)
     }
 }
@@ -457,6 +470,9 @@ fn llm_error_kind(e: &crate::llm::LlmError) -> &'static str {
         crate::llm::LlmError::Timeout { .. } => "model_timeout",
         crate::llm::LlmError::Rejected { .. } => "model_rejected",
         crate::llm::LlmError::BadResponse { .. } => "model_bad_response",
+        crate::llm::LlmError::Status { code: 429, .. } => "model_rate_limited",
+        crate::llm::LlmError::Status { code, .. } if *code >= 500 => "model_server_error",
+        crate::llm::LlmError::Status { .. } => "model_http_error",
     }
 }
 

@@ -58,6 +58,11 @@ pub struct StepRecord {
     /// `None` when the model's price is unknown (never reported as 0).
     pub cost_usd: Option<f64>,
     pub summary: String,
+    /// Model calls behind this step, retries and fallback included (0 for
+    /// steps that call no model).
+    pub model_attempts: u32,
+    /// The error kind of each failed model call (`http_429`, `timeout`, …).
+    pub failed_model_attempts: Vec<String>,
 }
 
 /// Totals over a request's steps.
@@ -121,14 +126,11 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// Builds one model client per profile in `spec`.
+    /// Builds one model client per profile in `spec`, each wired to its
+    /// fallback profile's client.
     pub fn build(spec: &MeshSpec, store: SharedStore, embedder: SharedEmbedder) -> Result<Self, MeshError> {
-        let mut models = HashMap::new();
-        for (name, profile) in &spec.settings.models {
-            let client =
-                crate::llm::build_client(name, profile).map_err(|e| MeshError::Startup(e.to_string()))?;
-            models.insert(name.clone(), client);
-        }
+        let models = crate::llm::build_clients(&spec.settings.models)
+            .map_err(|e| MeshError::Startup(e.to_string()))?;
         Ok(Self { store, embedder, models, capture_content: spec.settings.telemetry.capture_content })
     }
 }

@@ -1,0 +1,520 @@
+//! OpenAI-compatible chat models on `async-openai`: OpenAI itself, Azure
+//! OpenAI (endpoint, deployment, api-version) and any server that speaks the
+//! same wire protocol at `base_url` (vLLM, Ollama, llama.cpp, LiteLLM).
+//!
+//! [`OpenAiClient`] makes exactly one HTTP call per [`Attempt`]; timeouts,
+//! retries and fallback live in [`super::retry::RetryingClient`], which
+//! [`super::build_client`] wraps around it. `async-openai`'s own transport
+//! retries 429 and 5xx silently and drops the `Retry-After` header, so the
+//! client is given a transport of ours (a tower service over reqwest) that
+//! never retries and reports error statuses with their `Retry-After`.
+//!
+//! The API key is read from the environment variable named by the profile's
+//! `api_key_env` (written as `NAME` or `${env:NAME}`) once, when the client
+//! is built; it is never logged or put in an error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_openai::Client;
+use async_openai::config::{AzureConfig, Config, OpenAIConfig};
+use async_openai::error::OpenAIError;
+use async_openai::middleware::HttpRequestFactory;
+use async_openai::types::chat::{
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestToolMessage, ChatCompletionRequestUserMessage, ChatCompletionStreamOptions,
+    CreateChatCompletionRequest, FinishReason, ResponseFormat, StopConfiguration,
+};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+
+use super::retry::{Attempt, AttemptFailure};
+use super::{LlmError, LlmRequest, LlmResponse, ModelParams, Role, TokenSink, TokenUsage};
+use crate::config::{ModelProfile, Provider};
+use crate::text;
+
+/// Where `provider = "openai"` goes when the profile names no `base_url`.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The environment variable named by `api_key_env`, accepting both `NAME`
+/// and `${env:NAME}`.
+pub fn api_key_var(api_key_env: &str) -> &str {
+    let trimmed = api_key_env.trim();
+    trimmed.strip_prefix("${env:").and_then(|rest| rest.strip_suffix('}')).map(str::trim).unwrap_or(trimmed)
+}
+
+/// An HTTP error status seen by our transport, carried through
+/// `async-openai` as a boxed error so its `Retry-After` survives.
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP {status}: {body}")]
+struct HttpStatusError {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: String,
+}
+
+/// Longest error body kept in a message: enough for a provider's JSON error,
+/// short enough that an HTML error page does not flood the logs.
+const MAX_ERROR_BODY: usize = 500;
+
+/// One OpenAI-compatible model profile, one HTTP call per attempt.
+pub struct OpenAiClient {
+    profile: String,
+    provider: Provider,
+    model: String,
+    client: Client<Box<dyn Config>>,
+    /// The profile's `parameters`, laid over the prompt's.
+    params: ModelParams,
+    input_price_per_mtok: Option<f64>,
+    output_price_per_mtok: Option<f64>,
+}
+
+impl OpenAiClient {
+    /// Builds the client, reading the API key from the environment. Fails
+    /// with a message naming the profile when a setting or the key's
+    /// variable is missing.
+    pub fn new(profile_name: &str, profile: &ModelProfile) -> Result<Self, LlmError> {
+        let fail = |message: String| LlmError::Unavailable {
+            model: profile.model.clone(),
+            message: format!("profile `{profile_name}`: {message}"),
+        };
+        let resolve = |field: &str, value: &Option<String>| -> Result<Option<String>, LlmError> {
+            match value {
+                None => Ok(None),
+                Some(v) => crate::prompt::resolve_env_refs(v)
+                    .map(|s| Some(s.trim().trim_end_matches('/').to_string()))
+                    .map_err(|e| fail(format!("`{field}`: {e}"))),
+            }
+        };
+        let base_url = resolve("base_url", &profile.base_url)?;
+        let api_version = resolve("api_version", &profile.api_version)?;
+        let api_key = match &profile.api_key_env {
+            None => String::new(),
+            Some(name) => {
+                let var = api_key_var(name);
+                match std::env::var(var) {
+                    Ok(key) if !key.trim().is_empty() => key.trim().to_string(),
+                    _ => {
+                        return Err(fail(format!(
+                            "environment variable `{var}` (named by `api_key_env`) is not set"
+                        )));
+                    }
+                }
+            }
+        };
+        // async-openai turns the key into a header with a panicking parse;
+        // a key that is not a valid header value is refused here instead.
+        if !api_key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(fail("the API key holds characters that cannot go in an HTTP header".into()));
+        }
+        let config: Box<dyn Config> = match profile.provider {
+            Provider::Azure => {
+                let (Some(endpoint), Some(version)) = (base_url, api_version) else {
+                    return Err(fail("azure needs `base_url` (the endpoint) and `api_version`".into()));
+                };
+                Box::new(
+                    AzureConfig::new()
+                        .with_api_base(endpoint)
+                        .with_deployment_id(profile.model.clone())
+                        .with_api_version(version)
+                        .with_api_key(api_key),
+                )
+            }
+            Provider::Openai | Provider::OpenaiCompatible => {
+                let base = match (base_url, profile.provider) {
+                    (Some(b), _) => b,
+                    (None, Provider::Openai) => OPENAI_BASE_URL.to_string(),
+                    (None, _) => return Err(fail("openai_compatible needs `base_url`".into())),
+                };
+                // The key is always set explicitly (empty for keyless local
+                // servers): the default would read OPENAI_API_KEY and send
+                // it to whatever server `base_url` names.
+                Box::new(OpenAIConfig::new().with_api_base(base).with_api_key(api_key))
+            }
+            Provider::Offline => return Err(fail("the offline provider has no HTTP client".into())),
+        };
+        // reqwest is built without a bundled crypto provider; ring is
+        // already in the tree (tonic's TLS). Installing fails only when a
+        // provider is already installed, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let timeout =
+            Duration::from_millis(profile.timeout_ms.unwrap_or(super::retry::DEFAULT_TIMEOUT_MS).max(1));
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+        let client = Client::with_config(config).with_http_service(transport(http));
+        Ok(Self {
+            profile: profile_name.to_string(),
+            provider: profile.provider,
+            model: profile.model.clone(),
+            client,
+            params: profile.parameters.clone(),
+            input_price_per_mtok: profile.input_price_per_mtok,
+            output_price_per_mtok: profile.output_price_per_mtok,
+        })
+    }
+
+    /// The wire request: messages, and the prompt's parameters overlaid by
+    /// the profile's.
+    // `max_tokens` and `seed` are deprecated by OpenAI but are what
+    // compatible servers and Azure's older API versions understand.
+    #[allow(deprecated)]
+    fn wire_request(&self, request: &LlmRequest, stream: bool) -> CreateChatCompletionRequest {
+        let p = merge_params(&request.params, &self.params);
+        let messages = request
+            .messages
+            .iter()
+            .map(|m| match m.role {
+                Role::System => ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
+                    content: m.content.clone().into(),
+                    name: None,
+                }),
+                Role::User => ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
+                    content: m.content.clone().into(),
+                    name: None,
+                }),
+                Role::Assistant => {
+                    ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
+                        content: Some(m.content.clone().into()),
+                        ..Default::default()
+                    })
+                }
+                Role::Tool => ChatCompletionRequestMessage::Tool(ChatCompletionRequestToolMessage {
+                    content: m.content.clone().into(),
+                    tool_call_id: String::new(),
+                }),
+            })
+            .collect();
+        CreateChatCompletionRequest {
+            model: self.model.clone(),
+            messages,
+            temperature: p.temperature.map(|t| t as f32),
+            top_p: p.top_p.map(|t| t as f32),
+            // `max_tokens`, not `max_completion_tokens`: compatible servers
+            // (vLLM, Ollama, llama.cpp) and Azure's older API versions only
+            // know the former.
+            max_tokens: p.max_tokens,
+            seed: p.seed,
+            stop: match p.stop.len() {
+                0 => None,
+                1 => p.stop.first().cloned().map(StopConfiguration::String),
+                _ => Some(StopConfiguration::StringArray(p.stop.clone())),
+            },
+            response_format: match p.response_format.as_deref() {
+                Some("json_object") => Some(ResponseFormat::JsonObject),
+                Some("text") => Some(ResponseFormat::Text),
+                _ => None,
+            },
+            stream: stream.then_some(true),
+            stream_options: stream.then_some(ChatCompletionStreamOptions {
+                include_usage: Some(true),
+                include_obfuscation: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn map_error(&self, err: OpenAIError) -> AttemptFailure {
+        let model = self.model.clone();
+        let profile = &self.profile;
+        match err {
+            OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpStatusError>() {
+                // OpenAI answers an exhausted quota with 429 too, but waiting
+                // does not refill it: a permanent failure, not a rate limit.
+                Ok(status) if status.status == 429 && status.body.contains("insufficient_quota") => {
+                    LlmError::Rejected {
+                        model,
+                        message: format!("profile `{profile}`: quota exhausted (HTTP 429): {}", status.body),
+                    }
+                    .into()
+                }
+                Ok(status) => AttemptFailure {
+                    error: LlmError::Status {
+                        model,
+                        code: status.status,
+                        message: format!("profile `{profile}`: {}", status.body),
+                    },
+                    retry_after: status.retry_after,
+                    streamed: false,
+                },
+                Err(other) => {
+                    LlmError::Unavailable { model, message: format!("profile `{profile}`: {other}") }.into()
+                }
+            },
+            OpenAIError::ApiError(api) => LlmError::Status {
+                model,
+                code: api.status_code.as_u16(),
+                message: format!("profile `{profile}`: {}", api.api_error),
+            }
+            .into(),
+            OpenAIError::Reqwest(e) => LlmError::Unavailable {
+                model,
+                message: format!("profile `{profile}`: {}", describe_reqwest(&e)),
+            }
+            .into(),
+            OpenAIError::JSONDeserialize(e, content) => LlmError::BadResponse {
+                model,
+                message: format!(
+                    "profile `{profile}`: malformed JSON from the server ({e}): {}",
+                    truncate(&content, MAX_ERROR_BODY)
+                ),
+            }
+            .into(),
+            OpenAIError::StreamError(e) => LlmError::Unavailable {
+                model,
+                message: format!("profile `{profile}`: stream broke off: {e}"),
+            }
+            .into(),
+            OpenAIError::InvalidArgument(m) => {
+                LlmError::Rejected { model, message: format!("profile `{profile}`: {m}") }.into()
+            }
+            other => LlmError::BadResponse { model, message: format!("profile `{profile}`: {other}") }.into(),
+        }
+    }
+
+    fn response(
+        &self,
+        text: String,
+        model: String,
+        usage: TokenUsage,
+        finish: Option<FinishReason>,
+    ) -> LlmResponse {
+        let cost_usd = LlmResponse::cost(&usage, self.input_price_per_mtok, self.output_price_per_mtok);
+        LlmResponse {
+            text,
+            model: if model.is_empty() { self.model.clone() } else { model },
+            usage,
+            cost_usd,
+            finish_reason: finish.map(finish_name),
+            attempts: 1,
+            failed_attempts: Vec::new(),
+        }
+    }
+
+    async fn call(&self, request: &LlmRequest) -> Result<LlmResponse, AttemptFailure> {
+        let resp = self
+            .client
+            .chat()
+            .create(self.wire_request(request, false))
+            .await
+            .map_err(|e| self.map_error(e))?;
+        let Some(choice) = resp.choices.into_iter().next() else {
+            return Err(LlmError::BadResponse {
+                model: self.model.clone(),
+                message: format!("profile `{}`: the answer has no choices", self.profile),
+            }
+            .into());
+        };
+        let text = choice.message.content.unwrap_or_default();
+        let usage = match resp.usage {
+            Some(u) => TokenUsage {
+                input_tokens: u64::from(u.prompt_tokens),
+                output_tokens: u64::from(u.completion_tokens),
+                estimated: false,
+            },
+            None => estimate(request, &text),
+        };
+        Ok(self.response(text, resp.model, usage, choice.finish_reason))
+    }
+
+    async fn stream(&self, request: &LlmRequest, sink: &TokenSink) -> Result<LlmResponse, AttemptFailure> {
+        let mut stream = self
+            .client
+            .chat()
+            .create_stream(self.wire_request(request, true))
+            .await
+            .map_err(|e| self.map_error(e))?;
+        let mut text = String::new();
+        let mut model = String::new();
+        let mut usage = None;
+        let mut finish = None;
+        let mut streamed = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| AttemptFailure { streamed, ..self.map_error(e) })?;
+            if model.is_empty() {
+                model = chunk.model;
+            }
+            if let Some(u) = chunk.usage {
+                usage = Some(TokenUsage {
+                    input_tokens: u64::from(u.prompt_tokens),
+                    output_tokens: u64::from(u.completion_tokens),
+                    estimated: false,
+                });
+            }
+            for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+                if let Some(delta) = choice.delta.content.filter(|d| !d.is_empty()) {
+                    text.push_str(&delta);
+                    // A caller that stopped listening still gets the full
+                    // text returned; only the live view is gone.
+                    let _ = sink.send(delta);
+                    streamed = true;
+                }
+                if choice.finish_reason.is_some() {
+                    finish = choice.finish_reason;
+                }
+            }
+        }
+        // Servers that ignore `stream_options` send no usage: estimate it,
+        // and say so.
+        let usage = usage.unwrap_or_else(|| estimate(request, &text));
+        Ok(self.response(text, model, usage, finish))
+    }
+}
+
+impl Attempt for OpenAiClient {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn provider(&self) -> &str {
+        self.provider.as_str()
+    }
+
+    fn attempt<'a>(
+        &'a self,
+        request: &'a LlmRequest,
+        tokens: Option<&'a TokenSink>,
+    ) -> BoxFuture<'a, Result<LlmResponse, AttemptFailure>> {
+        Box::pin(async move {
+            match tokens {
+                Some(sink) => self.stream(request, sink).await,
+                None => self.call(request).await,
+            }
+        })
+    }
+}
+
+/// The prompt's parameters with the profile's laid over them: a parameter
+/// set in the profile wins (operators tune models per deployment).
+pub fn merge_params(prompt: &ModelParams, profile: &ModelParams) -> ModelParams {
+    ModelParams {
+        temperature: profile.temperature.or(prompt.temperature),
+        max_tokens: profile.max_tokens.or(prompt.max_tokens),
+        top_p: profile.top_p.or(prompt.top_p),
+        seed: profile.seed.or(prompt.seed),
+        stop: if profile.stop.is_empty() { prompt.stop.clone() } else { profile.stop.clone() },
+        response_format: profile.response_format.clone().or_else(|| prompt.response_format.clone()),
+    }
+}
+
+/// Token counts estimated from the text, for servers that report none.
+fn estimate(request: &LlmRequest, answer: &str) -> TokenUsage {
+    TokenUsage {
+        input_tokens: request.messages.iter().map(|m| text::estimate_tokens(&m.content)).sum(),
+        output_tokens: text::estimate_tokens(answer),
+        estimated: true,
+    }
+}
+
+fn finish_name(reason: FinishReason) -> String {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::FunctionCall => "function_call",
+    }
+    .to_string()
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let what = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "the connection broke while reading the answer"
+    } else {
+        "HTTP request failed"
+    };
+    // reqwest's Display hides the cause (refused, reset, DNS…); it is what
+    // an operator needs.
+    let mut message = format!("{what}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    message
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// `Retry-After` in seconds; the HTTP-date form is not honoured (OpenAI and
+/// Azure send seconds), and backoff applies instead.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+type Transport = tower::util::BoxCloneSyncService<HttpRequestFactory, reqwest::Response, OpenAIError>;
+
+/// The HTTP transport handed to `async-openai`: one request, no retry, and
+/// error statuses turned into [`HttpStatusError`] with their `Retry-After`.
+fn transport(http: reqwest::Client) -> Transport {
+    let http = Arc::new(http);
+    tower::util::BoxCloneSyncService::new(tower::service_fn(move |factory: HttpRequestFactory| {
+        let http = http.clone();
+        async move {
+            let request = factory.build().await?;
+            let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            let retry_after = retry_after(response.headers());
+            let body = match response.text().await {
+                Ok(body) => truncate(body.trim(), MAX_ERROR_BODY),
+                Err(e) => format!("(body unreadable: {e})"),
+            };
+            let body =
+                if body.is_empty() { status.canonical_reason().unwrap_or("").to_string() } else { body };
+            Err(OpenAIError::Boxed(Box::new(HttpStatusError { status: status.as_u16(), retry_after, body })))
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_var_accepts_both_forms() {
+        assert_eq!(api_key_var("OPENAI_API_KEY"), "OPENAI_API_KEY");
+        assert_eq!(api_key_var("${env:OPENAI_API_KEY}"), "OPENAI_API_KEY");
+    }
+
+    #[test]
+    fn profile_parameters_override_the_prompts() {
+        let prompt = ModelParams {
+            temperature: Some(0.2),
+            max_tokens: Some(400),
+            stop: vec!["\n\n".into()],
+            ..Default::default()
+        };
+        let profile = ModelParams { temperature: Some(0.0), seed: Some(7), ..Default::default() };
+        let m = merge_params(&prompt, &profile);
+        assert_eq!(m.temperature, Some(0.0));
+        assert_eq!(m.max_tokens, Some(400));
+        assert_eq!(m.seed, Some(7));
+        assert_eq!(m.stop, vec!["\n\n".to_string()]);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+}

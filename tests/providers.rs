@@ -1,0 +1,771 @@
+//! Remote model providers over real HTTP: the OpenAI-compatible client
+//! (plain and streamed completions, usage and cost), its failure handling
+//! (429 with `Retry-After`, 5xx, 401, malformed JSON, timeouts, fallback),
+//! configuration checks, and the whole mesh with the summarizer on a remote
+//! profile. A test gated by `MESHOPS_LLM_BASE_URL` runs the mesh against a
+//! real endpoint.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use meshops::config::{LoadOptions, MeshSpec, ModelProfile, Provider};
+use meshops::gateway::Overrides;
+use meshops::llm::{
+    ChatMessage, LlmError, LlmRequest, ModelParams, Role, SharedLlm, TaskHint, build_client, build_clients,
+};
+use meshops::proto::AskRequest;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The variable the test profiles read their API key from.
+const KEY_VAR: &str = "MESHOPS_TEST_PROVIDER_KEY";
+const KEY: &str = "sk-test-1234";
+
+/// Sets [`KEY_VAR`] once, before any test reads the environment: every
+/// test calls this first, and `Once` makes the others wait until it is set,
+/// so no thread reads the environment while it is written.
+fn set_key() {
+    static ONCE: Once = Once::new();
+    // SAFETY: see above: the only write happens inside the `Once`, before
+    // any test in this binary reads the environment.
+    ONCE.call_once(|| unsafe { std::env::set_var(KEY_VAR, KEY) });
+}
+
+/// What the test server answers to one request.
+enum Reply {
+    /// A complete JSON (or not quite JSON) body with a status and headers.
+    Body { status: u16, headers: Vec<(String, String)>, body: String },
+    /// An SSE stream of `data:` lines, ending with `data: [DONE]`.
+    Sse(Vec<Value>),
+    /// Waits, then answers (or finds the client gone).
+    Slow(Duration, Box<Reply>),
+    /// SSE in chunked encoding that breaks off after these events (no
+    /// `[DONE]`, no closing chunk), as when a connection dies mid-answer.
+    SseBroken(Vec<Value>),
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+type Script = Arc<dyn Fn(usize, &Seen) -> Reply + Send + Sync>;
+
+/// A test double for an OpenAI-wire-protocol server: real HTTP/1.1 on
+/// 127.0.0.1:0 (one request per connection, `Connection: close`), JSON
+/// bodies and SSE `data:` lines ending with `[DONE]`. What it answers comes
+/// from a script of the request number and the request; every request is
+/// recorded.
+struct FakeOpenAi {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeOpenAi {
+    async fn start(script: impl Fn(usize, &Seen) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Script = Arc::new(script);
+        let recorded = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { break };
+                let script = script.clone();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let _ = serve(socket, script, recorded).await;
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut socket: TcpStream, script: Script, seen: Arc<Mutex<Vec<Seen>>>) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let path = request_line.split(' ').nth(1).unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+    let request = Seen { path, headers, body };
+    let index = {
+        let mut all = seen.lock().unwrap();
+        all.push(request.clone());
+        all.len() - 1
+    };
+    let mut reply = script(index, &request);
+    while let Reply::Slow(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    match reply {
+        Reply::Body { status, headers, body } => {
+            let mut out = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                out.push_str(&format!("{k}: {v}\r\n"));
+            }
+            out.push_str("\r\n");
+            out.push_str(&body);
+            socket.write_all(out.as_bytes()).await?;
+        }
+        Reply::Sse(events) => {
+            socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
+                )
+                .await?;
+            for event in events {
+                socket.write_all(format!("data: {event}\n\n").as_bytes()).await?;
+                socket.flush().await?;
+                // Separate writes, so deltas really arrive one by one.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            socket.write_all(b"data: [DONE]\n\n").await?;
+        }
+        Reply::SseBroken(events) => {
+            socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+                )
+                .await?;
+            for event in events {
+                let data = format!("data: {event}\n\n");
+                socket.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes()).await?;
+                socket.flush().await?;
+            }
+            // Dropping the socket without the closing `0` chunk is the break.
+            return Ok(());
+        }
+        Reply::Slow(..) => {}
+    }
+    socket.shutdown().await
+}
+
+fn completion(text: &str, model: &str, usage: Option<(u64, u64)>) -> Reply {
+    let mut body = json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000u32,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+            "logprobs": null
+        }]
+    });
+    if let Some((i, o)) = usage {
+        body["usage"] = json!({"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o});
+    }
+    Reply::Body { status: 200, headers: vec![], body: body.to_string() }
+}
+
+fn error(status: u16, message: &str, headers: &[(&str, &str)]) -> Reply {
+    Reply::Body {
+        status,
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        body: json!({"error": {"message": message, "type": "test_error", "param": null, "code": null}})
+            .to_string(),
+    }
+}
+
+fn chunk(model: &str, delta: Option<&str>, finish: Option<&str>) -> Value {
+    let mut d = json!({});
+    if let Some(t) = delta {
+        d = json!({"role": "assistant", "content": t});
+    }
+    json!({
+        "id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1_700_000_000u32, "model": model,
+        "choices": [{"index": 0, "delta": d, "finish_reason": finish, "logprobs": null}]
+    })
+}
+
+fn profile(base_url: &str, model: &str) -> ModelProfile {
+    ModelProfile {
+        provider: Provider::OpenaiCompatible,
+        model: model.into(),
+        base_url: Some(base_url.into()),
+        api_key_env: Some(KEY_VAR.into()),
+        timeout_ms: Some(5_000),
+        max_retries: Some(2),
+        input_price_per_mtok: None,
+        output_price_per_mtok: None,
+        ..ModelProfile::offline()
+    }
+}
+
+fn request() -> LlmRequest {
+    LlmRequest {
+        agent: "summarizer".into(),
+        messages: vec![
+            ChatMessage { role: Role::System, content: "Answer from the passages.".into() },
+            ChatMessage { role: Role::User, content: "Which port does the gateway listen on?".into() },
+        ],
+        params: ModelParams { temperature: Some(0.2), max_tokens: Some(400), ..Default::default() },
+        hint: TaskHint::Freeform,
+    }
+}
+
+fn client(name: &str, p: &ModelProfile) -> SharedLlm {
+    match build_client(name, p) {
+        Ok(c) => c,
+        Err(e) => panic!("client for {name}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn completion_reports_usage_and_cost_from_prices() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| {
+        completion("It listens on 127.0.0.1:50051 [1].", "gpt-test-0613", Some((1000, 500)))
+    })
+    .await;
+    let mut p = profile(&server.base_url(), "gpt-test");
+    p.input_price_per_mtok = Some(2.0);
+    p.output_price_per_mtok = Some(8.0);
+    // The profile's parameters win over the prompt's.
+    p.parameters = ModelParams { temperature: Some(0.0), seed: Some(7), ..Default::default() };
+    let resp = client("remote", &p).complete(&request(), None).await.unwrap();
+    assert_eq!(resp.text, "It listens on 127.0.0.1:50051 [1].");
+    assert_eq!(resp.model, "gpt-test-0613", "the model that answered is reported");
+    assert_eq!((resp.usage.input_tokens, resp.usage.output_tokens, resp.usage.estimated), (1000, 500, false));
+    let cost = resp.cost_usd.unwrap();
+    assert!((cost - (1000.0 * 2.0 + 500.0 * 8.0) / 1e6).abs() < 1e-12, "cost {cost}");
+    assert_eq!(resp.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(resp.attempts, 1);
+    assert!(resp.failed_attempts.is_empty());
+
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.path, "/v1/chat/completions");
+    assert_eq!(r.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    assert_eq!(r.body["model"], "gpt-test");
+    assert_eq!(r.body["temperature"], 0.0);
+    assert_eq!(r.body["max_tokens"], 400);
+    assert_eq!(r.body["seed"], 7);
+    assert_eq!(r.body["messages"][0]["role"], "system");
+    assert_eq!(r.body["messages"][1]["content"], "Which port does the gateway listen on?");
+    assert!(r.body.get("stream").is_none_or(|s| s == false), "{}", r.body);
+
+    // Without prices the cost is unknown, not 0.
+    let unpriced = client("unpriced", &profile(&server.base_url(), "gpt-test"));
+    assert_eq!(unpriced.complete(&request(), None).await.unwrap().cost_usd, None);
+}
+
+#[tokio::test]
+async fn json_response_format_and_stop_reach_the_wire() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| completion("{\"intent\": \"question\"}", "m", Some((10, 5)))).await;
+    let mut req = request();
+    req.params.response_format = Some("json_object".into());
+    req.params.stop = vec!["\n\n".into()];
+    req.params.top_p = Some(0.9);
+    client("json", &profile(&server.base_url(), "m")).complete(&req, None).await.unwrap();
+    let body = &server.requests()[0].body;
+    assert_eq!(body["response_format"]["type"], "json_object");
+    assert_eq!(body["stop"], "\n\n");
+    assert!((body["top_p"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+}
+
+#[tokio::test]
+async fn streamed_completion_sends_deltas_and_counts_usage() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| {
+        let mut events: Vec<Value> = ["The gateway", " listens on", " port 50051 [1]."]
+            .iter()
+            .map(|t| chunk("gpt-stream", Some(t), None))
+            .collect();
+        events.push(chunk("gpt-stream", None, Some("stop")));
+        events.push(json!({
+            "id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1_700_000_000u32,
+            "model": "gpt-stream", "choices": [],
+            "usage": {"prompt_tokens": 42, "completion_tokens": 9, "total_tokens": 51}
+        }));
+        Reply::Sse(events)
+    })
+    .await;
+    let mut p = profile(&server.base_url(), "gpt-stream");
+    p.input_price_per_mtok = Some(1.0);
+    p.output_price_per_mtok = Some(1.0);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let resp = client("stream", &p).complete(&request(), Some(tx)).await.unwrap();
+    let mut deltas = Vec::new();
+    while let Ok(d) = rx.try_recv() {
+        deltas.push(d);
+    }
+    assert_eq!(deltas, vec!["The gateway", " listens on", " port 50051 [1]."]);
+    assert_eq!(resp.text, "The gateway listens on port 50051 [1].");
+    assert_eq!((resp.usage.input_tokens, resp.usage.output_tokens, resp.usage.estimated), (42, 9, false));
+    assert!((resp.cost_usd.unwrap() - 51.0 / 1e6).abs() < 1e-12);
+    assert_eq!(resp.finish_reason.as_deref(), Some("stop"));
+    let body = &server.requests()[0].body;
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn stream_without_usage_is_estimated_and_marked() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| {
+        Reply::Sse(vec![chunk("m", Some("Hello there,"), None), chunk("m", Some(" friend."), Some("stop"))])
+    })
+    .await;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let resp =
+        client("nousage", &profile(&server.base_url(), "m")).complete(&request(), Some(tx)).await.unwrap();
+    assert_eq!(resp.text, "Hello there, friend.");
+    assert!(resp.usage.estimated);
+    assert_eq!(resp.usage.output_tokens, meshops::text::estimate_tokens("Hello there, friend."));
+    assert!(resp.usage.input_tokens > 0);
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_then_success_takes_two_attempts() {
+    set_key();
+    let server = FakeOpenAi::start(|i, _| match i {
+        0 => error(429, "Rate limit reached", &[("Retry-After", "1")]),
+        _ => completion("ok", "m", Some((5, 1))),
+    })
+    .await;
+    let resp = client("limited", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap();
+    assert_eq!(resp.text, "ok");
+    assert_eq!(resp.attempts, 2);
+    assert_eq!(resp.failed_attempts, vec!["http_429".to_string()]);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn exhausted_quota_is_not_retried() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| Reply::Body {
+        status: 429,
+        headers: vec![],
+        body: json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+            "param": null, "code": "insufficient_quota"}})
+        .to_string(),
+    })
+    .await;
+    let err =
+        client("broke", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap_err();
+    assert!(matches!(err, LlmError::Rejected { .. }), "{err:?}");
+    assert!(err.to_string().contains("quota exhausted"), "{err}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn server_error_then_success_is_retried() {
+    set_key();
+    let server = FakeOpenAi::start(|i, _| match i {
+        0 => Reply::Body { status: 500, headers: vec![], body: "upstream exploded".into() },
+        _ => completion("recovered", "m", Some((5, 1))),
+    })
+    .await;
+    let resp = client("flaky", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap();
+    assert_eq!(resp.text, "recovered");
+    assert_eq!(resp.attempts, 2);
+    assert_eq!(resp.failed_attempts, vec!["http_500".to_string()]);
+}
+
+#[tokio::test]
+async fn unauthorized_is_not_retried_and_names_the_profile() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| error(401, "Incorrect API key provided", &[])).await;
+    let err =
+        client("prod-gpt", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap_err();
+    let LlmError::Status { code, ref message, .. } = err else {
+        panic!("expected a status error, got {err:?}")
+    };
+    assert_eq!(code, 401);
+    assert!(message.contains("profile `prod-gpt`"), "{message}");
+    assert!(message.contains("Incorrect API key provided"), "{message}");
+    assert_eq!(server.requests().len(), 1, "401 must not be retried");
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_clear_bad_response() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| Reply::Body {
+        status: 200,
+        headers: vec![],
+        body: "{\"id\": \"x\", \"choices\": [".into(),
+    })
+    .await;
+    let err =
+        client("broken", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap_err();
+    let LlmError::BadResponse { ref message, .. } = err else { panic!("expected BadResponse, got {err:?}") };
+    assert!(message.contains("malformed JSON"), "{message}");
+    assert!(message.contains("profile `broken`"), "{message}");
+    assert_eq!(server.requests().len(), 1, "an unusable answer is not retried");
+}
+
+#[tokio::test]
+async fn slower_than_the_timeout_times_out_after_the_configured_attempts() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| {
+        Reply::Slow(Duration::from_secs(3), Box::new(completion("too late", "m", Some((1, 1)))))
+    })
+    .await;
+    let mut p = profile(&server.base_url(), "m");
+    p.timeout_ms = Some(200);
+    p.max_retries = Some(1);
+    let err = client("slow", &p).complete(&request(), None).await.unwrap_err();
+    assert!(matches!(err, LlmError::Timeout { timeout_ms: 200, .. }), "{err:?}");
+    assert_eq!(server.requests().len(), 2, "one call and one retry");
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_after_deltas_is_not_retried() {
+    set_key();
+    let server =
+        FakeOpenAi::start(|_, _| Reply::SseBroken(vec![chunk("m", Some("The gateway"), None)])).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let err =
+        client("cut", &profile(&server.base_url(), "m")).complete(&request(), Some(tx)).await.unwrap_err();
+    assert!(matches!(err, LlmError::Unavailable { .. }), "{err:?}");
+    // A retry would send the caller "The gateway" a second time.
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(rx.try_recv().ok().as_deref(), Some("The gateway"));
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn connection_errors_are_retried_then_the_offline_fallback_answers() {
+    set_key();
+    // A port that was just free: nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let mut remote = profile(&format!("https://{closed}/v1"), "m");
+    remote.max_retries = Some(1);
+    remote.fallback = Some("offline".into());
+    let profiles =
+        BTreeMap::from([("remote".to_string(), remote), ("offline".to_string(), ModelProfile::offline())]);
+    let clients = build_clients(&profiles).unwrap();
+    let mut req = request();
+    req.hint = TaskHint::Route {
+        query: "hello".into(),
+        intents: vec![meshops::llm::IntentChoice {
+            name: "greeting".into(),
+            description: "hello, hi".into(),
+            examples: vec!["hello".into()],
+            min_similarity: 0.0,
+        }],
+        default_intent: "greeting".into(),
+    };
+    let resp = clients["remote"].complete(&req, None).await.unwrap();
+    assert_eq!(resp.model, meshops::llm::offline::OFFLINE_MODEL);
+    assert_eq!(resp.attempts, 3);
+    assert_eq!(resp.failed_attempts, vec!["unavailable".to_string(), "unavailable".to_string()]);
+}
+
+#[tokio::test]
+async fn a_profile_that_stays_down_falls_back_to_its_fallback() {
+    set_key();
+    let server = FakeOpenAi::start(|_, seen| match seen.body["model"].as_str() {
+        Some("primary") => error(503, "overloaded", &[]),
+        _ => completion("from the backup", "backup", Some((3, 2))),
+    })
+    .await;
+    let mut primary = profile(&server.base_url(), "primary");
+    primary.max_retries = Some(1);
+    primary.fallback = Some("backup".into());
+    let profiles = BTreeMap::from([
+        ("primary".to_string(), primary),
+        ("backup".to_string(), profile(&server.base_url(), "backup")),
+    ]);
+    let clients = build_clients(&profiles).unwrap();
+    let resp = clients["primary"].complete(&request(), None).await.unwrap();
+    assert_eq!(resp.text, "from the backup");
+    assert_eq!(resp.model, "backup");
+    assert_eq!(resp.attempts, 3, "two calls to the primary, one to the backup");
+    assert_eq!(resp.failed_attempts, vec!["http_503".to_string(), "http_503".to_string()]);
+    let models: Vec<String> =
+        server.requests().iter().map(|r| r.body["model"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(models, vec!["primary", "primary", "backup"]);
+}
+
+#[tokio::test]
+async fn azure_profile_calls_the_deployment_with_api_version_and_key_header() {
+    set_key();
+    let server = FakeOpenAi::start(|_, _| completion("azure says hi", "gpt-4o", Some((2, 3)))).await;
+    let p = ModelProfile {
+        provider: Provider::Azure,
+        base_url: Some(format!("http://{}", server.addr)),
+        api_version: Some("2024-10-21".into()),
+        ..profile("unused", "my-deployment")
+    };
+    let resp = client("azure", &p).complete(&request(), None).await.unwrap();
+    assert_eq!(resp.text, "azure says hi");
+    let r = &server.requests()[0];
+    assert_eq!(r.path, "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21");
+    assert_eq!(r.header("api-key"), Some(KEY));
+}
+
+#[tokio::test]
+async fn a_missing_key_variable_fails_at_start_naming_profile_and_variable() {
+    set_key();
+    let mut p = profile("http://127.0.0.1:9/v1", "m");
+    p.api_key_env = Some("${env:MESHOPS_TEST_SURELY_UNSET_KEY}".into());
+    let Err(err) = build_client("needs-key", &p) else { panic!("a missing key must fail the build") };
+    let text = err.to_string();
+    assert!(text.contains("needs-key") && text.contains("MESHOPS_TEST_SURELY_UNSET_KEY"), "{text}");
+
+    // `meshops validate` and `serve` see the same through the config.
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("remote.toml");
+    std::fs::write(
+        &overlay,
+        "[models.needs-key]\nprovider = \"openai\"\nmodel = \"gpt-4o-mini\"\napi_key_env = \"MESHOPS_TEST_SURELY_UNSET_KEY\"\n\n\
+         [models.azure-half]\nprovider = \"azure\"\nmodel = \"dep\"\napi_key_env = \"MESHOPS_TEST_PROVIDER_KEY\"\n\n\
+         [models.local]\nprovider = \"openai_compatible\"\nmodel = \"llama\"\n",
+    )
+    .unwrap();
+    let opts = LoadOptions {
+        root: common::root(),
+        env: None,
+        config_file: Some(overlay.clone()),
+        env_vars: Vec::new(),
+    };
+    let errors = MeshSpec::load(&opts).unwrap_err().to_string();
+    let shown = overlay.display().to_string();
+    for needle in [
+        format!("{shown}: field `models.needs-key.api_key_env`"),
+        "MESHOPS_TEST_SURELY_UNSET_KEY".to_string(),
+        format!("{shown}: field `models.azure-half.base_url`"),
+        format!("{shown}: field `models.azure-half.api_version`"),
+        format!("{shown}: field `models.local.base_url`"),
+    ] {
+        assert!(errors.contains(&needle), "{needle:?} missing from:\n{errors}");
+    }
+    assert!(!errors.contains("not available in this build"), "{errors}");
+}
+
+/// The whole mesh with the summarizer on a remote profile: the answer is
+/// the server's text and the summarizer's step carries the server's token
+/// counts and the cost from the profile's prices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_answers_with_the_remote_summarizer() {
+    set_key();
+    const ANSWER: &str = "The gateway listens on 127.0.0.1:50051 by default [1].";
+    // The first call fails once, so the step also shows its retry.
+    let server = FakeOpenAi::start(|i, _| match i {
+        0 => Reply::Body { status: 502, headers: vec![], body: "bad gateway".into() },
+        _ => completion(ANSWER, "gpt-remote", Some((300, 20))),
+    })
+    .await;
+    let base_url = server.base_url();
+    let mut t = common::start(
+        move |spec| {
+            let mut p = profile(&base_url, "gpt-remote");
+            p.input_price_per_mtok = Some(0.15);
+            p.output_price_per_mtok = Some(0.6);
+            spec.settings.models.insert("remote".into(), p);
+            let summarizer = spec.agents.get_mut("summarizer").unwrap();
+            summarizer.base.model = Some("remote".into());
+            for v in summarizer.variants.values_mut() {
+                v.model = Some("remote".into());
+            }
+        },
+        Overrides::default(),
+    )
+    .await;
+    let a = t
+        .client
+        .ask(AskRequest { query: "Which port does the gateway listen on?".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(a.answer, ANSWER);
+    let steps: Vec<_> = a.steps.iter().filter(|s| s.kind == "summarizer").collect();
+    assert!(!steps.is_empty(), "{:?}", a.steps);
+    for s in &steps {
+        assert_eq!(s.model, "gpt-remote");
+        assert_eq!((s.input_tokens, s.output_tokens, s.tokens_estimated), (300, 20, false));
+        let cost = s.cost_usd.unwrap();
+        assert!((cost - (300.0 * 0.15 + 20.0 * 0.6) / 1e6).abs() < 1e-12, "cost {cost}");
+    }
+    assert!(
+        steps[0].summary.ends_with("(model attempts: 2; failed: http_502)"),
+        "the first step notes its retry: {}",
+        steps[0].summary
+    );
+    assert_eq!(
+        server.requests().len(),
+        steps.len() + 1,
+        "one model call per summarizer step, plus the retry"
+    );
+    let prompt = server.requests()[0].body["messages"][0]["content"].as_str().unwrap_or("").to_string();
+    assert!(prompt.contains("Passages:"), "the rendered prompt with passages reaches the model: {prompt}");
+    t.server.shutdown().await.unwrap();
+}
+
+/// `AskStream` with the summarizer on a remote profile: the server's SSE
+/// deltas reach the gRPC caller as token events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_streams_remote_tokens_to_ask_stream() {
+    use meshops::proto::ask_event::Event;
+    set_key();
+    let server = FakeOpenAi::start(|_, seen| {
+        if seen.body["stream"] != true {
+            return error(400, "this test expects a streamed request", &[]);
+        }
+        Reply::Sse(vec![
+            chunk("gpt-remote", Some("Hello!"), None),
+            chunk("gpt-remote", Some(" Ask me about meshops."), Some("stop")),
+        ])
+    })
+    .await;
+    let base_url = server.base_url();
+    let mut t = common::start(
+        move |spec| {
+            spec.settings.models.insert("remote".into(), profile(&base_url, "gpt-remote"));
+            spec.agents.get_mut("summarizer").unwrap().base.model = Some("remote".into());
+        },
+        Overrides::default(),
+    )
+    .await;
+    let mut stream = t
+        .client
+        .ask_stream(AskRequest { query: "hello there".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut tokens = Vec::new();
+    let mut last = None;
+    while let Some(e) = stream.message().await.unwrap() {
+        match e.event {
+            Some(Event::Token(t)) => tokens.push(t.text),
+            Some(Event::Final(a)) => last = Some(a),
+            _ => {}
+        }
+    }
+    let answer = last.expect("a final answer");
+    assert_eq!(answer.intent, "greeting");
+    assert_eq!(answer.answer, "Hello! Ask me about meshops.");
+    assert_eq!(tokens, vec!["Hello!", " Ask me about meshops."]);
+    let step = answer.steps.iter().find(|s| s.kind == "summarizer").unwrap();
+    // The fake server sends no usage in the stream: counts are estimates.
+    assert!(step.tokens_estimated);
+    assert_eq!(step.cost_usd, None, "the remote profile has no prices");
+    t.server.shutdown().await.unwrap();
+}
+
+/// The shipped `config/openai.toml` overlay parses; without OPENAI_API_KEY
+/// the only problem is that variable, named.
+#[test]
+fn shipped_openai_overlay_loads_or_names_the_missing_key() {
+    set_key();
+    let opts = LoadOptions {
+        root: common::root(),
+        env: Some("openai".into()),
+        config_file: None,
+        env_vars: Vec::new(),
+    };
+    match MeshSpec::load(&opts) {
+        Ok(spec) => {
+            assert_eq!(spec.model("openai").map(|m| m.provider), Some(Provider::Openai));
+            assert!(spec.settings.variants.contains_key("openai"));
+        }
+        Err(errors) => {
+            assert_eq!(errors.0.len(), 1, "{errors}");
+            let text = errors.to_string();
+            assert!(text.contains("models.openai.api_key_env") && text.contains("OPENAI_API_KEY"), "{text}");
+        }
+    }
+}
+
+/// Runs the mesh against a real endpoint when `MESHOPS_LLM_BASE_URL` is
+/// set (`MESHOPS_LLM_MODEL`, default `gpt-4o-mini`; `MESHOPS_LLM_API_KEY_ENV`
+/// names the key's variable, none for keyless local servers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_against_a_real_endpoint_when_configured() {
+    set_key();
+    let Ok(base_url) = std::env::var("MESHOPS_LLM_BASE_URL") else {
+        println!("skipped: set MESHOPS_LLM_BASE_URL (and MESHOPS_LLM_MODEL, MESHOPS_LLM_API_KEY_ENV) to run");
+        return;
+    };
+    let model = std::env::var("MESHOPS_LLM_MODEL").unwrap_or_else(|_| "gpt-4o-mini".into());
+    let key_env = std::env::var("MESHOPS_LLM_API_KEY_ENV").ok();
+    let mut t = common::start(
+        move |spec| {
+            let p =
+                ModelProfile { api_key_env: key_env, timeout_ms: Some(60_000), ..profile(&base_url, &model) };
+            spec.settings.models.insert("real".into(), p);
+            spec.agents.get_mut("summarizer").unwrap().base.model = Some("real".into());
+        },
+        Overrides::default(),
+    )
+    .await;
+    let a = t
+        .client
+        .ask(AskRequest { query: "Which port does the gateway listen on?".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    println!("answer: {}", a.answer);
+    assert!(!a.answer.trim().is_empty());
+    let s = a.steps.iter().find(|s| s.kind == "summarizer").unwrap();
+    assert!(s.output_tokens > 0, "{s:?}");
+    t.server.shutdown().await.unwrap();
+}
