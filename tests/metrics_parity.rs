@@ -51,7 +51,8 @@ fn every_metric_matches_the_reference_values() {
             if diff.is_finite() {
                 max_diff = max_diff.max(diff);
             }
-            if !(diff <= TOLERANCE) {
+            // NaN (a metric returning NaN) must count as a mismatch too.
+            if diff.is_nan() || diff > TOLERANCE {
                 mismatches.push(format!(
                     "line {} id={} {metric}: got {got:?}, want {want} (diff {diff:e})\n    response={:?}\n    ground_truth={:?}\n    retrieved={:?} relevant={:?}",
                     n + 1,

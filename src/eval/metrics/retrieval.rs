@@ -24,7 +24,7 @@ pub enum RetrievalKind {
 }
 
 /// Retrieved ids with duplicates removed (first occurrence kept), cut at `k`.
-fn top_k<'a>(retrieved: &'a [String], k: usize) -> Vec<&'a str> {
+fn top_k(retrieved: &[String], k: usize) -> Vec<&str> {
     let mut seen = HashSet::new();
     retrieved.iter().map(String::as_str).filter(|id| seen.insert(*id)).take(k).collect()
 }
