@@ -293,6 +293,71 @@ mod tests {
         assert!(passes("nope", 1.0, None).is_err());
     }
 
+    /// Arbitrary text (control chars, combining marks, astral chars, HTML
+    /// entities, digits around dots and dashes) never panics and always
+    /// yields a finite value on the 0..1 scale.
+    #[test]
+    fn arbitrary_text_stays_in_range() {
+        const POOL: &[&str] = &[
+            "a",
+            "an",
+            "the",
+            "ing",
+            "ed",
+            "yy",
+            "sses",
+            "ies",
+            "ational",
+            " ",
+            "\t",
+            "\n",
+            "\u{1c}",
+            "-",
+            "-\n",
+            ".",
+            ",",
+            "1",
+            "0",
+            "&amp;",
+            "&lt;",
+            "<skipped>",
+            "é",
+            "e\u{301}",
+            "\u{93f}",
+            "Ⓐ",
+            "東",
+            "😀",
+            "İ",
+            "K",
+            "Σ",
+            "ß",
+            "'",
+            "_",
+            "\u{0}",
+            "\u{feff}",
+            "\u{200b}",
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            // xorshift64: deterministic, no dependency needed for a test.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..400 {
+            let mut random_text = || (0..next(12)).map(|_| POOL[next(POOL.len())]).collect::<String>();
+            let input = text(&random_text(), &random_text());
+            for name in text_metrics() {
+                let v = compute(name, &input).ok().flatten();
+                assert!(
+                    v.is_some_and(|v| v.is_finite() && (0.0..=1.0 + 1e-12).contains(&v)),
+                    "{name} on {input:?} gave {v:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn text_values() {
         assert_eq!(compute("exact_match", &text("The answer!", "answer")).ok().flatten(), Some(1.0));
