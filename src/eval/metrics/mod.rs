@@ -19,6 +19,7 @@
 pub mod bleu;
 pub mod porter;
 mod pystr;
+mod pyword_table;
 pub mod retrieval;
 pub mod rouge;
 pub mod squad;

@@ -23,12 +23,31 @@ pub fn rstrip(s: &str) -> &str {
     s.trim_end_matches(is_space)
 }
 
+use super::pyword_table::RUST_ONLY_ALNUM;
+
 /// Whether `c` matches `\w` in a CPython `re` pattern on `str` (Unicode
-/// mode): `str.isalnum()` or `_`. Rust's `is_alphanumeric` is the closest
-/// stable approximation of `isalnum` (they differ only for some combining
-/// marks, which Rust counts as alphabetic).
+/// mode): `str.isalnum()` or `_`. Rust's `is_alphanumeric` also accepts
+/// `Other_Alphabetic` marks (e.g. U+093F, Ⓐ) that CPython rejects; the
+/// generated table removes exactly those, so "theⒶ" loses its article in
+/// both languages.
 pub fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
+    c == '_' || (c.is_alphanumeric() && !in_ranges(RUST_ONLY_ALNUM, u32::from(c)))
+}
+
+/// Whether `cp` falls in one of the sorted inclusive `[start, end]` pairs.
+fn in_ranges(flat: &[u32], cp: u32) -> bool {
+    // Index of the first pair whose end is >= cp; binary search over pairs.
+    let pairs = flat.len() / 2;
+    let (mut lo, mut hi) = (0usize, pairs);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if flat.get(2 * mid + 1).is_some_and(|end| *end < cp) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    flat.get(2 * lo).is_some_and(|start| *start <= cp)
 }
 
 #[cfg(test)]
@@ -40,6 +59,16 @@ mod tests {
         let got: Vec<&str> = split_whitespace("  a\u{1f}b\t\u{3000}c  ").collect();
         assert_eq!(got, vec!["a", "b", "c"]);
         assert_eq!(split_whitespace("").count(), 0);
+    }
+
+    #[test]
+    fn word_chars_follow_python_isalnum() {
+        for c in ['a', 'é', '東', '٣', '_', 'Ⅻ'] {
+            assert!(is_word_char(c), "{c:?}");
+        }
+        for c in ['Ⓐ', 'ⓐ', '\u{93f}', '\u{301}', '-', ' ', '😀'] {
+            assert!(!is_word_char(c), "{c:?}");
+        }
     }
 
     #[test]
