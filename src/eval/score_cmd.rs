@@ -94,8 +94,10 @@ pub fn score_file(args: &Args) -> Result<ScoreSummary, EvalError> {
     let input_path = args.input.display().to_string();
     let text = std::fs::read_to_string(&args.input)
         .map_err(|source| EvalError::Io { path: input_path.clone(), source })?;
+    // Tolerate a UTF-8 byte order mark (some Windows editors add one).
+    let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in body.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
@@ -343,8 +345,12 @@ mod tests {
     fn default_metrics_are_those_that_apply() {
         let dir = tempdir();
         let a = args(dir.path(), &[]);
-        std::fs::write(&a.input, "{\"id\":\"x\",\"response\":\"Paris\",\"ground_truth\":\"paris\"}\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        // Leading BOM: must be tolerated.
+        std::fs::write(
+            &a.input,
+            "\u{feff}{\"id\":\"x\",\"response\":\"Paris\",\"ground_truth\":\"paris\"}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let summary = score_file(&a).unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<&str> = summary.metrics.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, metrics::text_metrics());
