@@ -149,11 +149,11 @@ async fn run(cli: Cli) -> Result<()> {
             let listener =
                 tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
             let mut server = meshops::gateway::start(spec, listener).await?;
-            eprintln!("meshops gateway serving on {} (Ctrl-C to stop)", server.addr);
+            eprintln!("meshops gateway serving on {} (Ctrl-C or SIGTERM to stop)", server.addr);
             tokio::select! {
-                r = tokio::signal::ctrl_c() => {
-                    r.context("waiting for Ctrl-C")?;
-                    eprintln!("shutting down");
+                r = shutdown_signal() => {
+                    let signal = r?;
+                    eprintln!("{signal}: shutting down (health NOT_SERVING, draining in-flight calls)");
                     server.shutdown().await?;
                 }
                 r = server.wait() => r?,
@@ -255,6 +255,25 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `docker stop` and
+/// Kubernetes send); returns the signal's name.
+async fn shutdown_signal() -> Result<&'static str> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C").map(|()| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        Ok("SIGINT")
     }
 }
 
