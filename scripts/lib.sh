@@ -85,3 +85,23 @@ health_ok() {
     "$bin" ask --target "http://$addr" "What is meshops?" >/dev/null 2>&1
   fi
 }
+
+# Validates a running gateway with the project's own client: health SERVING,
+# an Ask that returns a cited answer, then the toy dataset through
+# `meshops eval run --target` (skipped while eval is not implemented).
+# $1 = URL (http://host:port), $2 = meshops binary, $3 = results folder.
+validate_gateway() {
+  local url="$1" bin="$2" results="$3" addr json
+  addr="${url#http://}"
+  log "validate $url: health"
+  wait_serving "$addr" "$bin" 60 || die "$url is not SERVING"
+  log "validate $url: Ask through meshops ask --target"
+  json="$("$bin" ask --target "$url" --json "What does the retriever agent do?")" \
+    || die "Ask through $url failed"
+  grep -q '"answer"' <<<"$json" || die "Ask through $url returned no answer: $json"
+  grep -q '"doc_id"' <<<"$json" || die "Ask through $url returned an answer without citations: $json"
+  mkdir -p "$results"
+  printf '%s\n' "$json" >"$results/smoke-ask.json"
+  log "validate $url: eval on eval/datasets/toy.jsonl through the gateway"
+  run_eval "$bin" eval run --dataset "$REPO_ROOT/eval/datasets/toy.jsonl" --target "$url" --out "$results/eval-toy"
+}
