@@ -309,10 +309,10 @@ fn workflows_validate_against_the_github_schema_and_only_call_scripts() {
 fn config_map_generator_lists_every_config_agent_and_prompt_file() {
     let k: Value = serde_yaml_ng::from_str(&read("k8s/base/kustomization.yaml")).unwrap();
     let mut listed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for gen in get(&k, "configMapGenerator").as_sequence().unwrap() {
-        let files = get(gen, "files").as_sequence().unwrap();
+    for generator in get(&k, "configMapGenerator").as_sequence().unwrap() {
+        let files = get(generator, "files").as_sequence().unwrap();
         listed.insert(
-            s(gen, "name").to_string(),
+            s(generator, "name").to_string(),
             files.iter().map(|f| f.as_str().unwrap().trim_start_matches("../../").to_string()).collect(),
         );
     }
@@ -530,8 +530,8 @@ fn no_secret_values_in_any_manifest() {
             for doc in yaml_docs(&std::fs::read_to_string(&p).unwrap()) {
                 let k = doc.get("kind").and_then(Value::as_str).unwrap_or("");
                 assert_ne!(k, "Secret", "{}: Secrets are created out of band, never committed", p.display());
-                let gen = doc.get("secretGenerator");
-                assert!(gen.is_none(), "{}: secretGenerator", p.display());
+                let generator = doc.get("secretGenerator");
+                assert!(generator.is_none(), "{}: secretGenerator", p.display());
             }
         }
     }
