@@ -95,9 +95,9 @@ fn named<'a>(docs: &'a [Value], k: &str, name: &str) -> &'a Value {
 /// ConfigMaps read ../../config etc. in place, hence LoadRestrictionsNone).
 fn render(rel: &str) -> Option<String> {
     let kubectl = require("kubectl", &format!("kustomize build k8s/{rel}"))?;
-    let out = run(Command::new(kubectl).args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"]).arg(
-        root().join("k8s").join(rel),
-    ));
+    let out = run(Command::new(kubectl)
+        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+        .arg(root().join("k8s").join(rel)));
     assert!(out.status.success(), "kustomize k8s/{rel} failed:\n{}", text(&out));
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -130,7 +130,7 @@ fn dockerfile_passes_hadolint_and_has_the_required_properties() {
     assert!(froms.len() >= 2, "multi-stage: {froms:?}");
     assert!(df.contains("ARG RUST_IMAGE=rust:1.95"), "builder is rust:1.95");
     assert!(froms[0].contains("AS builder"), "{froms:?}");
-    let has = |l: &str| lines.iter().any(|x| *x == l);
+    let has = |l: &str| lines.contains(&l);
     for required in [
         "USER 10001:10001",
         "EXPOSE 50051",
@@ -163,7 +163,8 @@ fn dockerfile_passes_hadolint_and_has_the_required_properties() {
 
     // .dockerignore: allow-list; nothing secret or large in the context.
     let ignore = read(".dockerignore");
-    let rules: Vec<&str> = ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let rules: Vec<&str> =
+        ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     assert_eq!(rules.first(), Some(&"*"), "deny everything first");
     for dir in ["src/", "proto/", "config/", "agents/", "prompts/", "corpus/"] {
         assert!(rules.contains(&format!("!{dir}").as_str()), ".dockerignore must allow {dir}");
@@ -271,7 +272,8 @@ fn workflows_validate_against_the_github_schema_and_only_call_scripts() {
         workflows.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["cd.yml", "ci.yml", "pr.yml"]);
     if let Some(cj) = require("check-jsonschema", "GitHub workflow schema") {
-        let out = run(Command::new(cj).args(["--builtin-schema", "vendor.github-workflows"]).args(&workflows));
+        let out =
+            run(Command::new(cj).args(["--builtin-schema", "vendor.github-workflows"]).args(&workflows));
         assert!(out.status.success(), "check-jsonschema (github-workflows):\n{}", text(&out));
     }
     for wf in &workflows {
@@ -316,7 +318,9 @@ fn config_map_generator_lists_every_config_agent_and_prompt_file() {
             files.iter().map(|f| f.as_str().unwrap().trim_start_matches("../../").to_string()).collect(),
         );
     }
-    for (map, dir) in [("meshops-config", "config"), ("meshops-agents", "agents"), ("meshops-prompts", "prompts")] {
+    for (map, dir) in
+        [("meshops-config", "config"), ("meshops-agents", "agents"), ("meshops-prompts", "prompts")]
+    {
         let mut on_disk = Vec::new();
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {
             let p = entry.unwrap().path();
@@ -486,12 +490,17 @@ fn rendered_overlays_have_grpc_probes_non_root_and_no_secret_values() {
         let dep = named(&docs, "Deployment", "meshops");
         assert_eq!(get(dep, "spec.replicas").as_u64(), Some(replicas), "{env}");
         let image = s(dep, "spec.template.spec.containers.0.image");
-        assert!(image.starts_with("ghcr.io/meshops/meshops:") && !image.ends_with(":latest"), "{env}: {image}");
+        assert!(
+            image.starts_with("ghcr.io/meshops/meshops:") && !image.ends_with(":latest"),
+            "{env}: {image}"
+        );
         check_gateway_deployment(dep, env);
         // ConfigMaps are generated (hashed names) and mounted.
         let maps: Vec<&str> = kind(&docs, "ConfigMap").iter().map(|d| s(d, "metadata.name")).collect();
         assert_eq!(maps.len(), 3, "{maps:?}");
-        let cfg = kind(&docs, "ConfigMap").into_iter().find(|d| s(d, "metadata.name").starts_with("meshops-config-"));
+        let cfg = kind(&docs, "ConfigMap")
+            .into_iter()
+            .find(|d| s(d, "metadata.name").starts_with("meshops-config-"));
         assert!(get(cfg.unwrap(), "data").get(format!("{env}.toml").as_str()).is_some());
         // The two Services: ClusterIP and headless, both on grpc 50051.
         let svc = named(&docs, "Service", "meshops");
@@ -505,7 +514,9 @@ fn rendered_overlays_have_grpc_probes_non_root_and_no_secret_values() {
         // HPA, PDB, NetworkPolicy, ServiceAccount are there and aimed right.
         let hpa = named(&docs, "HorizontalPodAutoscaler", "meshops");
         assert_eq!(s(hpa, "spec.scaleTargetRef.name"), "meshops");
-        assert!(get(hpa, "spec.minReplicas").as_u64().unwrap() <= get(hpa, "spec.maxReplicas").as_u64().unwrap());
+        assert!(
+            get(hpa, "spec.minReplicas").as_u64().unwrap() <= get(hpa, "spec.maxReplicas").as_u64().unwrap()
+        );
         let pdb = named(&docs, "PodDisruptionBudget", "meshops");
         assert_eq!(get(pdb, "spec.selector.matchLabels"), get(dep, "spec.selector.matchLabels"));
         let np = named(&docs, "NetworkPolicy", "meshops");
@@ -603,10 +614,15 @@ fn local_gateway_script_serves_ask_and_stops_on_sigterm() {
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let port = url.rsplit(':').next().unwrap().to_string();
 
-    let ask = run(Command::new(bin()).args(["ask", "--target", &url, "--json", "What does the retriever agent do?"]));
-    let stop = run(Command::new(&script)
-        .args(["stop", "--port", &port])
-        .env("MESHOPS_LOCAL_STATE", state.path()));
+    let ask = run(Command::new(bin()).args([
+        "ask",
+        "--target",
+        &url,
+        "--json",
+        "What does the retriever agent do?",
+    ]));
+    let stop =
+        run(Command::new(&script).args(["stop", "--port", &port]).env("MESHOPS_LOCAL_STATE", state.path()));
     assert!(ask.status.success(), "ask:\n{}", text(&ask));
     let answer: serde_json::Value = serde_json::from_slice(&ask.stdout).unwrap();
     assert!(!answer["answer"].as_str().unwrap().is_empty());
@@ -647,7 +663,8 @@ fn cd_build_validates_a_locally_started_gateway() {
 #[test]
 fn docs_cover_deployment() {
     let d = read("docs/deploy.md");
-    for topic in ["docker build", "scripts/k8s-render.sh", "bluegreen.sh", "ab.sh", "headless", "round_robin"] {
+    for topic in ["docker build", "scripts/k8s-render.sh", "bluegreen.sh", "ab.sh", "headless", "round_robin"]
+    {
         assert!(d.contains(topic), "docs/deploy.md does not mention {topic}");
     }
 }
