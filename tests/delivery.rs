@@ -668,3 +668,84 @@ fn docs_cover_deployment() {
         assert!(d.contains(topic), "docs/deploy.md does not mention {topic}");
     }
 }
+
+/// A stand-in for kubectl, enough for scripts/bluegreen.sh: it keeps the
+/// live Service's slot and previous-slot annotation in files, logs every
+/// call, and serves `port-forward svc/meshops-SLOT LOCAL:50051` by starting
+/// a real local gateway on LOCAL (so validation uses the real client).
+const FAKE_KUBECTL: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+state="$FAKE_STATE"
+echo "$*" >>"$state/calls"
+args=("$@")
+[[ "${args[0]}" == -n ]] && args=("${args[@]:2}")
+case "${args[0]} ${args[1]:-}" in
+  "get service")
+    [[ -f "$state/live" ]] || exit 1
+    case "$*" in
+      *previous-slot*) cat "$state/prev" 2>/dev/null || true ;;
+      *selector.slot*) cat "$state/live" ;;
+      *) echo "service/${args[2]}" ;;
+    esac ;;
+  "get deployment") echo "-" ;;
+  "patch service")
+    json="${args[*]: -1}"
+    slot="$(sed -E 's/.*"slot":"([a-z]+)".*/\1/' <<<"$json")"
+    if [[ "${args[2]}" == meshops ]]; then
+      prev="$(sed -E 's/.*previous-slot":"([a-z]*)".*/\1/' <<<"$json")"
+      echo "$prev" >"$state/prev"
+      echo "$slot" >"$state/live"
+    fi ;;
+  "port-forward "*)
+    local_port="${args[2]%%:*}"
+    exec env MESHOPS__RETRIEVAL__DATA_DIR="$state/data-$local_port" "$MESHOPS_BIN" serve --listen "127.0.0.1:$local_port" ;;
+  *) echo "fake kubectl: unsupported: $*" >&2; exit 3 ;;
+esac
+"#;
+
+#[test]
+fn bluegreen_switch_validates_through_the_client_then_moves_the_live_selector() {
+    let state = tempfile::tempdir().unwrap();
+    let kubectl = state.path().join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(state.path().join("live"), "blue\n").unwrap();
+    let bg = |args: &[&str]| {
+        run(Command::new(root().join("scripts/bluegreen.sh"))
+            .args(args)
+            .env("KUBECTL", &kubectl)
+            .env("FAKE_STATE", state.path())
+            .env("MESHOPS_BIN", bin())
+            .env_remove("MESHOPS_ENV")
+            .current_dir(root()))
+    };
+    let live = || std::fs::read_to_string(state.path().join("live")).unwrap().trim().to_string();
+
+    let out = bg(&["rollback"]);
+    assert!(!out.status.success() && text(&out).contains("no previous slot"), "{}", text(&out));
+    let out = bg(&["deploy", "blue", "img:1"]);
+    assert!(!out.status.success() && text(&out).contains("slot blue is live"), "{}", text(&out));
+    let out = bg(&["switch", "purple"]);
+    assert!(!out.status.success() && text(&out).contains("blue or green"), "{}", text(&out));
+
+    let out = bg(&["switch", "green"]);
+    assert!(out.status.success(), "switch green:\n{}", text(&out));
+    assert!(text(&out).contains("slot green validated"), "{}", text(&out));
+    assert_eq!(live(), "green");
+    let calls = std::fs::read_to_string(state.path().join("calls")).unwrap();
+    let forward = calls.find("port-forward svc/meshops-green").expect("validated through svc/meshops-green");
+    let patch = calls.find("patch service meshops ").expect("patched the live Service");
+    assert!(forward < patch, "validation must come before the switch:\n{calls}");
+    assert!(calls.contains("patch service meshops-headless"), "{calls}");
+
+    let out = bg(&["rollback"]);
+    assert!(out.status.success(), "rollback:\n{}", text(&out));
+    assert_eq!(live(), "blue");
+    let status = bg(&["status"]);
+    assert!(text(&status).contains("live slot:     blue"), "{}", text(&status));
+    assert!(text(&status).contains("previous slot: green"), "{}", text(&status));
+}
