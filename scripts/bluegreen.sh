@@ -67,16 +67,24 @@ ensure_live_services() {
   fi
 }
 
+# Port-forwards started by validate; stopped on return and on exit.
+PF_PIDS=()
+stop_port_forwards() {
+  local p
+  for p in "${PF_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  PF_PIDS=()
+}
+trap stop_port_forwards EXIT
+
 validate() {
-  local slot="$1" port pf_pid bin ok=0
+  local slot="$1" port bin ok=0
   check_slot "$slot"
   bin="$(meshops_bin debug)"
   port="$(free_port)"
   log "validating slot $slot: port-forward svc/meshops-$slot to 127.0.0.1:$port"
-  k port-forward "svc/meshops-$slot" "$port:50051" >/dev/null 2>&1 &
-  pf_pid=$!
-  # shellcheck disable=SC2064
-  trap "kill $pf_pid 2>/dev/null || true" RETURN
+  # Run kubectl itself in the background (not a function), so $! is its pid.
+  "$KUBECTL" -n "$NAMESPACE" port-forward "svc/meshops-$slot" "$port:50051" >/dev/null 2>&1 &
+  PF_PIDS+=("$!")
   if wait_serving "127.0.0.1:$port" "$bin" 60; then
     log "health SERVING; asking a question through the project's client"
     if "$bin" ask --target "http://127.0.0.1:$port" --json "What does the retriever agent do?" \
@@ -84,6 +92,7 @@ validate() {
       ok=1
     fi
   fi
+  stop_port_forwards
   (( ok == 1 )) || die "slot $slot failed validation (health or Ask through svc/meshops-$slot)"
   log "slot $slot validated"
 }
