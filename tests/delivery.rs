@@ -749,3 +749,46 @@ fn bluegreen_switch_validates_through_the_client_then_moves_the_live_selector() 
     assert!(text(&status).contains("live slot:     blue"), "{}", text(&status));
     assert!(text(&status).contains("previous slot: green"), "{}", text(&status));
 }
+
+/// scripts/ci-build.sh (with the test binary, eval skipped): a tarball
+/// whose inner SHA256SUMS verify, outer sums, and a CycloneDX SBOM.
+#[test]
+fn ci_build_packs_a_verifiable_tarball_and_an_sbom() {
+    if require("python3", "ci-build SBOM").is_none() || require("sha256sum", "ci-build sums").is_none() {
+        return;
+    }
+    let dist = tempfile::tempdir().unwrap();
+    let out = run(Command::new(root().join("scripts/ci-build.sh"))
+        .args(["--skip-eval", "--dist"])
+        .arg(dist.path())
+        .arg("--results")
+        .arg(dist.path().join("results"))
+        .env("MESHOPS_BIN", bin())
+        .env_remove("MESHOPS_ENV"));
+    assert!(out.status.success(), "ci-build.sh:\n{}", text(&out));
+    let sums = run(Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(dist.path()));
+    assert!(sums.status.success(), "{}", text(&sums));
+    let tarball = std::fs::read_dir(dist.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .expect("a tarball");
+    let unpack = tempfile::tempdir().unwrap();
+    let tar = run(Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(unpack.path()));
+    assert!(tar.status.success(), "{}", text(&tar));
+    let top = std::fs::read_dir(unpack.path()).unwrap().next().unwrap().unwrap().path();
+    for part in
+        ["bin/meshops", "config/meshops.toml", "agents/router.toml", "prompts/critic.prompty", "corpus"]
+    {
+        assert!(top.join(part).exists(), "tarball lacks {part}");
+    }
+    let inner = run(Command::new("sha256sum").args(["-c", "--quiet", "SHA256SUMS"]).current_dir(&top));
+    assert!(inner.status.success(), "{}", text(&inner));
+    let bom: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dist.path().join("meshops.cdx.json")).unwrap())
+            .unwrap();
+    assert_eq!(bom["bomFormat"], "CycloneDX");
+    let names: Vec<&str> =
+        bom["components"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    assert!(names.contains(&"tonic") && names.contains(&"actix"), "SBOM lacks the main dependencies");
+}
