@@ -25,7 +25,7 @@ else
 fi
 have python3 || die "python3 is required for the validators"
 log "pip install -r scripts/validators.txt"
-python3 -m pip install --quiet --disable-pip-version-check -r "$REPO_ROOT/scripts/validators.txt"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r "$REPO_ROOT/scripts/validators.txt"
 for tool in check-jsonschema kubernetes-validate hadolint shellcheck; do
   have "$tool" || die "$tool is not on PATH after installing (is pip's bin dir on PATH?)"
 done
