@@ -87,8 +87,10 @@ validate() {
   PF_PIDS+=("$!")
   if wait_serving "127.0.0.1:$port" "$bin" 60; then
     log "health SERVING; asking a question through the project's client"
-    if "$bin" ask --target "http://127.0.0.1:$port" --json "What does the retriever agent do?" \
-      | grep -q '"answer"'; then
+    local json
+    # Capture first: `| grep -q` would close the pipe early under pipefail.
+    if json="$("$bin" ask --target "http://127.0.0.1:$port" --json "What does the retriever agent do?")" \
+      && grep -q '"doc_id"' <<<"$json"; then
       ok=1
     fi
   fi
