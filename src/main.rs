@@ -237,6 +237,25 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `docker stop` and
+/// Kubernetes send); returns the signal's name.
+async fn shutdown_signal() -> Result<&'static str> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C").map(|()| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        Ok("SIGINT")
+    }
+}
+
 /// Sends `request` `n` times in sequence and prints latency percentiles.
 async fn repeat_latency(
     client: &mut GatewayClient<tonic::transport::Channel>,
@@ -282,17 +301,11 @@ async fn serve(cli: &Cli, listen: Option<String>) -> Result<()> {
         .with_context(|| format!("listen address `{}`", spec.settings.gateway.listen))?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
     let mut server = meshops::gateway::start(spec, listener).await?;
-    eprintln!("meshops gateway serving on {} (Ctrl-C to stop)", server.addr);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
+    eprintln!("meshops gateway serving on {} (Ctrl-C or SIGTERM to stop)", server.addr);
     let result = tokio::select! {
-        r = tokio::signal::ctrl_c() => {
-            r.context("waiting for Ctrl-C")?;
-            eprintln!("shutting down");
-            server.shutdown().await.map_err(anyhow::Error::from)
-        }
-        _ = term.recv() => {
-            eprintln!("SIGTERM: shutting down");
+        r = shutdown_signal() => {
+            let signal = r?;
+            eprintln!("{signal}: shutting down (health NOT_SERVING, draining in-flight calls)");
             server.shutdown().await.map_err(anyhow::Error::from)
         }
         r = server.wait() => r.map_err(anyhow::Error::from),

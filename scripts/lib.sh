@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Helpers shared by the delivery scripts. Sourced, not run:
+#   source "$(dirname "$0")/lib.sh"
+# shellcheck shell=bash
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT
+
+log() { printf '== %s\n' "$*" >&2; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# The cargo target dir (shared across worktrees when CARGO_TARGET_DIR is set).
+target_dir() { printf '%s\n' "${CARGO_TARGET_DIR:-$REPO_ROOT/target}"; }
+
+# Prints the path of a meshops binary: $MESHOPS_BIN if set, else builds the
+# given profile (debug|release, default debug) with cargo.
+meshops_bin() {
+  local profile="${1:-debug}"
+  if [[ -n "${MESHOPS_BIN:-}" ]]; then
+    [[ -x "$MESHOPS_BIN" ]] || die "MESHOPS_BIN=$MESHOPS_BIN is not an executable"
+    printf '%s\n' "$MESHOPS_BIN"
+    return
+  fi
+  have cargo || die "cargo not found; install Rust (https://rustup.rs) or set MESHOPS_BIN"
+  if [[ "$profile" == release ]]; then
+    (cd "$REPO_ROOT" && cargo build --quiet --release --locked --bin meshops) >&2
+  else
+    (cd "$REPO_ROOT" && cargo build --quiet --locked --bin meshops) >&2
+  fi
+  printf '%s/%s/meshops\n' "$(target_dir)" "$profile"
+}
+
+# Runs a `meshops eval …` command. While the evaluation harness is not built
+# (the command answers "not implemented yet", or does not know its flags yet)
+# it prints a SKIP line and returns 0, unless MESHOPS_REQUIRE_EVAL=1, which
+# turns the skip into a failure. Any other failure fails.
+export EVAL_SKIPPED=0
+run_eval() {
+  local out rc=0
+  out="$("$@" 2>&1)" || rc=$?
+  printf '%s\n' "$out" >&2
+  if (( rc == 0 )); then
+    return 0
+  fi
+  if grep -qE "not implemented yet|unexpected argument '--" <<<"$out"; then
+    if [[ "${MESHOPS_REQUIRE_EVAL:-0}" == 1 ]]; then
+      die "eval step failed (not implemented yet) and MESHOPS_REQUIRE_EVAL=1: $*"
+    fi
+    printf 'SKIP: "%s" is not implemented yet in this build; eval step skipped (set MESHOPS_REQUIRE_EVAL=1 to fail instead)\n' "${*:2}" >&2
+    EVAL_SKIPPED=1
+    return 0
+  fi
+  return "$rc"
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits until the gateway at HOST:PORT reports SERVING (grpcurl when
+# installed, else an Ask through the project's client). $1 = host:port,
+# $2 = meshops binary, $3 = timeout seconds.
+wait_serving() {
+  local addr="$1" bin="$2" timeout="${3:-120}" deadline
+  deadline=$(( $(date +%s) + timeout ))
+  while (( $(date +%s) < deadline )); do
+    if health_ok "$addr" "$bin"; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  return 1
+}
+
+# One health check of HOST:PORT; true when SERVING.
+health_ok() {
+  local addr="$1" bin="$2" out
+  if have grpcurl; then
+    out="$(grpcurl -plaintext -max-time 3 -d '{"service":"meshops.v1.Gateway"}' "$addr" grpc.health.v1.Health/Check 2>/dev/null)" || return 1
+    grep -q '"SERVING"' <<<"$out"
+  else
+    "$bin" ask --target "http://$addr" "What is meshops?" >/dev/null 2>&1
+  fi
+}
+
+# Validates a running gateway with the project's own client: health SERVING,
+# an Ask that returns a cited answer, then the toy dataset through
+# `meshops eval run --target` (skipped while eval is not implemented).
+# $1 = URL (http://host:port), $2 = meshops binary, $3 = results folder.
+validate_gateway() {
+  local url="$1" bin="$2" results="$3" addr json
+  addr="${url#http://}"
+  log "validate $url: health"
+  wait_serving "$addr" "$bin" 60 || die "$url is not SERVING"
+  log "validate $url: Ask through meshops ask --target"
+  json="$("$bin" ask --target "$url" --json "What does the retriever agent do?")" \
+    || die "Ask through $url failed"
+  grep -q '"answer"' <<<"$json" || die "Ask through $url returned no answer: $json"
+  grep -q '"doc_id"' <<<"$json" || die "Ask through $url returned an answer without citations: $json"
+  mkdir -p "$results"
+  printf '%s\n' "$json" >"$results/smoke-ask.json"
+  log "validate $url: eval on eval/datasets/toy.jsonl through the gateway"
+  run_eval "$bin" eval run --dataset "$REPO_ROOT/eval/datasets/toy.jsonl" --target "$url" --out "$results/eval-toy"
+}

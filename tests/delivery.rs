@@ -1,0 +1,803 @@
+//! Delivery: the Dockerfile, the Kustomize manifests, the GitHub workflows
+//! and the scripts, checked by real validators that run offline
+//! (hadolint, kubernetes-validate, check-jsonschema, shellcheck, kubectl's
+//! built-in kustomize) plus structural checks of the properties that matter.
+//! A validator that is not installed is skipped with a printed SKIP line;
+//! `.ci/run` installs them all (`scripts/validators.txt`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_yaml_ng::Value;
+
+fn root() -> PathBuf {
+    common::root()
+}
+
+/// The executable `name` on PATH, if any.
+fn tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Prints a SKIP line that `cargo test` shows even for passing tests (the
+/// test harness captures `println!`, not writes to the stderr handle).
+fn skip(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP {message}");
+}
+
+/// `tool(name)`, or prints why the check is skipped.
+fn require(name: &str, check: &str) -> Option<PathBuf> {
+    let found = tool(name);
+    if found.is_none() {
+        skip(&format!(
+            "{check}: `{name}` is not installed (pip install -r scripts/validators.txt, \
+             or run .ci/run)"
+        ));
+    }
+    found
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn files_in(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+fn yaml_docs(s: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(s)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
+    let mut cur = v;
+    for key in path.split('.') {
+        cur = match key.parse::<usize>() {
+            Ok(i) => cur.get(i),
+            Err(_) => cur.get(key),
+        }
+        .unwrap_or_else(|| panic!("missing `{path}` (at `{key}`) in {v:?}"));
+    }
+    cur
+}
+
+fn s<'a>(v: &'a Value, path: &str) -> &'a str {
+    get(v, path).as_str().unwrap_or_else(|| panic!("`{path}` is not a string"))
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d.get("kind").and_then(Value::as_str) == Some(kind)).collect()
+}
+
+fn named<'a>(docs: &'a [Value], k: &str, name: &str) -> &'a Value {
+    kind(docs, k)
+        .into_iter()
+        .find(|d| s(d, "metadata.name") == name)
+        .unwrap_or_else(|| panic!("no {k} {name}"))
+}
+
+/// Renders a folder of k8s/ with kubectl's built-in kustomize (the
+/// ConfigMaps read ../../config etc. in place, hence LoadRestrictionsNone).
+fn render(rel: &str) -> Option<String> {
+    let kubectl = require("kubectl", &format!("kustomize build k8s/{rel}"))?;
+    let out = run(Command::new(kubectl)
+        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+        .arg(root().join("k8s").join(rel)));
+    assert!(out.status.success(), "kustomize k8s/{rel} failed:\n{}", text(&out));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+const TARGETS: &[&str] = &[
+    "base",
+    "overlays/dev",
+    "overlays/qa",
+    "overlays/prod",
+    "bluegreen",
+    "bluegreen/blue",
+    "bluegreen/green",
+    "bluegreen/live",
+    "ab/overlays/dev",
+    "ab/overlays/qa",
+    "ab/overlays/prod",
+];
+
+// ---------------------------------------------------------------- Dockerfile
+
+#[test]
+fn dockerfile_passes_hadolint_and_has_the_required_properties() {
+    let df = read("Dockerfile");
+    if let Some(hadolint) = require("hadolint", "hadolint Dockerfile") {
+        let out = run(Command::new(hadolint).arg("Dockerfile").current_dir(root()));
+        assert!(out.status.success(), "hadolint:\n{}", text(&out));
+    }
+    let lines: Vec<&str> = df.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    let froms: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "multi-stage: {froms:?}");
+    assert!(df.contains("ARG RUST_IMAGE=rust:1.95"), "builder is rust:1.95");
+    assert!(froms[0].contains("AS builder"), "{froms:?}");
+    let has = |l: &str| lines.contains(&l);
+    for required in [
+        "USER 10001:10001",
+        "EXPOSE 50051",
+        "STOPSIGNAL SIGTERM",
+        "ENTRYPOINT [\"meshops\"]",
+        "CMD [\"serve\"]",
+        "COPY config /opt/meshops/config",
+        "COPY agents /opt/meshops/agents",
+        "COPY prompts /opt/meshops/prompts",
+        "COPY corpus /opt/meshops/corpus",
+        "VOLUME [\"/var/lib/meshops\"]",
+    ] {
+        assert!(has(required), "Dockerfile lacks `{required}`");
+    }
+    for env in [
+        "MESHOPS_ROOT=/opt/meshops",
+        "MESHOPS__GATEWAY__LISTEN=0.0.0.0:50051",
+        "MESHOPS__RETRIEVAL__DATA_DIR=/var/lib/meshops",
+    ] {
+        assert!(df.contains(env), "Dockerfile lacks ENV {env}");
+    }
+    // The last USER wins and must not be root.
+    let user = lines.iter().rev().find(|l| l.starts_with("USER ")).unwrap();
+    assert!(!user.contains("root") && !user.contains(" 0"), "{user}");
+    // Dependencies are built before the sources are copied (layer cache).
+    let deps = df.find("COPY Cargo.toml Cargo.lock").unwrap();
+    let src = df.find("COPY src ./src").unwrap();
+    assert!(deps < src);
+    assert!(df.contains("--locked"));
+
+    // .dockerignore: allow-list; nothing secret or large in the context.
+    let ignore = read(".dockerignore");
+    let rules: Vec<&str> =
+        ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    assert_eq!(rules.first(), Some(&"*"), "deny everything first");
+    for dir in ["src/", "proto/", "config/", "agents/", "prompts/", "corpus/"] {
+        assert!(rules.contains(&format!("!{dir}").as_str()), ".dockerignore must allow {dir}");
+    }
+    for never in ["!target", "!data", "!.git", "!eval/results"] {
+        assert!(!rules.iter().any(|r| r.starts_with(never)), ".dockerignore lets {never} in");
+    }
+}
+
+// ------------------------------------------------------------------- scripts
+
+fn scripts() -> Vec<PathBuf> {
+    files_in("scripts", "sh")
+}
+
+#[test]
+fn every_script_parses_passes_shellcheck_and_answers_help() {
+    let scripts = scripts();
+    for required in [
+        "pr-build.sh",
+        "ci-build.sh",
+        "cd-build.sh",
+        "local-gateway.sh",
+        "bluegreen.sh",
+        "ab.sh",
+        "k8s-render.sh",
+        "check.sh",
+    ] {
+        assert!(scripts.iter().any(|p| p.ends_with(required)), "scripts/{required} is missing");
+    }
+    for script in &scripts {
+        let name = script.file_name().unwrap().to_string_lossy().into_owned();
+        let body = std::fs::read_to_string(script).unwrap();
+        let out = run(Command::new("bash").arg("-n").arg(script));
+        assert!(out.status.success(), "bash -n {name}:\n{}", text(&out));
+        if name == "lib.sh" {
+            continue; // sourced, not run
+        }
+        assert!(body.starts_with("#!/usr/bin/env bash\n"), "{name}: shebang");
+        assert!(body.contains("set -euo pipefail"), "{name}: set -euo pipefail");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(script).unwrap().permissions().mode();
+            assert!(mode & 0o111 != 0, "{name} is not executable");
+        }
+        let out = run(Command::new(script).arg("--help").current_dir(root()));
+        assert!(out.status.success(), "{name} --help exited {:?}:\n{}", out.status, text(&out));
+        assert!(text(&out).contains("usage:"), "{name} --help prints no usage:\n{}", text(&out));
+        let out = run(Command::new(script).arg("--no-such-flag").current_dir(root()));
+        assert!(!out.status.success(), "{name} accepts an unknown flag");
+    }
+    if let Some(shellcheck) = require("shellcheck", "shellcheck scripts/*.sh") {
+        let out = run(Command::new(shellcheck).arg("-x").args(&scripts).arg(".ci/run").current_dir(root()));
+        assert!(out.status.success(), "shellcheck:\n{}", text(&out));
+    }
+}
+
+#[test]
+fn ab_weights_are_checked_before_anything_is_patched() {
+    let ab = root().join("scripts/ab.sh");
+    let ok = run(Command::new(&ab).args(["set-weights", "90", "10"]).env("DRY_RUN", "1"));
+    assert!(ok.status.success(), "{}", text(&ok));
+    let t = text(&ok);
+    assert!(t.contains("\"value\":90") && t.contains("\"value\":10") && t.contains("meshops-green"), "{t}");
+    for bad in [["x", "1"], ["0", "0"], ["1000001", "1"], ["-1", "5"]] {
+        let out = run(Command::new(&ab).arg("set-weights").args(bad).env("DRY_RUN", "1"));
+        assert!(!out.status.success(), "set-weights {bad:?} was accepted");
+    }
+}
+
+#[test]
+fn sbom_generator_writes_cyclonedx_from_cargo_metadata() {
+    let Some(python) = require("python3", "scripts/sbom-from-metadata.py") else { return };
+    let metadata = serde_json::json!({
+        "packages": [
+            {"id": "meshops 0.1.0", "name": "meshops", "version": "0.1.0", "license": "Apache-2.0"},
+            {"id": "serde 1.0.0", "name": "serde", "version": "1.0.0", "license": "MIT OR Apache-2.0"},
+        ],
+        "workspace_members": ["meshops 0.1.0"],
+        "resolve": {"nodes": [{"id": "meshops 0.1.0", "deps": [{"pkg": "serde 1.0.0"}]}]},
+    });
+    let mut child = Command::new(python)
+        .arg(root().join("scripts/sbom-from-metadata.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), metadata.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let bom: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(bom["bomFormat"], "CycloneDX");
+    assert_eq!(bom["metadata"]["component"]["name"], "meshops");
+    assert_eq!(bom["components"][0]["purl"], "pkg:cargo/serde@1.0.0");
+    assert_eq!(bom["dependencies"][0]["dependsOn"][0], "serde 1.0.0");
+}
+
+// ----------------------------------------------------------------- workflows
+
+#[test]
+fn workflows_validate_against_the_github_schema_and_only_call_scripts() {
+    let workflows = files_in(".github/workflows", "yml");
+    let names: Vec<String> =
+        workflows.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["cd.yml", "ci.yml", "pr.yml"]);
+    if let Some(cj) = require("check-jsonschema", "GitHub workflow schema") {
+        let out =
+            run(Command::new(cj).args(["--builtin-schema", "vendor.github-workflows"]).args(&workflows));
+        assert!(out.status.success(), "check-jsonschema (github-workflows):\n{}", text(&out));
+    }
+    for wf in &workflows {
+        let name = wf.file_name().unwrap().to_string_lossy().into_owned();
+        let doc: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(wf).unwrap()).unwrap();
+        let jobs = get(&doc, "jobs").as_mapping().unwrap();
+        assert!(!jobs.is_empty(), "{name}: no jobs");
+        for (job, spec) in jobs {
+            for step in get(spec, "steps").as_sequence().unwrap() {
+                if step.get("uses").is_some() {
+                    continue;
+                }
+                let cmd = s(step, "run").trim();
+                assert!(cmd.starts_with("scripts/"), "{name} {job:?}: step runs `{cmd}`, not a script");
+                assert!(!cmd.contains('\n'), "{name} {job:?}: one script per step: `{cmd}`");
+                assert!(!cmd.contains("${{"), "{name} {job:?}: pass expressions through env: `{cmd}`");
+                let script = cmd.split_whitespace().next().unwrap();
+                assert!(root().join(script).is_file(), "{name} {job:?}: {script} does not exist");
+            }
+        }
+    }
+    let pr = read(".github/workflows/pr.yml");
+    assert!(pr.contains("scripts/pr-build.sh") && pr.contains("pull_request"));
+    let ci = read(".github/workflows/ci.yml");
+    assert!(ci.contains("scripts/ci-build.sh") && ci.contains("scripts/cd-build.sh dev"));
+    let cd = read(".github/workflows/cd.yml");
+    assert!(cd.contains("scripts/cd-build.sh qa") && cd.contains("scripts/cd-build.sh prod"));
+}
+
+// --------------------------------------------------------------- kubernetes
+
+/// Every file researchers edit is in the base's configMapGenerator, and the
+/// folders are flat (a ConfigMap cannot hold sub-folders).
+#[test]
+fn config_map_generator_lists_every_config_agent_and_prompt_file() {
+    let k: Value = serde_yaml_ng::from_str(&read("k8s/base/kustomization.yaml")).unwrap();
+    let mut listed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for generator in get(&k, "configMapGenerator").as_sequence().unwrap() {
+        let files = get(generator, "files").as_sequence().unwrap();
+        listed.insert(
+            s(generator, "name").to_string(),
+            files.iter().map(|f| f.as_str().unwrap().trim_start_matches("../../").to_string()).collect(),
+        );
+    }
+    for (map, dir) in
+        [("meshops-config", "config"), ("meshops-agents", "agents"), ("meshops-prompts", "prompts")]
+    {
+        let mut on_disk = Vec::new();
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let p = entry.unwrap().path();
+            assert!(
+                !p.is_dir(),
+                "{} is a folder: a ConfigMap is flat; give it its own configMapGenerator and volume",
+                p.display()
+            );
+            on_disk.push(format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()));
+        }
+        on_disk.sort();
+        let mut got = listed.get(map).cloned().unwrap_or_default();
+        got.sort();
+        assert_eq!(got, on_disk, "k8s/base/kustomization.yaml {map} must list every file of {dir}/");
+    }
+}
+
+#[test]
+fn every_kustomization_renders_and_passes_kubernetes_validate_strict() {
+    let validator = require("kubernetes-validate", "kubernetes-validate --strict");
+    let dir = tempfile::tempdir().unwrap();
+    for target in TARGETS {
+        let Some(yaml) = render(target) else { return };
+        let docs = yaml_docs(&yaml);
+        assert!(!docs.is_empty(), "k8s/{target} renders nothing");
+        // GRPCRoute has no bundled schema; it has its own test below.
+        let core: Vec<&Value> = docs.iter().filter(|d| s(d, "kind") != "GRPCRoute").collect();
+        if core.is_empty() {
+            continue;
+        }
+        let file = dir.path().join(format!("{}.yaml", target.replace('/', "-")));
+        let body: Vec<String> = core.iter().map(|d| serde_yaml_ng::to_string(d).unwrap()).collect();
+        std::fs::write(&file, body.join("---\n")).unwrap();
+        if let Some(v) = &validator {
+            let out = run(Command::new(v).args(["--strict", "--kubernetes-version", "1.33.0"]).arg(&file));
+            assert!(out.status.success(), "kubernetes-validate k8s/{target}:\n{}", text(&out));
+            assert!(!text(&out).contains("WARN"), "kubernetes-validate k8s/{target}:\n{}", text(&out));
+        }
+    }
+}
+
+#[test]
+fn grpcroutes_pass_the_gateway_api_schema_and_split_by_weight() {
+    let schema = root().join("k8s/schemas/grpcroute-v1.json");
+    let expected = [("dev", 50, 50), ("qa", 80, 20), ("prod", 95, 5)];
+    let dir = tempfile::tempdir().unwrap();
+    for (env, a, b) in expected {
+        let Some(yaml) = render(&format!("ab/overlays/{env}")) else { return };
+        let docs = yaml_docs(&yaml);
+        let route = named(&docs, "GRPCRoute", "meshops");
+        assert_eq!(s(route, "metadata.namespace"), format!("meshops-{env}"));
+        if let Some(cj) = require("check-jsonschema", "GRPCRoute schema") {
+            let file = dir.path().join(format!("route-{env}.yaml"));
+            std::fs::write(&file, serde_yaml_ng::to_string(route).unwrap()).unwrap();
+            let out = run(Command::new(cj).arg("--schemafile").arg(&schema).arg(&file));
+            assert!(out.status.success(), "GRPCRoute {env}:\n{}", text(&out));
+        }
+        let rules = get(route, "spec.rules").as_sequence().unwrap();
+        // Forced routing by header, then the weighted split.
+        for (i, (arm, backend)) in [("a", "meshops-blue"), ("b", "meshops-green")].into_iter().enumerate() {
+            let header = get(&rules[i], "matches.0.headers.0");
+            assert_eq!((s(header, "name"), s(header, "value")), ("x-meshops-arm", arm));
+            assert_eq!(s(&rules[i], "backendRefs.0.name"), backend);
+            assert_eq!(get(&rules[i], "backendRefs").as_sequence().unwrap().len(), 1);
+        }
+        let split = get(&rules[2], "backendRefs").as_sequence().unwrap();
+        let weights: Vec<(&str, u64)> =
+            split.iter().map(|r| (s(r, "name"), get(r, "weight").as_u64().unwrap())).collect();
+        assert_eq!(weights, [("meshops-blue", a), ("meshops-green", b)], "{env}");
+        for r in split {
+            assert_eq!(get(r, "port").as_u64(), Some(50051));
+        }
+    }
+    // The schema catches what the API server would reject.
+    if let Some(cj) = tool("check-jsonschema") {
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: x}\n\
+             spec:\n  rules:\n    - backendRefs:\n        - {name: a, port: 50051, weight: -1}\n",
+        )
+        .unwrap();
+        let out = run(Command::new(cj).arg("--schemafile").arg(&schema).arg(&bad));
+        assert!(!out.status.success(), "a negative weight passed the schema");
+    }
+}
+
+/// The longest request any environment allows, in seconds.
+fn longest_request_s(env: &str) -> u64 {
+    let ms = |file: &str| -> Option<u64> {
+        let t: toml::Value = toml::from_str(&read(file)).unwrap();
+        t.get("gateway")?.get("request_timeout_ms")?.as_integer().map(|v| v as u64)
+    };
+    let ms = ms(&format!("config/{env}.toml")).or_else(|| ms("config/meshops.toml")).unwrap();
+    ms.div_ceil(1000)
+}
+
+fn check_gateway_deployment(dep: &Value, env: &str) {
+    let pod = get(dep, "spec.template.spec");
+    let c = get(pod, "containers.0");
+    let name = s(dep, "metadata.name");
+    // Probes: native gRPC health on 50051.
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let p = get(c, probe);
+        assert_eq!(get(p, "grpc.port").as_u64(), Some(50051), "{name} {probe}");
+        let service = p.get("grpc").and_then(|g| g.get("service")).and_then(Value::as_str).unwrap_or("");
+        assert!(["", "meshops.v1.Gateway"].contains(&service), "{name} {probe} service {service}");
+        assert!(p.get("httpGet").is_none() && p.get("exec").is_none() && p.get("tcpSocket").is_none());
+    }
+    // Non-root, read-only root filesystem, no capabilities.
+    assert_eq!(get(pod, "securityContext.runAsNonRoot").as_bool(), Some(true), "{name}");
+    assert_ne!(get(pod, "securityContext.runAsUser").as_u64(), Some(0), "{name}");
+    let sc = get(c, "securityContext");
+    assert_eq!(get(sc, "runAsNonRoot").as_bool(), Some(true), "{name}");
+    assert_eq!(get(sc, "readOnlyRootFilesystem").as_bool(), Some(true), "{name}");
+    assert_eq!(get(sc, "allowPrivilegeEscalation").as_bool(), Some(false), "{name}");
+    assert_eq!(s(sc, "capabilities.drop.0"), "ALL", "{name}");
+    // The data dir is a volume (writable with a read-only root).
+    let mounts = get(c, "volumeMounts").as_sequence().unwrap();
+    let data = mounts.iter().find(|m| s(m, "mountPath") == "/var/lib/meshops").expect("data mount");
+    let vol = get(pod, "volumes")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| s(v, "name") == s(data, "name"))
+        .expect("data volume");
+    assert!(vol.get("emptyDir").is_some() || vol.get("persistentVolumeClaim").is_some());
+    for dir in ["config", "agents", "prompts"] {
+        let m = mounts.iter().find(|m| s(m, "mountPath") == format!("/opt/meshops/{dir}")).expect(dir);
+        assert_eq!(get(m, "readOnly").as_bool(), Some(true));
+    }
+    // Resources set.
+    for r in ["requests.cpu", "requests.memory", "limits.cpu", "limits.memory"] {
+        get(c, &format!("resources.{r}"));
+    }
+    // Env: MESHOPS_ENV matches an overlay file; keys only from Secrets.
+    let envs = get(c, "env").as_sequence().unwrap();
+    let value_of = |n: &str| envs.iter().find(|e| s(e, "name") == n).and_then(|e| e.get("value"));
+    assert_eq!(value_of("MESHOPS_ENV").and_then(Value::as_str), Some(env), "{name}");
+    assert!(root().join(format!("config/{env}.toml")).is_file());
+    assert_eq!(value_of("MESHOPS__GATEWAY__LISTEN").and_then(Value::as_str), Some("0.0.0.0:50051"));
+    for e in envs {
+        let n = s(e, "name").to_ascii_uppercase();
+        if ["KEY", "TOKEN", "SECRET", "PASSWORD"].iter().any(|w| n.contains(w)) {
+            assert!(e.get("value").is_none(), "{name}: {n} has a literal value");
+            get(e, "valueFrom.secretKeyRef.name");
+        }
+    }
+    // Drain: preStop sleep + the longest request fit in the grace period.
+    let grace = get(pod, "terminationGracePeriodSeconds").as_u64().unwrap();
+    let pre_stop = get(c, "lifecycle.preStop.sleep.seconds").as_u64().unwrap();
+    let longest = longest_request_s(env);
+    assert!(grace >= pre_stop + longest, "{name}: grace {grace}s < preStop {pre_stop}s + request {longest}s");
+    assert_eq!(s(pod, "serviceAccountName"), name, "each Deployment runs as its own ServiceAccount");
+}
+
+#[test]
+fn rendered_overlays_have_grpc_probes_non_root_and_no_secret_values() {
+    let expected = [("dev", 1), ("qa", 2), ("prod", 3)];
+    for (env, replicas) in expected {
+        let Some(yaml) = render(&format!("overlays/{env}")) else { return };
+        let docs = yaml_docs(&yaml);
+        assert!(kind(&docs, "Secret").is_empty(), "{env}: a Secret in the manifests");
+        for d in &docs {
+            assert_eq!(s(d, "metadata.namespace"), format!("meshops-{env}"), "{env}: {d:?}");
+        }
+        let dep = named(&docs, "Deployment", "meshops");
+        assert_eq!(get(dep, "spec.replicas").as_u64(), Some(replicas), "{env}");
+        let image = s(dep, "spec.template.spec.containers.0.image");
+        assert!(
+            image.starts_with("ghcr.io/meshops/meshops:") && !image.ends_with(":latest"),
+            "{env}: {image}"
+        );
+        check_gateway_deployment(dep, env);
+        // ConfigMaps are generated (hashed names) and mounted.
+        let maps: Vec<&str> = kind(&docs, "ConfigMap").iter().map(|d| s(d, "metadata.name")).collect();
+        assert_eq!(maps.len(), 3, "{maps:?}");
+        let cfg = kind(&docs, "ConfigMap")
+            .into_iter()
+            .find(|d| s(d, "metadata.name").starts_with("meshops-config-"));
+        assert!(get(cfg.unwrap(), "data").get(format!("{env}.toml").as_str()).is_some());
+        // The two Services: ClusterIP and headless, both on grpc 50051.
+        let svc = named(&docs, "Service", "meshops");
+        assert_eq!(s(svc, "spec.type"), "ClusterIP");
+        let headless = named(&docs, "Service", "meshops-headless");
+        assert_eq!(s(headless, "spec.clusterIP"), "None");
+        for sv in [svc, headless] {
+            assert_eq!(get(sv, "spec.ports.0.port").as_u64(), Some(50051));
+            assert_eq!(get(sv, "spec.selector"), get(dep, "spec.selector.matchLabels"));
+        }
+        // HPA, PDB, NetworkPolicy, ServiceAccount are there and aimed right.
+        let hpa = named(&docs, "HorizontalPodAutoscaler", "meshops");
+        assert_eq!(s(hpa, "spec.scaleTargetRef.name"), "meshops");
+        assert!(
+            get(hpa, "spec.minReplicas").as_u64().unwrap() <= get(hpa, "spec.maxReplicas").as_u64().unwrap()
+        );
+        let pdb = named(&docs, "PodDisruptionBudget", "meshops");
+        assert_eq!(get(pdb, "spec.selector.matchLabels"), get(dep, "spec.selector.matchLabels"));
+        let np = named(&docs, "NetworkPolicy", "meshops");
+        assert_eq!(get(np, "spec.ingress.0.ports.0.port").as_u64(), Some(50051));
+        named(&docs, "ServiceAccount", "meshops");
+    }
+}
+
+#[test]
+fn no_secret_values_in_any_manifest() {
+    let mut stack = vec![root().join("k8s")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "yaml") {
+                continue;
+            }
+            for doc in yaml_docs(&std::fs::read_to_string(&p).unwrap()) {
+                let k = doc.get("kind").and_then(Value::as_str).unwrap_or("");
+                assert_ne!(k, "Secret", "{}: Secrets are created out of band, never committed", p.display());
+                let generator = doc.get("secretGenerator");
+                assert!(generator.is_none(), "{}: secretGenerator", p.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn blue_green_slots_are_separate_and_the_live_service_picks_one() {
+    let Some(yaml) = render("bluegreen") else { return };
+    let docs = yaml_docs(&yaml);
+    for slot in ["blue", "green"] {
+        let dep = named(&docs, "Deployment", &format!("meshops-{slot}"));
+        assert_eq!(s(dep, "spec.selector.matchLabels.slot"), slot);
+        assert_eq!(s(dep, "spec.template.metadata.labels.slot"), slot);
+        check_gateway_deployment(dep, "prod");
+        let own = named(&docs, "Service", &format!("meshops-{slot}"));
+        assert_eq!(s(own, "spec.selector.slot"), slot);
+        let hpa = named(&docs, "HorizontalPodAutoscaler", &format!("meshops-{slot}"));
+        assert_eq!(s(hpa, "spec.scaleTargetRef.name"), format!("meshops-{slot}"));
+        // Each slot mounts its own ConfigMaps.
+        let vols = get(dep, "spec.template.spec.volumes").as_sequence().unwrap();
+        let cfg = vols.iter().find(|v| s(v, "name") == "config").unwrap();
+        assert!(s(cfg, "configMap.name").starts_with(&format!("meshops-config-{slot}-")));
+    }
+    for live in ["meshops", "meshops-headless"] {
+        let svc = named(&docs, "Service", live);
+        assert_eq!(s(svc, "metadata.namespace"), "meshops-prod");
+        assert_eq!(s(svc, "spec.selector.slot"), "blue", "{live}: the bootstrap live slot");
+        assert_eq!(label(svc, "spec.selector", "app.kubernetes.io/name"), "meshops");
+    }
+    let script = read("scripts/bluegreen.sh");
+    assert!(script.contains("validate \"$slot\"") && script.contains("previous-slot"));
+}
+
+/// `get` splits on dots; label keys contain dots, so look them up directly.
+fn label<'a>(v: &'a Value, map_path: &str, key: &str) -> &'a str {
+    get(v, map_path).get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("no {key} in {map_path}"))
+}
+
+#[test]
+fn live_services_select_by_app_label() {
+    let Some(yaml) = render("bluegreen/live") else { return };
+    let docs = yaml_docs(&yaml);
+    for svc in kind(&docs, "Service") {
+        assert_eq!(label(svc, "spec.selector", "app.kubernetes.io/name"), "meshops");
+        assert_eq!(label(svc, "spec.selector", "app.kubernetes.io/component"), "gateway");
+    }
+}
+
+// ------------------------------------------------------------- end to end
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_meshops")
+}
+
+/// scripts/local-gateway.sh starts the real binary, waits for SERVING,
+/// prints the URL; `meshops ask --target` gets a cited answer; `stop`
+/// drains on SIGTERM.
+#[test]
+fn local_gateway_script_serves_ask_and_stops_on_sigterm() {
+    let state = tempfile::tempdir().unwrap();
+    let script = root().join("scripts/local-gateway.sh");
+    let start = run(Command::new(&script)
+        .args(["start", "--port", "0", "--timeout", "240"])
+        .env("MESHOPS_BIN", bin())
+        .env("MESHOPS_LOCAL_STATE", state.path())
+        .env_remove("MESHOPS_ENV"));
+    assert!(start.status.success(), "local-gateway start:\n{}", text(&start));
+    let url = String::from_utf8_lossy(&start.stdout).trim().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let port = url.rsplit(':').next().unwrap().to_string();
+
+    let ask = run(Command::new(bin()).args([
+        "ask",
+        "--target",
+        &url,
+        "--json",
+        "What does the retriever agent do?",
+    ]));
+    let stop =
+        run(Command::new(&script).args(["stop", "--port", &port]).env("MESHOPS_LOCAL_STATE", state.path()));
+    assert!(ask.status.success(), "ask:\n{}", text(&ask));
+    let answer: serde_json::Value = serde_json::from_slice(&ask.stdout).unwrap();
+    assert!(!answer["answer"].as_str().unwrap().is_empty());
+    assert!(!answer["citations"].as_array().unwrap().is_empty(), "{answer}");
+    assert!(stop.status.success(), "local-gateway stop:\n{}", text(&stop));
+    let log = std::fs::read_to_string(state.path().join("gateway.log")).unwrap();
+    assert!(log.contains("SIGTERM: shutting down"), "no graceful SIGTERM shutdown in the log:\n{log}");
+}
+
+/// scripts/cd-build.sh local: the same validation a deployment gets
+/// (health, Ask through the project's client, eval through the gateway),
+/// against a locally started gateway.
+#[test]
+fn cd_build_validates_a_locally_started_gateway() {
+    let state = tempfile::tempdir().unwrap();
+    let results = state.path().join("results");
+    let out = run(Command::new(root().join("scripts/cd-build.sh"))
+        .arg("local")
+        .env("MESHOPS_BIN", bin())
+        .env("RESULTS", &results)
+        .env("TMPDIR", state.path())
+        .env_remove("MESHOPS_ENV")
+        .env_remove("MESHOPS_REQUIRE_EVAL"));
+    let t = text(&out);
+    assert!(out.status.success(), "cd-build.sh local:\n{t}");
+    assert!(t.contains("CD local done"), "{t}");
+    let smoke: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("smoke-ask.json")).unwrap()).unwrap();
+    assert!(!smoke["citations"].as_array().unwrap().is_empty());
+    if t.contains("SKIP:") {
+        skip(
+            "eval through the gateway (cd_build_validates_a_locally_started_gateway): `meshops eval run` is not implemented yet in this build",
+        );
+        assert!(t.contains("not implemented yet"), "{t}");
+    } else {
+        assert!(results.join("eval-toy").exists(), "{t}");
+    }
+}
+
+#[test]
+fn docs_cover_deployment() {
+    let d = read("docs/deploy.md");
+    for topic in ["docker build", "scripts/k8s-render.sh", "bluegreen.sh", "ab.sh", "headless", "round_robin"]
+    {
+        assert!(d.contains(topic), "docs/deploy.md does not mention {topic}");
+    }
+}
+
+/// A stand-in for kubectl, enough for scripts/bluegreen.sh: it keeps the
+/// live Service's slot and previous-slot annotation in files, logs every
+/// call, and serves `port-forward svc/meshops-SLOT LOCAL:50051` by starting
+/// a real local gateway on LOCAL (so validation uses the real client).
+const FAKE_KUBECTL: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+state="$FAKE_STATE"
+echo "$*" >>"$state/calls"
+args=("$@")
+[[ "${args[0]}" == -n ]] && args=("${args[@]:2}")
+case "${args[0]} ${args[1]:-}" in
+  "get service")
+    [[ -f "$state/live" ]] || exit 1
+    case "$*" in
+      *previous-slot*) cat "$state/prev" 2>/dev/null || true ;;
+      *selector.slot*) cat "$state/live" ;;
+      *) echo "service/${args[2]}" ;;
+    esac ;;
+  "get deployment") echo "-" ;;
+  "patch service")
+    json="${args[*]: -1}"
+    slot="$(sed -E 's/.*"slot":"([a-z]+)".*/\1/' <<<"$json")"
+    if [[ "${args[2]}" == meshops ]]; then
+      prev="$(sed -E 's/.*previous-slot":"([a-z]*)".*/\1/' <<<"$json")"
+      echo "$prev" >"$state/prev"
+      echo "$slot" >"$state/live"
+    fi ;;
+  "port-forward "*)
+    local_port="${args[2]%%:*}"
+    exec env MESHOPS__RETRIEVAL__DATA_DIR="$state/data-$local_port" "$MESHOPS_BIN" serve --listen "127.0.0.1:$local_port" ;;
+  *) echo "fake kubectl: unsupported: $*" >&2; exit 3 ;;
+esac
+"#;
+
+#[test]
+fn bluegreen_switch_validates_through_the_client_then_moves_the_live_selector() {
+    let state = tempfile::tempdir().unwrap();
+    let kubectl = state.path().join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(state.path().join("live"), "blue\n").unwrap();
+    let bg = |args: &[&str]| {
+        run(Command::new(root().join("scripts/bluegreen.sh"))
+            .args(args)
+            .env("KUBECTL", &kubectl)
+            .env("FAKE_STATE", state.path())
+            .env("MESHOPS_BIN", bin())
+            .env_remove("MESHOPS_ENV")
+            .current_dir(root()))
+    };
+    let live = || std::fs::read_to_string(state.path().join("live")).unwrap().trim().to_string();
+
+    let out = bg(&["rollback"]);
+    assert!(!out.status.success() && text(&out).contains("no previous slot"), "{}", text(&out));
+    let out = bg(&["deploy", "blue", "img:1"]);
+    assert!(!out.status.success() && text(&out).contains("slot blue is live"), "{}", text(&out));
+    let out = bg(&["switch", "purple"]);
+    assert!(!out.status.success() && text(&out).contains("blue or green"), "{}", text(&out));
+
+    let out = bg(&["switch", "green"]);
+    assert!(out.status.success(), "switch green:\n{}", text(&out));
+    assert!(text(&out).contains("slot green validated"), "{}", text(&out));
+    assert_eq!(live(), "green");
+    let calls = std::fs::read_to_string(state.path().join("calls")).unwrap();
+    let forward = calls.find("port-forward svc/meshops-green").expect("validated through svc/meshops-green");
+    let patch = calls.find("patch service meshops ").expect("patched the live Service");
+    assert!(forward < patch, "validation must come before the switch:\n{calls}");
+    assert!(calls.contains("patch service meshops-headless"), "{calls}");
+
+    let out = bg(&["rollback"]);
+    assert!(out.status.success(), "rollback:\n{}", text(&out));
+    assert_eq!(live(), "blue");
+    let status = bg(&["status"]);
+    assert!(text(&status).contains("live slot:     blue"), "{}", text(&status));
+    assert!(text(&status).contains("previous slot: green"), "{}", text(&status));
+}
+
+/// scripts/ci-build.sh (with the test binary, eval skipped): a tarball
+/// whose inner SHA256SUMS verify, outer sums, and a CycloneDX SBOM.
+#[test]
+fn ci_build_packs_a_verifiable_tarball_and_an_sbom() {
+    if require("python3", "ci-build SBOM").is_none() || require("sha256sum", "ci-build sums").is_none() {
+        return;
+    }
+    let dist = tempfile::tempdir().unwrap();
+    let out = run(Command::new(root().join("scripts/ci-build.sh"))
+        .args(["--skip-eval", "--dist"])
+        .arg(dist.path())
+        .arg("--results")
+        .arg(dist.path().join("results"))
+        .env("MESHOPS_BIN", bin())
+        .env_remove("MESHOPS_ENV"));
+    assert!(out.status.success(), "ci-build.sh:\n{}", text(&out));
+    let sums = run(Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(dist.path()));
+    assert!(sums.status.success(), "{}", text(&sums));
+    let tarball = std::fs::read_dir(dist.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .expect("a tarball");
+    let unpack = tempfile::tempdir().unwrap();
+    let tar = run(Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(unpack.path()));
+    assert!(tar.status.success(), "{}", text(&tar));
+    let top = std::fs::read_dir(unpack.path()).unwrap().next().unwrap().unwrap().path();
+    for part in
+        ["bin/meshops", "config/meshops.toml", "agents/router.toml", "prompts/critic.prompty", "corpus"]
+    {
+        assert!(top.join(part).exists(), "tarball lacks {part}");
+    }
+    let inner = run(Command::new("sha256sum").args(["-c", "--quiet", "SHA256SUMS"]).current_dir(&top));
+    assert!(inner.status.success(), "{}", text(&inner));
+    let bom: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dist.path().join("meshops.cdx.json")).unwrap())
+            .unwrap();
+    assert_eq!(bom["bomFormat"], "CycloneDX");
+    let names: Vec<&str> =
+        bom["components"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    assert!(names.contains(&"tonic") && names.contains(&"actix"), "SBOM lacks the main dependencies");
+}
