@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 #[test]
 fn collector_pipelines_reference_defined_components() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/k8s/observability/otel-collector-config.yaml");
+    // Run-time root: see tests/common/mod.rs.
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let path = format!("{root}/k8s/observability/otel-collector-config.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     let names = |section: &str| -> BTreeSet<String> {

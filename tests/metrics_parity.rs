@@ -11,7 +11,14 @@ use meshops::eval::metrics::{self, ScoreInput};
 use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-9;
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/metrics");
+/// The test data folder, found at run time (a test binary reused from a
+/// shared target dir may have been built in another checkout).
+fn data_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+        .join("tests/data/metrics")
+}
 
 fn strings(v: Option<&Value>) -> Option<Vec<String>> {
     v?.as_array()?.iter().map(|s| s.as_str().map(str::to_string)).collect()
@@ -19,7 +26,7 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
 
 #[test]
 fn every_metric_matches_the_reference_values() {
-    let path = format!("{DATA}/parity.jsonl");
+    let path = data_dir().join("parity.jsonl").display().to_string();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut mismatches = Vec::new();
     let mut checked = 0usize;
@@ -81,7 +88,7 @@ fn every_metric_matches_the_reference_values() {
 
 #[test]
 fn porter_stemmer_matches_nltk_word_by_word() {
-    let path = format!("{DATA}/porter.tsv");
+    let path = data_dir().join("porter.tsv").display().to_string();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut mismatches = Vec::new();
     let mut words = 0usize;

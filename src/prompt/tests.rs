@@ -9,7 +9,12 @@ use super::*;
 use crate::llm::Role;
 
 fn data(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/prompty").join(file)
+    // Run time first: a reused test binary may come from another checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+        .join("tests/data/prompty")
+        .join(file)
 }
 
 fn load(file: &str) -> Prompty {

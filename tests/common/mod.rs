@@ -9,8 +9,13 @@ use meshops::gateway::{Overrides, ServerHandle};
 use meshops::proto::gateway_client::GatewayClient;
 use tonic::transport::Channel;
 
+/// The package root. Read at run time: a test binary may be reused from a
+/// shared target dir built in another checkout of the same sources, and the
+/// compile-time value would then point at that other checkout.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
 
 /// The shipped spec (files only, no env overlay) with its data dir moved
