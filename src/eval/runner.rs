@@ -275,7 +275,9 @@ pub fn read_outputs(path: &Path) -> Result<Vec<OutputRecord>, EvalError> {
 }
 
 enum Driver {
-    Mesh(MeshHandle),
+    /// The mesh and a handle on its store, kept to see when the mesh has
+    /// let go of it.
+    Mesh(MeshHandle, crate::retrieval::SharedStore),
     Grpc(crate::proto::gateway_client::GatewayClient<tonic::transport::Channel>),
 }
 
@@ -284,7 +286,7 @@ impl Driver {
         let variant_opt = (variant != BASE_VARIANT).then(|| variant.to_string());
         let session_id = format!("eval-{}-{repeat}", row.id);
         match self {
-            Driver::Mesh(mesh) => {
+            Driver::Mesh(mesh, _) => {
                 let cancel = CancellationToken::new();
                 let ask = Ask {
                     input: AskInput {
@@ -519,10 +521,11 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
         let bar = progress_bar(opts.progress, todo.len() as u64);
         let errors = AtomicU64::new(0);
         let cap = opts.max_cost_usd;
-        let stream = futures::stream::iter(todo.into_iter().map(|(key, row)| {
-            let driver = driver.clone();
-            let meter = meter.clone();
-            let hash = hash.clone();
+        let (d, m, h) = (driver.clone(), meter.clone(), hash.clone());
+        let stream = futures::stream::iter(todo.into_iter().map(move |(key, row)| {
+            let driver = d.clone();
+            let meter = m.clone();
+            let hash = h.clone();
             async move {
                 // Checked when the row is scheduled (buffer_unordered polls
                 // a future first when a slot frees), so no new row starts
@@ -538,7 +541,7 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             }
         }))
         .buffer_unordered(opts.concurrency.max(1));
-        futures::pin_mut!(stream);
+        let mut stream = Box::pin(stream);
         while let Some(done) = stream.next().await {
             bar.inc(1);
             let Some(rec) = done else {
@@ -557,12 +560,12 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             latest.insert(rec.key(), rec);
         }
         bar.finish_and_clear();
+        // Drops the futures' clones of the driver so it can be shut down.
         drop(stream);
-        if let Ok(driver) = Arc::try_unwrap(driver) {
-            if let Driver::Mesh(mesh) = driver {
-                // Joining the mesh thread blocks; keep it off the runtime.
-                let _ = tokio::task::spawn_blocking(move || mesh.shutdown()).await;
-            }
+        if let Ok(Driver::Mesh(mesh, store)) = Arc::try_unwrap(driver) {
+            // Joining the mesh thread blocks; keep it off the runtime.
+            let _ = tokio::task::spawn_blocking(move || mesh.shutdown()).await;
+            release(store).await;
         }
     } else if !todo.is_empty() {
         cut_short = true;
@@ -599,14 +602,30 @@ async fn start_driver(spec: &MeshSpec, opts: &RunOptions) -> Result<Driver, Eval
     crate::gateway::server::ingest_if_empty(spec, &store, &embedder)
         .await
         .map_err(|e| startup(e.to_string()))?;
-    let mut resources = Resources::build(spec, store, embedder).map_err(|e| startup(e.to_string()))?;
+    let mut resources =
+        Resources::build(spec, store.clone(), embedder).map_err(|e| startup(e.to_string()))?;
     resources.models.extend(opts.model_overrides.clone());
     let spec = Arc::new(spec.clone());
     let mesh = tokio::task::spawn_blocking(move || MeshHandle::start(spec, resources))
         .await
         .map_err(|e| startup(e.to_string()))?
         .map_err(|e| startup(e.to_string()))?;
-    Ok(Driver::Mesh(mesh))
+    Ok(Driver::Mesh(mesh, store))
+}
+
+/// Waits (up to 5 s) until the stopped mesh's worker arbiters have dropped
+/// their agents' store handles: the embedded store locks its files, and a
+/// second run in the same process (a resume, a test) must be able to open
+/// it again.
+async fn release(store: crate::retrieval::SharedStore) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&store) > 1 {
+        tracing::warn!("the mesh still holds the store after shutdown");
+    }
+    drop(store);
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
