@@ -54,10 +54,10 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// A uniform index below `n` (`n > 0`); the multiply-shift keeps the
-    /// bias negligible for the sizes a dataset has.
+    /// A uniform index below `n` (`n > 0`); Lemire's multiply-shift in
+    /// 128 bits cannot overflow and its bias is negligible for dataset sizes.
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
     }
 }
 
