@@ -272,4 +272,33 @@ async fn bad_datasets_are_errors_naming_file_and_line() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("duplicate row id"), "{err}");
+
+    let mut o = RunOptions::new(dataset("toy.jsonl"), dir.path().join("out"));
+    o.metrics = vec!["latency_ms".into(), "f2".into()];
+    let err = runner::run(common::spec(dir.path()), o).await.unwrap_err().to_string();
+    assert!(err.contains("f2"), "a misspelt metric names itself: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_row_runs_again_under_its_old_id() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds.jsonl");
+    let out = dir.path().join("out");
+    std::fs::write(
+        &ds,
+        "{\"id\": \"a\", \"query\": \"hello\"}\n{\"id\": \"b\", \"query\": \"What is meshops?\"}\n",
+    )
+    .unwrap();
+    let r = runner::run(common::spec(data.path()), RunOptions::new(&ds, &out)).await.unwrap();
+    assert_eq!(r.attempted, 2);
+    std::fs::write(
+        &ds,
+        "{\"id\": \"a\", \"query\": \"hi there\"}\n{\"id\": \"b\", \"query\": \"What is meshops?\"}\n",
+    )
+    .unwrap();
+    let r = runner::run(common::spec(data.path()), RunOptions::new(&ds, &out)).await.unwrap();
+    assert_eq!((r.attempted, r.summary.counts.skipped), (1, 1));
+    let a = outputs(&out).into_iter().filter(|o| o.id == "a").last().unwrap();
+    assert_eq!(a.query, "hi there");
 }

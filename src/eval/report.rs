@@ -170,7 +170,8 @@ pub fn score(
         relevant_doc_ids: row.and_then(|r| r.relevant_doc_ids.clone()),
     };
     for name in metrics {
-        if unavailable.contains(name) {
+        // The harness's own metrics are always there; asking for them is fine.
+        if unavailable.contains(name) || OWN_METRICS.contains(&name.as_str()) {
             continue;
         }
         match compute(name, &input) {
@@ -354,14 +355,18 @@ fn cost_text(c: &Cost) -> String {
     }
 }
 
-/// Escapes text for a Markdown table cell (and, since the HTML report
-/// embeds the Markdown, for HTML).
+/// Fits text into a Markdown table cell: shortened, pipes escaped, one
+/// line.
 fn cell(s: &str, max: usize) -> String {
     let mut t: String = s.chars().take(max).collect();
     if s.chars().count() > max {
         t.push('…');
     }
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('|', "\\|").replace('\n', " ")
+    t.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn markdown(s: &Summary, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
@@ -475,7 +480,7 @@ fn worst<'a>(
     v
 }
 
-/// The Markdown report inside `<pre>` (it is already HTML-escaped) plus an
+/// The Markdown report, escaped, inside `<pre>` plus an
 /// inline-SVG histogram of end-to-end latency, so the file needs nothing
 /// else to open.
 fn html(md: &str, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
@@ -487,7 +492,7 @@ fn html(md: &str, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
     h.push_str("<h2>End-to-end latency</h2>\n");
     h.push_str(&histogram_svg(&lat, 20));
     h.push_str("\n<pre>");
-    h.push_str(md);
+    h.push_str(&html_escape(md));
     h.push_str("</pre>\n</body></html>\n");
     h
 }
@@ -588,8 +593,9 @@ mod tests {
     }
 
     #[test]
-    fn cells_escape_table_and_html_characters() {
-        assert_eq!(cell("a|b<c>\nd", 100), "a\\|b&lt;c&gt; d");
+    fn cells_and_html_are_escaped() {
+        assert_eq!(cell("a|b<c>\nd", 100), "a\\|b<c> d");
+        assert_eq!(html_escape("<b>&"), "&lt;b&gt;&amp;");
         assert_eq!(cell("abcdef", 3), "abc…");
     }
 }

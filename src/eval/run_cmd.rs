@@ -80,6 +80,9 @@ pub async fn execute(args: &Args, load: crate::config::LoadOptions) -> Result<()
     } else {
         println!("cost: ${:.6}", s.cost.known_usd);
     }
+    if args.max_cost_usd.is_some() && s.cost.rows_with_unknown_cost > 0 {
+        println!("note: the cost cap counts known cost only; rows with unknown cost add nothing to it");
+    }
     if s.cut_short {
         println!("cut short: the cost cap was reached before every row ran");
     }

@@ -463,6 +463,18 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             return Err(EvalError::Run("empty metric name in --metrics".into()));
         }
     }
+    // A misspelt metric is an error; the standard ones are tolerated while
+    // `metrics::compute` does not know them yet (listed in the summary).
+    for m in &opts.metrics {
+        if let Err(e @ EvalError::UnknownMetric { .. }) =
+            super::metrics::compute(m, &super::metrics::ScoreInput::default())
+        {
+            let own = super::report::OWN_METRICS.contains(&m.as_str());
+            if !own && !DEFAULT_METRICS.contains(&m.as_str()) {
+                return Err(e);
+            }
+        }
+    }
     let (rows, dataset_hash) = read_dataset(&opts.dataset)?;
     let variants: Vec<String> =
         if opts.variants.is_empty() { vec![BASE_VARIANT.to_string()] } else { opts.variants.clone() };
@@ -495,8 +507,10 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             }
         }
     }
-    let done: Vec<&Key> =
-        plan.iter().map(|(k, _)| k).filter(|k| latest.get(*k).is_some_and(|r| r.ok())).collect();
+    // Done: the latest attempt succeeded on the same query text (an edited
+    // row under an old id runs again).
+    let is_done = |k: &Key, row: &Row| latest.get(k).is_some_and(|r| r.ok() && r.query == row.query);
+    let done: Vec<&Key> = plan.iter().filter(|(k, row)| is_done(k, row)).map(|(k, _)| k).collect();
     let skipped = done.len();
     let meter = Arc::new(CostMeter { micro_usd: AtomicU64::new(0), unknown: AtomicU64::new(0) });
     for k in &done {
@@ -504,8 +518,7 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             meter.add(r);
         }
     }
-    let todo: Vec<(Key, &Row)> =
-        plan.iter().filter(|(k, _)| !latest.get(k).is_some_and(|r| r.ok())).cloned().collect();
+    let todo: Vec<(Key, &Row)> = plan.iter().filter(|(k, row)| !is_done(k, row)).cloned().collect();
 
     let mut attempted = 0usize;
     let mut cut_short = false;
