@@ -299,6 +299,6 @@ async fn an_edited_row_runs_again_under_its_old_id() {
     .unwrap();
     let r = runner::run(common::spec(data.path()), RunOptions::new(&ds, &out)).await.unwrap();
     assert_eq!((r.attempted, r.summary.counts.skipped), (1, 1));
-    let a = outputs(&out).into_iter().filter(|o| o.id == "a").last().unwrap();
+    let a = outputs(&out).into_iter().rfind(|o| o.id == "a").unwrap();
     assert_eq!(a.query, "hi there");
 }
