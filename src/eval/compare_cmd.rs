@@ -1,10 +1,231 @@
-//! `meshops eval` subcommand (not implemented yet).
+//! `meshops eval compare RUN_A RUN_B`: pairs rows by (id, repeat) present in
+//! both runs' `scores.jsonl`, reports per metric both means and the paired
+//! mean difference (B − A) with a seeded 95 % paired-bootstrap interval, and
+//! judges the gates. The Markdown is meant for a PR comment.
 
-/// Arguments (to be defined).
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
-/// Runs the subcommand.
-pub async fn execute(_args: &Args) -> Result<(), super::EvalError> {
-    Err(super::EvalError::Run("not implemented yet".into()))
+use super::EvalError;
+use super::gates::{self, GateOutcome};
+use super::report::ScoreRecord;
+use super::stats::{self, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Bootstrap};
+
+/// Arguments of `meshops eval compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Baseline: a run directory (with `scores.jsonl`) or a scores file.
+    pub run_a: PathBuf,
+    /// Candidate: a run directory or a scores file.
+    pub run_b: PathBuf,
+    /// Gates to judge (e.g. eval/gates.toml); none when omitted.
+    #[arg(long)]
+    pub gates: Option<PathBuf>,
+    /// Also write the Markdown here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Variant of RUN_A to use when it holds several.
+    #[arg(long)]
+    pub variant_a: Option<String>,
+    /// Variant of RUN_B to use when it holds several.
+    #[arg(long)]
+    pub variant_b: Option<String>,
+}
+
+/// One metric compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricDiff {
+    pub metric: String,
+    pub mean_a: f64,
+    pub mean_b: f64,
+    /// Mean of B − A over paired rows.
+    pub diff: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub n: usize,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub metrics: Vec<MetricDiff>,
+    pub gates: Vec<GateOutcome>,
+    pub paired: usize,
+    pub only_a: usize,
+    pub only_b: usize,
+    pub markdown: String,
+}
+
+impl Comparison {
+    pub fn failed_gates(&self) -> Vec<&GateOutcome> {
+        self.gates.iter().filter(|g| g.failed()).collect()
+    }
+
+    pub fn metric(&self, name: &str) -> Option<&MetricDiff> {
+        self.metrics.iter().find(|m| m.metric == name)
+    }
+}
+
+/// Reads `scores.jsonl` of a run directory (or the file itself).
+pub fn read_scores(path: &Path) -> Result<Vec<ScoreRecord>, EvalError> {
+    let file = if path.is_dir() { path.join("scores.jsonl") } else { path.to_path_buf() };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|source| EvalError::Io { path: file.display().to_string(), source })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(line).map_err(|e| EvalError::Input {
+            path: format!("{}:{}", file.display(), i + 1),
+            message: e.to_string(),
+        })?);
+    }
+    Ok(out)
+}
+
+fn pick_variant(scores: &[ScoreRecord], want: Option<&str>, run: &Path) -> Result<String, EvalError> {
+    let variants: BTreeSet<&str> = scores.iter().map(|s| s.variant.as_str()).collect();
+    match want {
+        Some(v) if variants.contains(v) => Ok(v.to_string()),
+        Some(v) => Err(EvalError::Input {
+            path: run.display().to_string(),
+            message: format!(
+                "no variant `{v}`; the run has: {}",
+                variants.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        }),
+        None if variants.len() <= 1 => Ok(variants.into_iter().next().unwrap_or_default().to_string()),
+        None => Err(EvalError::Input {
+            path: run.display().to_string(),
+            message: format!(
+                "the run holds several variants ({}); choose one with --variant-a/--variant-b",
+                variants.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        }),
+    }
+}
+
+/// Compares two runs and judges `gates`.
+pub fn compare(
+    run_a: &Path,
+    run_b: &Path,
+    gates: &[gates::Gate],
+    variant_a: Option<&str>,
+    variant_b: Option<&str>,
+) -> Result<Comparison, EvalError> {
+    let a = read_scores(run_a)?;
+    let b = read_scores(run_b)?;
+    let va = pick_variant(&a, variant_a, run_a)?;
+    let vb = pick_variant(&b, variant_b, run_b)?;
+    let index = |s: Vec<ScoreRecord>, v: &str| -> BTreeMap<(String, u32), ScoreRecord> {
+        s.into_iter().filter(|r| r.variant == v).map(|r| ((r.id.clone(), r.repeat), r)).collect()
+    };
+    let a = index(a, &va);
+    let b = index(b, &vb);
+    let keys: Vec<&(String, u32)> = a.keys().filter(|k| b.contains_key(*k)).collect();
+    let only_a = a.len() - keys.len();
+    let only_b = b.len() - keys.len();
+    let names: BTreeSet<&String> = a.values().chain(b.values()).flat_map(|r| r.metrics.keys()).collect();
+
+    // Paired values per metric: rows where both runs have the metric.
+    let paired = |name: &str| -> (Vec<f64>, Vec<f64>) {
+        keys.iter()
+            .filter_map(|k| {
+                let x = a.get(*k)?.metrics.get(name)?;
+                let y = b.get(*k)?.metrics.get(name)?;
+                Some((*x, *y))
+            })
+            .unzip()
+    };
+    let mut metrics = Vec::new();
+    for name in &names {
+        let (xa, xb) = paired(name);
+        if xa.is_empty() {
+            continue;
+        }
+        let diffs: Vec<f64> = xb.iter().zip(&xa).map(|(y, x)| y - x).collect();
+        let (lo, hi) = Bootstrap::paired(&diffs, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+            .map(|bs| bs.interval(0.95))
+            .unwrap_or((0.0, 0.0));
+        metrics.push(MetricDiff {
+            metric: (*name).clone(),
+            mean_a: stats::mean(&xa).unwrap_or(0.0),
+            mean_b: stats::mean(&xb).unwrap_or(0.0),
+            diff: stats::mean(&diffs).unwrap_or(0.0),
+            ci_low: lo,
+            ci_high: hi,
+            n: xa.len(),
+        });
+    }
+    let has = |m: &BTreeMap<(String, u32), ScoreRecord>, name: &str| {
+        m.values().any(|r| r.metrics.contains_key(name))
+    };
+    let outcomes: Vec<GateOutcome> = gates
+        .iter()
+        .map(|g| {
+            let (xa, xb) = paired(&g.metric);
+            gates::evaluate(g, &xa, &xb, has(&a, &g.metric), has(&b, &g.metric))
+        })
+        .collect();
+
+    let mut md = String::from("## meshops eval compare\n\n");
+    let _ = writeln!(
+        md,
+        "A (baseline): `{}` variant `{va}` · B (candidate): `{}` variant `{vb}`  \n{} rows paired by (id, repeat); {} only in A, {} only in B.\n",
+        run_a.display(),
+        run_b.display(),
+        keys.len(),
+        only_a,
+        only_b
+    );
+    md.push_str("| metric | A mean | B mean | Δ (B − A) | 95 % CI | n |\n|---|---:|---:|---:|---|---:|\n");
+    for m in &metrics {
+        let mark = if m.ci_low > 0.0 || m.ci_high < 0.0 { " **≠**" } else { "" };
+        let _ = writeln!(
+            md,
+            "| {} | {:.4} | {:.4} | {:+.4}{mark} | [{:+.4}, {:+.4}] | {} |",
+            m.metric, m.mean_a, m.mean_b, m.diff, m.ci_low, m.ci_high, m.n
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n**≠**: the interval excludes 0. Paired bootstrap, {BOOTSTRAP_RESAMPLES} resamples, fixed seed.\n"
+    );
+    if !outcomes.is_empty() {
+        md.push_str("### Gates\n\n| gate | result | detail |\n|---|---|---|\n");
+        for g in &outcomes {
+            let result = match g.passed {
+                Some(true) => "pass",
+                Some(false) => "**FAIL**",
+                None => "not evaluated",
+            };
+            let _ = writeln!(md, "| {} | {result} | {} |", g.gate, g.detail.replace('|', "\\|"));
+        }
+        let failed = outcomes.iter().filter(|g| g.failed()).count();
+        if failed == 0 {
+            md.push_str("\nAll gates pass.\n");
+        } else {
+            let _ = writeln!(md, "\n**{failed} gate(s) failed.**");
+        }
+    }
+    Ok(Comparison { metrics, gates: outcomes, paired: keys.len(), only_a, only_b, markdown: md })
+}
+
+/// Runs the subcommand: prints the Markdown, writes `--out`, and returns
+/// [`EvalError::GateFailed`] naming each failed gate.
+pub async fn execute(args: &Args) -> Result<(), EvalError> {
+    let gates = match &args.gates {
+        Some(p) => gates::load(p)?,
+        None => Vec::new(),
+    };
+    let c = compare(&args.run_a, &args.run_b, &gates, args.variant_a.as_deref(), args.variant_b.as_deref())?;
+    println!("{}", c.markdown);
+    if let Some(out) = &args.out {
+        std::fs::write(out, &c.markdown)
+            .map_err(|source| EvalError::Io { path: out.display().to_string(), source })?;
+    }
+    let failed: Vec<String> = c.failed_gates().iter().map(|g| format!("{} ({})", g.gate, g.detail)).collect();
+    if failed.is_empty() { Ok(()) } else { Err(EvalError::GateFailed(failed.join("; "))) }
 }

@@ -9,12 +9,20 @@
 //! - [`score_cmd`]: `meshops eval score` (score an existing output file).
 //! - [`run_cmd`]: `meshops eval run` (drive the mesh, resumable).
 //! - [`compare_cmd`]: `meshops eval compare` (paired bootstrap, gates).
+//! - [`runner`]: the library entry point of a run ([`runner::run`]).
+//! - [`report`]: scores, `summary.json` and the Markdown/HTML reports.
+//! - [`stats`]: mean, percentiles, seeded paired bootstrap.
+//! - [`gates`]: the `eval/gates.toml` format and its judgement.
 
 pub mod compare_cmd;
 pub mod dataset;
+pub mod gates;
 pub mod metrics;
+pub mod report;
 pub mod run_cmd;
+pub mod runner;
 pub mod score_cmd;
+pub mod stats;
 
 /// Errors of the evaluation harness.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,668 @@
+//! Drives dataset rows through the mesh (in process, as `mesh::Ask`
+//! messages) or through a deployed gateway (gRPC), with bounded concurrency,
+//! a cost cap, and resumable append-only output.
+//!
+//! Every attempt is one line of `outputs.jsonl`, written and flushed as soon
+//! as the row finishes, so a crash loses nothing. A row is keyed by
+//! (id, repeat, variant, config hash); on a rerun the latest record per key
+//! wins: keys whose latest record succeeded are skipped, failed ones are
+//! retried. After the run `scores.jsonl`, `summary.json` and the reports
+//! are rewritten from the latest records of the planned keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::EvalError;
+use super::dataset::Row;
+use crate::config::MeshSpec;
+use crate::llm::SharedLlm;
+use crate::mesh::{Answer, Ask, AskInput, MeshHandle, Resources};
+
+/// Name of the base mesh in outputs (requests carry no variant).
+pub const BASE_VARIANT: &str = "base";
+
+/// The standard text and retrieval metrics scored by default (when
+/// `metrics::compute` knows them).
+pub const DEFAULT_METRICS: &[&str] =
+    &["exact_match", "f1", "bleu", "gleu", "rouge1", "rouge2", "rougeL", "hit_rate@5", "mrr@5", "ndcg@5"];
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub dataset: PathBuf,
+    /// Variants to run; empty means the base mesh only.
+    pub variants: Vec<String>,
+    pub repeats: u32,
+    pub concurrency: usize,
+    pub out: PathBuf,
+    /// Stop scheduling rows once the known cost reaches this.
+    pub max_cost_usd: Option<f64>,
+    /// Metrics passed to `metrics::compute`.
+    pub metrics: Vec<String>,
+    /// Drive a deployed gateway (`http://host:port`) instead of the
+    /// in-process mesh.
+    pub target: Option<String>,
+    /// Model clients by profile name used instead of the configured ones
+    /// (tests wrap the offline engine to give it a price).
+    pub model_overrides: HashMap<String, SharedLlm>,
+    /// Show a progress bar (drawn only on a terminal).
+    pub progress: bool,
+}
+
+impl RunOptions {
+    /// Defaults for `dataset` into `out`: base mesh, one repeat,
+    /// concurrency 8, default metrics, no cap.
+    pub fn new(dataset: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            dataset: dataset.into(),
+            variants: Vec::new(),
+            repeats: 1,
+            concurrency: 8,
+            out: out.into(),
+            max_cost_usd: None,
+            metrics: DEFAULT_METRICS.iter().map(|s| s.to_string()).collect(),
+            target: None,
+            model_overrides: HashMap::new(),
+            progress: false,
+        }
+    }
+}
+
+/// One step as recorded in `outputs.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepOut {
+    pub agent: String,
+    pub kind: String,
+    pub model: String,
+    pub attempt: u32,
+    pub latency_ms: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: Option<f64>,
+}
+
+/// Usage totals as recorded in `outputs.jsonl`; `cost_usd` is `None` when
+/// any step's cost is unknown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageOut {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: Option<f64>,
+    pub model_calls: u32,
+}
+
+/// The critic's verdict as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictOut {
+    pub accepted: bool,
+    pub scores: BTreeMap<String, f64>,
+    pub feedback: String,
+}
+
+/// One attempt at one row: a line of `outputs.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    pub id: String,
+    pub repeat: u32,
+    pub variant: String,
+    pub config_hash: String,
+    pub query: String,
+    pub answer: Option<String>,
+    #[serde(default)]
+    pub retrieved_doc_ids: Vec<String>,
+    pub intent: Option<String>,
+    pub verdict: Option<VerdictOut>,
+    #[serde(default)]
+    pub steps: Vec<StepOut>,
+    pub usage: Option<UsageOut>,
+    /// `None` on success; the gRPC code and message or the mesh error text
+    /// otherwise.
+    pub error: Option<String>,
+    /// End to end, as the harness saw it.
+    pub latency_ms: f64,
+    /// When the attempt finished (RFC 3339, UTC).
+    pub finished_at: String,
+}
+
+impl OutputRecord {
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    fn key(&self) -> Key {
+        Key { id: self.id.clone(), repeat: self.repeat, variant: self.variant.clone() }
+    }
+}
+
+/// What identifies a row's result within one configuration.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub id: String,
+    pub repeat: u32,
+    pub variant: String,
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub summary: super::report::Summary,
+    /// Rows attempted by this invocation (not skipped).
+    pub attempted: usize,
+}
+
+/// Formats `t` as RFC 3339 UTC with milliseconds (civil-from-days, so no
+/// date crate is needed).
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days_from_civil inverse.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// A stable hash of what decides the mesh's answers: the settings (minus
+/// fields that only move where things run or inject faults), every agent
+/// file and every prompt body. Hex of FNV-1a 64.
+pub fn config_hash(spec: &MeshSpec) -> String {
+    let mut settings = spec.settings.clone();
+    // The listen address, timeouts and data dir say where and how long, not
+    // what is answered; latency and failure injection are test knobs, and a
+    // rerun without them must resume (and retry) the same keys.
+    settings.gateway = Default::default();
+    settings.retrieval.data_dir = PathBuf::new();
+    for m in settings.models.values_mut() {
+        m.latency_ms = 0;
+        m.failure_rate = 0.0;
+    }
+    let mut bytes = serde_json::to_vec(&settings).unwrap_or_default();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for agent in spec.agents.values() {
+        files.push(agent.file.clone());
+        files.extend(agent.base.prompt_file.clone());
+        files.extend(agent.variants.values().filter_map(|p| p.prompt_file.clone()));
+    }
+    files.sort();
+    files.dedup();
+    for f in files {
+        // Hash the name relative to the root, so a moved checkout hashes
+        // the same.
+        let name = f.strip_prefix(&spec.root).unwrap_or(&f).to_string_lossy().into_owned();
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&std::fs::read(spec.resolve(&f)).unwrap_or_default());
+        bytes.push(0);
+    }
+    format!("{:016x}", crate::text::fnv1a64(&bytes))
+}
+
+/// Reads a JSONL dataset; every bad line is an error naming file and line.
+pub fn read_dataset(path: &Path) -> Result<(Vec<Row>, String), EvalError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| EvalError::Io { path: path.display().to_string(), source })?;
+    let mut rows = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: Row = serde_json::from_str(line).map_err(|e| EvalError::Input {
+            path: format!("{}:{}", path.display(), i + 1),
+            message: e.to_string(),
+        })?;
+        if !seen.insert(row.id.clone()) {
+            return Err(EvalError::Input {
+                path: format!("{}:{}", path.display(), i + 1),
+                message: format!("duplicate row id `{}`", row.id),
+            });
+        }
+        rows.push(row);
+    }
+    Ok((rows, format!("{:016x}", crate::text::fnv1a64(text.as_bytes()))))
+}
+
+/// Reads `outputs.jsonl`; a torn last line (a crash mid-write) is skipped,
+/// other bad lines are errors.
+pub fn read_outputs(path: &Path) -> Result<Vec<OutputRecord>, EvalError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(EvalError::Io { path: path.display().to_string(), source }),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(r) => out.push(r),
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
+                tracing::warn!(file = %path.display(), "skipping a torn last line");
+            }
+            Err(e) => {
+                return Err(EvalError::Input {
+                    path: format!("{}:{}", path.display(), i + 1),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+enum Driver {
+    /// The mesh and a handle on its store, kept to see when the mesh has
+    /// let go of it.
+    Mesh(MeshHandle, crate::retrieval::SharedStore),
+    Grpc(crate::proto::gateway_client::GatewayClient<tonic::transport::Channel>),
+}
+
+impl Driver {
+    async fn ask(&self, row: &Row, repeat: u32, variant: &str, timeout: Duration) -> Result<Answer, String> {
+        let variant_opt = (variant != BASE_VARIANT).then(|| variant.to_string());
+        let session_id = format!("eval-{}-{repeat}", row.id);
+        match self {
+            Driver::Mesh(mesh, _) => {
+                let cancel = CancellationToken::new();
+                let ask = Ask {
+                    input: AskInput {
+                        query: row.query.clone(),
+                        session_id,
+                        variant: variant_opt,
+                        metadata: BTreeMap::from([("source".to_string(), "eval".to_string())]),
+                    },
+                    events: None,
+                    deadline: Some(tokio::time::Instant::now() + timeout),
+                    cancel: cancel.clone(),
+                    trace_id: uuid::Uuid::new_v4().simple().to_string(),
+                };
+                // Cancelled if this future is dropped (e.g. the run stops).
+                let _guard = cancel.drop_guard();
+                mesh.ask(ask).await.map_err(|e| e.to_string())
+            }
+            Driver::Grpc(client) => {
+                let mut client = client.clone();
+                let mut req = tonic::Request::new(crate::proto::AskRequest {
+                    query: row.query.clone(),
+                    session_id,
+                    variant: variant_opt.unwrap_or_default(),
+                    metadata: [("source".to_string(), "eval".to_string())].into(),
+                });
+                req.set_timeout(timeout);
+                match client.ask(req).await {
+                    Ok(resp) => Ok(from_proto(resp.into_inner())),
+                    Err(s) => Err(format!("gRPC {:?}: {}", s.code(), s.message())),
+                }
+            }
+        }
+    }
+}
+
+fn from_proto(r: crate::proto::AskResponse) -> Answer {
+    use crate::mesh::{Citation, StepRecord, Usage, Verdict};
+    let usage = r.usage.unwrap_or_default();
+    Answer {
+        answer: r.answer,
+        citations: r
+            .citations
+            .into_iter()
+            .map(|c| Citation { doc_id: c.doc_id, chunk_id: c.chunk_id, text: c.text, score: c.score })
+            .collect(),
+        intent: r.intent,
+        verdict: r.verdict.map(|v| Verdict {
+            accepted: v.accepted,
+            scores: v.scores.into_iter().collect(),
+            feedback: v.feedback,
+        }),
+        steps: r
+            .steps
+            .into_iter()
+            .map(|s| StepRecord {
+                agent: s.agent,
+                kind: s.kind,
+                model: s.model,
+                attempt: s.attempt,
+                latency_ms: s.latency_ms,
+                input_tokens: s.input_tokens,
+                output_tokens: s.output_tokens,
+                tokens_estimated: s.tokens_estimated,
+                cost_usd: s.cost_usd,
+                summary: s.summary,
+            })
+            .collect(),
+        usage: Usage {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd: usage.cost_usd,
+            model_calls: usage.model_calls,
+            latency_ms: usage.latency_ms,
+        },
+        trace_id: r.trace_id,
+        variant: r.variant,
+    }
+}
+
+fn record(
+    key: &Key,
+    config_hash: &str,
+    query: &str,
+    result: Result<Answer, String>,
+    latency: Duration,
+) -> OutputRecord {
+    let mut rec = OutputRecord {
+        id: key.id.clone(),
+        repeat: key.repeat,
+        variant: key.variant.clone(),
+        config_hash: config_hash.to_string(),
+        query: query.to_string(),
+        answer: None,
+        retrieved_doc_ids: Vec::new(),
+        intent: None,
+        verdict: None,
+        steps: Vec::new(),
+        usage: None,
+        error: None,
+        latency_ms: latency.as_secs_f64() * 1000.0,
+        finished_at: rfc3339(SystemTime::now()),
+    };
+    match result {
+        Ok(a) => {
+            rec.answer = Some(a.answer);
+            rec.retrieved_doc_ids = a.citations.into_iter().map(|c| c.doc_id).collect();
+            rec.intent = Some(a.intent);
+            rec.verdict = a.verdict.map(|v| VerdictOut {
+                accepted: v.accepted,
+                scores: v.scores,
+                feedback: v.feedback,
+            });
+            rec.steps = a
+                .steps
+                .into_iter()
+                .map(|s| StepOut {
+                    agent: s.agent,
+                    kind: s.kind,
+                    model: s.model,
+                    attempt: s.attempt,
+                    latency_ms: s.latency_ms,
+                    input_tokens: s.input_tokens,
+                    output_tokens: s.output_tokens,
+                    cost_usd: s.cost_usd,
+                })
+                .collect();
+            rec.usage = Some(UsageOut {
+                input_tokens: a.usage.input_tokens,
+                output_tokens: a.usage.output_tokens,
+                cost_usd: a.usage.cost_usd,
+                model_calls: a.usage.model_calls,
+            });
+        }
+        Err(e) => rec.error = Some(e),
+    }
+    rec
+}
+
+/// Known cost so far, in micro-dollars (atomics hold integers); the
+/// number of finished rows whose cost was unknown is counted apart.
+struct CostMeter {
+    micro_usd: AtomicU64,
+    unknown: AtomicU64,
+}
+
+impl CostMeter {
+    fn add(&self, rec: &OutputRecord) {
+        match rec.usage.as_ref().and_then(|u| u.cost_usd) {
+            Some(c) => {
+                self.micro_usd.fetch_add((c.max(0.0) * 1e6).round() as u64, Ordering::Relaxed);
+            }
+            // A failed row has no usage; its cost is unknown too.
+            None => {
+                self.unknown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn usd(&self) -> f64 {
+        self.micro_usd.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
+/// Runs `opts.dataset` through the mesh built from `spec` (or through
+/// `opts.target`), resuming what `opts.out` already holds, and writes the
+/// outputs, scores, summary and reports there.
+pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalError> {
+    let started_at = SystemTime::now();
+    if opts.repeats == 0 {
+        return Err(EvalError::Run("--repeats must be at least 1".into()));
+    }
+    for m in &opts.metrics {
+        if m.trim().is_empty() {
+            return Err(EvalError::Run("empty metric name in --metrics".into()));
+        }
+    }
+    // A misspelt metric is an error; the standard ones are tolerated while
+    // `metrics::compute` does not know them yet (listed in the summary).
+    for m in &opts.metrics {
+        if let Err(e @ EvalError::UnknownMetric { .. }) =
+            super::metrics::compute(m, &super::metrics::ScoreInput::default())
+        {
+            let own = super::report::OWN_METRICS.contains(&m.as_str());
+            if !own && !DEFAULT_METRICS.contains(&m.as_str()) {
+                return Err(e);
+            }
+        }
+    }
+    let (rows, dataset_hash) = read_dataset(&opts.dataset)?;
+    let variants: Vec<String> =
+        if opts.variants.is_empty() { vec![BASE_VARIANT.to_string()] } else { opts.variants.clone() };
+    if opts.target.is_none() {
+        for v in variants.iter().filter(|v| v.as_str() != BASE_VARIANT) {
+            if !spec.settings.variants.contains_key(v) {
+                let known: Vec<&str> = spec.settings.variants.keys().map(String::as_str).collect();
+                return Err(EvalError::Run(format!("unknown variant `{v}`; known: {}", known.join(", "))));
+            }
+        }
+    }
+    let hash = config_hash(&spec);
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|source| EvalError::Io { path: opts.out.display().to_string(), source })?;
+    let outputs_path = opts.out.join("outputs.jsonl");
+
+    // Latest record per key of this configuration.
+    let mut latest: BTreeMap<Key, OutputRecord> = BTreeMap::new();
+    for r in read_outputs(&outputs_path)? {
+        if r.config_hash == hash {
+            latest.insert(r.key(), r);
+        }
+    }
+
+    let mut plan: Vec<(Key, &Row)> = Vec::new();
+    for variant in &variants {
+        for repeat in 0..opts.repeats {
+            for row in &rows {
+                plan.push((Key { id: row.id.clone(), repeat, variant: variant.clone() }, row));
+            }
+        }
+    }
+    // Done: the latest attempt succeeded on the same query text (an edited
+    // row under an old id runs again).
+    let is_done = |k: &Key, row: &Row| latest.get(k).is_some_and(|r| r.ok() && r.query == row.query);
+    let done: Vec<&Key> = plan.iter().filter(|(k, row)| is_done(k, row)).map(|(k, _)| k).collect();
+    let skipped = done.len();
+    let meter = Arc::new(CostMeter { micro_usd: AtomicU64::new(0), unknown: AtomicU64::new(0) });
+    for k in &done {
+        if let Some(r) = latest.get(*k) {
+            meter.add(r);
+        }
+    }
+    let todo: Vec<(Key, &Row)> = plan.iter().filter(|(k, row)| !is_done(k, row)).cloned().collect();
+
+    let mut attempted = 0usize;
+    let mut cut_short = false;
+    if !todo.is_empty() && !opts.max_cost_usd.is_some_and(|cap| meter.usd() >= cap) {
+        let driver = Arc::new(start_driver(&spec, &opts).await?);
+        let timeout = Duration::from_millis(spec.settings.gateway.request_timeout_ms.max(1));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&outputs_path)
+            .map_err(|source| EvalError::Io { path: outputs_path.display().to_string(), source })?;
+        let mut file = std::io::BufWriter::new(file);
+        let bar = progress_bar(opts.progress, todo.len() as u64);
+        let errors = AtomicU64::new(0);
+        let cap = opts.max_cost_usd;
+        let (d, m, h) = (driver.clone(), meter.clone(), hash.clone());
+        let stream = futures::stream::iter(todo.into_iter().map(move |(key, row)| {
+            let driver = d.clone();
+            let meter = m.clone();
+            let hash = h.clone();
+            async move {
+                // Checked when the row is scheduled (buffer_unordered polls
+                // a future first when a slot frees), so no new row starts
+                // once the cap is reached; rows in flight still finish.
+                if cap.is_some_and(|cap| meter.usd() >= cap) {
+                    return None;
+                }
+                let t0 = Instant::now();
+                let result = driver.ask(row, key.repeat, &key.variant, timeout).await;
+                let rec = record(&key, &hash, &row.query, result, t0.elapsed());
+                meter.add(&rec);
+                Some(rec)
+            }
+        }))
+        .buffer_unordered(opts.concurrency.max(1));
+        let mut stream = Box::pin(stream);
+        while let Some(done) = stream.next().await {
+            bar.inc(1);
+            let Some(rec) = done else {
+                cut_short = true;
+                continue;
+            };
+            attempted += 1;
+            if !rec.ok() {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            bar.set_message(format!("errors {}  cost ${:.4}", errors.load(Ordering::Relaxed), meter.usd()));
+            let line = serde_json::to_string(&rec).map_err(|e| EvalError::Run(e.to_string()))?;
+            writeln!(file, "{line}")
+                .and_then(|_| file.flush())
+                .map_err(|source| EvalError::Io { path: outputs_path.display().to_string(), source })?;
+            latest.insert(rec.key(), rec);
+        }
+        bar.finish_and_clear();
+        // Drops the futures' clones of the driver so it can be shut down.
+        drop(stream);
+        if let Ok(Driver::Mesh(mesh, store)) = Arc::try_unwrap(driver) {
+            // Joining the mesh thread blocks; keep it off the runtime.
+            let _ = tokio::task::spawn_blocking(move || mesh.shutdown()).await;
+            release(store).await;
+        }
+    } else if !todo.is_empty() {
+        cut_short = true;
+    }
+
+    let planned: Vec<Key> = plan.iter().map(|(k, _)| k.clone()).collect();
+    let rows_by_id: HashMap<&str, &Row> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    let ctx = super::report::Context {
+        config_hash: hash,
+        dataset: opts.dataset.display().to_string(),
+        dataset_hash,
+        started_at: rfc3339(started_at),
+        finished_at: rfc3339(SystemTime::now()),
+        cut_short,
+        max_cost_usd: opts.max_cost_usd,
+        skipped,
+        variants: variants.clone(),
+        target: opts.target.clone(),
+    };
+    let summary = super::report::write_all(&opts.out, &planned, &latest, &rows_by_id, &opts.metrics, &ctx)?;
+    Ok(RunResult { summary, attempted })
+}
+
+async fn start_driver(spec: &MeshSpec, opts: &RunOptions) -> Result<Driver, EvalError> {
+    if let Some(target) = &opts.target {
+        let client = crate::proto::gateway_client::GatewayClient::connect(target.clone())
+            .await
+            .map_err(|e| EvalError::Run(format!("cannot connect to {target}: {e}")))?;
+        return Ok(Driver::Grpc(client));
+    }
+    let startup = |e: String| EvalError::Run(format!("starting the mesh: {e}"));
+    let (store, embedder) =
+        crate::gateway::server::open_retrieval(spec).await.map_err(|e| startup(e.to_string()))?;
+    crate::gateway::server::ingest_if_empty(spec, &store, &embedder)
+        .await
+        .map_err(|e| startup(e.to_string()))?;
+    let mut resources =
+        Resources::build(spec, store.clone(), embedder).map_err(|e| startup(e.to_string()))?;
+    resources.models.extend(opts.model_overrides.clone());
+    let spec = Arc::new(spec.clone());
+    let mesh = tokio::task::spawn_blocking(move || MeshHandle::start(spec, resources))
+        .await
+        .map_err(|e| startup(e.to_string()))?
+        .map_err(|e| startup(e.to_string()))?;
+    Ok(Driver::Mesh(mesh, store))
+}
+
+/// Waits (up to 5 s) until the stopped mesh's worker arbiters have dropped
+/// their agents' store handles: the embedded store locks its files, and a
+/// second run in the same process (a resume, a test) must be able to open
+/// it again.
+async fn release(store: crate::retrieval::SharedStore) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&store) > 1 {
+        tracing::warn!("the mesh still holds the store after shutdown");
+    }
+    drop(store);
+}
+
+fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    // indicatif hides itself when stderr is not a terminal.
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} rows  {per_sec}  eta {eta}  {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.789Z");
+    }
+}

@@ -1,0 +1,108 @@
+//! `meshops eval compare` on real runs of the offline mesh: a known
+//! difference is detected, a run compared with itself has intervals
+//! containing 0 and passes the shipped gates, failing gates are named, and
+//! a bad gates file names the file and the field.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use meshops::eval::EvalError;
+use meshops::eval::compare_cmd::{self, Args, compare};
+use meshops::eval::gates;
+use meshops::eval::runner::{self, RunOptions};
+
+async fn run(data: &Path, out: &Path, variant: Option<&str>) {
+    let mut o = RunOptions::new(common::root().join("eval/datasets/sample.jsonl"), out);
+    o.variants = variant.map(|v| vec![v.to_string()]).unwrap_or_default();
+    runner::run(common::spec(data), o).await.unwrap();
+}
+
+fn args(a: &Path, b: &Path, gates: Option<PathBuf>, out: Option<PathBuf>) -> Args {
+    Args { run_a: a.into(), run_b: b.into(), gates, out, variant_a: None, variant_b: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_detects_a_known_difference_and_a_run_matches_itself() {
+    let data = tempfile::tempdir().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let nc = tempfile::tempdir().unwrap();
+    run(data.path(), base.path(), None).await;
+    run(data.path(), nc.path(), Some("no_critic")).await;
+
+    // Without the critic, question rows make one model call fewer: fewer
+    // input tokens on every question row, never more.
+    let c = compare(base.path(), nc.path(), &[], None, None).unwrap();
+    let rows = common::sample_rows().len();
+    assert_eq!((c.paired, c.only_a, c.only_b), (rows, 0, 0));
+    let t = c.metric("input_tokens").unwrap();
+    assert_eq!(t.n, rows);
+    assert!(t.diff < 0.0 && t.ci_high < 0.0, "{t:?}");
+    assert!(t.ci_low <= t.diff && t.diff <= t.ci_high);
+    assert!((t.diff - (t.mean_b - t.mean_a)).abs() < 1e-9);
+    assert!(c.markdown.contains("| input_tokens |") && c.markdown.contains("**≠**"), "{}", c.markdown);
+    // Reproducible: the bootstrap is seeded.
+    let again = compare(base.path(), nc.path(), &[], None, None).unwrap();
+    assert_eq!(again.metrics, c.metrics);
+
+    // A gate on that difference fails and is named in the error.
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("gates.toml");
+    std::fs::write(&g, "[[gate]]\nmetric = \"input_tokens\"\nmax_drop = 10\n").unwrap();
+    let err = compare_cmd::execute(&args(base.path(), nc.path(), Some(g.clone()), None)).await.unwrap_err();
+    match err {
+        EvalError::GateFailed(msg) => {
+            assert!(msg.contains("input_tokens") && msg.contains("max_drop"), "{msg}")
+        }
+        other => panic!("expected GateFailed, got {other}"),
+    }
+    // The other direction is a rise, which that gate allows.
+    compare_cmd::execute(&args(nc.path(), base.path(), Some(g), None)).await.unwrap();
+
+    // A run with itself: every interval contains 0 and the shipped gates
+    // pass; the Markdown also lands in --out.
+    let md = dir.path().join("cmp.md");
+    let shipped = common::root().join("eval/gates.toml");
+    compare_cmd::execute(&args(base.path(), base.path(), Some(shipped.clone()), Some(md.clone())))
+        .await
+        .unwrap();
+    assert!(std::fs::read_to_string(&md).unwrap().contains("All gates pass"));
+    let same = compare(base.path(), base.path(), &gates::load(&shipped).unwrap(), None, None).unwrap();
+    assert!(!same.metrics.is_empty());
+    for m in &same.metrics {
+        assert!(m.ci_low <= 0.0 && 0.0 <= m.ci_high, "{m:?}");
+    }
+    assert!(same.failed_gates().is_empty());
+    assert!(same.gates.iter().any(|g| g.passed == Some(true)), "some gate must actually be judged");
+}
+
+#[tokio::test]
+async fn bad_gate_files_and_missing_runs_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("gates.toml");
+    std::fs::write(&g, "[[gate]]\nmetric = \"f1\"\nmax_drop = 0.02\nconfidnce = 0.9\n").unwrap();
+    let err = gates::load(&g).unwrap_err().to_string();
+    assert!(err.contains("gates.toml") && err.contains("confidnce"), "{err}");
+    std::fs::write(&g, "[[gate]]\nmetric = \"f1\"\nstat = \"p42\"\nmax_drop = 0.02\n").unwrap();
+    assert!(gates::load(&g).unwrap_err().to_string().contains("p42"));
+
+    let missing = dir.path().join("nope");
+    let err = compare(&missing, &missing, &[], None, None).unwrap_err().to_string();
+    assert!(err.contains("nope"), "{err}");
+    std::fs::create_dir(&missing).unwrap();
+    std::fs::write(missing.join("scores.jsonl"), "{\"id\":1}\n").unwrap();
+    let err = compare(&missing, &missing, &[], None, None).unwrap_err().to_string();
+    assert!(err.contains("scores.jsonl:1"), "{err}");
+}
+
+#[test]
+fn the_committed_baseline_parses_and_covers_the_toy_dataset() {
+    let base = common::root().join("eval/baselines/toy");
+    let scores = compare_cmd::read_scores(&base).unwrap();
+    let toy = std::fs::read_to_string(common::root().join("eval/datasets/toy.jsonl")).unwrap();
+    assert_eq!(scores.len(), toy.lines().filter(|l| !l.trim().is_empty()).count());
+    assert!(scores.iter().all(|s| s.ok && s.metrics.contains_key("latency_ms")));
+    let summary: meshops::eval::report::Summary =
+        serde_json::from_str(&std::fs::read_to_string(base.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.counts.total, scores.len());
+}
