@@ -90,7 +90,10 @@ async fn a_passed_deadline_stops_work_in_the_mesh() {
     let (engine, overrides) = slow(300);
     let mut t = common::start(|_| {}, overrides).await;
     let mut req = tonic::Request::new(ask("How does the critic agent decide to accept a draft?"));
-    req.set_timeout(Duration::from_millis(150));
+    // The header alone, not `set_timeout`: tonic's client would also run
+    // its own timer and could report its own CANCELLED first; this asserts
+    // what the server answers.
+    req.metadata_mut().insert("grpc-timeout", "150m".parse().unwrap());
     let err = t.client.ask(req).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     // Only the router's call had started; nothing follows it.

@@ -299,6 +299,7 @@ impl Driver {
                     deadline: Some(tokio::time::Instant::now() + timeout),
                     cancel: cancel.clone(),
                     trace_id: uuid::Uuid::new_v4().simple().to_string(),
+                    span: tracing::info_span!("eval.row", row = %row.id, repeat, variant = %variant),
                 };
                 // Cancelled if this future is dropped (e.g. the run stops).
                 let _guard = cancel.drop_guard();
@@ -352,6 +353,8 @@ fn from_proto(r: crate::proto::AskResponse) -> Answer {
                 tokens_estimated: s.tokens_estimated,
                 cost_usd: s.cost_usd,
                 summary: s.summary,
+                model_attempts: s.model_attempts,
+                failed_model_attempts: s.failed_model_attempts,
             })
             .collect(),
         usage: Usage {

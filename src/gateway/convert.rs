@@ -42,6 +42,8 @@ pub fn step(s: StepRecord) -> proto::Step {
         summary: s.summary,
         kind: s.kind,
         tokens_estimated: s.tokens_estimated,
+        model_attempts: s.model_attempts,
+        failed_model_attempts: s.failed_model_attempts,
     }
 }
 

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::config::GatewaySettings;
-use crate::mesh::{Ask, MeshHandle};
+use crate::mesh::{Ask, MeshError, MeshHandle};
 use crate::proto;
 use crate::proto::gateway_server::Gateway;
 
@@ -69,7 +69,12 @@ impl GatewayService {
         // useful status; finish a little earlier so the client gets
         // DEADLINE_EXCEEDED from us.
         let margin = (timeout / 50).clamp(Duration::from_millis(1), Duration::from_millis(50));
-        let deadline = tokio::time::Instant::now() + timeout.saturating_sub(margin);
+        let arrival = request
+            .extensions()
+            .get::<server::Arrival>()
+            .map(|a| a.0)
+            .unwrap_or_else(tokio::time::Instant::now);
+        let deadline = arrival + timeout.saturating_sub(margin);
         let input =
             convert::ask_input(request.into_inner(), &self.limits).map_err(Status::invalid_argument)?;
         let cancel = CancellationToken::new();
@@ -168,7 +173,17 @@ impl Gateway for GatewayService {
             // If the client goes away tonic drops this future; the guard then
             // cancels the request inside the mesh so no more model calls run.
             let guard = cancel.drop_guard();
-            let result = mesh.ask(ask).await;
+            // The deadline is also enforced here, in the same task as tonic's
+            // own `grpc-timeout` timer: this future is polled first when that
+            // timer wakes the task, so the client gets DEADLINE_EXCEEDED
+            // rather than tonic's CANCELLED "Timeout expired".
+            let deadline = ask.deadline;
+            let result = match deadline {
+                Some(d) => tokio::time::timeout_at(d, mesh.ask(ask))
+                    .await
+                    .unwrap_or(Err(MeshError::DeadlineExceeded)),
+                None => mesh.ask(ask).await,
+            };
             guard.disarm();
             match result {
                 Ok(answer) => Ok(Response::new(convert::answer(answer))),

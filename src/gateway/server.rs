@@ -200,6 +200,7 @@ pub async fn start_with(
         });
     let task = tokio::spawn(
         Server::builder()
+            .layer(tower::layer::layer_fn(|inner| StampArrival { inner }))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -233,4 +234,34 @@ pub async fn start_with(
         admission,
         grace,
     })
+}
+
+/// When a call reached the server, stamped before decoding: the deadline
+/// counts from here, the same instant tonic's own `grpc-timeout` timer
+/// starts, so the gateway's deadline never lands after tonic's.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub tokio::time::Instant);
+
+/// Tower service that stamps [`Arrival`] into each request's extensions.
+#[derive(Debug, Clone)]
+pub struct StampArrival<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for StampArrival<S>
+where
+    S: tower::Service<tonic::codegen::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: tonic::codegen::http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(Arrival(tokio::time::Instant::now()));
+        self.inner.call(req)
+    }
 }
