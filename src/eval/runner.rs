@@ -156,6 +156,8 @@ pub struct RunResult {
     pub summary: super::report::Summary,
     /// Rows attempted by this invocation (not skipped).
     pub attempted: usize,
+    /// Time spent running rows (after start-up, before the reports).
+    pub rows_elapsed: Duration,
 }
 
 /// Formats `t` as RFC 3339 UTC with milliseconds (civil-from-days, so no
@@ -525,6 +527,7 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
 
     let mut attempted = 0usize;
     let mut cut_short = false;
+    let mut rows_elapsed = Duration::ZERO;
     if !todo.is_empty() && !opts.max_cost_usd.is_some_and(|cap| meter.usd() >= cap) {
         let driver = Arc::new(start_driver(&spec, &opts).await?);
         let timeout = Duration::from_millis(spec.settings.gateway.request_timeout_ms.max(1));
@@ -537,6 +540,7 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
         let bar = progress_bar(opts.progress, todo.len() as u64);
         let errors = AtomicU64::new(0);
         let cap = opts.max_cost_usd;
+        let rows_t0 = Instant::now();
         let (d, m, h) = (driver.clone(), meter.clone(), hash.clone());
         let stream = futures::stream::iter(todo.into_iter().map(move |(key, row)| {
             let driver = d.clone();
@@ -576,6 +580,7 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             latest.insert(rec.key(), rec);
         }
         bar.finish_and_clear();
+        rows_elapsed = rows_t0.elapsed();
         // Drops the futures' clones of the driver so it can be shut down.
         drop(stream);
         if let Ok(Driver::Mesh(mesh, store)) = Arc::try_unwrap(driver) {
@@ -602,7 +607,7 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
         target: opts.target.clone(),
     };
     let summary = super::report::write_all(&opts.out, &planned, &latest, &rows_by_id, &opts.metrics, &ctx)?;
-    Ok(RunResult { summary, attempted })
+    Ok(RunResult { summary, attempted, rows_elapsed })
 }
 
 async fn start_driver(spec: &MeshSpec, opts: &RunOptions) -> Result<Driver, EvalError> {
