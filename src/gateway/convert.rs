@@ -88,6 +88,54 @@ pub fn event(e: MeshEvent) -> proto::AskEvent {
     proto::AskEvent { event: Some(event) }
 }
 
+/// The inverse of [`answer`], for clients of a deployed gateway (the eval
+/// harness with `--target`).
+pub fn answer_from_proto(r: proto::AskResponse) -> Answer {
+    use crate::mesh::{Citation, Usage, Verdict};
+    let usage = r.usage.unwrap_or_default();
+    Answer {
+        answer: r.answer,
+        citations: r
+            .citations
+            .into_iter()
+            .map(|c| Citation { doc_id: c.doc_id, chunk_id: c.chunk_id, text: c.text, score: c.score })
+            .collect(),
+        intent: r.intent,
+        verdict: r.verdict.map(|v| Verdict {
+            accepted: v.accepted,
+            scores: v.scores.into_iter().collect(),
+            feedback: v.feedback,
+        }),
+        steps: r
+            .steps
+            .into_iter()
+            .map(|s| StepRecord {
+                agent: s.agent,
+                kind: s.kind,
+                model: s.model,
+                attempt: s.attempt,
+                latency_ms: s.latency_ms,
+                input_tokens: s.input_tokens,
+                output_tokens: s.output_tokens,
+                tokens_estimated: s.tokens_estimated,
+                cost_usd: s.cost_usd,
+                summary: s.summary,
+                model_attempts: s.model_attempts,
+                failed_model_attempts: s.failed_model_attempts,
+            })
+            .collect(),
+        usage: Usage {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd: usage.cost_usd,
+            model_calls: usage.model_calls,
+            latency_ms: usage.latency_ms,
+        },
+        trace_id: r.trace_id,
+        variant: r.variant,
+    }
+}
+
 /// What `DescribeMesh` reports; computed once at start-up.
 pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
     let models = &spec.settings.models;
@@ -155,5 +203,54 @@ pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
         retrieval_backend: format!("{:?}", spec.settings.retrieval.backend).to_lowercase(),
         collection: spec.settings.retrieval.collection.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::{Citation, Usage, Verdict};
+
+    #[test]
+    fn answers_round_trip_through_proto() {
+        let a = Answer {
+            answer: "A [1].".into(),
+            citations: vec![Citation {
+                doc_id: "d".into(),
+                chunk_id: "d#0".into(),
+                text: "t".into(),
+                score: 0.5,
+            }],
+            intent: "question".into(),
+            verdict: Some(Verdict {
+                accepted: true,
+                scores: [("coverage".to_string(), 1.0)].into(),
+                feedback: String::new(),
+            }),
+            steps: vec![StepRecord {
+                agent: "critic".into(),
+                kind: "critic".into(),
+                model: "m".into(),
+                attempt: 2,
+                latency_ms: 1.5,
+                input_tokens: 10,
+                output_tokens: 3,
+                tokens_estimated: true,
+                cost_usd: None,
+                summary: "s".into(),
+                model_attempts: 2,
+                failed_model_attempts: vec!["http_429".into()],
+            }],
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 3,
+                cost_usd: None,
+                model_calls: 1,
+                latency_ms: 2.0,
+            },
+            trace_id: "0123".into(),
+            variant: "v".into(),
+        };
+        assert_eq!(answer_from_proto(answer(a.clone())), a);
     }
 }
