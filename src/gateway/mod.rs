@@ -65,10 +65,11 @@ impl GatewayService {
         let timeout = client_timeout(request.metadata())
             .map(|t| t.min(Duration::from_millis(self.limits.request_timeout_ms)))
             .unwrap_or(Duration::from_millis(self.limits.request_timeout_ms));
-        // tonic's own timeout layer fires at the same instant with a less
-        // useful status; finish a little earlier so the client gets
-        // DEADLINE_EXCEEDED from us.
-        let margin = (timeout / 50).clamp(Duration::from_millis(1), Duration::from_millis(50));
+        // tonic's server timeout layer fires at the same instant with a less
+        // useful status, and most clients (tonic's among them) run their own
+        // timer too and give up with CANCELLED. Finish early enough that our
+        // DEADLINE_EXCEEDED crosses the network first.
+        let margin = (timeout / 10).clamp(Duration::from_millis(5), Duration::from_millis(100));
         let arrival = request
             .extensions()
             .get::<server::Arrival>()
