@@ -9,10 +9,12 @@
 //! - [`retrieval`]: embedders, vector stores (qdrant-edge), chunking, ingest.
 //! - [`mesh`]: the actix actors (orchestrator and agents) and their messages.
 //! - [`gateway`]: the tonic services and the one error → `Status` map.
+//! - [`batch`]: durable batch jobs: the SQLite store and the workers.
 //! - [`eval`]: datasets, metrics, runs, comparisons and gates.
 //! - [`telemetry`]: logs, OpenTelemetry traces and metrics, attribute names.
 //! - [`text`]: tokenisation and other small text helpers.
 
+pub mod batch;
 pub mod config;
 pub mod eval;
 pub mod gateway;

@@ -1,4 +1,4 @@
-//! The `meshops` command line: `serve`, `ask`, `ingest`, `validate`.
+//! The `meshops` command line: `serve`, `ask`, `batch`, `ingest`, `validate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +60,9 @@ enum Command {
     /// Evaluate: run datasets through the mesh, score, compare runs.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Durable batch jobs on a running gateway: submit, status, results, cancel.
+    #[command(subcommand)]
+    Batch(meshops::batch::cli::Command),
 }
 
 #[derive(Subcommand)]
@@ -172,16 +175,12 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Batch(command) => {
+            let target = target_or_default(&cli, command.target());
+            Ok(meshops::batch::cli::execute(command, target).await?)
+        }
         Command::Ask { query, target, stream, json, variant, repeat } => {
-            let target = match target {
-                Some(t) => t.clone(),
-                None => {
-                    let listen = load(&cli)
-                        .map(|s| s.settings.gateway.listen)
-                        .unwrap_or_else(|_| "127.0.0.1:50051".into());
-                    format!("http://{}", listen.replace("0.0.0.0", "127.0.0.1"))
-                }
-            };
+            let target = target_or_default(&cli, target.as_deref());
             let mut client = GatewayClient::connect(target.clone())
                 .await
                 .with_context(|| format!("cannot connect to {target}; is `meshops serve` running?"))?;
@@ -233,6 +232,18 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
             Ok(())
+        }
+    }
+}
+
+/// The gateway URL: `--target`, else http:// + the configured listen address.
+fn target_or_default(cli: &Cli, target: Option<&str>) -> String {
+    match target {
+        Some(t) => t.to_string(),
+        None => {
+            let listen =
+                load(cli).map(|s| s.settings.gateway.listen).unwrap_or_else(|_| "127.0.0.1:50051".into());
+            format!("http://{}", listen.replace("0.0.0.0", "127.0.0.1"))
         }
     }
 }

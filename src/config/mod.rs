@@ -23,8 +23,8 @@ pub use agents::{
     SummarizerSettings,
 };
 pub use settings::{
-    AgentOverride, EmbedderProvider, FlowSpec, GatewaySettings, LogFormat, MeshSettings, ModelProfile,
-    Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings, VariantSettings,
+    AgentOverride, BatchSettings, EmbedderProvider, FlowSpec, GatewaySettings, LogFormat, MeshSettings,
+    ModelProfile, Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings, VariantSettings,
 };
 
 use crate::prompt::Prompty;
@@ -346,6 +346,19 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
     }
     if s.gateway.request_timeout_ms == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.request_timeout_ms", "must be at least 1"));
+    }
+    for (value, key) in [
+        (s.batch.workers, "workers"),
+        (s.batch.per_job_concurrency, "per_job_concurrency"),
+        (s.batch.max_items, "max_items"),
+    ] {
+        if value == 0 {
+            errors.push(ConfigError::field(
+                at(&["batch", key]),
+                format!("batch.{key}"),
+                "must be at least 1",
+            ));
+        }
     }
     if s.mesh.arbiters == 0 || s.mesh.arbiters > 256 {
         errors.push(ConfigError::field(

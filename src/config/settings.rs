@@ -24,6 +24,7 @@ pub struct Settings {
     /// Named experiment variants a request can select.
     pub variants: BTreeMap<String, VariantSettings>,
     pub telemetry: TelemetrySettings,
+    pub batch: BatchSettings,
 }
 
 impl Default for Settings {
@@ -36,6 +37,7 @@ impl Default for Settings {
             flows: BTreeMap::new(),
             variants: BTreeMap::new(),
             telemetry: TelemetrySettings::default(),
+            batch: BatchSettings::default(),
         }
     }
 }
@@ -361,4 +363,28 @@ pub struct AgentOverride {
     pub max_sentences: Option<usize>,
     pub accept_threshold: Option<f64>,
     pub min_coverage: Option<f64>,
+}
+
+/// Durable batch jobs (`[batch]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// The SQLite file holding jobs, items and results. Unset: `batch.sqlite3`
+    /// under `retrieval.data_dir`, so one volume keeps all durable state.
+    pub db_path: Option<PathBuf>,
+    /// Batch items run at once across all jobs. Batch work does not take
+    /// the gateway's real-time slots (`gateway.max_in_flight`), so this is
+    /// what bounds its share of the mesh.
+    pub workers: usize,
+    /// Items of one job run at once, so one large job cannot hold every
+    /// worker while later jobs wait.
+    pub per_job_concurrency: usize,
+    /// Most items one `SubmitBatch` may carry.
+    pub max_items: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self { db_path: None, workers: 4, per_job_concurrency: 2, max_items: 1000 }
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::batch::{ItemResult, JobState, JobSummary, Outcome};
 use crate::config::{GatewaySettings, MeshSpec};
 use crate::mesh::{Answer, AskInput, MeshEvent, StepRecord};
 use crate::proto;
@@ -62,13 +63,7 @@ pub fn answer(a: Answer) -> proto::AskResponse {
             feedback: v.feedback,
         }),
         steps: a.steps.into_iter().map(step).collect(),
-        usage: Some(proto::Usage {
-            input_tokens: a.usage.input_tokens,
-            output_tokens: a.usage.output_tokens,
-            cost_usd: a.usage.cost_usd,
-            model_calls: a.usage.model_calls,
-            latency_ms: a.usage.latency_ms,
-        }),
+        usage: Some(usage(a.usage)),
         trace_id: a.trace_id,
         variant: a.variant,
     }
@@ -134,6 +129,85 @@ pub fn answer_from_proto(r: proto::AskResponse) -> Answer {
         trace_id: r.trace_id,
         variant: r.variant,
     }
+}
+
+fn usage(u: crate::mesh::Usage) -> proto::Usage {
+    proto::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cost_usd: u.cost_usd,
+        model_calls: u.model_calls,
+        latency_ms: u.latency_ms,
+    }
+}
+
+/// Validates a `SubmitBatch` request: at least one item, at most
+/// `batch.max_items`, each item valid as an `Ask` and naming a known
+/// variant. The error is the message for `INVALID_ARGUMENT`.
+pub fn batch_items(
+    req: proto::SubmitBatchRequest,
+    limits: &GatewaySettings,
+    max_items: usize,
+    variants: &[String],
+) -> Result<(Vec<AskInput>, Option<String>), String> {
+    if req.items.is_empty() {
+        return Err("a batch needs at least one item".into());
+    }
+    if req.items.len() > max_items {
+        return Err(format!(
+            "the batch has {} items; the limit is batch.max_items = {max_items}",
+            req.items.len()
+        ));
+    }
+    let request_id = req.request_id.trim();
+    if request_id.chars().count() > MAX_REQUEST_ID_CHARS {
+        return Err(format!("request_id is longer than {MAX_REQUEST_ID_CHARS} characters"));
+    }
+    let mut items = Vec::with_capacity(req.items.len());
+    for (i, item) in req.items.into_iter().enumerate() {
+        let input = ask_input(item, limits).map_err(|e| format!("items[{i}]: {e}"))?;
+        if let Some(v) = &input.variant {
+            if !variants.contains(v) {
+                return Err(format!("items[{i}]: unknown variant `{v}`; known: {}", variants.join(", ")));
+            }
+        }
+        items.push(input);
+    }
+    Ok((items, (!request_id.is_empty()).then(|| request_id.to_string())))
+}
+
+/// Longest accepted `SubmitBatchRequest.request_id`.
+pub const MAX_REQUEST_ID_CHARS: usize = 256;
+
+pub fn batch_job(j: JobSummary) -> proto::BatchJob {
+    let state = match j.state {
+        JobState::Queued => proto::BatchState::Queued,
+        JobState::Running => proto::BatchState::Running,
+        JobState::Completed => proto::BatchState::Completed,
+        JobState::Cancelled => proto::BatchState::Cancelled,
+    };
+    proto::BatchJob {
+        job_id: j.job_id,
+        state: state as i32,
+        request_id: j.request_id.unwrap_or_default(),
+        total: j.total,
+        done: j.done,
+        failed: j.failed,
+        cancelled: j.cancelled,
+        pending: j.pending,
+        usage: Some(usage(j.usage)),
+        created_unix_ms: j.created_ms,
+        finished_unix_ms: j.finished_ms.unwrap_or(0),
+    }
+}
+
+pub fn batch_result(r: ItemResult) -> proto::BatchResult {
+    use proto::batch_result::Outcome as P;
+    let outcome = match r.outcome {
+        Outcome::Answered(a) => P::Response(answer(*a)),
+        Outcome::Failed { code, message } => P::Error(proto::BatchItemError { code, message }),
+    };
+    proto::BatchResult { item_index: r.item_index, offset: r.offset, outcome: Some(outcome) }
 }
 
 /// What `DescribeMesh` reports; computed once at start-up.

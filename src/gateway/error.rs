@@ -3,6 +3,7 @@
 
 use tonic::Status;
 
+use crate::batch::BatchError;
 use crate::llm::LlmError;
 use crate::mesh::MeshError;
 use crate::retrieval::RetrievalError;
@@ -37,5 +38,23 @@ pub fn status(err: MeshError) -> Status {
         MeshError::AgentUnavailable { .. } => Status::unavailable(message),
         MeshError::NoFlow { .. } => Status::failed_precondition(message),
         MeshError::Startup(_) => Status::unavailable(message),
+    }
+}
+
+/// The map from batch errors to status codes.
+pub fn batch_status(err: BatchError) -> Status {
+    let message = err.to_string();
+    match err {
+        BatchError::NotFound(_) => Status::not_found(message),
+        BatchError::InvalidRequest(_) => Status::invalid_argument(message),
+        BatchError::RequestIdReused(_) => Status::already_exists(message),
+        BatchError::OffsetOutOfRange { .. } => Status::out_of_range(message),
+        // Busy, full or unwritable storage: the caller may retry later.
+        BatchError::Db { .. } | BatchError::Sqlite(_) | BatchError::Io { .. } => Status::unavailable(message),
+        BatchError::Closed => Status::unavailable(message),
+        BatchError::Corrupt(_) => Status::data_loss(message),
+        BatchError::Join(_) => Status::internal(message),
+        // Client-side errors (`meshops batch`); a server never returns them.
+        BatchError::Input { .. } | BatchError::Client(_) => Status::internal(message),
     }
 }

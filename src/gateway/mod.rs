@@ -1,5 +1,6 @@
-//! The gRPC gateway: `meshops.v1.Gateway`, `grpc.health.v1.Health` and
-//! server reflection (v1 and v1alpha) on one tonic server.
+//! The gRPC gateway: `meshops.v1.Gateway`, `meshops.v1.Batch`,
+//! `grpc.health.v1.Health` and server reflection (v1 and v1alpha) on one
+//! tonic server.
 //!
 //! The gateway validates a request, turns it into a mesh message
 //! ([`convert`]), bounds it by the client's deadline, and maps every error to
@@ -7,6 +8,7 @@
 //! NOT_SERVING until the store and the mesh are ready.
 
 pub mod admission;
+pub mod batch;
 pub mod convert;
 pub mod error;
 pub mod server;

@@ -1,6 +1,6 @@
 //! Starting and stopping the gateway: bind, serve health as NOT_SERVING,
 //! open the store (ingesting the corpus into an empty collection), start
-//! the mesh, then report SERVING.
+//! the mesh and the batch workers, then report SERVING.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -14,8 +14,10 @@ use tonic_health::server::HealthReporter;
 
 use super::GatewayService;
 use super::admission::Admission;
+use crate::batch::{Batch, BatchError, runner::RunnerHandle};
 use crate::config::MeshSpec;
 use crate::mesh::{MeshError, MeshHandle, Resources};
+use crate::proto::batch_server::BatchServer;
 use crate::proto::gateway_server::GatewayServer;
 use crate::retrieval::{self, RetrievalError, SharedEmbedder, SharedStore};
 
@@ -34,6 +36,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("background task failed: {0}")]
     Join(String),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
 }
 
 /// A running gateway.
@@ -49,16 +53,27 @@ pub struct ServerHandle {
     admission: Arc<Admission>,
     /// How long in-flight requests may take to finish on shutdown.
     grace: std::time::Duration,
+    /// The batch database, closed on shutdown.
+    batch: Arc<Batch>,
+    runner: Option<RunnerHandle>,
 }
 
 impl ServerHandle {
     /// Graceful stop: health NOT_SERVING, new requests refused with
-    /// UNAVAILABLE, in-flight ones given `shutdown_grace_ms` to finish, then
-    /// the server and the mesh stop.
+    /// UNAVAILABLE, in-flight ones and running batch items given
+    /// `shutdown_grace_ms` to finish (batch workers claim nothing more),
+    /// then the server stops and the batch database is closed.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         set_health(&self.health, ServingStatus::NotServing).await;
         self.admission.drain();
-        let drained = self.admission.wait_idle(self.grace).await;
+        self.batch.stopping.cancel();
+        let (runner, grace) = (self.runner.take(), self.grace);
+        let runner = async move {
+            if let Some(r) = runner {
+                r.stop(grace).await;
+            }
+        };
+        let (drained, ()) = tokio::join!(self.admission.wait_idle(self.grace), runner);
         if !drained {
             tracing::warn!(
                 in_flight = self.admission.in_flight(),
@@ -75,6 +90,7 @@ impl ServerHandle {
             Ok(served) => served.map_err(|e| ServeError::Join(e.to_string()))??,
             Err(_) => self.task.abort(),
         }
+        self.batch.store.close().await?;
         Ok(())
     }
 
@@ -97,6 +113,7 @@ impl ServerHandle {
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health.set_service_status("meshops.v1.Gateway", status).await;
+    health.set_service_status("meshops.v1.Batch", status).await;
 }
 
 /// Opens the configured store and embedder.
@@ -188,6 +205,10 @@ pub async fn start_with(
         super::convert::describe(&spec),
         admission.clone(),
     );
+    // Opened before serving: a job is acknowledged only once it is stored,
+    // and jobs may be submitted while the mesh is still starting.
+    let batch = Arc::new(Batch::open(&spec).await?);
+    let batch_service = super::batch::BatchService::new(batch.clone(), admission.clone(), &spec);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     // Small gRPC frames wait ~40 ms for delayed ACKs under Nagle's
     // algorithm; answers must leave at once.
@@ -205,6 +226,7 @@ pub async fn start_with(
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(GatewayServer::new(gateway))
+            .add_service(BatchServer::new(batch_service))
             .serve_with_incoming_shutdown(incoming, async {
                 // A dropped sender also means stop.
                 let _ = shutdown_rx.await;
@@ -219,8 +241,11 @@ pub async fn start_with(
     let mesh = tokio::task::spawn_blocking(move || MeshHandle::start(mesh_spec, resources))
         .await
         .map_err(|e| ServeError::Join(e.to_string()))??;
+    let mesh = Arc::new(mesh);
     // Set exactly once, here; a second set cannot happen.
-    let _ = mesh_cell.set(Arc::new(mesh));
+    let _ = mesh_cell.set(mesh.clone());
+    let item_timeout = std::time::Duration::from_millis(spec.settings.gateway.request_timeout_ms);
+    let runner = crate::batch::runner::start(batch.clone(), mesh, &spec.settings.batch, item_timeout);
     set_health(&health, ServingStatus::Serving).await;
     tracing::info!(%addr, collection = %spec.settings.retrieval.collection, "gateway serving");
     let grace = std::time::Duration::from_millis(spec.settings.gateway.shutdown_grace_ms);
@@ -233,6 +258,8 @@ pub async fn start_with(
         store,
         admission,
         grace,
+        batch,
+        runner: Some(runner),
     })
 }
 

@@ -13,7 +13,7 @@ use crate::llm::{Passage, Scores};
 
 /// A question for the mesh: what the gateway (and the eval harness) sends
 /// the orchestrator.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AskInput {
     pub query: String,
     pub session_id: String,

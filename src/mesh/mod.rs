@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use actix::{Actor, Addr, Arbiter};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use messages::{Ask, AskInput, EventSink, MeshEvent, RunStep, StepInput, StepOutput};
 
@@ -28,7 +28,7 @@ use crate::llm::{LlmError, Scores, SharedLlm};
 use crate::retrieval::{RetrievalError, SharedEmbedder, SharedStore};
 
 /// A cited passage in an answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Citation {
     pub doc_id: String,
     pub chunk_id: String,
@@ -37,7 +37,7 @@ pub struct Citation {
 }
 
 /// The critic's judgement of the final draft.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub accepted: bool,
     pub scores: Scores,
@@ -45,7 +45,7 @@ pub struct Verdict {
 }
 
 /// One step of a request: who ran, on what model, how long, how much.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub agent: String,
     pub kind: String,
@@ -66,7 +66,7 @@ pub struct StepRecord {
 }
 
 /// Totals over a request's steps.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -77,7 +77,7 @@ pub struct Usage {
 }
 
 /// The mesh's answer to one request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub answer: String,
     pub citations: Vec<Citation>,

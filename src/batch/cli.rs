@@ -1,0 +1,206 @@
+//! `meshops batch submit|status|results|cancel`: a client of a running
+//! gateway's `Batch` service. Submit reads JSONL rows like the evaluation
+//! datasets (`query`, optional `variant` and `session_id`; other fields
+//! are ignored).
+
+use std::path::{Path, PathBuf};
+
+use super::BatchError;
+use crate::proto;
+use crate::proto::batch_client::BatchClient;
+
+/// `meshops batch …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Submit a JSONL file of questions as one job; prints the job.
+    Submit {
+        file: PathBuf,
+        /// Idempotency key: resubmitting with it returns the same job.
+        #[arg(long)]
+        request_id: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a job's state and counts.
+    Status {
+        job: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stream a job's results as JSON lines until every item has one.
+    Results {
+        job: String,
+        /// First result offset (resume after the last one seen).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Cancel the items of a job not answered yet.
+    Cancel {
+        job: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Gateway URL (default: http:// + gateway.listen).
+    #[arg(long)]
+    pub target: Option<String>,
+}
+
+impl Command {
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Command::Submit { target, .. }
+            | Command::Status { target, .. }
+            | Command::Results { target, .. }
+            | Command::Cancel { target, .. } => target.target.as_deref(),
+        }
+    }
+}
+
+/// One line of a batch file.
+#[derive(Debug, serde::Deserialize)]
+struct Row {
+    query: String,
+    #[serde(default)]
+    variant: Option<String>,
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+/// Reads a JSONL batch file; blank lines are skipped, a bad line is an
+/// error naming the file and line.
+pub fn read_items(path: &Path) -> Result<Vec<proto::AskRequest>, BatchError> {
+    let shown = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|source| BatchError::Io { path: shown.clone(), source })?;
+    let mut items = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: Row = serde_json::from_str(line).map_err(|e| BatchError::Input {
+            path: shown.clone(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        items.push(proto::AskRequest {
+            query: row.query,
+            variant: row.variant.unwrap_or_default(),
+            session_id: row.session_id.unwrap_or_default(),
+            metadata: Default::default(),
+        });
+    }
+    if items.is_empty() {
+        return Err(BatchError::Input { path: shown, line: 0, message: "no rows".into() });
+    }
+    Ok(items)
+}
+
+fn rpc(s: tonic::Status) -> BatchError {
+    BatchError::Client(format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// Runs the command against `target`, printing to stdout.
+pub async fn execute(command: &Command, target: String) -> Result<(), BatchError> {
+    let mut client = BatchClient::connect(target.clone()).await.map_err(|e| {
+        BatchError::Client(format!("cannot connect to {target} ({e}); is `meshops serve` running?"))
+    })?;
+    let job = match command {
+        Command::Submit { file, request_id, .. } => {
+            let items = read_items(file)?;
+            let request =
+                proto::SubmitBatchRequest { items, request_id: request_id.clone().unwrap_or_default() };
+            client.submit_batch(request).await.map_err(rpc)?.into_inner()
+        }
+        Command::Status { job, .. } => {
+            client.get_batch(proto::GetBatchRequest { job_id: job.clone() }).await.map_err(rpc)?.into_inner()
+        }
+        Command::Cancel { job, .. } => client
+            .cancel_batch(proto::CancelBatchRequest { job_id: job.clone() })
+            .await
+            .map_err(rpc)?
+            .into_inner(),
+        Command::Results { job, from, .. } => {
+            let request = proto::StreamBatchResultsRequest { job_id: job.clone(), from_offset: *from };
+            let mut stream = client.stream_batch_results(request).await.map_err(rpc)?.into_inner();
+            while let Some(result) = stream.message().await.map_err(rpc)? {
+                println!("{}", result_json(result));
+            }
+            return Ok(());
+        }
+    };
+    println!("{}", job_json(&job));
+    Ok(())
+}
+
+/// A job as one JSON object, field names as in the proto.
+pub fn job_json(j: &proto::BatchJob) -> serde_json::Value {
+    let state = proto::BatchState::try_from(j.state)
+        .map(|s| s.as_str_name().trim_start_matches("BATCH_STATE_").to_lowercase())
+        .unwrap_or_else(|_| j.state.to_string());
+    let usage = j.usage.unwrap_or_default();
+    serde_json::json!({
+        "job_id": j.job_id,
+        "state": state,
+        "request_id": j.request_id,
+        "total": j.total,
+        "done": j.done,
+        "failed": j.failed,
+        "cancelled": j.cancelled,
+        "pending": j.pending,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost_usd": usage.cost_usd,
+            "model_calls": usage.model_calls,
+            "latency_ms": usage.latency_ms,
+        },
+        "created_unix_ms": j.created_unix_ms,
+        "finished_unix_ms": j.finished_unix_ms,
+    })
+}
+
+/// A result as one JSON object: the answer, or the error's code and message.
+pub fn result_json(r: proto::BatchResult) -> serde_json::Value {
+    use proto::batch_result::Outcome;
+    let mut v = serde_json::json!({ "item_index": r.item_index, "offset": r.offset });
+    match r.outcome {
+        Some(Outcome::Response(answer)) => {
+            v["answer"] = serde_json::to_value(crate::gateway::convert::answer_from_proto(answer))
+                .unwrap_or(serde_json::Value::Null);
+        }
+        Some(Outcome::Error(e)) => {
+            v["error"] = serde_json::json!({
+                "code": format!("{:?}", tonic::Code::from_i32(e.code)),
+                "message": e.message,
+            });
+        }
+        None => {}
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rows_and_names_the_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.jsonl");
+        std::fs::write(&ok, "{\"id\": \"q1\", \"query\": \"a\", \"ground_truth\": \"x\"}\n\n{\"query\": \"b\", \"variant\": \"concise\"}\n")
+            .unwrap();
+        let items = read_items(&ok).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!((items[1].query.as_str(), items[1].variant.as_str()), ("b", "concise"));
+        let bad = dir.path().join("bad.jsonl");
+        std::fs::write(&bad, "{\"query\": \"a\"}\n{\"qery\": \"b\"}\n").unwrap();
+        let err = read_items(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.jsonl:2:") && err.contains("query"), "{err}");
+    }
+}

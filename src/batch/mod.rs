@@ -1,0 +1,171 @@
+//! Durable batch jobs: many questions submitted as one job, answered in
+//! the background by the same mesh `Ask` messages the real-time RPC sends.
+//!
+//! - [`store`]: the SQLite database (jobs, items, results), written before
+//!   a call is answered; an item's result is committed once.
+//! - [`runner`]: the workers that claim waiting items and run them, within
+//!   `batch.workers` overall and `batch.per_job_concurrency` per job,
+//!   outside the gateway's real-time slots.
+//! - [`cli`]: `meshops batch submit|status|results|cancel`, a gRPC client.
+//!
+//! The gateway's `Batch` service validates requests and converts them; this
+//! module sees no proto type.
+
+pub mod cli;
+pub mod runner;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MeshSpec;
+use crate::mesh::AskInput;
+pub use store::{ItemResult, JobState, JobSummary, Outcome, Store};
+
+/// Why a batch call or command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch job `{0}` not found")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("request_id `{0}` was already used for a batch with different items; use a new request_id")]
+    RequestIdReused(String),
+    #[error("offset {offset} is past the {total} results job `{job_id}` will have")]
+    OffsetOutOfRange { job_id: String, offset: u64, total: u32 },
+    #[error("batch database {path}: {source}")]
+    Db { path: String, source: rusqlite::Error },
+    /// A database error not yet tagged with the file (inside the store).
+    #[error("batch database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("batch database: {0}")]
+    Corrupt(String),
+    #[error("the batch database is closed: the gateway is shutting down")]
+    Closed,
+    #[error("background task failed: {0}")]
+    Join(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// A bad line in a batch file (`meshops batch submit`).
+    #[error("{path}:{line}: {message}")]
+    Input { path: String, line: usize, message: String },
+    /// The gateway could not be reached or answered with an error (CLI).
+    #[error("{0}")]
+    Client(String),
+}
+
+/// The batch database file: `batch.db_path`, or `batch.sqlite3` under
+/// `retrieval.data_dir`.
+pub fn db_path(spec: &MeshSpec) -> PathBuf {
+    match &spec.settings.batch.db_path {
+        Some(p) => spec.resolve(p),
+        None => spec.resolve(&spec.settings.retrieval.data_dir).join("batch.sqlite3"),
+    }
+}
+
+/// A job whose items are running in this process.
+struct Running {
+    in_flight: usize,
+    /// Cancelled by `CancelBatch`: its running items stop before their next
+    /// model call.
+    cancel: CancellationToken,
+}
+
+/// What the gRPC service and the runner share.
+pub struct Batch {
+    pub store: Store,
+    /// Wakes the runner: new items, or a job slot freed.
+    wake: Notify,
+    /// Jobs with items in flight, by job id.
+    running: Mutex<HashMap<String, Running>>,
+    /// Cancelled on shutdown: the runner stops claiming, streams end.
+    pub stopping: CancellationToken,
+    per_job: usize,
+}
+
+impl Batch {
+    /// Opens the database (on the blocking pool) and logs how many items an
+    /// earlier process left unfinished.
+    pub async fn open(spec: &MeshSpec) -> Result<Batch, BatchError> {
+        let path = db_path(spec);
+        let (store, resumed) = tokio::task::spawn_blocking(move || Store::open(&path))
+            .await
+            .map_err(|e| BatchError::Join(e.to_string()))??;
+        if resumed > 0 {
+            tracing::info!(items = resumed, "batch items claimed before a restart are queued again");
+        }
+        Ok(Batch {
+            store,
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            stopping: CancellationToken::new(),
+            per_job: spec.settings.batch.per_job_concurrency.max(1),
+        })
+    }
+
+    /// Tells the runner there may be work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Stops the running items of a cancelled job.
+    pub fn cancel_running(&self, job_id: &str) {
+        if let Ok(running) = self.running.lock() {
+            if let Some(r) = running.get(job_id) {
+                r.cancel.cancel();
+            }
+        }
+    }
+
+    /// Jobs running as many items as they may.
+    fn busy_jobs(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .map(|r| r.iter().filter(|(_, v)| v.in_flight >= self.per_job).map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Records an item starting; returns its cancellation token.
+    fn started(&self, job_id: &str) -> CancellationToken {
+        match self.running.lock() {
+            Ok(mut running) => {
+                let r = running
+                    .entry(job_id.to_string())
+                    .or_insert_with(|| Running { in_flight: 0, cancel: CancellationToken::new() });
+                r.in_flight += 1;
+                r.cancel.child_token()
+            }
+            Err(_) => CancellationToken::new(),
+        }
+    }
+
+    /// Records an item ending and wakes the runner for the freed slot.
+    fn finished(&self, job_id: &str) {
+        if let Ok(mut running) = self.running.lock() {
+            if let Some(r) = running.get_mut(job_id) {
+                r.in_flight = r.in_flight.saturating_sub(1);
+                if r.in_flight == 0 {
+                    running.remove(job_id);
+                }
+            }
+        }
+        self.wake();
+    }
+}
+
+/// A fingerprint of a job's items, so a reused `request_id` with other
+/// items is told apart from a retry.
+pub fn fingerprint(items: &[AskInput]) -> String {
+    let mut bytes = Vec::new();
+    for item in items {
+        // Serializing plain strings and maps cannot fail; an empty
+        // fingerprint would only weaken the reuse check.
+        bytes.extend(serde_json::to_vec(item).unwrap_or_default());
+        bytes.push(b'\n');
+    }
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes).simple().to_string()
+}

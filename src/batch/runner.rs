@@ -1,0 +1,149 @@
+//! The batch workers: one task claims waiting items (oldest job first,
+//! skipping jobs at `batch.per_job_concurrency`) whenever one of
+//! `batch.workers` slots is free, and runs each as a mesh `Ask` in its own
+//! task. Batch items never take the gateway's real-time admission slots.
+//!
+//! On stop the claiming ends at once and running items get the grace
+//! period to finish: workers stop at an item boundary. An item still
+//! running after that is abandoned without a result, and the next start
+//! runs it again (its claim is reset when the database opens).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::store::{Claimed, Outcome};
+use super::{Batch, BatchError};
+use crate::config::BatchSettings;
+use crate::mesh::{Ask, MeshHandle};
+
+/// The running batch workers.
+pub struct RunnerHandle {
+    batch: Arc<Batch>,
+    task: JoinHandle<JoinSet<()>>,
+}
+
+/// Starts the workers.
+pub fn start(
+    batch: Arc<Batch>,
+    mesh: Arc<MeshHandle>,
+    settings: &BatchSettings,
+    item_timeout: Duration,
+) -> RunnerHandle {
+    let workers = Arc::new(Semaphore::new(settings.workers.max(1)));
+    let task = tokio::spawn(claim_loop(batch.clone(), mesh, workers, item_timeout));
+    batch.wake();
+    RunnerHandle { batch, task }
+}
+
+impl RunnerHandle {
+    /// Stops claiming and waits up to `grace` for running items.
+    pub async fn stop(self, grace: Duration) {
+        self.batch.stopping.cancel();
+        let mut items = match self.task.await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "batch runner task failed");
+                return;
+            }
+        };
+        let waited = tokio::time::timeout(grace, async { while items.join_next().await.is_some() {} }).await;
+        if waited.is_err() {
+            tracing::warn!(
+                items = items.len(),
+                "grace period over; abandoning running batch items (they run again on the next start)"
+            );
+            items.shutdown().await;
+        }
+    }
+}
+
+async fn claim_loop(
+    batch: Arc<Batch>,
+    mesh: Arc<MeshHandle>,
+    workers: Arc<Semaphore>,
+    item_timeout: Duration,
+) -> JoinSet<()> {
+    let mut items = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = batch.stopping.cancelled() => break,
+            permit = workers.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        // Reap finished item tasks so the set stays as small as the workers.
+        while items.try_join_next().is_some() {}
+        let claimed = loop {
+            match batch.store.claim(batch.busy_jobs()).await {
+                Ok(Some(c)) => break Some(c),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "cannot claim a batch item"),
+            }
+            // `notify_one` keeps a wake-up that came while we were claiming.
+            tokio::select! {
+                biased;
+                _ = batch.stopping.cancelled() => break None,
+                _ = batch.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        };
+        let Some(claimed) = claimed else { break };
+        let cancel = batch.started(&claimed.job_id);
+        let (batch, mesh) = (batch.clone(), mesh.clone());
+        items.spawn(async move {
+            let _permit = permit;
+            run_item(&batch, &mesh, claimed, cancel, item_timeout).await;
+        });
+    }
+    items
+}
+
+/// Runs one item and commits its result.
+async fn run_item(
+    batch: &Batch,
+    mesh: &MeshHandle,
+    claimed: Claimed,
+    cancel: CancellationToken,
+    timeout: Duration,
+) {
+    let Claimed { job_id, item_index, input } = claimed;
+    let span = tracing::info_span!("batch.item", job_id = %job_id, item_index);
+    let ask = Ask {
+        input,
+        events: None,
+        deadline: Some(tokio::time::Instant::now() + timeout),
+        cancel: cancel.clone(),
+        trace_id: uuid::Uuid::new_v4().simple().to_string(),
+        span: span.clone(),
+    };
+    // If this task is aborted (grace period over), the mesh work stops too.
+    let guard = cancel.drop_guard();
+    let outcome = match mesh.ask(ask).await {
+        Ok(answer) => Outcome::Answered(Box::new(answer)),
+        Err(e) => {
+            span.in_scope(|| tracing::warn!(error = %e, "batch item failed"));
+            let status = crate::gateway::error::status(e);
+            Outcome::Failed { code: status.code() as i32, message: status.message().to_string() }
+        }
+    };
+    guard.disarm();
+    if let Err(e) = batch.store.commit(&job_id, item_index, outcome).await {
+        record_failure(batch, &job_id, item_index, e).await;
+    }
+    batch.finished(&job_id);
+}
+
+/// The result could not be written: put the item back so it runs again
+/// (on this start if the database recovers, else on the next).
+async fn record_failure(batch: &Batch, job_id: &str, item_index: u32, error: BatchError) {
+    tracing::error!(%job_id, item_index, %error, "cannot record a batch result; the item will run again");
+    if let Err(e) = batch.store.release(job_id, item_index).await {
+        tracing::error!(%job_id, item_index, error = %e, "cannot requeue a batch item");
+    }
+}
