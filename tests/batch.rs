@@ -82,11 +82,20 @@ async fn results(c: &mut BatchClient<Channel>, job_id: &str, from: u64) -> Vec<B
     let request = StreamBatchResultsRequest { job_id: job_id.into(), from_offset: from };
     let mut stream = c.stream_batch_results(request).await.unwrap().into_inner();
     let mut out = Vec::new();
-    while let Some(r) = stream.message().await.unwrap() {
-        out.push(r);
+    // A bound for a broken build (a lost item would keep the stream open
+    // forever), not a speed check.
+    let follow = async {
+        while let Some(r) = stream.message().await.unwrap() {
+            out.push(r);
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(FOLLOW_BOUND_S), follow).await.is_err() {
+        panic!("job {job_id} still had items without a result after {FOLLOW_BOUND_S} s");
     }
     out
 }
+
+const FOLLOW_BOUND_S: u64 = 300;
 
 fn db(data: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(data.join("batch.sqlite3")).unwrap()
