@@ -348,3 +348,66 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
     let after: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(after["state"], "completed", "cancelling a finished job changes nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_work_leaves_real_time_slots_free_and_sigterm_stops_at_an_item_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("MESHOPS__MODELS__OFFLINE__LATENCY_MS", "20"),
+        ("MESHOPS__BATCH__WORKERS", "4"),
+        ("MESHOPS__BATCH__PER_JOB_CONCURRENCY", "4"),
+        // One real-time slot and no queue: were batch items to take it,
+        // the Ask below would be shed.
+        ("MESHOPS__GATEWAY__MAX_IN_FLIGHT", "1"),
+        ("MESHOPS__GATEWAY__MAX_QUEUED", "0"),
+    ];
+    let served = serve(dir.path(), &env).await;
+    let mut c = client(&served).await;
+    let job = c
+        .submit_batch(SubmitBatchRequest { items: items(100), request_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let j = get(&mut c, &job.job_id).await;
+        if j.done >= 5 {
+            assert_eq!(j.state, BatchState::Running as i32);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut gateway =
+        meshops::proto::gateway_client::GatewayClient::connect(served.target.clone()).await.unwrap();
+    let answer = gateway
+        .ask(AskRequest { query: "What does the retriever agent do?".into(), ..Default::default() })
+        .await
+        .expect("a real-time Ask while four batch items run");
+    assert!(!answer.into_inner().answer.is_empty());
+
+    // A results stream open at shutdown ends with UNAVAILABLE and the
+    // offset to resume from.
+    let request = StreamBatchResultsRequest { job_id: job.job_id.clone(), from_offset: 0 };
+    let mut stream = c.stream_batch_results(request).await.unwrap().into_inner();
+    sigterm(&served.child);
+    let mut seen = 0;
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(_)) => seen += 1,
+            Ok(None) => panic!("stream ended cleanly before the job finished"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(end.message().contains(&format!("from_offset = {seen}")), "{} after {seen}", end.message());
+    let mut served = served;
+    let status = served.child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+
+    // Workers finished the items they held and claimed no more; the
+    // database was closed cleanly.
+    let (rows, _, claimed) = counts(dir.path(), &job.job_id);
+    assert_eq!(claimed, 0, "items left claimed without a result");
+    assert!(rows >= 5 && rows < 100, "{rows}");
+    let wal = dir.path().join("batch.sqlite3-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "WAL left behind");
+}
