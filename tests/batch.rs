@@ -165,7 +165,7 @@ async fn a_batch_survives_sigkill_and_every_item_gets_exactly_one_result() {
     first.child.wait().unwrap();
     drop(c);
     let (before, _, in_flight) = counts(&data, &job.job_id);
-    assert!(before >= 20 && before < ITEMS as i64, "{before} results at the kill");
+    assert!((20..ITEMS as i64).contains(&before), "{before} results at the kill");
     let answered_before = stored_offsets(&data, &job.job_id);
 
     // Restart on the same data dir and follow the job to its end.
@@ -407,7 +407,7 @@ async fn batch_work_leaves_real_time_slots_free_and_sigterm_stops_at_an_item_bou
     // database was closed cleanly.
     let (rows, _, claimed) = counts(dir.path(), &job.job_id);
     assert_eq!(claimed, 0, "items left claimed without a result");
-    assert!(rows >= 5 && rows < 100, "{rows}");
+    assert!((5..100).contains(&rows), "{rows}");
     let wal = dir.path().join("batch.sqlite3-wal");
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "WAL left behind");
 }
