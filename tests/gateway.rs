@@ -121,7 +121,7 @@ async fn ask_stream_emits_steps_tokens_then_the_final_answer() {
 async fn health_serving_and_reflection_lists_the_gateway() {
     let t = common::start(|_| {}, Overrides::default()).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(t.channel.clone());
-    for service in ["", "meshops.v1.Gateway"] {
+    for service in ["", "meshops.v1.Gateway", "meshops.v1.Batch"] {
         let r = health
             .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
             .await
@@ -150,6 +150,7 @@ async fn health_serving_and_reflection_lists_the_gateway() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"meshops.v1.Gateway".to_string()), "{names:?}");
+    assert!(names.contains(&"meshops.v1.Batch".to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 
     let mut client = alpha::server_reflection_client::ServerReflectionClient::new(t.channel.clone());
