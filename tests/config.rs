@@ -116,6 +116,16 @@ fn bad_env_variable_names_the_variable() {
 }
 
 #[test]
+fn zero_batch_workers_names_the_field() {
+    let opts = LoadOptions {
+        env_vars: vec![("MESHOPS__BATCH__WORKERS".into(), "0".into())],
+        ..LoadOptions::files_only(common::root())
+    };
+    let err = load_err(&opts);
+    assert!(err.contains("batch.workers") && err.contains("at least 1"), "{err}");
+}
+
+#[test]
 fn typo_in_an_agent_file_names_file_and_field() {
     let dir = project_copy();
     edit(&dir.path().join("agents/retriever.toml"), "top_k", "tpo_k");
