@@ -129,13 +129,27 @@ pub async fn execute(command: &Command, target: String) -> Result<(), BatchError
             let request = proto::StreamBatchResultsRequest { job_id: job.clone(), from_offset: *from };
             let mut stream = client.stream_batch_results(request).await.map_err(rpc)?.into_inner();
             while let Some(result) = stream.message().await.map_err(rpc)? {
-                println!("{}", result_json(result));
+                if !print_line(&result_json(result))? {
+                    break;
+                }
             }
             return Ok(());
         }
     };
-    println!("{}", job_json(&job));
+    print_line(&job_json(&job))?;
     Ok(())
+}
+
+/// Prints one JSON line; false when the reader went away (`| head`), which
+/// ends the command quietly.
+fn print_line(v: &serde_json::Value) -> Result<bool, BatchError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{v}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(source) => Err(BatchError::Io { path: "stdout".into(), source }),
+    }
 }
 
 /// A job as one JSON object, field names as in the proto.
