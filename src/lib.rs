@@ -2,6 +2,7 @@
 //! the MLOps around them.
 //!
 //! # Layout
+//! - [`client`]: client-side checks of a running gateway (health, reflection).
 //! - [`config`]: loads `config/`, `agents/`, `prompts/` into one validated
 //!   [`config::MeshSpec`]; every error names the file and the field.
 //! - [`prompt`]: Prompty files, rendered with minijinja.
@@ -13,6 +14,7 @@
 //! - [`telemetry`]: logs, OpenTelemetry traces and metrics, attribute names.
 //! - [`text`]: tokenisation and other small text helpers.
 
+pub mod client;
 pub mod config;
 pub mod eval;
 pub mod gateway;

@@ -1,4 +1,4 @@
-//! The `meshops` command line: `serve`, `ask`, `ingest`, `validate`.
+//! The `meshops` command line: `serve`, `ask`, `probe`, `ingest`, `validate`, `eval`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +57,16 @@ enum Command {
     },
     /// Check every config, agent and prompt file; exit non-zero on error.
     Validate,
+    /// Check a running gateway over the wire: health and server reflection;
+    /// exit non-zero unless it is SERVING and lists the Gateway service.
+    Probe {
+        /// Gateway URL (default: http:// + gateway.listen).
+        #[arg(long)]
+        target: Option<String>,
+        /// Seconds to wait for each call.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Evaluate: run datasets through the mesh, score, compare runs.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -139,6 +149,23 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve { .. } => Ok(()),
+        Command::Probe { target, timeout } => {
+            let target = target_url(&cli, target.as_deref());
+            let service = meshops::client::GATEWAY_SERVICE;
+            let report =
+                meshops::client::probe(&target, service, std::time::Duration::from_secs(*timeout)).await?;
+            println!("target:   {target}");
+            println!("health:   {} ({service})", report.health);
+            println!("services: {}", report.services.join(", "));
+            if !report.ok(service) {
+                bail!(
+                    "{target} is not ready: health {}, services [{}]",
+                    report.health,
+                    report.services.join(", ")
+                );
+            }
+            Ok(())
+        }
         Command::Ingest { paths } => {
             let spec = load(&cli)?;
             let (store, embedder) = meshops::gateway::server::open_retrieval(&spec).await?;
@@ -173,15 +200,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ask { query, target, stream, json, variant, repeat } => {
-            let target = match target {
-                Some(t) => t.clone(),
-                None => {
-                    let listen = load(&cli)
-                        .map(|s| s.settings.gateway.listen)
-                        .unwrap_or_else(|_| "127.0.0.1:50051".into());
-                    format!("http://{}", listen.replace("0.0.0.0", "127.0.0.1"))
-                }
-            };
+            let target = target_url(&cli, target.as_deref());
             let mut client = GatewayClient::connect(target.clone())
                 .await
                 .with_context(|| format!("cannot connect to {target}; is `meshops serve` running?"))?;
@@ -233,6 +252,19 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
             Ok(())
+        }
+    }
+}
+
+/// The gateway URL a client command talks to: `--target`, else
+/// `http://` + `gateway.listen` (loopback for a wildcard address).
+fn target_url(cli: &Cli, target: Option<&str>) -> String {
+    match target {
+        Some(t) => t.to_string(),
+        None => {
+            let listen =
+                load(cli).map(|s| s.settings.gateway.listen).unwrap_or_else(|_| "127.0.0.1:50051".into());
+            format!("http://{}", listen.replace("0.0.0.0", "127.0.0.1"))
         }
     }
 }
