@@ -227,7 +227,7 @@ proptest! {
         max_metadata_entries in 0usize..8,
     ) {
         let limits = GatewaySettings { max_query_chars, max_metadata_entries, ..Default::default() };
-        let req = AskRequest { query, variant, session_id, metadata: metadata.clone(), ..Default::default() };
+        let req = AskRequest { query, variant, session_id, metadata: metadata.clone() };
         match meshops::gateway::convert::ask_input(req, &limits) {
             Err(message) => prop_assert!(!message.trim().is_empty()),
             Ok(input) => {
