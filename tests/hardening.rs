@@ -348,7 +348,7 @@ async fn input_limits_answer_invalid_argument_naming_the_limit() {
     let mut t = common::start(
         |s| {
             s.settings.gateway.max_message_bytes = 2048;
-            s.settings.gateway.max_metadata_entries = 2;
+            s.settings.gateway.max_metadata_entries = 16;
             s.settings.gateway.max_query_chars = 100;
         },
         Overrides::default(),
@@ -367,12 +367,28 @@ async fn input_limits_answer_invalid_argument_naming_the_limit() {
     assert!(err.message().contains("gateway.max_query_chars") && err.message().contains("150"), "{err:?}");
 
     let mut req = ask("hello");
-    req.metadata = (0..3).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    req.metadata = (0..17).map(|i| (format!("k{i}"), "v".to_string())).collect();
     let err = t.client.ask(req.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("gateway.max_metadata_entries"), "{err:?}");
     req.metadata.remove("k0");
     assert_eq!(t.client.ask(req).await.unwrap().into_inner().intent, "greeting");
+
+    // The call's own gRPC metadata is bounded by the same setting.
+    let mut call = tonic::Request::new(ask("hello"));
+    for i in 0..16 {
+        call.metadata_mut().insert(
+            format!("x-extra-{i}").as_str().parse::<tonic::metadata::MetadataKey<_>>().unwrap(),
+            "v".parse().unwrap(),
+        );
+    }
+    let err = t.client.ask(call).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("metadata entries")
+            && err.message().contains("(gateway.max_metadata_entries)"),
+        "{err:?}"
+    );
     t.server.shutdown().await.unwrap();
 }
 

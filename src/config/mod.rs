@@ -353,6 +353,13 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
             "must be at least 1024 bytes",
         ));
     }
+    if s.gateway.max_metadata_entries < 16 {
+        errors.push(ConfigError::field(
+            at(&["gateway"]),
+            "gateway.max_metadata_entries",
+            "must be at least 16 (a gRPC call carries several standard metadata entries)",
+        ));
+    }
     if s.gateway.request_timeout_ms == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.request_timeout_ms", "must be at least 1"));
     }

@@ -131,7 +131,8 @@ pub struct GatewaySettings {
     pub rate_limit_tpm: u64,
     /// Largest request message the server decodes, in bytes.
     pub max_message_bytes: usize,
-    /// Most entries in a request's `metadata` map.
+    /// Most entries in a call's gRPC metadata (headers, standard ones
+    /// included), and in an `AskRequest`'s `metadata` map.
     pub max_metadata_entries: usize,
     /// TLS for the gateway; absent: plaintext (the default, for loopback).
     pub tls: Option<TlsSettings>,

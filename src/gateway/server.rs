@@ -252,12 +252,14 @@ pub async fn start_with(
         builder = builder.tls_config(tls_config(&spec, tls)?)?;
     }
     let max_message_bytes = spec.settings.gateway.max_message_bytes;
+    let max_metadata_entries = spec.settings.gateway.max_metadata_entries;
     let task = tokio::spawn(
         builder
             .layer(tower::layer::layer_fn(|inner| StampArrival { inner }))
-            .layer(tower::layer::layer_fn(move |inner| super::limits::NameMessageLimit {
+            .layer(tower::layer::layer_fn(move |inner| super::limits::InputLimits {
                 inner,
                 max_message_bytes,
+                max_metadata_entries,
             }))
             .add_service(health_service)
             .add_service(reflection_v1)
