@@ -35,6 +35,11 @@ pub fn status(err: MeshError) -> Status {
         MeshError::DeadlineExceeded => Status::deadline_exceeded(message),
         MeshError::Cancelled => Status::cancelled(message),
         MeshError::AgentUnavailable { .. } => Status::unavailable(message),
+        // A panic is a bug, not an outage: the same request would likely
+        // panic again, so clients must not be told to retry it (which
+        // UNAVAILABLE means). Later requests are served by the restarted
+        // replica.
+        MeshError::AgentPanicked { .. } => Status::internal(message),
         MeshError::NoFlow { .. } => Status::failed_precondition(message),
         MeshError::Startup(_) => Status::unavailable(message),
     }
