@@ -6,8 +6,9 @@ source "$(dirname "$0")/lib.sh"
 usage() {
   cat <<'USAGE'
 usage: scripts/bluegreen.sh status
+       scripts/bluegreen.sh live-slot
        scripts/bluegreen.sh deploy SLOT IMAGE
-       scripts/bluegreen.sh validate SLOT
+       scripts/bluegreen.sh validate SLOT|live
        scripts/bluegreen.sh switch SLOT
        scripts/bluegreen.sh rollback
        scripts/bluegreen.sh --help
@@ -17,11 +18,13 @@ one slot with the label slot=SLOT; each slot also has its own Service
 (meshops-SLOT) that reaches it alone.
 
 status    live slot, previous slot, image and ready replicas of each slot
+live-slot prints the live slot (empty when no live Service exists yet)
 deploy    refuses the live slot; applies k8s/bluegreen/SLOT with IMAGE, waits
           for the rollout, then validates the slot (see validate)
-validate  port-forwards svc/meshops-SLOT to a local port, checks health
-          SERVING (grpcurl when installed) and asks a question with the
-          project's own client (meshops ask --target)
+validate  port-forwards svc/meshops-SLOT (or, for `validate live`, the
+          live svc/meshops) to a local port and runs
+          scripts/validate-deployment.sh against it (health, reflection,
+          cited answers, p95 latency; VALIDATE_QUESTIONS, VALIDATE_P95_MS)
 switch    validates SLOT, then points the live Services at it and records the
           slot it replaced in the annotation meshops.dev/previous-slot
 rollback  switches back to the recorded previous slot (validated first)
@@ -77,26 +80,26 @@ stop_port_forwards() {
 trap stop_port_forwards EXIT
 
 validate() {
-  local slot="$1" port bin ok=0
-  check_slot "$slot"
+  local slot="$1" port bin svc ok=0
+  case "$slot" in
+    live) svc=meshops ;;
+    *) check_slot "$slot"; svc="meshops-$slot" ;;
+  esac
   bin="$(meshops_bin debug)"
   port="$(free_port)"
-  log "validating slot $slot: port-forward svc/meshops-$slot to 127.0.0.1:$port"
+  log "validating $slot: port-forward svc/$svc to 127.0.0.1:$port"
   # Run kubectl itself in the background (not a function), so $! is its pid.
-  "$KUBECTL" -n "$NAMESPACE" port-forward "svc/meshops-$slot" "$port:50051" >/dev/null 2>&1 &
+  "$KUBECTL" -n "$NAMESPACE" port-forward "svc/$svc" "$port:50051" >/dev/null 2>&1 &
   PF_PIDS+=("$!")
   if wait_serving "127.0.0.1:$port" "$bin" 60; then
-    log "health SERVING; asking a question through the project's client"
-    local json
-    # Capture first: `| grep -q` would close the pipe early under pipefail.
-    if json="$("$bin" ask --target "http://127.0.0.1:$port" --json "What does the retriever agent do?")" \
-      && grep -q '"doc_id"' <<<"$json"; then
-      ok=1
-    fi
+    MESHOPS_BIN="$bin" "$REPO_ROOT/scripts/validate-deployment.sh" "http://127.0.0.1:$port" \
+      --questions "${VALIDATE_QUESTIONS:-3}" --p95-ms "${VALIDATE_P95_MS:-2000}" >&2 && ok=1
+  else
+    warn "svc/$svc did not report SERVING through the port-forward within 60s"
   fi
   stop_port_forwards
-  (( ok == 1 )) || die "slot $slot failed validation (health or Ask through svc/meshops-$slot)"
-  log "slot $slot validated"
+  (( ok == 1 )) || die "$slot failed validation (scripts/validate-deployment.sh through svc/$svc)"
+  if [[ "$slot" == live ]]; then log "live service validated"; else log "slot $slot validated"; fi
 }
 
 switch_to() {
@@ -148,6 +151,7 @@ case "$cmd" in
     if [[ "${DRY_RUN:-0}" != 1 ]]; then validate "$slot"; fi
     log "slot $slot runs $image and is validated; make it live with: $0 switch $slot"
     ;;
+  live-slot) live_slot ;;
   validate) validate "${2:-}" ;;
   switch) switch_to "${2:-}" ;;
   rollback)

@@ -14,8 +14,7 @@ Steps, from the repository root; exits non-zero on the first failure:
   2. meshops validate
   3. full eval: meshops eval run --dataset eval/datasets/sample.jsonl
      --out RESULTS/run, then eval compare against eval/baselines/sample
-     under eval/gates.toml (SKIP while eval is not implemented yet; see
-     MESHOPS_REQUIRE_EVAL in scripts/pr-build.sh --help)
+     under eval/gates.toml when that baseline exists
   4. DIST/meshops-VERSION-ARCH-linux.tar.gz holding bin/meshops, config/,
      agents/, prompts/, corpus/ and SHA256SUMS; DIST/SHA256SUMS for the
      tarball and the SBOM
@@ -50,11 +49,11 @@ log "meshops validate"
 
 if (( eval )); then
   log "full eval: eval/datasets/sample.jsonl -> $results/run"
-  run_eval "$bin" --root "$REPO_ROOT" eval run --dataset eval/datasets/sample.jsonl --out "$results/run"
-  if (( ! EVAL_SKIPPED )) && [[ -e eval/baselines/sample && -f eval/gates.toml ]]; then
-    run_eval "$bin" eval compare eval/baselines/sample "$results/run" --gates eval/gates.toml --out "$results/compare.md"
+  "$bin" --root "$REPO_ROOT" eval run --dataset eval/datasets/sample.jsonl --out "$results/run"
+  if [[ -e eval/baselines/sample && -f eval/gates.toml ]]; then
+    "$bin" eval compare eval/baselines/sample "$results/run" --gates eval/gates.toml --out "$results/compare.md"
   else
-    log "SKIP: eval compare (no run, no eval/baselines/sample or no eval/gates.toml)"
+    log "SKIP: eval compare (no eval/baselines/sample or no eval/gates.toml)"
   fi
 else
   log "SKIP: eval (--skip-eval)"

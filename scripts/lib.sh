@@ -32,29 +32,6 @@ meshops_bin() {
   printf '%s/%s/meshops\n' "$(target_dir)" "$profile"
 }
 
-# Runs a `meshops eval …` command. While the evaluation harness is not built
-# (the command answers "not implemented yet", or does not know its flags yet)
-# it prints a SKIP line and returns 0, unless MESHOPS_REQUIRE_EVAL=1, which
-# turns the skip into a failure. Any other failure fails.
-export EVAL_SKIPPED=0
-run_eval() {
-  local out rc=0
-  out="$("$@" 2>&1)" || rc=$?
-  printf '%s\n' "$out" >&2
-  if (( rc == 0 )); then
-    return 0
-  fi
-  if grep -qE "not implemented yet|unexpected argument '--" <<<"$out"; then
-    if [[ "${MESHOPS_REQUIRE_EVAL:-0}" == 1 ]]; then
-      die "eval step failed (not implemented yet) and MESHOPS_REQUIRE_EVAL=1: $*"
-    fi
-    printf 'SKIP: "%s" is not implemented yet in this build; eval step skipped (set MESHOPS_REQUIRE_EVAL=1 to fail instead)\n' "${*:2}" >&2
-    EVAL_SKIPPED=1
-    return 0
-  fi
-  return "$rc"
-}
-
 # A free TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -86,22 +63,17 @@ health_ok() {
   fi
 }
 
-# Validates a running gateway with the project's own client: health SERVING,
-# an Ask that returns a cited answer, then the toy dataset through
-# `meshops eval run --target` (skipped while eval is not implemented).
-# $1 = URL (http://host:port), $2 = meshops binary, $3 = results folder.
+# Validates a running gateway: scripts/validate-deployment.sh (health,
+# reflection, cited answers, p95 latency), then the toy dataset through
+# `meshops eval run --target`. $1 = URL (http://host:port), $2 = meshops
+# binary, $3 = results folder.
 validate_gateway() {
-  local url="$1" bin="$2" results="$3" addr json
-  addr="${url#http://}"
-  log "validate $url: health"
-  wait_serving "$addr" "$bin" 60 || die "$url is not SERVING"
-  log "validate $url: Ask through meshops ask --target"
-  json="$("$bin" ask --target "$url" --json "What does the retriever agent do?")" \
-    || die "Ask through $url failed"
-  grep -q '"answer"' <<<"$json" || die "Ask through $url returned no answer: $json"
-  grep -q '"doc_id"' <<<"$json" || die "Ask through $url returned an answer without citations: $json"
+  local url="$1" bin="$2" results="$3"
   mkdir -p "$results"
-  printf '%s\n' "$json" >"$results/smoke-ask.json"
+  log "validate $url: scripts/validate-deployment.sh"
+  MESHOPS_BIN="$bin" "$REPO_ROOT/scripts/validate-deployment.sh" "$url" --out "$results/validation" \
+    || die "$url failed validation (details above and in $results/validation)"
   log "validate $url: eval on eval/datasets/toy.jsonl through the gateway"
-  run_eval "$bin" eval run --dataset "$REPO_ROOT/eval/datasets/toy.jsonl" --target "$url" --out "$results/eval-toy"
+  "$bin" --root "$REPO_ROOT" eval run --dataset "$REPO_ROOT/eval/datasets/toy.jsonl" --target "$url" \
+    --out "$results/eval-toy"
 }

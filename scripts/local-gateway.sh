@@ -5,7 +5,8 @@ source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'USAGE'
-usage: scripts/local-gateway.sh start [--port N] [--root DIR] [--data DIR] [--timeout S]
+usage: scripts/local-gateway.sh start [--port N] [--env ENV] [--config FILE] [--release]
+                                     [--root DIR] [--data DIR] [--timeout S]
        scripts/local-gateway.sh stop  [--port N]
        scripts/local-gateway.sh status [--port N]
        scripts/local-gateway.sh --help
@@ -17,10 +18,15 @@ start   starts `meshops serve --listen 127.0.0.1:PORT` in the background,
 stop    sends SIGTERM (graceful drain) and waits for the process to exit.
 status  prints whether the gateway on PORT is running and serving.
 
+--env ENV layers config/ENV.toml (MESHOPS_ENV=ENV) but keeps what a
+single machine needs: loopback listen address, data under the state dir,
+OTLP export off unless OTEL_EXPORTER_OTLP_ENDPOINT is set. --config FILE
+layers one more settings file. --release uses the release build.
+
 Defaults: --port 50051, --root the repository, --data a fresh folder under
 the state dir, --timeout 180. State (pid, log, data) lives in
 $MESHOPS_LOCAL_STATE (default ${TMPDIR:-/tmp}/meshops-local-gateway-PORT).
-The binary is $MESHOPS_BIN, else built with cargo (debug profile).
+The binary is $MESHOPS_BIN, else built with cargo (debug, or --release).
 USAGE
 }
 
@@ -32,18 +38,27 @@ case "$cmd" in
   *) echo "unknown command: $cmd" >&2; usage >&2; exit 2 ;;
 esac
 
-port=50051 root="$REPO_ROOT" data="" timeout=180
+port=50051 root="$REPO_ROOT" data="" timeout=180 env="" config="" profile=debug
 while (( $# )); do
   case "$1" in
     --port) port="${2:?--port needs a value}"; shift 2 ;;
     --root) root="${2:?--root needs a value}"; shift 2 ;;
     --data) data="${2:?--data needs a value}"; shift 2 ;;
     --timeout) timeout="${2:?--timeout needs a value}"; shift 2 ;;
+    --env) env="${2:?--env needs a value}"; shift 2 ;;
+    --config) config="${2:?--config needs a value}"; shift 2 ;;
+    --release) profile=release; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 [[ "$port" =~ ^[0-9]+$ ]] || die "--port must be a number, got '$port'"
+if [[ -n "$env" && ! -f "$root/config/$env.toml" ]]; then
+  die "--env $env: no config/$env.toml under $root"
+fi
+if [[ -n "$config" && ! -f "$config" ]]; then
+  die "--config $config: no such file"
+fi
 if [[ "$cmd" == start && "$port" == 0 ]]; then
   port="$(free_port)"
 fi
@@ -60,13 +75,18 @@ case "$cmd" in
     if running; then
       die "a gateway already runs on $addr (pid $(cat "$pidfile")); stop it with: $0 stop --port $port"
     fi
-    bin="$(meshops_bin debug)"
+    bin="$(meshops_bin "$profile")"
     mkdir -p "$state"
     data="${data:-$state/data}"
     mkdir -p "$data"
-    log "starting $bin serve --listen $addr (root $root, data $data, log $logfile)"
-    MESHOPS_ROOT="$root" MESHOPS__RETRIEVAL__DATA_DIR="$data" \
-      nohup "$bin" serve --listen "$addr" >"$logfile" 2>&1 &
+    args=(serve --listen "$addr")
+    [[ -n "$config" ]] && args=(--config "$config" "${args[@]}")
+    export_otlp=false
+    [[ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]] && export_otlp=true
+    log "starting $bin ${args[*]} (env ${env:-default}, root $root, data $data, log $logfile)"
+    MESHOPS_ROOT="$root" MESHOPS_ENV="$env" MESHOPS__RETRIEVAL__DATA_DIR="$data" \
+      MESHOPS__TELEMETRY__EXPORT="$export_otlp" \
+      nohup "$bin" "${args[@]}" >"$logfile" 2>&1 &
     echo $! >"$pidfile"
     log "waiting up to ${timeout}s for health SERVING on $addr"
     if ! wait_serving "$addr" "$bin" "$timeout"; then

@@ -20,9 +20,8 @@ Steps, from the repository root; exits non-zero on the first failure:
      $GITHUB_STEP_SUMMARY when set (the workflow uploads the folder)
 
 Defaults: RESULTS eval/results/pr-<short sha>, BASELINE eval/baselines/toy,
-GATES eval/gates.toml. Steps 5-6 print SKIP while `meshops eval run` answers
-"not implemented yet" (MESHOPS_REQUIRE_EVAL=1 makes that a failure), and
-step 6 prints SKIP when the baseline or the gates file does not exist.
+GATES eval/gates.toml. Step 6 fails when the baseline or the gates file
+does not exist.
 USAGE
 }
 
@@ -60,25 +59,21 @@ log "meshops validate"
 "$bin" --root "$REPO_ROOT" validate
 
 log "eval on eval/datasets/toy.jsonl -> $results/run"
-run_eval "$bin" --root "$REPO_ROOT" eval run --dataset eval/datasets/toy.jsonl --out "$results/run"
-if (( EVAL_SKIPPED )); then
-  log "SKIP: eval compare (no run to compare)"
-elif [[ ! -e "$baseline" ]]; then
-  log "SKIP: eval compare: no baseline at $baseline (commit one from a trusted run)"
-elif [[ ! -f "$gates" ]]; then
-  log "SKIP: eval compare: no gates file at $gates"
-else
-  log "eval compare $baseline vs $results/run under $gates"
-  run_eval "$bin" eval compare "$baseline" "$results/run" --gates "$gates" --out "$results/compare.md"
-  if [[ -n "${GITHUB_STEP_SUMMARY:-}" && -f "$results/compare.md" ]]; then
-    cat "$results/compare.md" >>"$GITHUB_STEP_SUMMARY"
-  fi
+"$bin" --root "$REPO_ROOT" eval run --dataset eval/datasets/toy.jsonl --out "$results/run"
+[[ -e "$baseline" ]] || die "no baseline at $baseline (commit one from a trusted run)"
+[[ -f "$gates" ]] || die "no gates file at $gates"
+log "eval compare $baseline vs $results/run under $gates"
+gate_rc=0
+"$bin" eval compare "$baseline" "$results/run" --gates "$gates" --out "$results/compare.md" || gate_rc=$?
+if [[ -n "${GITHUB_STEP_SUMMARY:-}" && -f "$results/compare.md" ]]; then
+  cat "$results/compare.md" >>"$GITHUB_STEP_SUMMARY"
 fi
+(( gate_rc == 0 )) || die "quality gate failed (see $results/compare.md)"
 {
   echo "pr-build $sha $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "lint: $([[ $lint == 1 ]] && echo ok || echo skipped)"
   echo "tests: $([[ $tests == 1 ]] && echo ok || echo skipped)"
-  echo "eval: $([[ $EVAL_SKIPPED == 1 ]] && echo 'skipped (not implemented yet)' || echo ok)"
+  echo "eval: ok (gates passed)"
 } >"$results/pr-build.txt"
 log "PR build passed; results in $results"
 echo "$results"

@@ -2,6 +2,7 @@
 //! the MLOps around them.
 //!
 //! # Layout
+//! - [`client`]: client-side checks of a running gateway (health, reflection).
 //! - [`config`]: loads `config/`, `agents/`, `prompts/` into one validated
 //!   [`config::MeshSpec`]; every error names the file and the field.
 //! - [`prompt`]: Prompty files, rendered with minijinja.
@@ -15,6 +16,7 @@
 //! - [`text`]: tokenisation and other small text helpers.
 
 pub mod batch;
+pub mod client;
 pub mod config;
 pub mod eval;
 pub mod gateway;

@@ -1,4 +1,5 @@
-//! The `meshops` command line: `serve`, `ask`, `batch`, `ingest`, `validate`.
+//! The `meshops` command line: `serve`, `ask`, `batch`, `probe`, `ingest`,
+//! `validate`, `eval`, `keys`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,7 +50,12 @@ enum Command {
         /// and print client-side latency percentiles instead of the answer.
         #[arg(long, value_name = "N")]
         repeat: Option<usize>,
+        #[command(flatten)]
+        conn: ConnectArgs,
     },
+    /// API keys for `gateway.api_keys_file`.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Chunk, embed and upsert files into the configured collection (idempotent).
     Ingest {
         /// Files or folders (default: retrieval.corpus).
@@ -57,12 +63,58 @@ enum Command {
     },
     /// Check every config, agent and prompt file; exit non-zero on error.
     Validate,
+    /// Check a running gateway over the wire: health and server reflection;
+    /// exit non-zero unless it is SERVING and lists the Gateway service.
+    Probe {
+        /// Gateway URL (default: http:// + gateway.listen).
+        #[arg(long)]
+        target: Option<String>,
+        /// Seconds to wait for each call.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Evaluate: run datasets through the mesh, score, compare runs.
     #[command(subcommand)]
     Eval(EvalCommand),
     /// Durable batch jobs on a running gateway: submit, status, results, cancel.
-    #[command(subcommand)]
-    Batch(meshops::batch::cli::Command),
+    Batch {
+        #[command(subcommand)]
+        command: meshops::batch::cli::Command,
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+}
+
+/// How `ask` and `batch` reach the gateway: TLS material and the API key.
+/// Global, so `meshops batch submit FILE --api-key …` works after the
+/// batch subcommand too.
+#[derive(clap::Args)]
+struct ConnectArgs {
+    /// PEM file of the CA that signed the gateway's certificate (needed for
+    /// an https:// target).
+    #[arg(long, value_name = "FILE", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a gateway that requires mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "client_key", global = true)]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert", global = true)]
+    client_key: Option<PathBuf>,
+    /// API key sent as `authorization: Bearer <key>` (from the environment,
+    /// so it stays out of shell history and process lists).
+    #[arg(long, env = "MESHOPS_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Read a key from standard input and print its line for
+    /// `gateway.api_keys_file` (SHA-256 hex, then the label if given).
+    Hash {
+        /// A name for the key, shown in logs instead of the key.
+        #[arg(long)]
+        label: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +194,38 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve { .. } => Ok(()),
+        Command::Probe { target, timeout } => {
+            let target = target_url(&cli, target.as_deref());
+            let service = meshops::client::GATEWAY_SERVICE;
+            let report =
+                meshops::client::probe(&target, service, std::time::Duration::from_secs(*timeout)).await?;
+            println!("target:   {target}");
+            println!("health:   {} ({service})", report.health);
+            println!("services: {}", report.services.join(", "));
+            if !report.ok(service) {
+                bail!(
+                    "{target} is not ready: health {}, services [{}]",
+                    report.health,
+                    report.services.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Hash { label }) => {
+            let mut key = String::new();
+            std::io::stdin().read_line(&mut key).context("reading the key from standard input")?;
+            let key = key.trim();
+            if key.is_empty() {
+                bail!("no key on standard input; usage: printf %s \"$KEY\" | meshops keys hash --label NAME");
+            }
+            match label {
+                Some(l) if !l.trim().is_empty() => {
+                    println!("{} {}", meshops::config::keys::hash_line(key), l.trim())
+                }
+                _ => println!("{}", meshops::config::keys::hash_line(key)),
+            }
+            Ok(())
+        }
         Command::Ingest { paths } => {
             let spec = load(&cli)?;
             let (store, embedder) = meshops::gateway::server::open_retrieval(&spec).await?;
@@ -175,25 +259,27 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Batch(command) => {
-            let target = target_or_default(&cli, command.target());
-            Ok(meshops::batch::cli::execute(command, target).await?)
+        Command::Batch { command, conn } => {
+            let target = target_url(&cli, command.target());
+            let channel = connect(&target, conn).await?;
+            Ok(meshops::batch::cli::execute(command, channel, conn.api_key.as_deref()).await?)
         }
-        Command::Ask { query, target, stream, json, variant, repeat } => {
-            let target = target_or_default(&cli, target.as_deref());
-            let mut client = GatewayClient::connect(target.clone())
-                .await
-                .with_context(|| format!("cannot connect to {target}; is `meshops serve` running?"))?;
+        Command::Ask { query, target, stream, json, variant, repeat, conn } => {
+            let target = target_url(&cli, target.as_deref());
+            let channel = connect(&target, conn).await?;
+            let mut client = GatewayClient::new(channel);
             let request = proto::AskRequest {
                 query: query.clone(),
                 variant: variant.clone().unwrap_or_default(),
                 ..Default::default()
             };
+            let key = conn.api_key.as_deref();
             if let Some(n) = *repeat {
-                return repeat_latency(&mut client, request, n.max(1)).await;
+                return repeat_latency(&mut client, request, n.max(1), key).await;
             }
             if *stream {
-                let mut events = client.ask_stream(request).await.map_err(status_error)?.into_inner();
+                let mut events =
+                    client.ask_stream(authorized(request, key)?).await.map_err(status_error)?.into_inner();
                 let mut last = None;
                 while let Some(event) = events.message().await.map_err(status_error)? {
                     use proto::ask_event::Event;
@@ -224,7 +310,7 @@ async fn run(cli: Cli) -> Result<()> {
                     print_answer(&answer, false);
                 }
             } else {
-                let answer = client.ask(request).await.map_err(status_error)?.into_inner();
+                let answer = client.ask(authorized(request, key)?).await.map_err(status_error)?.into_inner();
                 if *json {
                     println!("{}", serde_json::to_string_pretty(&response_json(&answer))?);
                 } else {
@@ -236,8 +322,9 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The gateway URL: `--target`, else http:// + the configured listen address.
-fn target_or_default(cli: &Cli, target: Option<&str>) -> String {
+/// The gateway URL a client command talks to: `--target`, else
+/// `http://` + `gateway.listen` (loopback for a wildcard address).
+fn target_url(cli: &Cli, target: Option<&str>) -> String {
     match target {
         Some(t) => t.to_string(),
         None => {
@@ -267,17 +354,56 @@ async fn shutdown_signal() -> Result<&'static str> {
     }
 }
 
+/// Connects to the gateway at `target`, over TLS for an https:// target
+/// (the CA from --ca-cert; a client certificate for mutual TLS).
+async fn connect(target: &str, conn: &ConnectArgs) -> Result<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let mut endpoint =
+        Endpoint::from_shared(target.to_string()).with_context(|| format!("`{target}` is not a URL"))?;
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    if target.starts_with("https://") {
+        let Some(ca) = &conn.ca_cert else {
+            bail!(
+                "--ca-cert FILE is required for an https:// target (the CA that signed the gateway's certificate)"
+            );
+        };
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&conn.client_cert, &conn.client_key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+    } else if conn.ca_cert.is_some() || conn.client_cert.is_some() {
+        bail!("--ca-cert and --client-cert need an https:// target; `{target}` is plaintext");
+    }
+    endpoint.connect().await.with_context(|| {
+        format!("cannot connect to {target}; is `meshops serve` running (with TLS if https)?")
+    })
+}
+
+/// Wraps a request with the API key, when there is one.
+fn authorized<T>(message: T, key: Option<&str>) -> Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = key {
+        let value = format!("Bearer {}", key.trim())
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the API key holds characters not allowed in gRPC metadata"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
 /// Sends `request` `n` times in sequence and prints latency percentiles.
 async fn repeat_latency(
     client: &mut GatewayClient<tonic::transport::Channel>,
     request: proto::AskRequest,
     n: usize,
+    key: Option<&str>,
 ) -> Result<()> {
     let mut micros = Vec::with_capacity(n);
     let mut mesh_ms = Vec::with_capacity(n);
     for _ in 0..n {
         let started = std::time::Instant::now();
-        let answer = client.ask(request.clone()).await.map_err(status_error)?.into_inner();
+        let answer = client.ask(authorized(request.clone(), key)?).await.map_err(status_error)?.into_inner();
         micros.push(started.elapsed().as_secs_f64() * 1e6);
         mesh_ms.push(answer.usage.map(|u| u.latency_ms).unwrap_or_default());
     }

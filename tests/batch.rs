@@ -303,7 +303,8 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
         .await
         .map(|_| ())
         .unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange);
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("offset 41"), "{}", err.message());
 
     // The CLI: submit a JSONL file (eval dataset rows), follow, status.
     let file = dir.path().join("questions.jsonl");

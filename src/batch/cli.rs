@@ -1,9 +1,11 @@
 //! `meshops batch submit|status|results|cancel`: a client of a running
-//! gateway's `Batch` service. Submit reads JSONL rows like the evaluation
+//! gateway's `Batch` service (TLS and the API key as for `ask`). Submit reads JSONL rows like the evaluation
 //! datasets (`query`, optional `variant` and `session_id`; other fields
 //! are ignored).
 
 use std::path::{Path, PathBuf};
+
+use tonic::transport::Channel;
 
 use super::BatchError;
 use crate::proto;
@@ -105,28 +107,39 @@ fn rpc(s: tonic::Status) -> BatchError {
     BatchError::Client(format!("{:?}: {}", s.code(), s.message()))
 }
 
-/// Runs the command against `target`, printing to stdout.
-pub async fn execute(command: &Command, target: String) -> Result<(), BatchError> {
-    let mut client = BatchClient::connect(target.clone()).await.map_err(|e| {
-        BatchError::Client(format!("cannot connect to {target} ({e}); is `meshops serve` running?"))
-    })?;
+/// Wraps a message with `authorization: Bearer <key>` when there is a key.
+fn authorized<T>(message: T, api_key: Option<&str>) -> Result<tonic::Request<T>, BatchError> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = api_key {
+        let value = format!("Bearer {key}").parse().map_err(|_| {
+            BatchError::Client("the API key holds characters a gRPC header cannot carry".into())
+        })?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
+/// Runs the command on a connected `channel`, printing to stdout.
+pub async fn execute(command: &Command, channel: Channel, api_key: Option<&str>) -> Result<(), BatchError> {
+    let mut client = BatchClient::new(channel);
     let job = match command {
         Command::Submit { file, request_id, .. } => {
             let items = read_items(file)?;
             let request =
                 proto::SubmitBatchRequest { items, request_id: request_id.clone().unwrap_or_default() };
-            client.submit_batch(request).await.map_err(rpc)?.into_inner()
+            client.submit_batch(authorized(request, api_key)?).await.map_err(rpc)?.into_inner()
         }
         Command::Status { job, .. } => {
-            client.get_batch(proto::GetBatchRequest { job_id: job.clone() }).await.map_err(rpc)?.into_inner()
+            let request = authorized(proto::GetBatchRequest { job_id: job.clone() }, api_key)?;
+            client.get_batch(request).await.map_err(rpc)?.into_inner()
         }
-        Command::Cancel { job, .. } => client
-            .cancel_batch(proto::CancelBatchRequest { job_id: job.clone() })
-            .await
-            .map_err(rpc)?
-            .into_inner(),
+        Command::Cancel { job, .. } => {
+            let request = authorized(proto::CancelBatchRequest { job_id: job.clone() }, api_key)?;
+            client.cancel_batch(request).await.map_err(rpc)?.into_inner()
+        }
         Command::Results { job, from, .. } => {
             let request = proto::StreamBatchResultsRequest { job_id: job.clone(), from_offset: *from };
+            let request = authorized(request, api_key)?;
             let mut stream = client.stream_batch_results(request).await.map_err(rpc)?.into_inner();
             while let Some(result) = stream.message().await.map_err(rpc)? {
                 if !print_line(&result_json(result))? {

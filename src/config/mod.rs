@@ -8,6 +8,7 @@
 //! found are reported together.
 
 pub mod agents;
+pub mod keys;
 pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +25,8 @@ pub use agents::{
 };
 pub use settings::{
     AgentOverride, BatchSettings, EmbedderProvider, FlowSpec, GatewaySettings, LogFormat, MeshSettings,
-    ModelProfile, Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings, VariantSettings,
+    ModelProfile, Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings, TlsSettings,
+    VariantSettings,
 };
 
 use crate::prompt::Prompty;
@@ -158,6 +160,7 @@ impl MeshSpec {
         let (settings, layers) = load_settings(opts).map_err(|e| ConfigErrors(vec![e]))?;
         let mut errors = Vec::new();
         validate_settings(&settings, &layers, &mut errors);
+        validate_gateway_files(&opts.root, &settings.gateway, &layers, &mut errors);
         let agents = load_agents(&opts.root, &settings, &layers, &mut errors);
         if errors.is_empty() {
             validate_flows(&settings, &agents, &layers, &mut errors);
@@ -344,6 +347,20 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
             "must be a number ≥ 0 (0 turns the limit off)",
         ));
     }
+    if s.gateway.max_message_bytes < 1024 {
+        errors.push(ConfigError::field(
+            at(&["gateway"]),
+            "gateway.max_message_bytes",
+            "must be at least 1024 bytes",
+        ));
+    }
+    if s.gateway.max_metadata_entries < 16 {
+        errors.push(ConfigError::field(
+            at(&["gateway"]),
+            "gateway.max_metadata_entries",
+            "must be at least 16 (a gRPC call carries several standard metadata entries)",
+        ));
+    }
     if s.gateway.request_timeout_ms == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.request_timeout_ms", "must be at least 1"));
     }
@@ -439,6 +456,20 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
         if !(0.0..=1.0).contains(&m.failure_rate) {
             errors.push(ConfigError::field(&file, field("failure_rate"), "must be between 0 and 1"));
         }
+        if m.panic_on_query.is_some() && m.provider != Provider::Offline {
+            errors.push(ConfigError::field(
+                &file,
+                field("panic_on_query"),
+                "is a test-only fault hook of the offline engine; remove it or use provider `offline`",
+            ));
+        }
+        if m.panic_on_query.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            errors.push(ConfigError::field(
+                &file,
+                field("panic_on_query"),
+                "must not be empty (it would match every query)",
+            ));
+        }
         if let Some(fb) = &m.fallback {
             if !s.models.contains_key(fb) || fb == name {
                 errors.push(ConfigError::field(
@@ -450,6 +481,68 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
         }
     }
     validate_fallback_cycles(s, layers, errors);
+}
+
+/// The files the gateway reads at start-up: TLS certificates and key, and
+/// the API key file. Read and parsed here so a bad path or a bad file is a
+/// configuration error naming its field, not a failed start.
+fn validate_gateway_files(
+    root: &Path,
+    g: &GatewaySettings,
+    layers: &[PathBuf],
+    errors: &mut Vec<ConfigError>,
+) {
+    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+    if let Some(tls) = &g.tls {
+        let file = locate(&["gateway".into(), "tls".into()], layers);
+        if let Err(e) = read_pem_certs(&resolve(&tls.cert_path)) {
+            errors.push(ConfigError::field(&file, "gateway.tls.cert_path", e));
+        }
+        if let Err(e) = read_pem_key(&resolve(&tls.key_path)) {
+            errors.push(ConfigError::field(&file, "gateway.tls.key_path", e));
+        }
+        if let Some(ca) = &tls.client_ca_path {
+            if let Err(e) = read_pem_certs(&resolve(ca)) {
+                errors.push(ConfigError::field(&file, "gateway.tls.client_ca_path", e));
+            }
+        }
+    }
+    if let Some(path) = &g.api_keys_file {
+        let file = locate(&["gateway".into(), "api_keys_file".into()], layers);
+        match keys::read_key_file(&resolve(path)) {
+            Ok(k) if k.is_empty() => errors.push(ConfigError::field(
+                &file,
+                "gateway.api_keys_file",
+                format!("{} holds no key; remove the setting to run without authentication", path.display()),
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(ConfigError::field(&file, "gateway.api_keys_file", e)),
+        }
+    }
+}
+
+/// Reads a PEM file of certificates; at least one must be there.
+pub fn read_pem_certs(path: &Path) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)", path.display()));
+    }
+    Ok(bytes)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn read_pem_key(path: &Path) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| format!("{}: holds no PEM private key: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 /// What a remote profile needs before a client can be built: its endpoint

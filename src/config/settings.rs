@@ -122,6 +122,37 @@ pub struct GatewaySettings {
     pub rate_limit_burst: u32,
     /// On shutdown, how long in-flight requests may take to finish.
     pub shutdown_grace_ms: u64,
+    /// File of accepted API keys, stored hashed: one SHA-256 hex digest per
+    /// line (`meshops keys hash` prints one), `#` starts a comment, text
+    /// after the digest is a label used in logs instead of the key.
+    /// Relative to the project root. Used together with `api_keys_env`.
+    pub api_keys_file: Option<PathBuf>,
+    /// Model tokens (input + output) per minute allowed per API key (0:
+    /// unlimited). A request's tokens are charged when it finishes; a key
+    /// whose budget is spent is refused until it refills.
+    pub rate_limit_tpm: u64,
+    /// Largest request message the server decodes, in bytes.
+    pub max_message_bytes: usize,
+    /// Most entries in a call's gRPC metadata (headers, standard ones
+    /// included), and in an `AskRequest`'s `metadata` map.
+    pub max_metadata_entries: usize,
+    /// TLS for the gateway; absent: plaintext (the default, for loopback).
+    pub tls: Option<TlsSettings>,
+}
+
+/// The gateway's TLS identity and, optionally, the CA that client
+/// certificates must chain to (`[gateway.tls]`). Paths are relative to the
+/// project root; files are PEM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server's certificate chain.
+    pub cert_path: PathBuf,
+    /// The server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+    /// When set, clients must present a certificate signed by this CA
+    /// (mutual TLS).
+    pub client_ca_path: Option<PathBuf>,
 }
 
 impl Default for GatewaySettings {
@@ -136,6 +167,11 @@ impl Default for GatewaySettings {
             rate_limit_rps: 0.0,
             rate_limit_burst: 20,
             shutdown_grace_ms: 20_000,
+            api_keys_file: None,
+            rate_limit_tpm: 0,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_metadata_entries: 64,
+            tls: None,
         }
     }
 }
@@ -280,6 +316,11 @@ pub struct ModelProfile {
     /// Offline engine: share of calls that fail, for fault tests (0..1).
     #[serde(default)]
     pub failure_rate: f64,
+    /// Offline engine, TEST ONLY: the engine panics on a request whose
+    /// query contains this text, so supervision can be tested over the
+    /// wire. Never set it in a deployed configuration.
+    #[serde(default)]
+    pub panic_on_query: Option<String>,
     pub base_url: Option<String>,
     /// Name of the environment variable that holds the API key; the key
     /// itself never appears in a file.
@@ -306,6 +347,7 @@ impl ModelProfile {
             model: "offline-extractive".into(),
             latency_ms: 0,
             failure_rate: 0.0,
+            panic_on_query: None,
             base_url: None,
             api_key_env: None,
             api_version: None,

@@ -1,8 +1,12 @@
-//! Admission: API keys, per-key rate limits, and the global bound on
-//! requests in flight (load shedding). Everything here answers at once: a
-//! refused request never waits behind admitted ones.
+//! Admission: API keys, per-key rate limits (requests per second and model
+//! tokens per minute), and the global bound on requests in flight (load
+//! shedding). Everything here answers at once: a refused request never
+//! waits behind admitted ones.
+//!
+//! Keys are held only as SHA-256 digests ([`crate::config::keys`]); a
+//! presented key is hashed and compared with each digest in constant time.
+//! No key is ever logged: logs and errors use the key's label.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -11,20 +15,38 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 use crate::config::GatewaySettings;
+use crate::config::keys::{self, ApiKey};
 
 /// The gateway's admission state, shared by all calls.
 pub struct Admission {
-    keys: Vec<String>,
+    keys: Vec<ApiKey>,
     slots: std::sync::Arc<Semaphore>,
     max_in_flight: usize,
     max_queued: usize,
     queued: AtomicUsize,
+    /// Requests per second and burst, when limited.
     rate: Option<(f64, f64)>,
-    /// Token buckets per key: (tokens, last refill). Bounded by the number
-    /// of configured keys: unknown keys are refused before they get one.
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Model tokens per minute, when limited.
+    tpm: Option<f64>,
+    /// One entry per configured key (same index as `keys`): memory is
+    /// bounded by the key list, never by the callers seen.
+    buckets: Vec<Mutex<KeyBuckets>>,
     draining: AtomicBool,
 }
+
+/// The token buckets of one key.
+struct KeyBuckets {
+    /// Requests left in the burst, and when it was last refilled.
+    requests: (f64, Instant),
+    /// Model tokens left this minute (negative: in debt after a large
+    /// request), and when it was last refilled.
+    tokens: (f64, Instant),
+}
+
+/// Who is calling: the index of the key they presented. Copy and small so
+/// it can travel with a request to charge its tokens at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller(usize);
 
 /// Holds a slot; dropping it frees the slot.
 pub struct Admitted {
@@ -32,28 +54,42 @@ pub struct Admitted {
 }
 
 impl Admission {
-    pub fn new(settings: &GatewaySettings, keys: Vec<String>) -> Self {
+    pub fn new(settings: &GatewaySettings, keys: Vec<ApiKey>) -> Self {
+        let now = Instant::now();
+        let burst = f64::from(settings.rate_limit_burst.max(1));
+        let tpm = (settings.rate_limit_tpm > 0).then_some(settings.rate_limit_tpm as f64);
+        let buckets = keys
+            .iter()
+            .map(|_| Mutex::new(KeyBuckets { requests: (burst, now), tokens: (tpm.unwrap_or(0.0), now) }))
+            .collect();
         Self {
             keys,
             slots: std::sync::Arc::new(Semaphore::new(settings.max_in_flight)),
             max_in_flight: settings.max_in_flight,
             max_queued: settings.max_queued,
             queued: AtomicUsize::new(0),
-            rate: (settings.rate_limit_rps > 0.0)
-                .then_some((settings.rate_limit_rps, f64::from(settings.rate_limit_burst.max(1)))),
-            buckets: Mutex::new(HashMap::new()),
+            rate: (settings.rate_limit_rps > 0.0).then_some((settings.rate_limit_rps, burst)),
+            tpm,
+            buckets,
             draining: AtomicBool::new(false),
         }
     }
 
+    /// Hashes plain keys (from the environment or a test) for [`Admission::new`].
+    pub fn plain_keys(keys: &[String], source: &str) -> Vec<ApiKey> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| ApiKey { digest: keys::digest(k), label: format!("{source}#{}", i + 1) })
+            .collect()
+    }
+
     /// Reads the keys from the variable `settings.api_keys_env` names.
-    pub fn keys_from_env(settings: &GatewaySettings) -> Vec<String> {
-        settings
-            .api_keys_env
-            .as_deref()
-            .and_then(|var| std::env::var(var).ok())
+    pub fn keys_from_env(settings: &GatewaySettings) -> Vec<ApiKey> {
+        let Some(var) = settings.api_keys_env.as_deref() else { return Vec::new() };
+        let plain: Vec<String> = std::env::var(var)
             .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_string).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        Self::plain_keys(&plain, var)
     }
 
     /// Stops admitting: later calls get UNAVAILABLE.
@@ -66,8 +102,14 @@ impl Admission {
         self.max_in_flight.saturating_sub(self.slots.available_permits())
     }
 
-    /// Checks the caller's key and rate limit. Returns the key (for logs).
-    pub fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<String>, Status> {
+    /// The label of a caller's key, for logs.
+    pub fn label(&self, caller: Caller) -> &str {
+        self.keys.get(caller.0).map(|k| k.label.as_str()).unwrap_or("")
+    }
+
+    /// Checks the caller's key and its rate limits. `None` when no keys are
+    /// configured (nothing to check, nothing to charge).
+    pub fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Caller>, Status> {
         if self.keys.is_empty() {
             return Ok(None);
         }
@@ -79,26 +121,64 @@ impl Admission {
         let Some(presented) = presented else {
             return Err(Status::unauthenticated("missing `authorization: Bearer <key>` metadata"));
         };
-        let Some(key) = self.keys.iter().find(|k| constant_time_eq(k.as_bytes(), presented.as_bytes()))
-        else {
+        let wanted = keys::digest(presented);
+        // Every digest is compared, so the time taken does not depend on
+        // where (or whether) the key is in the list.
+        let mut found = None;
+        for (i, key) in self.keys.iter().enumerate() {
+            if keys::digests_equal(&key.digest, &wanted) {
+                found = Some(i);
+            }
+        }
+        let Some(index) = found else {
             return Err(Status::unauthenticated("API key not recognised"));
         };
+        let Some(bucket) = self.buckets.get(index) else {
+            return Err(Status::internal("rate limiter state missing for a configured key"));
+        };
+        let mut b = bucket.lock().map_err(|_| Status::internal("rate limiter state poisoned"))?;
+        let now = Instant::now();
+        if let Some(tpm) = self.tpm {
+            let (tokens, last) = &mut b.tokens;
+            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * tpm / 60.0).min(tpm);
+            *last = now;
+            if *tokens <= 0.0 {
+                return Err(Status::resource_exhausted(format!(
+                    "token limit of {tpm} model tokens per minute for this API key \
+                     (gateway.rate_limit_tpm) exceeded; retry after {:.0} s",
+                    ((1.0 - *tokens) * 60.0 / tpm).ceil()
+                )));
+            }
+        }
         if let Some((rps, burst)) = self.rate {
-            let now = Instant::now();
-            let mut buckets =
-                self.buckets.lock().map_err(|_| Status::internal("rate limiter state poisoned"))?;
-            let (tokens, last) = buckets.entry(key.clone()).or_insert((burst, now));
+            let (tokens, last) = &mut b.requests;
             *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rps).min(burst);
             *last = now;
             if *tokens < 1.0 {
                 return Err(Status::resource_exhausted(format!(
-                    "rate limit of {rps} requests/s for this API key exceeded; retry after {:.0} ms",
+                    "rate limit of {rps} requests/s for this API key (gateway.rate_limit_rps) exceeded; \
+                     retry after {:.0} ms",
                     (1.0 - *tokens) / rps * 1000.0
                 )));
             }
             *tokens -= 1.0;
         }
-        Ok(Some(key.clone()))
+        Ok(Some(Caller(index)))
+    }
+
+    /// Charges a finished request's model tokens to its caller's
+    /// tokens-per-minute budget. The budget may go into debt: the request
+    /// already ran, and the debt refuses the key's next requests until it
+    /// is paid back by the refill.
+    pub fn charge_tokens(&self, caller: Option<Caller>, tokens: u64) {
+        let (Some(caller), Some(_)) = (caller, self.tpm) else { return };
+        let Some(bucket) = self.buckets.get(caller.0) else { return };
+        match bucket.lock() {
+            Ok(mut b) => b.tokens.0 -= tokens as f64,
+            // A poisoned lock loses one charge; refusing service for it
+            // would be worse.
+            Err(_) => tracing::error!(key = %self.label(caller), "token bucket poisoned; charge dropped"),
+        }
     }
 
     /// Takes a slot, waiting in the bounded queue at most until `deadline`;
@@ -139,15 +219,6 @@ impl Admission {
     }
 }
 
-/// Compares keys without an early exit, so timing does not reveal how much
-/// of a key was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,7 +234,7 @@ mod tests {
     #[test]
     fn keys_and_rate_limits() {
         let settings = GatewaySettings { rate_limit_rps: 1.0, rate_limit_burst: 2, ..Default::default() };
-        let a = Admission::new(&settings, vec!["k1".into()]);
+        let a = Admission::new(&settings, Admission::plain_keys(&["k1".into()], "test"));
         assert_eq!(a.authenticate(&meta(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
         assert_eq!(
             a.authenticate(&meta(Some("Bearer nope"))).unwrap_err().code(),
@@ -176,6 +247,7 @@ mod tests {
             tonic::Code::ResourceExhausted
         );
         let open = Admission::new(&GatewaySettings::default(), vec![]);
+        assert!(open.authenticate(&meta(None)).unwrap().is_none());
         assert!(open.authenticate(&meta(None)).is_ok());
     }
 
@@ -190,5 +262,20 @@ mod tests {
         assert!(a.admit(deadline).await.is_ok());
         a.drain();
         assert_eq!(a.admit(deadline).await.err().unwrap().code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn tokens_per_minute_are_charged_after_the_request() {
+        let settings = GatewaySettings { rate_limit_tpm: 100, ..Default::default() };
+        let keys = Admission::plain_keys(&["k1".into(), "k2".into()], "test");
+        let a = Admission::new(&settings, keys);
+        let caller = a.authenticate(&meta(Some("Bearer k1"))).unwrap();
+        assert!(caller.is_some());
+        a.charge_tokens(caller, 150);
+        let err = a.authenticate(&meta(Some("Bearer k1"))).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.message().contains("gateway.rate_limit_tpm"), "{}", err.message());
+        // Another key has its own budget.
+        assert!(a.authenticate(&meta(Some("Bearer k2"))).is_ok());
     }
 }

@@ -17,7 +17,17 @@ pub fn ask_input(req: proto::AskRequest, limits: &GatewaySettings) -> Result<Ask
     }
     let chars = query.chars().count();
     if chars > limits.max_query_chars {
-        return Err(format!("query is {chars} characters; the limit is {}", limits.max_query_chars));
+        return Err(format!(
+            "query is {chars} characters; the limit is {} (gateway.max_query_chars)",
+            limits.max_query_chars
+        ));
+    }
+    if req.metadata.len() > limits.max_metadata_entries {
+        return Err(format!(
+            "metadata has {} entries; the limit is {} (gateway.max_metadata_entries)",
+            req.metadata.len(),
+            limits.max_metadata_entries
+        ));
     }
     if query.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return Err("query must not contain control characters".into());

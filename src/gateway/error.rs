@@ -36,6 +36,11 @@ pub fn status(err: MeshError) -> Status {
         MeshError::DeadlineExceeded => Status::deadline_exceeded(message),
         MeshError::Cancelled => Status::cancelled(message),
         MeshError::AgentUnavailable { .. } => Status::unavailable(message),
+        // A panic is a bug, not an outage: the same request would likely
+        // panic again, so clients must not be told to retry it (which
+        // UNAVAILABLE means). Later requests are served by the restarted
+        // replica.
+        MeshError::AgentPanicked { .. } => Status::internal(message),
         MeshError::NoFlow { .. } => Status::failed_precondition(message),
         MeshError::Startup(_) => Status::unavailable(message),
     }
@@ -48,7 +53,9 @@ pub fn batch_status(err: BatchError) -> Status {
         BatchError::NotFound(_) => Status::not_found(message),
         BatchError::InvalidRequest(_) => Status::invalid_argument(message),
         BatchError::RequestIdReused(_) => Status::already_exists(message),
-        BatchError::OffsetOutOfRange { .. } => Status::out_of_range(message),
+        // Not OUT_OF_RANGE: `limits.rs` reads that code as tonic's
+        // message-size refusal.
+        BatchError::OffsetOutOfRange { .. } => Status::invalid_argument(message),
         // Busy, full or unwritable storage: the caller may retry later.
         BatchError::Db { .. } | BatchError::Sqlite(_) | BatchError::Io { .. } => Status::unavailable(message),
         BatchError::Closed => Status::unavailable(message),

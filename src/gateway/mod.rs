@@ -11,6 +11,7 @@ pub mod admission;
 pub mod batch;
 pub mod convert;
 pub mod error;
+pub mod limits;
 pub mod server;
 
 use std::pin::Pin;
@@ -169,7 +170,7 @@ impl Gateway for GatewayService {
         let authenticated = self.admission.authenticate(request.metadata());
         let prepared = self.prepare(request, span.clone());
         let result = async {
-            authenticated?;
+            let caller = authenticated?;
             let mesh = self.mesh()?;
             let (ask, cancel) = prepared?;
             let _slot = self.admission.admit(ask.deadline.unwrap_or_else(tokio::time::Instant::now)).await?;
@@ -189,7 +190,11 @@ impl Gateway for GatewayService {
             };
             guard.disarm();
             match result {
-                Ok(answer) => Ok(Response::new(convert::answer(answer))),
+                Ok(answer) => {
+                    self.admission
+                        .charge_tokens(caller, answer.usage.input_tokens + answer.usage.output_tokens);
+                    Ok(Response::new(convert::answer(answer)))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "request failed");
                     Err(error::status(e))
@@ -209,10 +214,13 @@ impl Gateway for GatewayService {
         let span = request_span("meshops.v1.Gateway/AskStream");
         let authenticated = self.admission.authenticate(request.metadata());
         let prepared = self.prepare(request, span.clone());
-        if let Err(s) = authenticated {
-            record.finish(&span, s.code());
-            return Err(s);
-        }
+        let caller = match authenticated {
+            Ok(c) => c,
+            Err(s) => {
+                record.finish(&span, s.code());
+                return Err(s);
+            }
+        };
         let mesh = match self.mesh() {
             Ok(m) => m,
             Err(s) => {
@@ -237,6 +245,7 @@ impl Gateway for GatewayService {
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
         ask.events = Some(event_tx);
         let (out_tx, out_rx) = mpsc::channel::<Result<proto::AskEvent, Status>>(64);
+        let admission = self.admission.clone();
         tokio::spawn(async move {
             // The slot is held until the stream's work is done.
             let _slot = slot;
@@ -264,9 +273,12 @@ impl Gateway for GatewayService {
                 }
             }
             let last = match result {
-                Ok(answer) => Ok(proto::AskEvent {
-                    event: Some(proto::ask_event::Event::Final(convert::answer(answer))),
-                }),
+                Ok(answer) => {
+                    admission.charge_tokens(caller, answer.usage.input_tokens + answer.usage.output_tokens);
+                    Ok(proto::AskEvent {
+                        event: Some(proto::ask_event::Event::Final(convert::answer(answer))),
+                    })
+                }
                 Err(e) => {
                     span.in_scope(|| tracing::warn!(error = %e, "request failed"));
                     Err(error::status(e))

@@ -38,6 +38,33 @@ pub enum ServeError {
     Join(String),
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error("{field}: {message}")]
+    Config { field: &'static str, message: String },
+}
+
+/// The server's TLS set-up from `[gateway.tls]`: its identity and, for
+/// mutual TLS, the CA client certificates must chain to. The files were
+/// checked when the configuration loaded; they are read again here.
+fn tls_config(
+    spec: &MeshSpec,
+    tls: &crate::config::TlsSettings,
+) -> Result<tonic::transport::ServerTlsConfig, ServeError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let cert = crate::config::read_pem_certs(&spec.resolve(&tls.cert_path))
+        .map_err(|message| ServeError::Config { field: "gateway.tls.cert_path", message })?;
+    let key = crate::config::read_pem_key(&spec.resolve(&tls.key_path))
+        .map_err(|message| ServeError::Config { field: "gateway.tls.key_path", message })?;
+    // A client that never finishes its handshake must not hold a
+    // connection (and a task) forever.
+    let mut config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(cert, key))
+        .timeout(std::time::Duration::from_secs(10));
+    if let Some(ca) = &tls.client_ca_path {
+        let ca = crate::config::read_pem_certs(&spec.resolve(ca))
+            .map_err(|message| ServeError::Config { field: "gateway.tls.client_ca_path", message })?;
+        config = config.client_ca_root(Certificate::from_pem(ca));
+    }
+    Ok(config)
 }
 
 /// A running gateway.
@@ -108,6 +135,11 @@ impl ServerHandle {
     pub fn mesh_ready(&self) -> bool {
         self.mesh.get().is_some()
     }
+
+    /// How many times `agent`'s replicas were restarted after a panic.
+    pub fn agent_restarts(&self, agent: &str) -> u64 {
+        self.mesh.get().map(|m| m.agent_restarts(agent)).unwrap_or(0)
+    }
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -162,7 +194,8 @@ pub async fn ingest_if_empty(
 pub struct Overrides {
     /// Model clients by profile name, used instead of the configured ones.
     pub models: std::collections::HashMap<String, crate::llm::SharedLlm>,
-    /// API keys, instead of reading `gateway.api_keys_env`.
+    /// Plain API keys, instead of reading `gateway.api_keys_env` and
+    /// `gateway.api_keys_file`.
     pub api_keys: Option<Vec<String>>,
 }
 
@@ -192,12 +225,28 @@ pub async fn start_with(
         reflection().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let mesh_cell: Arc<OnceLock<Arc<MeshHandle>>> = Arc::new(OnceLock::new());
-    let keys = overrides.api_keys.clone().unwrap_or_else(|| Admission::keys_from_env(&spec.settings.gateway));
-    if let Some(var) = &spec.settings.gateway.api_keys_env {
-        if keys.is_empty() {
-            tracing::warn!(variable = %var, "gateway.api_keys_env names an unset or empty variable: no authentication");
+    let gw = &spec.settings.gateway;
+    let keys = match &overrides.api_keys {
+        Some(plain) => Admission::plain_keys(plain, "override"),
+        None => {
+            let mut keys = Admission::keys_from_env(gw);
+            if let Some(var) = &gw.api_keys_env {
+                if keys.is_empty() {
+                    tracing::warn!(variable = %var, "gateway.api_keys_env names an unset or empty variable");
+                }
+            }
+            if let Some(path) = &gw.api_keys_file {
+                let from_file = crate::config::keys::read_key_file(&spec.resolve(path))
+                    .map_err(|message| ServeError::Config { field: "gateway.api_keys_file", message })?;
+                keys.extend(from_file);
+            }
+            if keys.is_empty() && (gw.api_keys_env.is_some() || gw.api_keys_file.is_some()) {
+                tracing::warn!("API keys are configured but none were found: no authentication");
+            }
+            keys
         }
-    }
+    };
+    tracing::info!(keys = keys.len(), tls = gw.tls.is_some(), "gateway admission configured");
     let admission = Arc::new(Admission::new(&spec.settings.gateway, keys));
     let gateway = GatewayService::new(
         mesh_cell.clone(),
@@ -219,14 +268,25 @@ pub async fn start_with(
                 Ok(stream)
             })
         });
+    let mut builder = Server::builder();
+    if let Some(tls) = &spec.settings.gateway.tls {
+        builder = builder.tls_config(tls_config(&spec, tls)?)?;
+    }
+    let max_message_bytes = spec.settings.gateway.max_message_bytes;
+    let max_metadata_entries = spec.settings.gateway.max_metadata_entries;
     let task = tokio::spawn(
-        Server::builder()
+        builder
             .layer(tower::layer::layer_fn(|inner| StampArrival { inner }))
+            .layer(tower::layer::layer_fn(move |inner| super::limits::InputLimits {
+                inner,
+                max_message_bytes,
+                max_metadata_entries,
+            }))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(GatewayServer::new(gateway))
-            .add_service(BatchServer::new(batch_service))
+            .add_service(GatewayServer::new(gateway).max_decoding_message_size(max_message_bytes))
+            .add_service(BatchServer::new(batch_service).max_decoding_message_size(max_message_bytes))
             .serve_with_incoming_shutdown(incoming, async {
                 // A dropped sender also means stop.
                 let _ = shutdown_rx.await;

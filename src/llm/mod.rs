@@ -240,11 +240,10 @@ pub fn build_client_with(
     fallback: Option<SharedLlm>,
 ) -> Result<SharedLlm, LlmError> {
     match profile.provider {
-        Provider::Offline => Ok(Arc::new(offline::OfflineEngine::new(
-            profile.model.clone(),
-            profile.latency_ms,
-            profile.failure_rate,
-        ))),
+        Provider::Offline => Ok(Arc::new(
+            offline::OfflineEngine::new(profile.model.clone(), profile.latency_ms, profile.failure_rate)
+                .with_panic_on_query(profile.panic_on_query.clone()),
+        )),
         Provider::Openai | Provider::Azure | Provider::OpenaiCompatible => {
             let client = openai::OpenAiClient::new(profile_name, profile)?;
             Ok(Arc::new(retry::RetryingClient::new(profile_name, profile, Arc::new(client), fallback)))

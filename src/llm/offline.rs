@@ -49,6 +49,9 @@ pub struct OfflineEngine {
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
     embedder: OfflineEmbedder,
+    /// TEST ONLY fault hook (`panic_on_query`): panic on a query holding
+    /// this text, so supervision can be tested end to end.
+    panic_on_query: Option<String>,
     /// Embeddings of intent descriptions and examples: the same few texts
     /// on every request, so they are embedded once. Bounded by
     /// [`EXAMPLE_CACHE_LIMIT`].
@@ -69,8 +72,16 @@ impl OfflineEngine {
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
             embedder: OfflineEmbedder::new(ROUTER_DIMENSION),
+            panic_on_query: None,
             example_vectors: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Sets the test-only fault hook: calls for a query containing `text`
+    /// panic (after the configured latency).
+    pub fn with_panic_on_query(mut self, text: Option<String>) -> Self {
+        self.panic_on_query = text.filter(|t| !t.is_empty());
+        self
     }
 
     /// The most calls that were ever running at the same time.
@@ -361,6 +372,17 @@ impl LlmClient for OfflineEngine {
             self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
             if !self.latency.is_zero() {
                 tokio::time::sleep(self.latency).await;
+            }
+            if let Some(trigger) = &self.panic_on_query {
+                let query = match &request.hint {
+                    TaskHint::Route { query, .. }
+                    | TaskHint::Answer { query, .. }
+                    | TaskHint::Critique { query, .. } => query.as_str(),
+                    TaskHint::Freeform => "",
+                };
+                if query.contains(trigger.as_str()) {
+                    panic!("offline engine `{}`: test fault hook panic_on_query matched", self.model);
+                }
             }
             if self.fails(n) {
                 return Err(LlmError::Unavailable {

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler, ResponseFuture};
+use actix::{Actor, ActorContext as _, AsyncContext as _, Context, Handler, ResponseFuture};
+use futures::FutureExt as _;
 use opentelemetry::KeyValue;
 use serde_json::json;
 use tracing::Instrument as _;
@@ -40,6 +41,8 @@ pub struct AgentLogic {
     embedder: SharedEmbedder,
     /// Record prompt and completion text on model spans.
     capture_content: bool,
+    /// Restarts of this agent's replicas after a panic.
+    restarts: std::sync::atomic::AtomicU64,
 }
 
 impl AgentLogic {
@@ -81,6 +84,7 @@ impl AgentLogic {
             store: resources.store.clone(),
             embedder: resources.embedder.clone(),
             capture_content: resources.capture_content,
+            restarts: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -90,6 +94,11 @@ impl AgentLogic {
 
     pub fn kind(&self) -> AgentKind {
         self.kind
+    }
+
+    /// How many times this agent's replicas were restarted after a panic.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs one step, bounded by the agent's timeout and the request's
@@ -459,6 +468,7 @@ fn error_kind(e: &MeshError) -> &'static str {
         MeshError::DeadlineExceeded => "deadline_exceeded",
         MeshError::Cancelled => "cancelled",
         MeshError::AgentUnavailable { .. } => "agent_unavailable",
+        MeshError::AgentPanicked { .. } => "agent_panicked",
         MeshError::NoFlow { .. } => "no_flow",
         MeshError::Startup(_) => "startup",
     }
@@ -526,12 +536,52 @@ impl Actor for AgentActor {
     }
 }
 
+impl actix::Supervised for AgentActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.logic.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(agent = %self.logic.name, "agent replica restarted after a panic");
+    }
+}
+
+/// Asks a replica to restart (sent by its own step that panicked).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Restart;
+
+impl Handler<Restart> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Restart, ctx: &mut Self::Context) {
+        // Under its `Supervisor`, a stopped actor is restarted in place.
+        ctx.stop();
+    }
+}
+
 impl Handler<RunStep> for AgentActor {
     type Result = ResponseFuture<Result<(StepOutput, StepRecord), MeshError>>;
 
-    fn handle(&mut self, msg: RunStep, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RunStep, ctx: &mut Self::Context) -> Self::Result {
         let logic = self.logic.clone();
-        Box::pin(async move { logic.run(msg).await })
+        let me = ctx.address();
+        Box::pin(async move {
+            // Each step runs as its own task, so a panic can only take this
+            // step down: it is caught here, the request gets a status naming
+            // the agent, and the replica is restarted. Steps of other
+            // requests on the same replica are separate tasks and go on.
+            match std::panic::AssertUnwindSafe(logic.run(msg)).catch_unwind().await {
+                Ok(result) => result,
+                Err(payload) => {
+                    let what = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "(no message)".into());
+                    tracing::error!(agent = %logic.name, panic = %what, "agent step panicked; restarting the replica");
+                    me.do_send(Restart);
+                    Err(MeshError::AgentPanicked { agent: logic.name.clone() })
+                }
+            }
+        })
     }
 }
 

@@ -109,6 +109,13 @@ pub enum MeshError {
     Cancelled,
     #[error("agent `{agent}` is unavailable: {message}")]
     AgentUnavailable { agent: String, message: String },
+    /// The agent's code panicked while serving this request; the replica
+    /// was restarted by its supervisor.
+    #[error(
+        "agent `{agent}` failed: it panicked while serving this request and was restarted; \
+         the gateway log has the details"
+    )]
+    AgentPanicked { agent: String },
     #[error("no flow for intent `{intent}`")]
     NoFlow { intent: String },
     #[error("mesh failed to start: {0}")]
@@ -139,6 +146,8 @@ impl Resources {
 /// Cloning the address is cheap; any tokio runtime may send to it.
 pub struct MeshHandle {
     orchestrator: Addr<orchestrator::Orchestrator>,
+    /// Each agent's logic, shared with its replicas: read for restart counts.
+    agents: HashMap<String, Arc<agent::AgentLogic>>,
     system: actix::System,
     thread: Option<JoinHandle<()>>,
 }
@@ -166,7 +175,9 @@ impl MeshHandle {
             })
             .map_err(|e| MeshError::Startup(format!("cannot spawn mesh thread: {e}")))?;
         match rx.recv() {
-            Ok(Ok((orchestrator, system))) => Ok(MeshHandle { orchestrator, system, thread: Some(thread) }),
+            Ok(Ok(((orchestrator, agents), system))) => {
+                Ok(MeshHandle { orchestrator, agents, system, thread: Some(thread) })
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(MeshError::Startup("mesh thread exited during start-up".into())),
         }
@@ -180,6 +191,12 @@ impl MeshHandle {
                 Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() })
             }
         }
+    }
+
+    /// How many times `agent`'s replicas were restarted after a panic (0
+    /// for an unknown agent).
+    pub fn agent_restarts(&self, agent: &str) -> u64 {
+        self.agents.get(agent).map(|a| a.restarts()).unwrap_or(0)
     }
 
     /// Stops every actor and arbiter and waits for the mesh thread.
@@ -203,21 +220,25 @@ impl Drop for MeshHandle {
     }
 }
 
-fn start_actors(
-    spec: Arc<MeshSpec>,
-    resources: Resources,
-) -> Result<Addr<orchestrator::Orchestrator>, MeshError> {
+/// The orchestrator's address and each agent's logic.
+type Started = (Addr<orchestrator::Orchestrator>, HashMap<String, Arc<agent::AgentLogic>>);
+
+fn start_actors(spec: Arc<MeshSpec>, resources: Resources) -> Result<Started, MeshError> {
     let arbiters: Vec<Arbiter> = (0..spec.settings.mesh.arbiters.max(1)).map(|_| Arbiter::new()).collect();
     let mut next_arbiter = 0usize;
     let mut agents = HashMap::new();
+    let mut logics = HashMap::new();
     for (name, agent_spec) in &spec.agents {
         let logic = Arc::new(agent::AgentLogic::new(agent_spec, &resources)?);
+        logics.insert(name.clone(), logic.clone());
         let mut replicas = Vec::with_capacity(agent_spec.replicas);
         for _ in 0..agent_spec.replicas {
             let arbiter = &arbiters[next_arbiter % arbiters.len()];
             next_arbiter += 1;
             let logic = logic.clone();
-            replicas.push(agent::AgentActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            // Supervised: a replica whose step panics is restarted in
+            // place, keeping its address and mailbox.
+            replicas.push(actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
                 agent::AgentActor::new(logic)
             }));
         }
@@ -230,5 +251,5 @@ fn start_actors(
     // Arbiters stop with the system; the handles need not be kept.
     drop(arbiters);
     let plan = Arc::new(orchestrator::Plan { spec, agents, router });
-    Ok(orchestrator::Orchestrator::new(plan).start())
+    Ok((orchestrator::Orchestrator::new(plan).start(), logics))
 }
