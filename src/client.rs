@@ -2,9 +2,7 @@
 //! scripts: the standard gRPC health service and server reflection, spoken
 //! over the wire like any other client would (`meshops probe`).
 
-use std::time::Duration;
-
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -19,10 +17,8 @@ pub const GATEWAY_SERVICE: &str = "meshops.v1.Gateway";
 /// Why a probe could not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("invalid target URL `{0}`: {1}")]
-    Target(String, String),
-    #[error("cannot connect to {0}: {1}")]
-    Connect(String, String),
+    #[error("the API key holds characters not allowed in gRPC metadata")]
+    ApiKey,
     #[error("{call} on {target}: {status}")]
     Call { target: String, call: &'static str, status: String },
 }
@@ -43,16 +39,16 @@ impl ProbeReport {
     }
 }
 
-/// Connects to `target` (e.g. `http://127.0.0.1:50051`), asks
+/// Over `channel` (connected to `target`, plaintext or TLS), asks
 /// `grpc.health.v1.Health/Check` for `service` and lists the services
-/// through `grpc.reflection.v1`. Each call is bounded by `timeout`.
-pub async fn probe(target: &str, service: &str, timeout: Duration) -> Result<ProbeReport, ClientError> {
-    let endpoint = Endpoint::from_shared(target.to_string())
-        .map_err(|e| ClientError::Target(target.into(), e.to_string()))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    let channel: Channel =
-        endpoint.connect().await.map_err(|e| ClientError::Connect(target.into(), e.to_string()))?;
+/// through `grpc.reflection.v1`, which sends `api_key` as a bearer token
+/// when the gateway requires keys (health never does).
+pub async fn probe(
+    channel: Channel,
+    target: &str,
+    service: &str,
+    api_key: Option<&str>,
+) -> Result<ProbeReport, ClientError> {
     let call_err = |call, status: tonic::Status| ClientError::Call {
         target: target.into(),
         call,
@@ -72,14 +68,19 @@ pub async fn probe(target: &str, service: &str, timeout: Duration) -> Result<Pro
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let call = "grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    let mut call = tonic::Request::new(tokio_stream::once(request));
+    if let Some(key) = api_key {
+        let value = format!("Bearer {}", key.trim()).parse().map_err(|_| ClientError::ApiKey)?;
+        call.metadata_mut().insert("authorization", value);
+    }
+    let call_name = "grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
     let mut responses = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::once(request))
+        .server_reflection_info(call)
         .await
-        .map_err(|s| call_err(call, s))?
+        .map_err(|s| call_err(call_name, s))?
         .into_inner();
     let mut services = Vec::new();
-    while let Some(response) = responses.message().await.map_err(|s| call_err(call, s))? {
+    while let Some(response) = responses.message().await.map_err(|s| call_err(call_name, s))? {
         match response.message_response {
             Some(MessageResponse::ListServicesResponse(list)) => {
                 services.extend(list.service.into_iter().map(|s| s.name));
@@ -87,7 +88,7 @@ pub async fn probe(target: &str, service: &str, timeout: Duration) -> Result<Pro
             Some(MessageResponse::ErrorResponse(e)) => {
                 return Err(ClientError::Call {
                     target: target.into(),
-                    call,
+                    call: call_name,
                     status: format!("error {}: {}", e.error_code, e.error_message),
                 });
             }

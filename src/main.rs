@@ -69,9 +69,11 @@ enum Command {
         /// Gateway URL (default: http:// + gateway.listen).
         #[arg(long)]
         target: Option<String>,
-        /// Seconds to wait for each call.
+        /// Seconds to wait for the whole probe.
         #[arg(long, default_value_t = 5)]
         timeout: u64,
+        #[command(flatten)]
+        conn: ConnectArgs,
     },
     /// Evaluate: run datasets through the mesh, score, compare runs.
     #[command(subcommand)]
@@ -194,11 +196,17 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve { .. } => Ok(()),
-        Command::Probe { target, timeout } => {
+        Command::Probe { target, timeout, conn } => {
             let target = target_url(&cli, target.as_deref());
             let service = meshops::client::GATEWAY_SERVICE;
-            let report =
-                meshops::client::probe(&target, service, std::time::Duration::from_secs(*timeout)).await?;
+            let probe = async {
+                let channel = connect(&target, conn).await?;
+                let key = conn.api_key.as_deref();
+                anyhow::Ok(meshops::client::probe(channel, &target, service, key).await?)
+            };
+            let report = tokio::time::timeout(std::time::Duration::from_secs(*timeout), probe)
+                .await
+                .map_err(|_| anyhow::anyhow!("{target} did not answer the probe within {timeout} s"))??;
             println!("target:   {target}");
             println!("health:   {} ({service})", report.health);
             println!("services: {}", report.services.join(", "));

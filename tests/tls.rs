@@ -204,6 +204,16 @@ async fn the_ask_command_speaks_tls_and_mutual_tls() {
         "--client-key".to_string(),
         pki.path("main-client.key").display().to_string(),
     ]);
+    // `meshops probe` takes the same connection options: health and
+    // reflection over mutual TLS.
+    let mut probe_args: Vec<String> =
+        ["probe", "--target", &target, "--ca-cert", &ca].map(String::from).to_vec();
+    probe_args.extend(args[7..].iter().cloned());
+    let probe = tokio::task::spawn_blocking(move || run(probe_args)).await.unwrap();
+    let probed = String::from_utf8_lossy(&probe.stdout);
+    assert!(probe.status.success(), "{probed}{}", String::from_utf8_lossy(&probe.stderr));
+    assert!(probed.contains("health:   SERVING") && probed.contains("meshops.v1.Gateway"), "{probed}");
+
     let out = tokio::task::spawn_blocking(move || run(args)).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
