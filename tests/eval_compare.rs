@@ -19,7 +19,7 @@ async fn run(data: &Path, out: &Path, variant: Option<&str>) {
 }
 
 fn args(a: &Path, b: &Path, gates: Option<PathBuf>, out: Option<PathBuf>) -> Args {
-    Args { run_a: a.into(), run_b: b.into(), gates, out, variant_a: None, variant_b: None }
+    Args { run_a: a.into(), run_b: b.into(), gates, out, variant_a: None, variant_b: None, results: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ pub use agents::{
     SummarizerSettings,
 };
 pub use settings::{
-    AgentOverride, EmbedderProvider, FlowSpec, GatewaySettings, LogFormat, MeshSettings, ModelProfile,
+    AgentOverride, EmbedderProvider, EvalSettings, FlowSpec, GatewaySettings, LogFormat, MeshSettings, ModelProfile,
     Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings, VariantSettings,
 };
 
@@ -346,6 +346,13 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
     }
     if s.gateway.request_timeout_ms == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.request_timeout_ms", "must be at least 1"));
+    }
+    if !s.models.contains_key(&s.eval.judge_model) {
+        errors.push(ConfigError::field(
+            at(&["eval", "judge_model"]),
+            "eval.judge_model",
+            format!("unknown model profile `{}`; known: {}", s.eval.judge_model, keys(&s.models)),
+        ));
     }
     if s.mesh.arbiters == 0 || s.mesh.arbiters > 256 {
         errors.push(ConfigError::field(

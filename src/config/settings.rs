@@ -24,6 +24,8 @@ pub struct Settings {
     /// Named experiment variants a request can select.
     pub variants: BTreeMap<String, VariantSettings>,
     pub telemetry: TelemetrySettings,
+    /// The evaluation harness (`meshops eval`).
+    pub eval: EvalSettings,
 }
 
 impl Default for Settings {
@@ -36,7 +38,25 @@ impl Default for Settings {
             flows: BTreeMap::new(),
             variants: BTreeMap::new(),
             telemetry: TelemetrySettings::default(),
+            eval: EvalSettings::default(),
         }
+    }
+}
+
+/// The evaluation harness (`[eval]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSettings {
+    /// Model profile the LLM judges and `llm_rubric` evaluators call, like
+    /// an agent's `model`; `meshops eval run --judge-model` overrides it.
+    /// An offline profile runs the heuristic judge
+    /// (`offline-heuristic-judge`).
+    pub judge_model: String,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        Self { judge_model: "offline".into() }
     }
 }
 

@@ -31,6 +31,30 @@ pub struct Args {
     /// Variant of RUN_B to use when it holds several.
     #[arg(long)]
     pub variant_b: Option<String>,
+    /// A results folder (see `eval run --publish`): RUN_A and RUN_B may
+    /// then be run ids from its index.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+}
+
+/// `run` itself when it exists, else the run of that id in `results`.
+fn locate(run: &Path, results: Option<&Path>) -> Result<PathBuf, EvalError> {
+    if run.exists() {
+        return Ok(run.to_path_buf());
+    }
+    if let (Some(dir), Some(id)) = (results, run.to_str()) {
+        if let Some(found) = super::publish::resolve(dir, id)? {
+            return Ok(found);
+        }
+        return Err(EvalError::Input {
+            path: run.display().to_string(),
+            message: format!("neither a run folder nor a run id in {}", dir.join("index.jsonl").display()),
+        });
+    }
+    Err(EvalError::Input {
+        path: run.display().to_string(),
+        message: "no such run folder or scores file (a run id needs --results DIR)".into(),
+    })
 }
 
 /// One metric compared.
@@ -220,7 +244,9 @@ pub async fn execute(args: &Args) -> Result<(), EvalError> {
         Some(p) => gates::load(p)?,
         None => Vec::new(),
     };
-    let c = compare(&args.run_a, &args.run_b, &gates, args.variant_a.as_deref(), args.variant_b.as_deref())?;
+    let a = locate(&args.run_a, args.results.as_deref())?;
+    let b = locate(&args.run_b, args.results.as_deref())?;
+    let c = compare(&a, &b, &gates, args.variant_a.as_deref(), args.variant_b.as_deref())?;
     println!("{}", c.markdown);
     if let Some(out) = &args.out {
         std::fs::write(out, &c.markdown)
