@@ -8,8 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Once;
 use std::time::Duration;
 
 use meshops::config::{LoadOptions, MeshSpec, ModelProfile, Provider};
@@ -21,6 +20,7 @@ use meshops::proto::AskRequest;
 use serde_json::{Value, json};
 
 use common::fake_openai::{FakeOpenAi, Reply, completion, error};
+use tokio::net::TcpListener;
 
 /// The variable the test profiles read their API key from.
 const KEY_VAR: &str = "MESHOPS_TEST_PROVIDER_KEY";
