@@ -155,7 +155,10 @@ fn unknown_judge_model_and_a_broken_judge_prompt_are_named() {
     let dir = project_copy();
     edit(&dir.path().join("config/meshops.toml"), "judge_model = \"offline\"", "judge_model = \"gpt-judge\"");
     let err = load_err(&LoadOptions::files_only(dir.path()));
-    assert!(err.contains("meshops.toml") && err.contains("eval.judge_model") && err.contains("gpt-judge"), "{err}");
+    assert!(
+        err.contains("meshops.toml") && err.contains("eval.judge_model") && err.contains("gpt-judge"),
+        "{err}"
+    );
 
     let dir = project_copy();
     let spec = MeshSpec::load(&LoadOptions::files_only(dir.path())).unwrap();

@@ -189,7 +189,7 @@ async fn a_remote_judge_over_the_openai_wire_garbage_and_out_of_range_are_record
         assert_eq!(row.metrics["relevance"], 5.0);
         assert_eq!(row.reasons["relevance"], "Answers the question.");
         assert_eq!(row.metrics["similarity"], 2.0);
-        assert_eq!(row.passed["similarity"], false);
+        assert!(!row.passed["similarity"]);
         if let Some(g) = row.metrics.get("groundedness") {
             assert_eq!(*g, 4.0);
             with_context += 1;
@@ -216,9 +216,12 @@ async fn a_remote_judge_over_the_openai_wire_garbage_and_out_of_range_are_record
     assert!(md.contains("similarity 2: Different main point."), "{md}");
 
     // A rerun asks the judge again only for the failed judgements.
-    let again = runner::run(spec_with_remote_judge(data.path(), &server.base_url()), RunOptions::new(toy(), out.path()))
-        .await
-        .unwrap();
+    let again = runner::run(
+        spec_with_remote_judge(data.path(), &server.base_url()),
+        RunOptions::new(toy(), out.path()),
+    )
+    .await
+    .unwrap();
     assert_eq!(again.attempted, 0);
     assert_eq!(server.requests().len(), calls + 20);
 }
@@ -301,7 +304,10 @@ threshold = 2
     let r = runner::run(common::spec(data.path()), o).await.unwrap();
     let s = &r.summary;
     assert_eq!(s.counts.ok, 10);
-    assert_eq!(s.columns, BTreeMap::from([("ground_truth".into(), "answer".into()), ("query".into(), "question".into())]));
+    assert_eq!(
+        s.columns,
+        BTreeMap::from([("ground_truth".into(), "answer".into()), ("query".into(), "question".into())])
+    );
     assert_eq!(s.evaluators["cites_a_source"].version, "2");
     assert_eq!(s.evaluators["json_answer"].kind, "json_schema");
     assert!(s.evaluators["names_the_gateway"].version.starts_with("1+judge 1.1+"));
@@ -311,7 +317,10 @@ threshold = 2
     for row in &sc {
         let rec = outs.iter().find(|o| o.id == row.id).unwrap();
         let answer = rec.answer.clone().unwrap();
-        assert_eq!(row.metrics["cites_a_source"] == 1.0, answer.contains("[1]") || answer.contains("[2]") || answer.contains("[3]"));
+        assert_eq!(
+            row.metrics["cites_a_source"] == 1.0,
+            answer.contains("[1]") || answer.contains("[2]") || answer.contains("[3]")
+        );
         assert_eq!(row.metrics["no_apology"], 1.0, "{answer}");
         assert_eq!(row.metrics["json_answer"], 0.0, "prose is not JSON");
         assert!(row.reasons["json_answer"].contains("not JSON"));
@@ -342,13 +351,18 @@ async fn publish_copies_a_run_once_and_compare_finds_it_by_id() {
     assert!(p.added);
     assert_eq!(p.run_id, r.summary.run_id);
     assert!(p.run_id.starts_with("toy-"), "{}", p.run_id);
-    for f in ["summary.json", "scores.jsonl", "outputs.jsonl", "judgements.jsonl", "report.md", "comparison.md"] {
+    for f in
+        ["summary.json", "scores.jsonl", "outputs.jsonl", "judgements.jsonl", "report.md", "comparison.md"]
+    {
         assert!(p.dir.join(f).is_file(), "{f} not published");
     }
     let index = publish::read_index(results.path()).unwrap();
     assert_eq!(index.len(), 2, "one line per variant");
     let base = index.iter().find(|e| e.variant == "base").unwrap();
-    assert_eq!((base.dataset_hash.as_str(), base.config_hash.as_str()), (r.summary.dataset_hash.as_str(), r.summary.config_hash.as_str()));
+    assert_eq!(
+        (base.dataset_hash.as_str(), base.config_hash.as_str()),
+        (r.summary.dataset_hash.as_str(), r.summary.config_hash.as_str())
+    );
     assert_eq!(base.judge_model.as_deref(), Some("offline-heuristic-judge"));
     assert_eq!(base.headline["f1"], r.summary.variants["base"].metrics["f1"].mean);
     assert!(base.headline.contains_key("groundedness") && base.headline.contains_key("latency_p95_ms"));

@@ -23,8 +23,8 @@ pub use agents::{
     SummarizerSettings,
 };
 pub use settings::{
-    AgentOverride, EmbedderProvider, EvalSettings, FlowSpec, GatewaySettings, LogFormat, MeshSettings, ModelProfile,
-    Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings, VariantSettings,
+    AgentOverride, EmbedderProvider, EvalSettings, FlowSpec, GatewaySettings, LogFormat, MeshSettings,
+    ModelProfile, Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings, VariantSettings,
 };
 
 use crate::prompt::Prompty;

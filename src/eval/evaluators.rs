@@ -163,7 +163,11 @@ impl Custom {
 
     /// Name, kind, version, scale and threshold.
     pub fn info(&self) -> EvaluatorInfo {
-        let scale = if self.rubric().is_some() { (judge::JUDGE_SCALE.0, Some(judge::JUDGE_SCALE.1)) } else { (0.0, Some(1.0)) };
+        let scale = if self.rubric().is_some() {
+            (judge::JUDGE_SCALE.0, Some(judge::JUDGE_SCALE.1))
+        } else {
+            (0.0, Some(1.0))
+        };
         EvaluatorInfo {
             kind: self.kind.name().to_string(),
             version: self.version.clone(),
@@ -292,16 +296,24 @@ impl EvaluatorSet {
         }
         let mut evaluators: Vec<Custom> = Vec::new();
         for (i, r) in raw.evaluator.into_iter().enumerate() {
-            let label = format!("evaluator[{i}]{}", r.name.as_ref().map(|n| format!(" (`{n}`)")).unwrap_or_default());
+            let label =
+                format!("evaluator[{i}]{}", r.name.as_ref().map(|n| format!(" (`{n}`)")).unwrap_or_default());
             let field_err = |field: &str, m: &str| err(format!("{label}: field `{field}`: {m}"));
-            let name = r.name.clone().filter(|n| !n.trim().is_empty()).ok_or_else(|| field_err("name", "required"))?;
+            let name = r
+                .name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| field_err("name", "required"))?;
             if reserved(&name) {
                 return Err(field_err("name", "is the name of a built-in metric; choose another"));
             }
             if evaluators.iter().any(|e| e.name == name) {
                 return Err(field_err("name", "is used by an earlier evaluator"));
             }
-            let kind_name = r.kind.clone().ok_or_else(|| field_err("kind", "required: contains, regex, json_schema or llm_rubric"))?;
+            let kind_name = r
+                .kind
+                .clone()
+                .ok_or_else(|| field_err("kind", "required: contains, regex, json_schema or llm_rubric"))?;
             // Fields each kind may set, beyond name, kind, version, threshold.
             let set: Vec<(&str, bool)> = vec![
                 ("any", r.any.is_some()),
@@ -326,47 +338,78 @@ impl EvaluatorSet {
                 }
             };
             if let Some((f, _)) = set.iter().find(|(f, on)| *on && !allowed.contains(f)) {
-                return Err(field_err(f, &format!("does not apply to kind `{kind_name}` (it takes: {})", allowed.join(", "))));
+                return Err(field_err(
+                    f,
+                    &format!("does not apply to kind `{kind_name}` (it takes: {})", allowed.join(", ")),
+                ));
             }
             let kind = match kind_name.as_str() {
                 "contains" => {
                     let (strings, all) = match (r.any, r.all) {
                         (Some(s), None) => (s, false),
                         (None, Some(s)) => (s, true),
-                        _ => return Err(field_err("any", "give exactly one of `any` or `all` (a list of strings)")),
+                        _ => {
+                            return Err(field_err(
+                                "any",
+                                "give exactly one of `any` or `all` (a list of strings)",
+                            ));
+                        }
                     };
                     if strings.is_empty() || strings.iter().any(String::is_empty) {
-                        return Err(field_err(if all { "all" } else { "any" }, "must list non-empty strings"));
+                        return Err(field_err(
+                            if all { "all" } else { "any" },
+                            "must list non-empty strings",
+                        ));
                     }
                     CustomKind::Contains { strings, all, case_sensitive: r.case_sensitive.unwrap_or(false) }
                 }
                 "regex" => {
                     let p = r.pattern.ok_or_else(|| field_err("pattern", "required for kind `regex`"))?;
-                    let regex = regex::Regex::new(&p).map_err(|e| field_err("pattern", &format!("invalid regex: {e}")))?;
+                    let regex = regex::Regex::new(&p)
+                        .map_err(|e| field_err("pattern", &format!("invalid regex: {e}")))?;
                     CustomKind::Regex { regex, must_match: r.must_match.unwrap_or(true) }
                 }
                 "json_schema" => {
                     let schema = match (r.schema, r.schema_file) {
-                        (Some(s), None) => serde_json::to_value(s).map_err(|e| field_err("schema", &e.to_string()))?,
+                        (Some(s), None) => {
+                            serde_json::to_value(s).map_err(|e| field_err("schema", &e.to_string()))?
+                        }
                         (None, Some(f)) => {
-                            let f = if f.is_absolute() { f } else { path.parent().unwrap_or(Path::new(".")).join(f) };
+                            let f = if f.is_absolute() {
+                                f
+                            } else {
+                                path.parent().unwrap_or(Path::new(".")).join(f)
+                            };
                             let text = std::fs::read_to_string(&f)
                                 .map_err(|e| field_err("schema_file", &format!("{}: {e}", f.display())))?;
                             serde_json::from_str(&text)
                                 .map_err(|e| field_err("schema_file", &format!("{}: {e}", f.display())))?
                         }
-                        _ => return Err(field_err("schema", "give exactly one of `schema` (inline) or `schema_file`")),
+                        _ => {
+                            return Err(field_err(
+                                "schema",
+                                "give exactly one of `schema` (inline) or `schema_file`",
+                            ));
+                        }
                     };
                     super::schema::check(&schema, "schema").map_err(|m| field_err("schema", &m))?;
                     CustomKind::JsonSchema { schema }
                 }
                 _ => {
-                    let rubric = r.rubric.filter(|s| !s.trim().is_empty()).ok_or_else(|| field_err("rubric", "required for kind `llm_rubric`"))?;
+                    let rubric = r
+                        .rubric
+                        .filter(|s| !s.trim().is_empty())
+                        .ok_or_else(|| field_err("rubric", "required for kind `llm_rubric`"))?;
                     CustomKind::LlmRubric { rubric }
                 }
             };
-            let (lo, hi) = if matches!(kind, CustomKind::LlmRubric { .. }) { judge::JUDGE_SCALE } else { (0.0, 1.0) };
-            let threshold = r.threshold.unwrap_or(if matches!(kind, CustomKind::LlmRubric { .. }) { judge::DEFAULT_JUDGE_THRESHOLD } else { 1.0 });
+            let (lo, hi) =
+                if matches!(kind, CustomKind::LlmRubric { .. }) { judge::JUDGE_SCALE } else { (0.0, 1.0) };
+            let threshold = r.threshold.unwrap_or(if matches!(kind, CustomKind::LlmRubric { .. }) {
+                judge::DEFAULT_JUDGE_THRESHOLD
+            } else {
+                1.0
+            });
             if !(lo..=hi).contains(&threshold) {
                 return Err(field_err("threshold", &format!("must lie on the evaluator's scale {lo}–{hi}")));
             }
@@ -506,13 +549,25 @@ threshold = 4
     fn bad_files_name_file_evaluator_and_field() {
         for (text, want) in [
             ("[[evaluator]]\nkind = \"regex\"\npattern = \"x\"\n", "evaluator[0]: field `name`"),
-            ("[[evaluator]]\nname = \"a\"\nkind = \"regex\"\npattern = \"(\"\n", "field `pattern`: invalid regex"),
-            ("[[evaluator]]\nname = \"a\"\nkind = \"regex\"\nany = [\"x\"]\npattern = \"x\"\n", "field `any`: does not apply"),
+            (
+                "[[evaluator]]\nname = \"a\"\nkind = \"regex\"\npattern = \"(\"\n",
+                "field `pattern`: invalid regex",
+            ),
+            (
+                "[[evaluator]]\nname = \"a\"\nkind = \"regex\"\nany = [\"x\"]\npattern = \"x\"\n",
+                "field `any`: does not apply",
+            ),
             ("[[evaluator]]\nname = \"a\"\nkind = \"maybe\"\n", "unknown kind `maybe`"),
             ("[[evaluator]]\nname = \"f1\"\nkind = \"regex\"\npattern = \"x\"\n", "built-in metric"),
             ("[[evaluator]]\nname = \"a\"\nkind = \"contains\"\n", "exactly one of `any` or `all`"),
-            ("[[evaluator]]\nname = \"a\"\nkind = \"json_schema\"\nschema = { format = \"email\" }\n", "schema/format"),
-            ("[[evaluator]]\nname = \"a\"\nkind = \"llm_rubric\"\nrubric = \"x\"\nthreshold = 9\n", "field `threshold`"),
+            (
+                "[[evaluator]]\nname = \"a\"\nkind = \"json_schema\"\nschema = { format = \"email\" }\n",
+                "schema/format",
+            ),
+            (
+                "[[evaluator]]\nname = \"a\"\nkind = \"llm_rubric\"\nrubric = \"x\"\nthreshold = 9\n",
+                "field `threshold`",
+            ),
             ("[[evaluator]]\nname = \"a\"\nkind = \"regex\"\npatern = \"x\"\n", "patern"),
             ("[columns]\nquestion = \"q\"\n", "columns.question"),
             ("[thresholds]\nmy_metric = 1\n", "thresholds.my_metric"),
@@ -525,12 +580,15 @@ threshold = 4
     #[test]
     fn column_maps_rename_fields() {
         let m = ColumnMap::from_args(&["query=question".into(), "ground_truth = answer".into()]).unwrap();
-        let mut row = serde_json::json!({"id": "1", "question": "q?", "answer": "a"}).as_object().cloned().unwrap();
+        let mut row =
+            serde_json::json!({"id": "1", "question": "q?", "answer": "a"}).as_object().cloned().unwrap();
         m.apply(&mut row);
         assert_eq!(row["query"], "q?");
         assert_eq!(row["ground_truth"], "a");
         assert!(!row.contains_key("question"));
         assert!(ColumnMap::from_args(&["queryquestion".into()]).unwrap_err().to_string().contains("--map"));
-        assert!(ColumnMap::from_args(&["prompt=x".into()]).unwrap_err().to_string().contains("unknown canonical"));
+        assert!(
+            ColumnMap::from_args(&["prompt=x".into()]).unwrap_err().to_string().contains("unknown canonical")
+        );
     }
 }

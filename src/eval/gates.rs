@@ -270,7 +270,10 @@ pub fn evaluate(gate: &Gate, a: &[f64], b: &[f64], a_present: bool, b_present: b
                     }
                 };
                 if let Some((lo, hi)) = boot(&rise) {
-                    notes.push(format!("{st} rise {:+.1} %, {conf:.0} % CI [{lo:+.1} %, {hi:+.1} %]", rise(a, b)));
+                    notes.push(format!(
+                        "{st} rise {:+.1} %, {conf:.0} % CI [{lo:+.1} %, {hi:+.1} %]",
+                        rise(a, b)
+                    ));
                     if lo > limit {
                         failures.push(format!("{st} rose beyond {limit} % (CI lower bound {lo:+.1} %)"));
                     }

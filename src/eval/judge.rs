@@ -103,7 +103,9 @@ pub fn parse_verdict(text: &str) -> Result<Verdict, String> {
         return Err(format!("judge answer is JSON but not an object: {:?}", snippet(text)));
     };
     if let Some(extra) = map.keys().find(|k| *k != "score" && *k != "reason") {
-        return Err(format!("judge answer has an unexpected field `{extra}` (expected only score and reason)"));
+        return Err(format!(
+            "judge answer has an unexpected field `{extra}` (expected only score and reason)"
+        ));
     }
     let score = match map.get("score") {
         None => return Err("judge answer lacks `score`".into()),
@@ -237,7 +239,8 @@ impl Judge {
                     )));
                 };
                 if p.provider == Provider::Offline {
-                    Arc::new(OfflineEngine::new(OFFLINE_JUDGE_MODEL, p.latency_ms, p.failure_rate)) as SharedLlm
+                    Arc::new(OfflineEngine::new(OFFLINE_JUDGE_MODEL, p.latency_ms, p.failure_rate))
+                        as SharedLlm
                 } else {
                     let clients = crate::llm::build_clients(&spec.settings.models)
                         .map_err(|e| EvalError::Run(format!("judge model `{profile}`: {e}")))?;

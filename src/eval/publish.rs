@@ -106,10 +106,8 @@ pub fn resolve(dir: &Path, id: &str) -> Result<Option<PathBuf>, EvalError> {
 pub fn publish(run_dir: &Path, dir: &Path) -> Result<Published, EvalError> {
     let summary_path = run_dir.join("summary.json");
     let text = std::fs::read_to_string(&summary_path).map_err(io(&summary_path))?;
-    let s: Summary = serde_json::from_str(&text).map_err(|e| EvalError::Input {
-        path: summary_path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let s: Summary = serde_json::from_str(&text)
+        .map_err(|e| EvalError::Input { path: summary_path.display().to_string(), message: e.to_string() })?;
     if s.run_id.is_empty() {
         return Err(EvalError::Input {
             path: summary_path.display().to_string(),

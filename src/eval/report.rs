@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::EvalError;
 use super::dataset::Row;
-use super::metrics::{ScoreInput, compute};
 use super::evaluators::{self, EvaluatorInfo};
+use super::metrics::{ScoreInput, compute};
 use super::runner::{JudgementRecord, Key, OutputRecord, ScoringSetup};
 use super::stats;
 
@@ -258,7 +258,10 @@ pub fn score(
         let Some(input) = &judge_in else {
             if me.applies(&as_failed) {
                 m.insert(me.name.clone(), super::judge::JUDGE_SCALE.0);
-                reasons.insert(me.name.clone(), "the row failed: scored as the scale's minimum, no judge call".into());
+                reasons.insert(
+                    me.name.clone(),
+                    "the row failed: scored as the scale's minimum, no judge call".into(),
+                );
             }
             continue;
         };
@@ -274,11 +277,17 @@ pub fn score(
                     reasons.insert(me.name.clone(), j.reason.clone().unwrap_or_default());
                 }
                 (_, e) => {
-                    failures.insert(me.name.clone(), e.clone().unwrap_or_else(|| "the judge gave no score".into()));
+                    failures.insert(
+                        me.name.clone(),
+                        e.clone().unwrap_or_else(|| "the judge gave no score".into()),
+                    );
                 }
             },
             None => {
-                failures.insert(me.name.clone(), "not judged: the run stopped at the cost cap before the judge ran".into());
+                failures.insert(
+                    me.name.clone(),
+                    "not judged: the run stopped at the cost cap before the judge ran".into(),
+                );
             }
         }
     }
@@ -320,7 +329,8 @@ pub fn summarize_variant(
     s.counts.ok = scores.iter().filter(|r| r.ok).count();
     s.counts.failed = scores.len() - s.counts.ok;
     s.counts.not_run = not_run;
-    let mut names: Vec<&String> = scores.iter().flat_map(|r| r.metrics.keys().chain(r.failures.keys())).collect();
+    let mut names: Vec<&String> =
+        scores.iter().flat_map(|r| r.metrics.keys().chain(r.failures.keys())).collect();
     names.sort();
     names.dedup();
     for name in names {
@@ -404,7 +414,10 @@ pub fn write_all(
                 if let Some(js) = judge.as_mut() {
                     for me in &setup.model_evals {
                         let Some(j) = judgements.get(&(key.clone(), me.name.clone())) else { continue };
-                        if !rec.ok() || j.version != me.version || Some(&j.judge_model) != setup.judge_model.as_ref() {
+                        if !rec.ok()
+                            || j.version != me.version
+                            || Some(&j.judge_model) != setup.judge_model.as_ref()
+                        {
                             continue;
                         }
                         js.judgements += 1;
@@ -430,7 +443,8 @@ pub fn write_all(
         text.push('\n');
     }
     write(&out.join("scores.jsonl"), &text)?;
-    let stem = Path::new(&ctx.dataset).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem =
+        Path::new(&ctx.dataset).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let run_id = format!(
         "{stem}-{}-{}",
         &ctx.config_hash.get(..8).unwrap_or(&ctx.config_hash),
@@ -441,8 +455,10 @@ pub fn write_all(
     for v in &ctx.variants {
         let s: Vec<&ScoreRecord> = scored.iter().filter(|(s, _)| &s.variant == v).map(|(s, _)| s).collect();
         let r: Vec<&OutputRecord> = scored.iter().filter(|(s, _)| &s.variant == v).map(|(_, r)| *r).collect();
-        variants
-            .insert(v.clone(), summarize_variant(&s, &r, not_run.get(v.as_str()).copied().unwrap_or(0), &infos));
+        variants.insert(
+            v.clone(),
+            summarize_variant(&s, &r, not_run.get(v.as_str()).copied().unwrap_or(0), &infos),
+        );
     }
     let mut counts = Counts { skipped: ctx.skipped, ..Counts::default() };
     let mut cost = Cost::default();
@@ -574,7 +590,9 @@ fn markdown(s: &Summary, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
             let info = s.evaluators.get(m);
             let kind = info.map(|i| i.kind.as_str()).unwrap_or("–");
             let threshold = info
-                .and_then(|i| i.threshold.map(|t| format!("{} {t}", if i.higher_is_better { "≥" } else { "≤" })))
+                .and_then(|i| {
+                    i.threshold.map(|t| format!("{} {t}", if i.higher_is_better { "≥" } else { "≤" }))
+                })
                 .unwrap_or_else(|| "–".into());
             let mean = if ms.n == 0 { "–".to_string() } else { fmt_num(ms.mean) };
             let _ = writeln!(
@@ -704,7 +722,7 @@ fn html(md: &str, s: &Summary, scored: &[(ScoreRecord, &OutputRecord)]) -> Strin
         // Judges score whole numbers: one bar per score; 0–1 metrics get
         // ten bins.
         let bins = if hi - lo == 4.0 { 5 } else { 10 };
-        let _ = write!(h, "<h3>{} ({})</h3>\n", html_escape(name), html_escape(&info.kind));
+        let _ = writeln!(h, "<h3>{} ({})</h3>", html_escape(name), html_escape(&info.kind));
         h.push_str(&scale_histogram_svg(&xs, lo, hi, bins));
     }
     h.push_str("\n<pre>");

@@ -120,13 +120,28 @@ pub async fn execute(args: &Args, load: crate::config::LoadOptions) -> Result<()
     }
     for (variant, v) in &s.variants {
         let mut parts = Vec::new();
-        for m in ["ok", "f1", "rougeL", "hit_rate@5", "groundedness", "relevance", "coherence", "fluency", "similarity"] {
+        for m in [
+            "ok",
+            "f1",
+            "rougeL",
+            "hit_rate@5",
+            "groundedness",
+            "relevance",
+            "coherence",
+            "fluency",
+            "similarity",
+        ] {
             if let Some(x) = v.metrics.get(m).filter(|x| x.n > 0) {
                 let failed = if x.failed > 0 { format!(" ({} failed)", x.failed) } else { String::new() };
                 parts.push(format!("{m} {:.3}{failed}", x.mean));
             }
         }
-        println!("{variant}: {}; latency p50 {:.1} ms, p95 {:.1} ms", parts.join(", "), v.latency_ms.p50, v.latency_ms.p95);
+        println!(
+            "{variant}: {}; latency p50 {:.1} ms, p95 {:.1} ms",
+            parts.join(", "),
+            v.latency_ms.p50,
+            v.latency_ms.p95
+        );
     }
     if !s.metrics_unavailable.is_empty() {
         println!("metrics not available in this build: {}", s.metrics_unavailable.join(", "));

@@ -491,7 +491,10 @@ pub struct JudgementRecord {
 
 impl JudgementRecord {
     fn jkey(&self) -> (Key, String) {
-        (Key { id: self.id.clone(), repeat: self.repeat, variant: self.variant.clone() }, self.evaluator.clone())
+        (
+            Key { id: self.id.clone(), repeat: self.repeat, variant: self.variant.clone() },
+            self.evaluator.clone(),
+        )
     }
 
     /// Whether this judgement still stands for `me` on `input_hash`.
@@ -506,7 +509,12 @@ pub fn judge_input(rec: &OutputRecord, row: Option<&Row>) -> Option<JudgeInput> 
     let answer = rec.answer.as_ref().filter(|_| rec.ok())?;
     let context = row.and_then(|r| r.context.clone()).or_else(|| {
         (!rec.contexts.is_empty()).then(|| {
-            rec.contexts.iter().enumerate().map(|(i, c)| format!("[{}] {c}", i + 1)).collect::<Vec<_>>().join("\n\n")
+            rec.contexts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("[{}] {c}", i + 1))
+                .collect::<Vec<_>>()
+                .join("\n\n")
         })
     });
     Some(JudgeInput {
@@ -634,7 +642,10 @@ fn check_metrics(metrics: &[String], set: &EvaluatorSet) -> Result<(), EvalError
         if m.trim().is_empty() {
             return Err(EvalError::Run("empty metric name in --metrics".into()));
         }
-        if super::judge::is_judge(m) || super::report::OWN_METRICS.contains(&m.as_str()) || set.get(m).is_some() {
+        if super::judge::is_judge(m)
+            || super::report::OWN_METRICS.contains(&m.as_str())
+            || set.get(m).is_some()
+        {
             continue;
         }
         super::metrics::compute(m, &super::metrics::ScoreInput::default())?;
@@ -819,9 +830,10 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             };
             for v in verdicts {
                 let line = serde_json::to_string(&v).map_err(|e| EvalError::Run(e.to_string()))?;
-                writeln!(jfile, "{line}")
-                    .and_then(|_| jfile.flush())
-                    .map_err(|source| EvalError::Io { path: judgements_path.display().to_string(), source })?;
+                writeln!(jfile, "{line}").and_then(|_| jfile.flush()).map_err(|source| EvalError::Io {
+                    path: judgements_path.display().to_string(),
+                    source,
+                })?;
                 judgements.insert(v.jkey(), v);
             }
             if !fresh {
@@ -880,7 +892,8 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
         judge_profile: judging.as_ref().map(|j| j.judge.profile.clone()),
         judge_versions,
     };
-    let summary = super::report::write_all(&opts.out, &planned, &latest, &judgements, &rows_by_id, &setup, &ctx)?;
+    let summary =
+        super::report::write_all(&opts.out, &planned, &latest, &judgements, &rows_by_id, &setup, &ctx)?;
     Ok(RunResult { summary, attempted, rows_elapsed })
 }
 

@@ -36,7 +36,9 @@ pub fn check(schema: &Value, at: &str) -> Result<(), String> {
     };
     for (k, v) in map {
         let here = format!("{at}/{k}");
-        let non_negative = |v: &Value| v.as_u64().map(|_| ()).ok_or_else(|| format!("{here}: must be a non-negative integer"));
+        let non_negative = |v: &Value| {
+            v.as_u64().map(|_| ()).ok_or_else(|| format!("{here}: must be a non-negative integer"))
+        };
         let number = |v: &Value| v.as_f64().map(|_| ()).ok_or_else(|| format!("{here}: must be a number"));
         match k.as_str() {
             a if ANNOTATIONS.contains(&a) => {}
@@ -95,7 +97,9 @@ fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) => "integer",
+        Value::Number(n) if n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0) => {
+            "integer"
+        }
         Value::Number(_) => "number",
         Value::String(_) => "string",
         Value::Array(_) => "array",
@@ -112,7 +116,9 @@ fn has_type(v: &Value, want: &str) -> bool {
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
@@ -282,21 +288,33 @@ mod tests {
         });
         check(&schema, "schema").unwrap();
         assert!(validate(&schema, &json!({"answer": "x", "sources": ["a"], "confidence": 1})).is_empty());
-        let errs = validate(&schema, &json!({"answer": "", "sources": [], "confidence": 2, "kind": "joke", "x": 1}));
+        let errs =
+            validate(&schema, &json!({"answer": "", "sources": [], "confidence": 2, "kind": "joke", "x": 1}));
         let all = errs.join("\n");
-        for want in ["/answer: 0 characters", "/sources: 0 items", "/confidence: 2 is more", "not one of", "/x: property"] {
+        for want in [
+            "/answer: 0 characters",
+            "/sources: 0 items",
+            "/confidence: 2 is more",
+            "not one of",
+            "/x: property",
+        ] {
             assert!(all.contains(want), "{want} missing in {all}");
         }
         assert_eq!(validate(&schema, &json!([1])), vec!["/: expected object, got array".to_string()]);
         assert!(validate(&json!({"anyOf": [{"type": "integer"}, {"type": "null"}]}), &json!(2)).is_empty());
-        assert!(!validate(&json!({"oneOf": [{"type": "number"}, {"type": "integer"}]}), &json!(2)).is_empty());
+        assert!(
+            !validate(&json!({"oneOf": [{"type": "number"}, {"type": "integer"}]}), &json!(2)).is_empty()
+        );
         assert!(!validate(&json!({"not": {"const": 1.0}}), &json!(1)).is_empty());
     }
 
     #[test]
     fn unsupported_keywords_are_named() {
         let err = check(&json!({"properties": {"a": {"$ref": "#/x"}}}), "schema").unwrap_err();
-        assert!(err.contains("schema/properties/a/$ref") && err.contains("not in the supported subset"), "{err}");
+        assert!(
+            err.contains("schema/properties/a/$ref") && err.contains("not in the supported subset"),
+            "{err}"
+        );
         assert!(check(&json!({"type": "float"}), "s").unwrap_err().contains("unknown type"));
         assert!(check(&json!({"pattern": "("}), "s").unwrap_err().contains("invalid pattern"));
     }

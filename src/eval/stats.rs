@@ -171,8 +171,10 @@ mod tests {
         let (lo, hi) = bs.interval(0.95);
         assert!((lo - 10.0).abs() < 1e-9 && (hi - 10.0).abs() < 1e-9, "a constant shift: [{lo}, {hi}]");
         assert!(Bootstrap::paired_statistic(&a, &b[..5], 10, 1, |_, _| 0.0).is_none());
-        let noisy: Vec<f64> = a.iter().enumerate().map(|(i, x)| x + if i % 2 == 0 { 5.0 } else { -5.0 }).collect();
-        let (lo, hi) = Bootstrap::paired_statistic(&a, &noisy, 500, 3, |x, y| p95(y) - p95(x)).unwrap().interval(0.95);
+        let noisy: Vec<f64> =
+            a.iter().enumerate().map(|(i, x)| x + if i % 2 == 0 { 5.0 } else { -5.0 }).collect();
+        let (lo, hi) =
+            Bootstrap::paired_statistic(&a, &noisy, 500, 3, |x, y| p95(y) - p95(x)).unwrap().interval(0.95);
         assert!(lo <= hi && lo < 5.0 && hi > -5.0, "[{lo}, {hi}]");
     }
 

@@ -66,7 +66,10 @@ pub fn judge(task: &JudgeTask<'_>) -> String {
         let have = terms(&plain);
         let found = wanted.intersection(&have).count();
         let share = if wanted.is_empty() { 0.0 } else { found as f64 / wanted.len() as f64 };
-        return verdict(share, format!("{found} of {} rubric content words appear in the answer", wanted.len()));
+        return verdict(
+            share,
+            format!("{found} of {} rubric content words appear in the answer", wanted.len()),
+        );
     }
     match task.criterion {
         "groundedness" => {
@@ -118,7 +121,9 @@ pub fn judge(task: &JudgeTask<'_>) -> String {
             let sets: Vec<BTreeSet<String>> = sentences.iter().map(|s| terms(s)).collect();
             let linked = sets
                 .windows(2)
-                .filter(|w| w[1].intersection(&w[0]).next().is_some() || w[1].intersection(&q).next().is_some())
+                .filter(|w| {
+                    w[1].intersection(&w[0]).next().is_some() || w[1].intersection(&q).next().is_some()
+                })
                 .count();
             let pairs = sentences.len() - 1;
             let connected = if pairs == 0 { 1.0 } else { linked as f64 / pairs as f64 };
@@ -157,7 +162,8 @@ pub fn judge(task: &JudgeTask<'_>) -> String {
 /// twice in a row, no table or code markup.
 fn well_formed(s: &str) -> bool {
     let words = text::tokens(s);
-    let starts_well = s.chars().find(|c| c.is_alphanumeric()).is_some_and(|c| c.is_uppercase() || c.is_numeric());
+    let starts_well =
+        s.chars().find(|c| c.is_alphanumeric()).is_some_and(|c| c.is_uppercase() || c.is_numeric());
     let ends_well = s.trim_end().ends_with(['.', '!', '?']);
     let doubled = words.windows(2).any(|w| w[0] == w[1]);
     let markup = s.contains("```") || s.contains(" | ") || s.trim_start().starts_with(['|', '#']);
@@ -196,15 +202,25 @@ fn token_f1(a: &str, b: &str) -> f64 {
 mod tests {
     use super::*;
 
-    fn run(criterion: &str, query: &str, response: &str, context: Option<&str>, truth: Option<&str>) -> (u64, String) {
-        let out = judge(&JudgeTask { criterion, query, response, context, ground_truth: truth, rubric: None });
+    fn run(
+        criterion: &str,
+        query: &str,
+        response: &str,
+        context: Option<&str>,
+        truth: Option<&str>,
+    ) -> (u64, String) {
+        let out =
+            judge(&JudgeTask { criterion, query, response, context, ground_truth: truth, rubric: None });
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         (v["score"].as_u64().unwrap_or(0), v["reason"].as_str().unwrap_or_default().to_string())
     }
 
     #[test]
     fn scale_maps_shares() {
-        assert_eq!([to_scale(0.0), to_scale(0.5), to_scale(1.0), to_scale(0.3), to_scale(f64::NAN)], [1, 3, 5, 2, 1]);
+        assert_eq!(
+            [to_scale(0.0), to_scale(0.5), to_scale(1.0), to_scale(0.3), to_scale(f64::NAN)],
+            [1, 3, 5, 2, 1]
+        );
     }
 
     #[test]

@@ -202,4 +202,3 @@ pub fn error(status: u16, message: &str, headers: &[(&str, &str)]) -> Reply {
             .to_string(),
     }
 }
-
