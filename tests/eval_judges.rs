@@ -339,6 +339,26 @@ threshold = 2
     assert!(err.contains("renamed.jsonl:1") && err.contains("`prompt` (mapped to query)"), "{err}");
 }
 
+#[test]
+fn the_shipped_evaluators_file_loads() {
+    let set = EvaluatorSet::load(&common::root().join("eval/evaluators.toml")).unwrap();
+    let kinds: Vec<String> = set.evaluators.iter().map(|e| e.info().kind).collect();
+    assert_eq!(kinds, ["contains", "regex", "regex", "llm_rubric"]);
+    assert_eq!(set.thresholds.get("groundedness"), Some(&4.0));
+    // The commented json_schema example is valid too.
+    let text = std::fs::read_to_string(common::root().join("eval/evaluators.toml")).unwrap();
+    let example: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# For a service whose answers are JSON"))
+        .skip(1)
+        .map(|l| l.trim_start_matches("# "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let set = EvaluatorSet::parse(Path::new("example.toml"), &example).unwrap();
+    let json = set.get("answer_format").unwrap();
+    assert_eq!(json.score("{\"answer\": \"x\", \"sources\": [\"a\"]}").map(|s| s.0), Some(1.0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_copies_a_run_once_and_compare_finds_it_by_id() {
     let data = tempfile::tempdir().unwrap();
