@@ -186,7 +186,7 @@ pub fn evaluator_infos(setup: &ScoringSetup) -> BTreeMap<String, EvaluatorInfo> 
 /// Scores one record against its dataset row. Failed rows are scored with
 /// an empty answer and no retrieved docs, so they count as misses in every
 /// quality metric instead of leaving the denominator; judges give a failed
-/// row their scale's minimum without a call. A judge whose answer was
+/// row their scale's minimum without a call, custom rules give it 0. A judge whose answer was
 /// garbage leaves a failure, not a value.
 pub fn score(
     rec: &OutputRecord,
@@ -241,7 +241,13 @@ pub fn score(
         }
     }
     for c in &setup.evaluators.evaluators {
-        if let Some((v, reason)) = c.score(&response) {
+        if c.rubric().is_some() {
+            continue;
+        }
+        // A failed row has no answer: it fails every rule, even one that
+        // an empty answer would pass (`must_match = false`).
+        let scored = if rec.ok() { c.score(&response) } else { Some((0.0, "the row failed".to_string())) };
+        if let Some((v, reason)) = scored {
             m.insert(c.name.clone(), v);
             reasons.insert(c.name.clone(), reason);
         }
