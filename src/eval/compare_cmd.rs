@@ -183,6 +183,31 @@ pub fn compare(
             n: xa.len(),
         });
     }
+    // Tail latency: percentiles of the paired rows, with a paired
+    // bootstrap of their change (rows resampled together in both runs).
+    let (la, lb) = paired("latency_ms");
+    for p in [50.0, 95.0] {
+        let pct = |x: &[f64]| stats::percentile(x, p).unwrap_or(0.0);
+        let Some(bs) = Bootstrap::paired_statistic(
+            &la,
+            &lb,
+            stats::BOOTSTRAP_RESAMPLES_PERCENTILE,
+            BOOTSTRAP_SEED,
+            |x, y| pct(y) - pct(x),
+        ) else {
+            continue;
+        };
+        let (lo, hi) = bs.interval(0.95);
+        metrics.push(MetricDiff {
+            metric: format!("latency_ms p{p:.0}"),
+            mean_a: pct(&la),
+            mean_b: pct(&lb),
+            diff: pct(&lb) - pct(&la),
+            ci_low: lo,
+            ci_high: hi,
+            n: la.len(),
+        });
+    }
     let has = |m: &BTreeMap<(String, u32), ScoreRecord>, name: &str| {
         m.values().any(|r| r.metrics.contains_key(name))
     };
@@ -204,7 +229,7 @@ pub fn compare(
         only_a,
         only_b
     );
-    md.push_str("| metric | A mean | B mean | Δ (B − A) | 95 % CI | n |\n|---|---:|---:|---:|---|---:|\n");
+    md.push_str("| metric | A | B | Δ (B − A) | 95 % CI | n |\n|---|---:|---:|---:|---|---:|\n");
     for m in &metrics {
         let mark = if m.ci_low > 0.0 || m.ci_high < 0.0 { " **≠**" } else { "" };
         let _ = writeln!(
@@ -215,7 +240,8 @@ pub fn compare(
     }
     let _ = writeln!(
         md,
-        "\n**≠**: the interval excludes 0. Paired bootstrap, {BOOTSTRAP_RESAMPLES} resamples, fixed seed.\n"
+        "\nA and B are means, except for `latency_ms pNN` (percentiles). **≠**: the interval excludes 0. Paired bootstrap, {BOOTSTRAP_RESAMPLES} resamples ({} for percentiles), fixed seed.\n",
+        stats::BOOTSTRAP_RESAMPLES_PERCENTILE
     );
     if !outcomes.is_empty() {
         md.push_str("### Gates\n\n| gate | result | detail |\n|---|---|---|\n");
