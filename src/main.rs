@@ -193,6 +193,13 @@ async fn run(cli: Cli) -> Result<()> {
             for name in spec.settings.variants.keys() {
                 println!("  variant {name}");
             }
+            let judges = meshops::eval::judge::load_prompts(&spec)?;
+            println!(
+                "  judges  {} ({}), model profile {}",
+                judges.keys().cloned().collect::<Vec<_>>().join(", "),
+                meshops::eval::judge::prompts_dir(&spec).display(),
+                spec.settings.eval.judge_model
+            );
             Ok(())
         }
         Command::Serve { .. } => Ok(()),

@@ -30,6 +30,12 @@ fn validate_accepts_the_shipped_files_and_rejects_a_broken_one() {
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(stdout(&ok).contains("configuration OK"));
     assert!(stdout(&ok).contains("flow  question"), "{}", stdout(&ok));
+    // The judges' prompts in prompts/eval/ are checked too.
+    assert!(
+        stdout(&ok).contains("judges  coherence, fluency, groundedness, relevance, rubric, similarity"),
+        "{}",
+        stdout(&ok)
+    );
 
     let bad = data.path().join("bad.toml");
     std::fs::write(&bad, "[gateway]\nlisten = \"not an address\"\n[retrieval]\nchunk_max_char = 5\n")

@@ -52,13 +52,17 @@ fn every_shipped_file_loads() {
         let spec = MeshSpec::load(&opts).unwrap_or_else(|e| panic!("overlay {env}: {e}"));
         assert!(spec.layers.iter().any(|l| l.ends_with(format!("{env}.toml"))));
     }
-    // Every prompt file, including ones no agent uses yet.
-    for entry in std::fs::read_dir(common::root().join("prompts")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "prompty") {
-            meshops::prompt::Prompty::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Every prompt file, including ones no agent uses yet and the judges'.
+    for dir in ["prompts", "prompts/eval"] {
+        for entry in std::fs::read_dir(common::root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "prompty") {
+                meshops::prompt::Prompty::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
         }
     }
+    let judges = meshops::eval::judge::load_prompts(&spec).unwrap();
+    assert_eq!(judges.len(), meshops::eval::judge::JUDGES.len() + 1, "five judges and the rubric prompt");
 }
 
 #[test]
@@ -154,6 +158,26 @@ fn unknown_model_profile_names_file_field_and_known_profiles() {
         "{err}"
     );
     assert!(err.contains("known: offline"), "{err}");
+}
+
+#[test]
+fn unknown_judge_model_and_a_broken_judge_prompt_are_named() {
+    let dir = project_copy();
+    edit(&dir.path().join("config/meshops.toml"), "judge_model = \"offline\"", "judge_model = \"gpt-judge\"");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(
+        err.contains("meshops.toml") && err.contains("eval.judge_model") && err.contains("gpt-judge"),
+        "{err}"
+    );
+
+    let dir = project_copy();
+    let spec = MeshSpec::load(&LoadOptions::files_only(dir.path())).unwrap();
+    edit(&dir.path().join("prompts/eval/fluency.prompty"), "{{ response }}", "{{ respnse }}");
+    let err = meshops::eval::judge::load_prompts(&spec).unwrap_err().to_string();
+    assert!(err.contains("fluency.prompty") && err.contains("respnse"), "{err}");
+    std::fs::remove_file(dir.path().join("prompts/eval/rubric.prompty")).unwrap();
+    let err = meshops::eval::judge::load_prompts(&spec).unwrap_err().to_string();
+    assert!(err.contains("rubric.prompty"), "{err}");
 }
 
 #[test]

@@ -19,7 +19,7 @@ async fn run(data: &Path, out: &Path, variant: Option<&str>) {
 }
 
 fn args(a: &Path, b: &Path, gates: Option<PathBuf>, out: Option<PathBuf>) -> Args {
-    Args { run_a: a.into(), run_b: b.into(), gates, out, variant_a: None, variant_b: None }
+    Args { run_a: a.into(), run_b: b.into(), gates, out, variant_a: None, variant_b: None, results: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +69,9 @@ async fn compare_detects_a_known_difference_and_a_run_matches_itself() {
     assert!(std::fs::read_to_string(&md).unwrap().contains("All gates pass"));
     let same = compare(base.path(), base.path(), &gates::load(&shipped).unwrap(), None, None).unwrap();
     assert!(!same.metrics.is_empty());
+    let p95 = same.metric("latency_ms p95").unwrap();
+    assert_eq!((p95.diff, p95.ci_low, p95.ci_high), (0.0, 0.0, 0.0));
+    assert!(same.metric("groundedness").is_some(), "judge scores are compared too");
     for m in &same.metrics {
         assert!(m.ci_low <= 0.0 && 0.0 <= m.ci_high, "{m:?}");
     }

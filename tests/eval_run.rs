@@ -108,6 +108,17 @@ async fn injected_failures_are_counted_and_a_rerun_retries_only_them() {
     let failed: Vec<&ScoreRecord> = sc.iter().filter(|x| !x.ok).collect();
     assert_eq!(failed.len(), s.counts.failed);
     assert!(failed.iter().all(|f| f.error.as_deref().is_some_and(|e| e.contains("offline"))), "{failed:?}");
+    // A failed row has no answer to judge: the judges give it their
+    // scale's minimum (no call), so it stays in their denominators too.
+    for f in &failed {
+        assert_eq!(f.metrics["relevance"], 1.0);
+        assert!(f.reasons["relevance"].contains("the row failed"), "{:?}", f.reasons);
+        assert!(!f.passed["relevance"]);
+    }
+    assert_eq!(
+        s.variants["base"].metrics["relevance"].n + s.variants["base"].metrics["relevance"].failed,
+        s.counts.total
+    );
     // Failed rows stay in the denominator of the success rate.
     let ok = &s.variants["base"].metrics["ok"];
     assert_eq!(ok.n, s.counts.total);

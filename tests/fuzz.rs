@@ -271,7 +271,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rows.jsonl");
         std::fs::write(&path, &text).unwrap();
-        match meshops::eval::runner::read_dataset(&path) {
+        match meshops::eval::runner::read_dataset(&path, &meshops::eval::evaluators::ColumnMap::default()) {
             Err(e) => {
                 let message = e.to_string();
                 prop_assert!(message.contains("rows.jsonl"), "{}", message);

@@ -24,9 +24,9 @@ pub use agents::{
     SummarizerSettings,
 };
 pub use settings::{
-    AgentOverride, BatchSettings, EmbedderProvider, FlowSpec, GatewaySettings, LogFormat, MeshSettings,
-    ModelProfile, Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings, TlsSettings,
-    VariantSettings,
+    AgentOverride, BatchSettings, EmbedderProvider, EvalSettings, FlowSpec, GatewaySettings, LogFormat,
+    MeshSettings, ModelProfile, Provider, RetrievalSettings, Settings, StoreBackend, TelemetrySettings,
+    TlsSettings, VariantSettings,
 };
 
 use crate::prompt::Prompty;
@@ -376,6 +376,13 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
                 "must be at least 1",
             ));
         }
+    }
+    if !s.models.contains_key(&s.eval.judge_model) {
+        errors.push(ConfigError::field(
+            at(&["eval", "judge_model"]),
+            "eval.judge_model",
+            format!("unknown model profile `{}`; known: {}", s.eval.judge_model, keys(&s.models)),
+        ));
     }
     if s.mesh.arbiters == 0 || s.mesh.arbiters > 256 {
         errors.push(ConfigError::field(

@@ -25,6 +25,8 @@ pub struct Settings {
     pub variants: BTreeMap<String, VariantSettings>,
     pub telemetry: TelemetrySettings,
     pub batch: BatchSettings,
+    /// The evaluation harness (`meshops eval`).
+    pub eval: EvalSettings,
 }
 
 impl Default for Settings {
@@ -38,7 +40,25 @@ impl Default for Settings {
             variants: BTreeMap::new(),
             telemetry: TelemetrySettings::default(),
             batch: BatchSettings::default(),
+            eval: EvalSettings::default(),
         }
+    }
+}
+
+/// The evaluation harness (`[eval]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSettings {
+    /// Model profile the LLM judges and `llm_rubric` evaluators call, like
+    /// an agent's `model`; `meshops eval run --judge-model` overrides it.
+    /// An offline profile runs the heuristic judge
+    /// (`offline-heuristic-judge`).
+    pub judge_model: String,
+}
+
+impl Default for EvalSettings {
+    fn default() -> Self {
+        Self { judge_model: "offline".into() }
     }
 }
 

@@ -31,6 +31,30 @@ pub struct Args {
     /// Variant of RUN_B to use when it holds several.
     #[arg(long)]
     pub variant_b: Option<String>,
+    /// A results folder (see `eval run --publish`): RUN_A and RUN_B may
+    /// then be run ids from its index.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+}
+
+/// `run` itself when it exists, else the run of that id in `results`.
+fn locate(run: &Path, results: Option<&Path>) -> Result<PathBuf, EvalError> {
+    if run.exists() {
+        return Ok(run.to_path_buf());
+    }
+    if let (Some(dir), Some(id)) = (results, run.to_str()) {
+        if let Some(found) = super::publish::resolve(dir, id)? {
+            return Ok(found);
+        }
+        return Err(EvalError::Input {
+            path: run.display().to_string(),
+            message: format!("neither a run folder nor a run id in {}", dir.join("index.jsonl").display()),
+        });
+    }
+    Err(EvalError::Input {
+        path: run.display().to_string(),
+        message: "no such run folder or scores file (a run id needs --results DIR)".into(),
+    })
 }
 
 /// One metric compared.
@@ -159,6 +183,31 @@ pub fn compare(
             n: xa.len(),
         });
     }
+    // Tail latency: percentiles of the paired rows, with a paired
+    // bootstrap of their change (rows resampled together in both runs).
+    let (la, lb) = paired("latency_ms");
+    for p in [50.0, 95.0] {
+        let pct = |x: &[f64]| stats::percentile(x, p).unwrap_or(0.0);
+        let Some(bs) = Bootstrap::paired_statistic(
+            &la,
+            &lb,
+            stats::BOOTSTRAP_RESAMPLES_PERCENTILE,
+            BOOTSTRAP_SEED,
+            |x, y| pct(y) - pct(x),
+        ) else {
+            continue;
+        };
+        let (lo, hi) = bs.interval(0.95);
+        metrics.push(MetricDiff {
+            metric: format!("latency_ms p{p:.0}"),
+            mean_a: pct(&la),
+            mean_b: pct(&lb),
+            diff: pct(&lb) - pct(&la),
+            ci_low: lo,
+            ci_high: hi,
+            n: la.len(),
+        });
+    }
     let has = |m: &BTreeMap<(String, u32), ScoreRecord>, name: &str| {
         m.values().any(|r| r.metrics.contains_key(name))
     };
@@ -180,7 +229,7 @@ pub fn compare(
         only_a,
         only_b
     );
-    md.push_str("| metric | A mean | B mean | Δ (B − A) | 95 % CI | n |\n|---|---:|---:|---:|---|---:|\n");
+    md.push_str("| metric | A | B | Δ (B − A) | 95 % CI | n |\n|---|---:|---:|---:|---|---:|\n");
     for m in &metrics {
         let mark = if m.ci_low > 0.0 || m.ci_high < 0.0 { " **≠**" } else { "" };
         let _ = writeln!(
@@ -191,7 +240,8 @@ pub fn compare(
     }
     let _ = writeln!(
         md,
-        "\n**≠**: the interval excludes 0. Paired bootstrap, {BOOTSTRAP_RESAMPLES} resamples, fixed seed.\n"
+        "\nA and B are means, except for `latency_ms pNN` (percentiles). **≠**: the interval excludes 0. Paired bootstrap, {BOOTSTRAP_RESAMPLES} resamples ({} for percentiles), fixed seed.\n",
+        stats::BOOTSTRAP_RESAMPLES_PERCENTILE
     );
     if !outcomes.is_empty() {
         md.push_str("### Gates\n\n| gate | result | detail |\n|---|---|---|\n");
@@ -220,7 +270,9 @@ pub async fn execute(args: &Args) -> Result<(), EvalError> {
         Some(p) => gates::load(p)?,
         None => Vec::new(),
     };
-    let c = compare(&args.run_a, &args.run_b, &gates, args.variant_a.as_deref(), args.variant_b.as_deref())?;
+    let a = locate(&args.run_a, args.results.as_deref())?;
+    let b = locate(&args.run_b, args.results.as_deref())?;
+    let c = compare(&a, &b, &gates, args.variant_a.as_deref(), args.variant_b.as_deref())?;
     println!("{}", c.markdown);
     if let Some(out) = &args.out {
         std::fs::write(out, &c.markdown)

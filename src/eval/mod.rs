@@ -13,14 +13,24 @@
 //! - [`report`]: scores, `summary.json` and the Markdown/HTML reports.
 //! - [`stats`]: mean, percentiles, seeded paired bootstrap.
 //! - [`gates`]: the `eval/gates.toml` format and its judgement.
+//! - [`judge`]: LLM judges (Prompty prompts in `prompts/eval/`, strict
+//!   verdict parsing, the offline heuristic judge).
+//! - [`evaluators`]: what each metric is (kind, version, scale,
+//!   threshold), custom evaluators from a file, column mapping.
+//! - [`schema`]: the JSON Schema subset of `json_schema` evaluators.
+//! - [`publish`]: `--publish DIR` (shared results folder and its index).
 
 pub mod compare_cmd;
 pub mod dataset;
+pub mod evaluators;
 pub mod gates;
+pub mod judge;
 pub mod metrics;
+pub mod publish;
 pub mod report;
 pub mod run_cmd;
 pub mod runner;
+pub mod schema;
 pub mod score_cmd;
 pub mod stats;
 

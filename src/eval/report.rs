@@ -13,31 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use super::EvalError;
 use super::dataset::Row;
+use super::evaluators::{self, EvaluatorInfo};
 use super::metrics::{ScoreInput, compute};
-use super::runner::{Key, OutputRecord};
+use super::runner::{JudgementRecord, Key, OutputRecord, ScoringSetup};
 use super::stats;
 
 /// Metrics the harness computes itself, always present on successful rows.
 pub const OWN_METRICS: &[&str] =
     &["ok", "latency_ms", "cost_usd", "input_tokens", "output_tokens", "intent_match"];
-
-/// A row counts as passing a metric at or above this value; metrics without
-/// an entry (latency, cost, tokens) have no pass rate.
-pub fn pass_threshold(metric: &str) -> Option<f64> {
-    match metric {
-        "ok" | "intent_match" | "exact_match" => Some(1.0),
-        m if m.starts_with("hit_rate") => Some(1.0),
-        "f1" | "rouge1" | "rouge2" | "rougeL" | "bleu" | "gleu" => Some(0.5),
-        m if m.starts_with("mrr") || m.starts_with("ndcg") => Some(0.5),
-        _ => None,
-    }
-}
-
-/// Whether a higher value of `metric` is better (for worst-row ranking and
-/// comparisons).
-pub fn higher_is_better(metric: &str) -> bool {
-    !matches!(metric, "latency_ms" | "cost_usd" | "input_tokens" | "output_tokens")
-}
 
 /// One line of `scores.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,16 +31,33 @@ pub struct ScoreRecord {
     pub ok: bool,
     pub error: Option<String>,
     pub metrics: BTreeMap<String, f64>,
+    /// Pass/fail of each metric that has a threshold (see `summary.json`'s
+    /// `evaluators`).
+    #[serde(default)]
+    pub passed: BTreeMap<String, bool>,
+    /// Evaluators that could not score this row (a judge that answered
+    /// garbage or failed), with why. Such a metric has no value here and
+    /// counts as failed, never as 0.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, String>,
+    /// The judges' and custom evaluators' reasons.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, String>,
 }
 
 /// Aggregate of one metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricSummary {
+    /// Mean over the `n` rows with a value (0 when `n` is 0).
     pub mean: f64,
     /// Standard deviation of the per-repeat means (0 with one repeat).
     pub std_across_repeats: f64,
+    /// Passing rows over `n + failed` (an evaluator failure never passes).
     pub pass_rate: Option<f64>,
     pub n: usize,
+    /// Rows whose evaluator failed (no value).
+    #[serde(default)]
+    pub failed: usize,
 }
 
 /// p50/p95/p99 in milliseconds.
@@ -121,6 +121,37 @@ pub struct Summary {
     /// Requested metrics that `metrics::compute` does not know (yet).
     pub metrics_unavailable: Vec<String>,
     pub variants: BTreeMap<String, VariantSummary>,
+    /// Identifies this run's results (dataset, config and a hash of
+    /// `scores.jsonl`); the same results always get the same id.
+    #[serde(default)]
+    pub run_id: String,
+    /// Every metric's kind, version, scale and threshold.
+    #[serde(default)]
+    pub evaluators: BTreeMap<String, EvaluatorInfo>,
+    /// The judge's model name (`offline-heuristic-judge` for the offline
+    /// judge), when the run has judges.
+    #[serde(default)]
+    pub judge_model: Option<String>,
+    #[serde(default)]
+    pub judge: Option<JudgeSummary>,
+    /// Canonical field ← dataset field renames applied to the dataset.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+}
+
+/// What the judges did, over the planned rows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JudgeSummary {
+    pub profile: String,
+    pub model: String,
+    /// Judgements behind the scores (latest per row and evaluator).
+    pub judgements: usize,
+    /// Of those, the ones without a score (garbage or a failed call).
+    pub failures: usize,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Judge cost; counted toward `--max-cost-usd` with the app's.
+    pub cost: Cost,
 }
 
 /// What the runner knows that the records do not.
@@ -136,18 +167,38 @@ pub struct Context {
     pub skipped: usize,
     pub variants: Vec<String>,
     pub target: Option<String>,
+    pub columns: BTreeMap<String, String>,
+}
+
+/// The evaluator table of a run: every metric it may write, with kind,
+/// version, scale and threshold.
+pub fn evaluator_infos(setup: &ScoringSetup) -> BTreeMap<String, EvaluatorInfo> {
+    let version = |name: &str| setup.judge_versions.get(name).cloned().unwrap_or_else(|| "1".into());
+    let mut names: Vec<String> = OWN_METRICS.iter().map(|s| s.to_string()).collect();
+    names.extend(setup.metrics.iter().cloned());
+    names.extend(setup.evaluators.evaluators.iter().map(|e| e.name.clone()));
+    names
+        .into_iter()
+        .filter_map(|n| evaluators::info(&n, &setup.evaluators, &version).map(|i| (n, i)))
+        .collect()
 }
 
 /// Scores one record against its dataset row. Failed rows are scored with
 /// an empty answer and no retrieved docs, so they count as misses in every
-/// quality metric instead of leaving the denominator.
+/// quality metric instead of leaving the denominator; judges give a failed
+/// row their scale's minimum without a call, custom rules give it 0. A judge whose answer was
+/// garbage leaves a failure, not a value.
 pub fn score(
     rec: &OutputRecord,
     row: Option<&Row>,
-    metrics: &[String],
+    setup: &ScoringSetup,
+    infos: &BTreeMap<String, EvaluatorInfo>,
+    judgements: &BTreeMap<(Key, String), JudgementRecord>,
     unavailable: &mut Vec<String>,
 ) -> ScoreRecord {
     let mut m = BTreeMap::new();
+    let mut failures = BTreeMap::new();
+    let mut reasons = BTreeMap::new();
     m.insert("ok".to_string(), if rec.ok() { 1.0 } else { 0.0 });
     m.insert("latency_ms".to_string(), rec.latency_ms);
     if let Some(u) = &rec.usage {
@@ -161,17 +212,23 @@ pub fn score(
         let hit = rec.intent.as_deref() == Some(want);
         m.insert("intent_match".to_string(), if hit { 1.0 } else { 0.0 });
     }
+    let response = rec.answer.clone().unwrap_or_default();
     let input = ScoreInput {
         query: Some(rec.query.clone()),
-        response: Some(rec.answer.clone().unwrap_or_default()),
+        response: Some(response.clone()),
         ground_truth: row.and_then(|r| r.ground_truth.clone()),
         context: row.and_then(|r| r.context.clone()),
         retrieved_doc_ids: Some(rec.retrieved_doc_ids.clone()),
         relevant_doc_ids: row.and_then(|r| r.relevant_doc_ids.clone()),
     };
-    for name in metrics {
-        // The harness's own metrics are always there; asking for them is fine.
-        if unavailable.contains(name) || OWN_METRICS.contains(&name.as_str()) {
+    for name in &setup.metrics {
+        // The harness's own metrics are always there; asking for them is
+        // fine. Judges are scored below.
+        if unavailable.contains(name)
+            || OWN_METRICS.contains(&name.as_str())
+            || super::judge::is_judge(name)
+            || setup.evaluators.get(name).is_some()
+        {
             continue;
         }
         match compute(name, &input) {
@@ -183,6 +240,67 @@ pub fn score(
             Err(e) => tracing::warn!(metric = %name, row = %rec.id, error = %e, "metric failed"),
         }
     }
+    for c in &setup.evaluators.evaluators {
+        if c.rubric().is_some() {
+            continue;
+        }
+        // A failed row has no answer: it fails every rule, even one that
+        // an empty answer would pass (`must_match = false`).
+        let scored = if rec.ok() { c.score(&response) } else { Some((0.0, "the row failed".to_string())) };
+        if let Some((v, reason)) = scored {
+            m.insert(c.name.clone(), v);
+            reasons.insert(c.name.clone(), reason);
+        }
+    }
+    let judge_in = super::runner::judge_input(rec, row);
+    // What a failed row would have given the judges, to know which apply.
+    let as_failed = super::judge::JudgeInput {
+        query: rec.query.clone(),
+        response: String::new(),
+        context: row.and_then(|r| r.context.clone()),
+        ground_truth: row.and_then(|r| r.ground_truth.clone()),
+    };
+    for me in &setup.model_evals {
+        let Some(input) = &judge_in else {
+            if me.applies(&as_failed) {
+                m.insert(me.name.clone(), super::judge::JUDGE_SCALE.0);
+                reasons.insert(
+                    me.name.clone(),
+                    "the row failed: scored as the scale's minimum, no judge call".into(),
+                );
+            }
+            continue;
+        };
+        if !me.applies(input) {
+            continue;
+        }
+        let hash = super::judge::input_hash(input);
+        let model = setup.judge_model.as_deref().unwrap_or_default();
+        match judgements.get(&(rec.key(), me.name.clone())).filter(|j| j.matches(me, model, &hash)) {
+            Some(j) => match (j.score, &j.error) {
+                (Some(v), None) => {
+                    m.insert(me.name.clone(), v);
+                    reasons.insert(me.name.clone(), j.reason.clone().unwrap_or_default());
+                }
+                (_, e) => {
+                    failures.insert(
+                        me.name.clone(),
+                        e.clone().unwrap_or_else(|| "the judge gave no score".into()),
+                    );
+                }
+            },
+            None => {
+                failures.insert(
+                    me.name.clone(),
+                    "not judged: the run stopped at the cost cap before the judge ran".into(),
+                );
+            }
+        }
+    }
+    let passed = m
+        .iter()
+        .filter_map(|(k, v)| infos.get(k).and_then(|i| i.passes(*v)).map(|p| (k.clone(), p)))
+        .collect();
     ScoreRecord {
         id: rec.id.clone(),
         repeat: rec.repeat,
@@ -190,6 +308,9 @@ pub fn score(
         ok: rec.ok(),
         error: rec.error.clone(),
         metrics: m,
+        passed,
+        failures,
+        reasons,
     }
 }
 
@@ -207,26 +328,31 @@ pub fn summarize_variant(
     scores: &[&ScoreRecord],
     records: &[&OutputRecord],
     not_run: usize,
+    infos: &BTreeMap<String, EvaluatorInfo>,
 ) -> VariantSummary {
     let mut s = VariantSummary::default();
     s.counts.total = scores.len() + not_run;
     s.counts.ok = scores.iter().filter(|r| r.ok).count();
     s.counts.failed = scores.len() - s.counts.ok;
     s.counts.not_run = not_run;
-    let mut names: Vec<&String> = scores.iter().flat_map(|r| r.metrics.keys()).collect();
+    let mut names: Vec<&String> =
+        scores.iter().flat_map(|r| r.metrics.keys().chain(r.failures.keys())).collect();
     names.sort();
     names.dedup();
     for name in names {
         let vals: Vec<(u32, f64)> =
             scores.iter().filter_map(|r| r.metrics.get(name).map(|v| (r.repeat, *v))).collect();
+        let failed = scores.iter().filter(|r| r.failures.contains_key(name)).count();
         let all: Vec<f64> = vals.iter().map(|(_, v)| *v).collect();
         let mut by_repeat: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
         for (rep, v) in &vals {
             by_repeat.entry(*rep).or_default().push(*v);
         }
         let repeat_means: Vec<f64> = by_repeat.values().filter_map(|v| stats::mean(v)).collect();
-        let pass_rate = pass_threshold(name)
-            .map(|t| all.iter().filter(|v| **v >= t - 1e-12).count() as f64 / all.len().max(1) as f64);
+        let pass_rate = infos.get(name).and_then(|i| i.threshold).map(|_| {
+            let passes = scores.iter().filter(|r| r.passed.get(name) == Some(&true)).count();
+            passes as f64 / (all.len() + failed).max(1) as f64
+        });
         s.metrics.insert(
             name.clone(),
             MetricSummary {
@@ -234,6 +360,7 @@ pub fn summarize_variant(
                 std_across_repeats: stats::std_dev(&repeat_means).unwrap_or(0.0),
                 pass_rate,
                 n: all.len(),
+                failed,
             },
         );
     }
@@ -271,17 +398,47 @@ pub fn write_all(
     out: &Path,
     planned: &[Key],
     latest: &BTreeMap<Key, OutputRecord>,
+    judgements: &BTreeMap<(Key, String), JudgementRecord>,
     rows: &HashMap<&str, &Row>,
-    metrics: &[String],
+    setup: &ScoringSetup,
     ctx: &Context,
 ) -> Result<Summary, EvalError> {
+    let infos = evaluator_infos(setup);
     let mut unavailable = Vec::new();
     let mut scored: Vec<(ScoreRecord, &OutputRecord)> = Vec::new();
     let mut not_run: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut judge = setup.judge_model.as_ref().map(|model| JudgeSummary {
+        profile: setup.judge_profile.clone().unwrap_or_default(),
+        model: model.clone(),
+        ..JudgeSummary::default()
+    });
     for key in planned {
         match latest.get(key) {
             Some(rec) => {
-                scored.push((score(rec, rows.get(rec.id.as_str()).copied(), metrics, &mut unavailable), rec))
+                let row = rows.get(rec.id.as_str()).copied();
+                scored.push((score(rec, row, setup, &infos, judgements, &mut unavailable), rec));
+                if let Some(js) = judge.as_mut() {
+                    for me in &setup.model_evals {
+                        let Some(j) = judgements.get(&(key.clone(), me.name.clone())) else { continue };
+                        if !rec.ok()
+                            || j.version != me.version
+                            || Some(&j.judge_model) != setup.judge_model.as_ref()
+                        {
+                            continue;
+                        }
+                        js.judgements += 1;
+                        js.failures += usize::from(j.score.is_none());
+                        js.input_tokens += j.input_tokens;
+                        js.output_tokens += j.output_tokens;
+                        match j.cost_usd {
+                            Some(c) => {
+                                js.cost.known_usd += c;
+                                js.cost.rows_with_known_cost += 1;
+                            }
+                            None => js.cost.rows_with_unknown_cost += 1,
+                        }
+                    }
+                }
             }
             None => *not_run.entry(key.variant.as_str()).or_default() += 1,
         }
@@ -292,12 +449,22 @@ pub fn write_all(
         text.push('\n');
     }
     write(&out.join("scores.jsonl"), &text)?;
+    let stem =
+        Path::new(&ctx.dataset).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let run_id = format!(
+        "{stem}-{}-{}",
+        &ctx.config_hash.get(..8).unwrap_or(&ctx.config_hash),
+        &format!("{:016x}", crate::text::fnv1a64(text.as_bytes()))[..8]
+    );
 
     let mut variants = BTreeMap::new();
     for v in &ctx.variants {
         let s: Vec<&ScoreRecord> = scored.iter().filter(|(s, _)| &s.variant == v).map(|(s, _)| s).collect();
         let r: Vec<&OutputRecord> = scored.iter().filter(|(s, _)| &s.variant == v).map(|(_, r)| *r).collect();
-        variants.insert(v.clone(), summarize_variant(&s, &r, not_run.get(v.as_str()).copied().unwrap_or(0)));
+        variants.insert(
+            v.clone(),
+            summarize_variant(&s, &r, not_run.get(v.as_str()).copied().unwrap_or(0), &infos),
+        );
     }
     let mut counts = Counts { skipped: ctx.skipped, ..Counts::default() };
     let mut cost = Cost::default();
@@ -310,6 +477,7 @@ pub fn write_all(
         cost.rows_with_known_cost += v.cost.rows_with_known_cost;
         cost.rows_with_unknown_cost += v.cost.rows_with_unknown_cost;
     }
+    let evaluators = infos.into_iter().filter(|(name, _)| !unavailable.contains(name)).collect();
     let summary = Summary {
         meshops_version: env!("CARGO_PKG_VERSION").to_string(),
         dataset: ctx.dataset.clone(),
@@ -324,12 +492,17 @@ pub fn write_all(
         cost,
         metrics_unavailable: unavailable,
         variants,
+        run_id,
+        evaluators,
+        judge_model: setup.judge_model.clone(),
+        judge,
+        columns: ctx.columns.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| EvalError::Run(e.to_string()))?;
     write(&out.join("summary.json"), &format!("{json}\n"))?;
     let md = markdown(&summary, &scored);
     write(&out.join("report.md"), &md)?;
-    write(&out.join("report.html"), &html(&md, &scored))?;
+    write(&out.join("report.html"), &html(&md, &summary, &scored))?;
     if summary.variants.len() > 1 {
         write(&out.join("comparison.md"), &comparison(&summary))?;
     }
@@ -399,17 +572,41 @@ fn markdown(s: &Summary, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
     if !s.metrics_unavailable.is_empty() {
         let _ = writeln!(md, "Metrics not available in this build: {}.\n", s.metrics_unavailable.join(", "));
     }
+    if let Some(j) = &s.judge {
+        let _ = writeln!(
+            md,
+            "Judge: `{}` (profile `{}`): {} judgements, {} without a score; {} tokens in, {} out; cost {}.\n",
+            j.model,
+            j.profile,
+            j.judgements,
+            j.failures,
+            j.input_tokens,
+            j.output_tokens,
+            cost_text(&j.cost)
+        );
+    }
     for (name, v) in &s.variants {
         let _ = writeln!(md, "## Variant `{name}`\n");
-        let _ = writeln!(md, "| metric | mean | std (repeats) | pass rate | n |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| metric | kind | mean | std (repeats) | threshold | pass rate | n | failed |\n|---|---|---|---|---|---|---|---|"
+        );
         for (m, ms) in &v.metrics {
             let pass = ms.pass_rate.map(|p| format!("{:.1} %", p * 100.0)).unwrap_or_else(|| "–".into());
+            let info = s.evaluators.get(m);
+            let kind = info.map(|i| i.kind.as_str()).unwrap_or("–");
+            let threshold = info
+                .and_then(|i| {
+                    i.threshold.map(|t| format!("{} {t}", if i.higher_is_better { "≥" } else { "≤" }))
+                })
+                .unwrap_or_else(|| "–".into());
+            let mean = if ms.n == 0 { "–".to_string() } else { fmt_num(ms.mean) };
             let _ = writeln!(
                 md,
-                "| {m} | {} | {} | {pass} | {} |",
-                fmt_num(ms.mean),
+                "| {m} | {kind} | {mean} | {} | {threshold} | {pass} | {} | {} |",
                 fmt_num(ms.std_across_repeats),
-                ms.n
+                ms.n,
+                ms.failed
             );
         }
         let _ = writeln!(
@@ -430,8 +627,12 @@ fn markdown(s: &Summary, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
             md.push('\n');
         }
         let _ = writeln!(md, "### Worst rows\n");
-        let _ = writeln!(md, "| id | repeat | ok | key metric | answer or error |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| id | repeat | ok | key metric | answer or error | judges below threshold (score: reason) |\n|---|---|---|---|---|---|"
+        );
         for (sr, rec) in worst(scored, name, 10) {
+            let judged = judge_notes(s, sr);
             let key = quality_key(sr);
             let val = key.map(|(k, v)| format!("{k} = {}", fmt_num(v))).unwrap_or_else(|| "–".into());
             let text = rec
@@ -442,16 +643,43 @@ fn markdown(s: &Summary, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
                 .unwrap_or_default();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {val} | {} |",
+                "| {} | {} | {} | {val} | {} | {} |",
                 cell(&sr.id, 40),
                 sr.repeat,
                 sr.ok,
-                cell(&text, 200)
+                cell(&text, 200),
+                cell(&judged, 400)
             );
         }
         md.push('\n');
     }
     md
+}
+
+/// The judge-scored metrics (built-in judges and rubrics) of a run.
+fn judged_metrics(s: &Summary) -> Vec<&str> {
+    s.evaluators
+        .iter()
+        .filter(|(_, i)| i.kind == "judge" || i.kind == "llm_rubric")
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
+/// A row's judge scores below their threshold and judge failures, with
+/// reasons, for the worst-rows table.
+fn judge_notes(s: &Summary, sr: &ScoreRecord) -> String {
+    let mut notes = Vec::new();
+    for name in judged_metrics(s) {
+        if let Some(e) = sr.failures.get(name) {
+            notes.push(format!("{name}: failed ({e})"));
+        } else if let Some(v) = sr.metrics.get(name) {
+            if sr.passed.get(name) == Some(&false) {
+                let reason = sr.reasons.get(name).map(String::as_str).unwrap_or("");
+                notes.push(format!("{name} {v}: {reason}"));
+            }
+        }
+    }
+    if notes.is_empty() { "–".into() } else { notes.join("; ") }
 }
 
 /// The quality metric a row is ranked by: the first standard text metric
@@ -483,7 +711,7 @@ fn worst<'a>(
 /// The Markdown report, escaped, inside `<pre>` plus an
 /// inline-SVG histogram of end-to-end latency, so the file needs nothing
 /// else to open.
-fn html(md: &str, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
+fn html(md: &str, s: &Summary, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
     let lat: Vec<f64> = scored.iter().map(|(_, r)| r.latency_ms).collect();
     let mut h = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>meshops eval report</title>\
@@ -491,6 +719,18 @@ fn html(md: &str, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
     );
     h.push_str("<h2>End-to-end latency</h2>\n");
     h.push_str(&histogram_svg(&lat, 20));
+    for (name, info) in &s.evaluators {
+        let xs: Vec<f64> = scored.iter().filter_map(|(sr, _)| sr.metrics.get(name).copied()).collect();
+        let (lo, Some(hi)) = info.scale else { continue };
+        if xs.is_empty() || name == "ok" {
+            continue;
+        }
+        // Judges score whole numbers: one bar per score; 0–1 metrics get
+        // ten bins.
+        let bins = if hi - lo == 4.0 { 5 } else { 10 };
+        let _ = writeln!(h, "<h3>{} ({})</h3>", html_escape(name), html_escape(&info.kind));
+        h.push_str(&scale_histogram_svg(&xs, lo, hi, bins));
+    }
     h.push_str("\n<pre>");
     h.push_str(&html_escape(md));
     h.push_str("</pre>\n</body></html>\n");
@@ -538,6 +778,45 @@ pub fn histogram_svg(xs: &[f64], bins: usize) -> String {
         w,
         hgt + 20.0
     );
+    svg
+}
+
+/// A bar chart of `xs` over the fixed scale `lo..=hi` in `bins` bins (a
+/// metric's distribution).
+pub fn scale_histogram_svg(xs: &[f64], lo: f64, hi: f64, bins: usize) -> String {
+    let (w, hgt, pad) = (400.0, 120.0, 24.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" role=\"img\" aria-label=\"distribution\">",
+        hgt + pad
+    );
+    let bins = bins.max(1);
+    let width = if hi > lo { (hi - lo) / bins as f64 } else { 1.0 };
+    let mut counts = vec![0usize; bins];
+    for x in xs.iter().filter(|x| x.is_finite()) {
+        // Whole-number scales put each score in its own bin.
+        let i = if hi - lo + 1.0 == bins as f64 { (x - lo).round() } else { ((x - lo) / width).floor() };
+        counts[(i.max(0.0) as usize).min(bins - 1)] += 1;
+    }
+    let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let bw = w / bins as f64;
+    for (i, c) in counts.iter().enumerate() {
+        let bh = *c as f64 / max * hgt;
+        let label = if hi - lo + 1.0 == bins as f64 {
+            format!("{}", lo + i as f64)
+        } else {
+            format!("{:.1}–{:.1}", lo + i as f64 * width, lo + (i + 1) as f64 * width)
+        };
+        let _ = write!(
+            svg,
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"#4a7bd0\"><title>{label}: {c}</title></rect><text x=\"{:.1}\" y=\"{:.0}\" font-size=\"10\" text-anchor=\"middle\">{label}</text>",
+            i as f64 * bw + 1.0,
+            hgt - bh,
+            bw - 2.0,
+            i as f64 * bw + bw / 2.0,
+            hgt + 14.0
+        );
+    }
+    svg.push_str("</svg>");
     svg
 }
 

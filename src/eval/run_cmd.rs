@@ -36,6 +36,21 @@ pub struct Args {
     /// in-process mesh.
     #[arg(long)]
     pub target: Option<String>,
+    /// Custom evaluators, thresholds and column map (TOML; see
+    /// eval/evaluators.toml).
+    #[arg(long, value_name = "FILE")]
+    pub evaluators: Option<PathBuf>,
+    /// Dataset field renames, CANONICAL=FIELD (repeatable), e.g.
+    /// `--map query=question --map ground_truth=answer`.
+    #[arg(long = "map", value_name = "CANONICAL=FIELD")]
+    pub map: Vec<String>,
+    /// Model profile of the LLM judges (default: `[eval] judge_model`).
+    #[arg(long, value_name = "PROFILE")]
+    pub judge_model: Option<String>,
+    /// Copy the finished run into this shared results folder
+    /// (DIR/<run id>/) and add it to DIR/index.jsonl.
+    #[arg(long, value_name = "DIR")]
+    pub publish: Option<PathBuf>,
 }
 
 /// Runs the subcommand.
@@ -57,6 +72,11 @@ pub async fn execute(args: &Args, load: crate::config::LoadOptions) -> Result<()
     }
     opts.target = args.target.clone();
     opts.progress = true;
+    if let Some(path) = &args.evaluators {
+        opts.evaluators = super::evaluators::EvaluatorSet::load(path)?;
+    }
+    opts.columns = super::evaluators::ColumnMap::from_args(&args.map)?;
+    opts.judge_model = args.judge_model.clone();
     let t0 = std::time::Instant::now();
     let result = runner::run(spec, opts).await?;
     let s = &result.summary;
@@ -87,9 +107,53 @@ pub async fn execute(args: &Args, load: crate::config::LoadOptions) -> Result<()
     if s.cut_short {
         println!("cut short: the cost cap was reached before every row ran");
     }
+    if let Some(j) = &s.judge {
+        println!(
+            "judge {} (profile {}): {} judgements, {} without a score, cost ${:.6}{}",
+            j.model,
+            j.profile,
+            j.judgements,
+            j.failures,
+            j.cost.known_usd,
+            if j.cost.rows_with_unknown_cost > 0 { " known (some unknown)" } else { "" }
+        );
+    }
+    for (variant, v) in &s.variants {
+        let mut parts = Vec::new();
+        for m in [
+            "ok",
+            "f1",
+            "rougeL",
+            "hit_rate@5",
+            "groundedness",
+            "relevance",
+            "coherence",
+            "fluency",
+            "similarity",
+        ] {
+            if let Some(x) = v.metrics.get(m).filter(|x| x.n > 0) {
+                let failed = if x.failed > 0 { format!(" ({} failed)", x.failed) } else { String::new() };
+                parts.push(format!("{m} {:.3}{failed}", x.mean));
+            }
+        }
+        println!(
+            "{variant}: {}; latency p50 {:.1} ms, p95 {:.1} ms",
+            parts.join(", "),
+            v.latency_ms.p50,
+            v.latency_ms.p95
+        );
+    }
     if !s.metrics_unavailable.is_empty() {
         println!("metrics not available in this build: {}", s.metrics_unavailable.join(", "));
     }
-    println!("wrote {}", args.out.display());
+    println!("wrote {} (run id {})", args.out.display(), s.run_id);
+    if let Some(dir) = &args.publish {
+        let p = super::publish::publish(&args.out, dir)?;
+        if p.added {
+            println!("published to {} and indexed in {}", p.dir.display(), dir.join("index.jsonl").display());
+        } else {
+            println!("already published: {}", p.dir.display());
+        }
+    }
     Ok(())
 }

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::EvalError;
 use super::dataset::Row;
+use super::evaluators::{ColumnMap, EvaluatorSet};
+use super::judge::{Judge, JudgeInput, ModelEval};
 use crate::config::MeshSpec;
 use crate::llm::SharedLlm;
 use crate::mesh::{Answer, Ask, AskInput, MeshHandle, Resources};
@@ -29,10 +31,25 @@ use crate::mesh::{Answer, Ask, AskInput, MeshHandle, Resources};
 /// Name of the base mesh in outputs (requests carry no variant).
 pub const BASE_VARIANT: &str = "base";
 
-/// The standard text and retrieval metrics scored by default (when
-/// `metrics::compute` knows them).
-pub const DEFAULT_METRICS: &[&str] =
-    &["exact_match", "f1", "bleu", "gleu", "rouge1", "rouge2", "rougeL", "hit_rate@5", "mrr@5", "ndcg@5"];
+/// The standard text and retrieval metrics and the LLM judges, scored by
+/// default.
+pub const DEFAULT_METRICS: &[&str] = &[
+    "exact_match",
+    "f1",
+    "bleu",
+    "gleu",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+    "hit_rate@5",
+    "mrr@5",
+    "ndcg@5",
+    "groundedness",
+    "relevance",
+    "coherence",
+    "fluency",
+    "similarity",
+];
 
 /// How to run.
 #[derive(Clone)]
@@ -55,6 +72,14 @@ pub struct RunOptions {
     pub model_overrides: HashMap<String, SharedLlm>,
     /// Show a progress bar (drawn only on a terminal).
     pub progress: bool,
+    /// Custom evaluators, extra thresholds and the file's column map.
+    pub evaluators: EvaluatorSet,
+    /// Column map from the command line; wins over the evaluators file's.
+    pub columns: ColumnMap,
+    /// Judge model profile replacing `[eval] judge_model`.
+    pub judge_model: Option<String>,
+    /// A judge client used instead of the profile's (tests).
+    pub judge_client: Option<SharedLlm>,
 }
 
 impl RunOptions {
@@ -72,6 +97,10 @@ impl RunOptions {
             target: None,
             model_overrides: HashMap::new(),
             progress: false,
+            evaluators: EvaluatorSet::default(),
+            columns: ColumnMap::default(),
+            judge_model: None,
+            judge_client: None,
         }
     }
 }
@@ -118,6 +147,10 @@ pub struct OutputRecord {
     pub answer: Option<String>,
     #[serde(default)]
     pub retrieved_doc_ids: Vec<String>,
+    /// The cited passages' text, in citation order: the context judges
+    /// read when the dataset row has none.
+    #[serde(default)]
+    pub contexts: Vec<String>,
     pub intent: Option<String>,
     pub verdict: Option<VerdictOut>,
     #[serde(default)]
@@ -137,7 +170,7 @@ impl OutputRecord {
         self.error.is_none()
     }
 
-    fn key(&self) -> Key {
+    pub fn key(&self) -> Key {
         Key { id: self.id.clone(), repeat: self.repeat, variant: self.variant.clone() }
     }
 }
@@ -195,6 +228,8 @@ pub fn config_hash(spec: &MeshSpec) -> String {
     // what is answered; latency and failure injection are test knobs, and a
     // rerun without them must resume (and retry) the same keys.
     settings.gateway = Default::default();
+    // The judge scores answers; it does not decide them.
+    settings.eval = Default::default();
     settings.retrieval.data_dir = PathBuf::new();
     for m in settings.models.values_mut() {
         m.latency_ms = 0;
@@ -221,8 +256,9 @@ pub fn config_hash(spec: &MeshSpec) -> String {
     format!("{:016x}", crate::text::fnv1a64(&bytes))
 }
 
-/// Reads a JSONL dataset; every bad line is an error naming file and line.
-pub fn read_dataset(path: &Path) -> Result<(Vec<Row>, String), EvalError> {
+/// Reads a JSONL dataset, renaming fields by `columns` first; every bad
+/// line is an error naming file and line.
+pub fn read_dataset(path: &Path, columns: &ColumnMap) -> Result<(Vec<Row>, String), EvalError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| EvalError::Io { path: path.display().to_string(), source })?;
     let mut rows = Vec::new();
@@ -231,10 +267,23 @@ pub fn read_dataset(path: &Path) -> Result<(Vec<Row>, String), EvalError> {
         if line.trim().is_empty() {
             continue;
         }
-        let row: Row = serde_json::from_str(line).map_err(|e| EvalError::Input {
-            path: format!("{}:{}", path.display(), i + 1),
-            message: e.to_string(),
-        })?;
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let mut obj = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(o)) => o,
+            Ok(_) => return Err(EvalError::Input { path: at(), message: "expected a JSON object".into() }),
+            Err(e) => return Err(EvalError::Input { path: at(), message: e.to_string() }),
+        };
+        columns.apply(&mut obj);
+        for required in ["id", "query"] {
+            if !obj.contains_key(required) {
+                return Err(EvalError::Input {
+                    path: at(),
+                    message: format!("missing field {}", columns.describe(required)),
+                });
+            }
+        }
+        let row: Row = serde_json::from_value(serde_json::Value::Object(obj))
+            .map_err(|e| EvalError::Input { path: at(), message: e.to_string() })?;
         if !seen.insert(row.id.clone()) {
             return Err(EvalError::Input {
                 path: format!("{}:{}", path.display(), i + 1),
@@ -340,6 +389,7 @@ fn record(
         query: query.to_string(),
         answer: None,
         retrieved_doc_ids: Vec::new(),
+        contexts: Vec::new(),
         intent: None,
         verdict: None,
         steps: Vec::new(),
@@ -351,6 +401,7 @@ fn record(
     match result {
         Ok(a) => {
             rec.answer = Some(a.answer);
+            rec.contexts = a.citations.iter().map(|c| c.text.clone()).collect();
             rec.retrieved_doc_ids = a.citations.into_iter().map(|c| c.doc_id).collect();
             rec.intent = Some(a.intent);
             rec.verdict = a.verdict.map(|v| VerdictOut {
@@ -384,8 +435,9 @@ fn record(
     rec
 }
 
-/// Known cost so far, in micro-dollars (atomics hold integers); the
-/// number of finished rows whose cost was unknown is counted apart.
+/// Known cost so far (app and judge), in micro-dollars (atomics hold
+/// integers); the number of finished rows whose cost was unknown is
+/// counted apart.
 struct CostMeter {
     micro_usd: AtomicU64,
     unknown: AtomicU64,
@@ -394,9 +446,7 @@ struct CostMeter {
 impl CostMeter {
     fn add(&self, rec: &OutputRecord) {
         match rec.usage.as_ref().and_then(|u| u.cost_usd) {
-            Some(c) => {
-                self.micro_usd.fetch_add((c.max(0.0) * 1e6).round() as u64, Ordering::Relaxed);
-            }
+            Some(c) => self.add_usd(c),
             // A failed row has no usage; its cost is unknown too.
             None => {
                 self.unknown.fetch_add(1, Ordering::Relaxed);
@@ -404,37 +454,217 @@ impl CostMeter {
         }
     }
 
+    fn add_usd(&self, c: f64) {
+        self.micro_usd.fetch_add((c.max(0.0) * 1e6).round() as u64, Ordering::Relaxed);
+    }
+
     fn usd(&self) -> f64 {
         self.micro_usd.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 
+/// One judge's verdict on one row: a line of `judgements.jsonl`. The
+/// latest line per (row key, evaluator) wins; it is reused only while its
+/// version, judge model and input hash still match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgementRecord {
+    pub id: String,
+    pub repeat: u32,
+    pub variant: String,
+    pub evaluator: String,
+    pub version: String,
+    /// The judge's model name (the client's, not the one that answered).
+    pub judge_model: String,
+    /// [`super::judge::input_hash`] of what the judge saw.
+    pub input_hash: String,
+    pub score: Option<f64>,
+    pub reason: Option<String>,
+    /// Why there is no score: the judge answered garbage, or the call failed.
+    pub error: Option<String>,
+    /// The model that answered (may be a fallback).
+    pub answered_by: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: Option<f64>,
+    pub finished_at: String,
+}
+
+impl JudgementRecord {
+    fn jkey(&self) -> (Key, String) {
+        (
+            Key { id: self.id.clone(), repeat: self.repeat, variant: self.variant.clone() },
+            self.evaluator.clone(),
+        )
+    }
+
+    /// Whether this judgement still stands for `me` on `input_hash`.
+    pub fn matches(&self, me: &ModelEval, judge_model: &str, input_hash: &str) -> bool {
+        self.version == me.version && self.judge_model == judge_model && self.input_hash == input_hash
+    }
+}
+
+/// The judges' inputs for a successful record: the row's context, or else
+/// the cited passages; `None` for a failed row.
+pub fn judge_input(rec: &OutputRecord, row: Option<&Row>) -> Option<JudgeInput> {
+    let answer = rec.answer.as_ref().filter(|_| rec.ok())?;
+    let context = row.and_then(|r| r.context.clone()).or_else(|| {
+        (!rec.contexts.is_empty()).then(|| {
+            rec.contexts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("[{}] {c}", i + 1))
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        })
+    });
+    Some(JudgeInput {
+        query: rec.query.clone(),
+        response: answer.clone(),
+        context,
+        ground_truth: row.and_then(|r| r.ground_truth.clone()),
+    })
+}
+
+/// Reads `judgements.jsonl` (latest line per row and evaluator); a torn
+/// last line is skipped.
+pub fn read_judgements(path: &Path) -> Result<BTreeMap<(Key, String), JudgementRecord>, EvalError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => return Err(EvalError::Io { path: path.display().to_string(), source }),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<JudgementRecord>(line) {
+            Ok(j) => {
+                out.insert(j.jkey(), j);
+            }
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
+                tracing::warn!(file = %path.display(), "skipping a torn last line");
+            }
+            Err(e) => {
+                return Err(EvalError::Input {
+                    path: format!("{}:{}", path.display(), i + 1),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The judges of a run and what they score.
+struct Judging {
+    judge: Judge,
+    evals: Vec<ModelEval>,
+}
+
+impl Judging {
+    /// The evaluators `rec` still needs: those that apply and have no
+    /// standing successful judgement in `stored`.
+    fn needed(
+        &self,
+        rec: &OutputRecord,
+        row: Option<&Row>,
+        stored: &BTreeMap<(Key, String), JudgementRecord>,
+    ) -> Vec<ModelEval> {
+        let Some(input) = judge_input(rec, row) else { return Vec::new() };
+        let hash = super::judge::input_hash(&input);
+        let key = rec.key();
+        self.evals
+            .iter()
+            .filter(|me| me.applies(&input))
+            .filter(|me| {
+                !stored
+                    .get(&(key.clone(), me.name.clone()))
+                    .is_some_and(|j| j.error.is_none() && j.matches(me, self.judge.model(), &hash))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Runs `evals` on `rec`, all at once.
+    async fn run(&self, rec: &OutputRecord, row: Option<&Row>, evals: &[ModelEval]) -> Vec<JudgementRecord> {
+        let Some(input) = judge_input(rec, row) else { return Vec::new() };
+        let hash = super::judge::input_hash(&input);
+        let calls = evals.iter().map(|me| {
+            let (input, hash) = (&input, &hash);
+            async move {
+                let o = self.judge.judge(&me.criterion, me.rubric.as_deref(), input).await;
+                let (score, reason, error) = match o.result {
+                    Ok(v) => (Some(f64::from(v.score)), Some(v.reason), None),
+                    Err(e) => (None, None, Some(e)),
+                };
+                JudgementRecord {
+                    id: rec.id.clone(),
+                    repeat: rec.repeat,
+                    variant: rec.variant.clone(),
+                    evaluator: me.name.clone(),
+                    version: me.version.clone(),
+                    judge_model: self.judge.model().to_string(),
+                    input_hash: hash.clone(),
+                    score,
+                    reason,
+                    error,
+                    answered_by: o.model,
+                    input_tokens: o.input_tokens,
+                    output_tokens: o.output_tokens,
+                    cost_usd: o.cost_usd,
+                    finished_at: rfc3339(SystemTime::now()),
+                }
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+}
+
+/// What a run's scoring needs besides the records; shared with the
+/// report.
+pub struct ScoringSetup {
+    pub metrics: Vec<String>,
+    pub evaluators: EvaluatorSet,
+    pub model_evals: Vec<ModelEval>,
+    /// The judge's model name and profile, when the run has judges.
+    pub judge_model: Option<String>,
+    pub judge_profile: Option<String>,
+    /// Versions of the built-in judges and the rubric prompt.
+    pub judge_versions: BTreeMap<String, String>,
+}
+
+/// Checks the requested metrics: standard ones, judges, harness metrics,
+/// and the evaluators file's own names.
+fn check_metrics(metrics: &[String], set: &EvaluatorSet) -> Result<(), EvalError> {
+    for m in metrics {
+        if m.trim().is_empty() {
+            return Err(EvalError::Run("empty metric name in --metrics".into()));
+        }
+        if super::judge::is_judge(m)
+            || super::report::OWN_METRICS.contains(&m.as_str())
+            || set.get(m).is_some()
+        {
+            continue;
+        }
+        super::metrics::compute(m, &super::metrics::ScoreInput::default())?;
+    }
+    Ok(())
+}
+
 /// Runs `opts.dataset` through the mesh built from `spec` (or through
-/// `opts.target`), resuming what `opts.out` already holds, and writes the
-/// outputs, scores, summary and reports there.
+/// `opts.target`), resuming what `opts.out` already holds, judges the
+/// answers, and writes the outputs, judgements, scores, summary and
+/// reports there.
 pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalError> {
     let started_at = SystemTime::now();
     if opts.repeats == 0 {
         return Err(EvalError::Run("--repeats must be at least 1".into()));
     }
-    for m in &opts.metrics {
-        if m.trim().is_empty() {
-            return Err(EvalError::Run("empty metric name in --metrics".into()));
-        }
-    }
-    // A misspelt metric is an error; the standard ones are tolerated while
-    // `metrics::compute` does not know them yet (listed in the summary).
-    for m in &opts.metrics {
-        if let Err(e @ EvalError::UnknownMetric { .. }) =
-            super::metrics::compute(m, &super::metrics::ScoreInput::default())
-        {
-            let own = super::report::OWN_METRICS.contains(&m.as_str());
-            if !own && !DEFAULT_METRICS.contains(&m.as_str()) {
-                return Err(e);
-            }
-        }
-    }
-    let (rows, dataset_hash) = read_dataset(&opts.dataset)?;
+    check_metrics(&opts.metrics, &opts.evaluators)?;
+    let columns = opts.evaluators.columns.merged(&opts.columns);
+    let (rows, dataset_hash) = read_dataset(&opts.dataset, &columns)?;
     let variants: Vec<String> =
         if opts.variants.is_empty() { vec![BASE_VARIANT.to_string()] } else { opts.variants.clone() };
     if opts.target.is_none() {
@@ -445,10 +675,44 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             }
         }
     }
+
+    // Judges: the requested built-in ones and every llm_rubric evaluator.
+    let mut model_evals: Vec<ModelEval> = Vec::new();
+    let wants_judge = opts.metrics.iter().any(|m| super::judge::is_judge(m))
+        || opts.evaluators.evaluators.iter().any(|e| e.rubric().is_some());
+    let judging = if wants_judge {
+        let profile = opts.judge_model.clone().unwrap_or_else(|| spec.settings.eval.judge_model.clone());
+        let judge = Judge::build(&spec, &profile, opts.judge_client.clone())?;
+        for m in opts.metrics.iter().filter(|m| super::judge::is_judge(m)) {
+            if !model_evals.iter().any(|e| &e.name == m) {
+                model_evals.push(ModelEval {
+                    name: m.clone(),
+                    criterion: m.clone(),
+                    rubric: None,
+                    version: judge.version(m),
+                });
+            }
+        }
+        for c in &opts.evaluators.evaluators {
+            if let Some(rubric) = c.rubric() {
+                model_evals.push(ModelEval {
+                    name: c.name.clone(),
+                    criterion: c.name.clone(),
+                    rubric: Some(rubric.to_string()),
+                    version: format!("{}+judge {}", c.version, judge.version(super::judge::RUBRIC_PROMPT)),
+                });
+            }
+        }
+        Some(Arc::new(Judging { judge, evals: model_evals.clone() }))
+    } else {
+        None
+    };
+
     let hash = config_hash(&spec);
     std::fs::create_dir_all(&opts.out)
         .map_err(|source| EvalError::Io { path: opts.out.display().to_string(), source })?;
     let outputs_path = opts.out.join("outputs.jsonl");
+    let judgements_path = opts.out.join("judgements.jsonl");
 
     // Latest record per key of this configuration.
     let mut latest: BTreeMap<Key, OutputRecord> = BTreeMap::new();
@@ -457,6 +721,7 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             latest.insert(r.key(), r);
         }
     }
+    let mut judgements = read_judgements(&judgements_path)?;
 
     let mut plan: Vec<(Key, &Row)> = Vec::new();
     for variant in &variants {
@@ -477,51 +742,103 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
             meter.add(r);
         }
     }
-    let todo: Vec<(Key, &Row)> = plan.iter().filter(|(k, row)| !is_done(k, row)).cloned().collect();
+    for j in judgements.values() {
+        if latest.get(&j.jkey().0).is_some_and(|r| r.ok()) {
+            meter.add_usd(j.cost_usd.unwrap_or(0.0));
+        }
+    }
+    // Work: rows to run (and judge), and done rows that still need a judge
+    // (judges added, a prompt edited, or an earlier judge failure).
+    let mut work: Vec<(Key, &Row, Option<OutputRecord>, Vec<ModelEval>)> = Vec::new();
+    for (k, row) in &plan {
+        if !is_done(k, row) {
+            work.push((k.clone(), *row, None, Vec::new()));
+        } else if let (Some(j), Some(rec)) = (&judging, latest.get(k)) {
+            let needed = j.needed(rec, Some(*row), &judgements);
+            if !needed.is_empty() {
+                work.push((k.clone(), *row, Some(rec.clone()), needed));
+            }
+        }
+    }
 
     let mut attempted = 0usize;
     let mut cut_short = false;
     let mut rows_elapsed = Duration::ZERO;
-    if !todo.is_empty() && !opts.max_cost_usd.is_some_and(|cap| meter.usd() >= cap) {
-        let driver = Arc::new(start_driver(&spec, &opts).await?);
+    let needs_driver = work.iter().any(|(_, _, existing, _)| existing.is_none());
+    if !work.is_empty() && !opts.max_cost_usd.is_some_and(|cap| meter.usd() >= cap) {
+        let driver = if needs_driver { Some(Arc::new(start_driver(&spec, &opts).await?)) } else { None };
         let timeout = Duration::from_millis(spec.settings.gateway.request_timeout_ms.max(1));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&outputs_path)
-            .map_err(|source| EvalError::Io { path: outputs_path.display().to_string(), source })?;
-        let mut file = std::io::BufWriter::new(file);
-        let bar = progress_bar(opts.progress, todo.len() as u64);
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(std::io::BufWriter::new)
+                .map_err(|source| EvalError::Io { path: path.display().to_string(), source })
+        };
+        let mut file = open(&outputs_path)?;
+        let mut jfile = open(&judgements_path)?;
+        let bar = progress_bar(opts.progress, work.len() as u64);
         let errors = AtomicU64::new(0);
         let cap = opts.max_cost_usd;
         let rows_t0 = Instant::now();
-        let (d, m, h) = (driver.clone(), meter.clone(), hash.clone());
-        let stream = futures::stream::iter(todo.into_iter().map(move |(key, row)| {
+        let (d, m, h, jd) = (driver.clone(), meter.clone(), hash.clone(), judging.clone());
+        let stream = futures::stream::iter(work.into_iter().map(move |(key, row, existing, needed)| {
             let driver = d.clone();
             let meter = m.clone();
             let hash = h.clone();
+            let judging = jd.clone();
             async move {
-                // Checked when the row is scheduled (buffer_unordered polls
-                // a future first when a slot frees), so no new row starts
-                // once the cap is reached; rows in flight still finish.
+                // Checked when the item is scheduled (buffer_unordered polls
+                // a future first when a slot frees), so nothing new starts
+                // once the cap is reached; work in flight still finishes.
                 if cap.is_some_and(|cap| meter.usd() >= cap) {
                     return None;
                 }
-                let t0 = Instant::now();
-                let result = driver.ask(row, key.repeat, &key.variant, timeout).await;
-                let rec = record(&key, &hash, &row.query, result, t0.elapsed());
-                meter.add(&rec);
-                Some(rec)
+                let (rec, fresh, needed) = match (existing, driver.as_deref()) {
+                    (Some(rec), _) => (rec, false, needed),
+                    (None, Some(driver)) => {
+                        let t0 = Instant::now();
+                        let result = driver.ask(row, key.repeat, &key.variant, timeout).await;
+                        let rec = record(&key, &hash, &row.query, result, t0.elapsed());
+                        meter.add(&rec);
+                        let needed = match &judging {
+                            Some(j) => j.needed(&rec, Some(row), &BTreeMap::new()),
+                            None => Vec::new(),
+                        };
+                        (rec, true, needed)
+                    }
+                    (None, None) => return None,
+                };
+                let verdicts = match &judging {
+                    Some(j) if !needed.is_empty() => j.run(&rec, Some(row), &needed).await,
+                    _ => Vec::new(),
+                };
+                for v in &verdicts {
+                    meter.add_usd(v.cost_usd.unwrap_or(0.0));
+                }
+                Some((rec, fresh, verdicts))
             }
         }))
         .buffer_unordered(opts.concurrency.max(1));
         let mut stream = Box::pin(stream);
         while let Some(done) = stream.next().await {
             bar.inc(1);
-            let Some(rec) = done else {
+            let Some((rec, fresh, verdicts)) = done else {
                 cut_short = true;
                 continue;
             };
+            for v in verdicts {
+                let line = serde_json::to_string(&v).map_err(|e| EvalError::Run(e.to_string()))?;
+                writeln!(jfile, "{line}").and_then(|_| jfile.flush()).map_err(|source| EvalError::Io {
+                    path: judgements_path.display().to_string(),
+                    source,
+                })?;
+                judgements.insert(v.jkey(), v);
+            }
+            if !fresh {
+                continue;
+            }
             attempted += 1;
             if !rec.ok() {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -537,12 +854,12 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
         rows_elapsed = rows_t0.elapsed();
         // Drops the futures' clones of the driver so it can be shut down.
         drop(stream);
-        if let Ok(Driver::Mesh(mesh, store)) = Arc::try_unwrap(driver) {
+        if let Some(Ok(Driver::Mesh(mesh, store))) = driver.map(Arc::try_unwrap) {
             // Joining the mesh thread blocks; keep it off the runtime.
             let _ = tokio::task::spawn_blocking(move || mesh.shutdown()).await;
             release(store).await;
         }
-    } else if !todo.is_empty() {
+    } else if !work.is_empty() {
         cut_short = true;
     }
 
@@ -559,8 +876,24 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
         skipped,
         variants: variants.clone(),
         target: opts.target.clone(),
+        columns: columns.0.clone(),
     };
-    let summary = super::report::write_all(&opts.out, &planned, &latest, &rows_by_id, &opts.metrics, &ctx)?;
+    let mut judge_versions = BTreeMap::new();
+    if let Some(j) = &judging {
+        for name in super::judge::JUDGES.iter().copied().chain([super::judge::RUBRIC_PROMPT]) {
+            judge_versions.insert(name.to_string(), j.judge.version(name));
+        }
+    }
+    let setup = ScoringSetup {
+        metrics: opts.metrics.clone(),
+        evaluators: opts.evaluators.clone(),
+        model_evals,
+        judge_model: judging.as_ref().map(|j| j.judge.model().to_string()),
+        judge_profile: judging.as_ref().map(|j| j.judge.profile.clone()),
+        judge_versions,
+    };
+    let summary =
+        super::report::write_all(&opts.out, &planned, &latest, &judgements, &rows_by_id, &setup, &ctx)?;
     Ok(RunResult { summary, attempted, rows_elapsed })
 }
 

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::EvalError;
+use super::evaluators::{ColumnMap, Custom, EvaluatorSet};
 use super::metrics::{self, ScoreInput};
 
 /// Arguments of `meshops eval score`.
@@ -38,6 +39,14 @@ pub struct Args {
     /// Output JSONL: one line per input row with `id` and one field per metric.
     #[arg(long, value_name = "FILE.jsonl")]
     pub out: PathBuf,
+    /// Field renames, CANONICAL=FIELD (repeatable), e.g. `--map
+    /// response=prediction --map ground_truth=answer`.
+    #[arg(long = "map", value_name = "CANONICAL=FIELD")]
+    pub map: Vec<String>,
+    /// Evaluators file: its rule-based evaluators (contains, regex,
+    /// json_schema) add one field each; its `[columns]` apply under `--map`.
+    #[arg(long, value_name = "FILE")]
+    pub evaluators: Option<PathBuf>,
 }
 
 /// Mean of one metric over the rows it applied to.
@@ -91,6 +100,20 @@ pub async fn execute(args: &Args) -> Result<(), EvalError> {
 /// Scores `args.input` into `args.out` and returns the summary.
 pub fn score_file(args: &Args) -> Result<ScoreSummary, EvalError> {
     let requested = requested_metrics(&args.metrics)?;
+    let set = match &args.evaluators {
+        Some(p) => EvaluatorSet::load(p)?,
+        None => EvaluatorSet::default(),
+    };
+    if let Some(c) = set.evaluators.iter().find(|c| c.rubric().is_some()) {
+        return Err(EvalError::Input {
+            path: args.evaluators.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            message: format!(
+                "evaluator `{}` is an llm_rubric: judges run with `meshops eval run`, which has the judge's model profile",
+                c.name
+            ),
+        });
+    }
+    let columns = set.columns.merged(&ColumnMap::from_args(&args.map)?);
     let input_path = args.input.display().to_string();
     let text = std::fs::read_to_string(&args.input)
         .map_err(|source| EvalError::Io { path: input_path.clone(), source })?;
@@ -101,7 +124,7 @@ pub fn score_file(args: &Args) -> Result<ScoreSummary, EvalError> {
         if line.trim().is_empty() {
             continue;
         }
-        let row = parse_row(line)
+        let row = parse_row(line, &columns)
             .map_err(|message| EvalError::Input { path: format!("{input_path}:{}", i + 1), message })?;
         rows.push(row);
     }
@@ -110,6 +133,9 @@ pub fn score_file(args: &Args) -> Result<ScoreSummary, EvalError> {
         None => default_metrics(&rows),
     };
 
+    let customs: Vec<&Custom> = set.evaluators.iter().collect();
+    let mut names = names;
+    names.extend(customs.iter().map(|c| c.name.clone()));
     let mut sums = vec![(0usize, 0.0f64); names.len()];
     let mut lines = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -117,7 +143,12 @@ pub fn score_file(args: &Args) -> Result<ScoreSummary, EvalError> {
         // order (serde_json's map would sort the keys).
         let mut line = format!("{{\"id\":{}", row.id);
         for (name, (count, sum)) in names.iter().zip(sums.iter_mut()) {
-            if let Some(value) = metrics::compute(name, &row.input)? {
+            let custom = customs.iter().find(|c| &c.name == name);
+            let value = match custom {
+                Some(c) => row.input.response.as_deref().and_then(|r| c.score(r)).map(|(v, _)| v),
+                None => metrics::compute(name, &row.input)?,
+            };
+            if let Some(value) = value {
                 *count += 1;
                 *sum += value;
                 let key = Value::String(name.clone());
@@ -147,6 +178,11 @@ pub fn score_file(args: &Args) -> Result<ScoreSummary, EvalError> {
 fn requested_metrics(given: &[String]) -> Result<Option<Vec<String>>, EvalError> {
     let mut names: Vec<String> = Vec::new();
     for name in given.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if super::judge::is_judge(name) {
+            return Err(EvalError::Run(format!(
+                "`{name}` is an LLM judge: judges run with `meshops eval run`, which has the judge's model profile"
+            )));
+        }
         if metrics::metric_info(name).is_none() {
             // `compute` builds the error with the list of known names.
             metrics::compute(name, &ScoreInput::default())?;
@@ -173,15 +209,16 @@ fn default_metrics(rows: &[InputRow]) -> Vec<String> {
     names
 }
 
-fn parse_row(line: &str) -> Result<InputRow, String> {
+fn parse_row(line: &str, columns: &ColumnMap) -> Result<InputRow, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return Err("expected a JSON object".into());
     };
+    columns.apply(&mut obj);
     let id = match obj.get("id") {
         Some(v @ (Value::String(_) | Value::Number(_))) => v.clone(),
         Some(_) => return Err("`id` must be a string or a number".into()),
-        None => return Err("missing `id`".into()),
+        None => return Err(format!("missing {}", columns.describe("id"))),
     };
     let text = |field: &str| -> Result<Option<String>, String> {
         match obj.get(field) {
@@ -266,6 +303,8 @@ mod tests {
             input: dir.join("in.jsonl"),
             metrics: metrics.iter().map(|s| s.to_string()).collect(),
             out: dir.join("out.jsonl"),
+            map: Vec::new(),
+            evaluators: None,
         }
     }
 
@@ -391,6 +430,30 @@ mod tests {
         assert!(matches!(score_file(&a), Err(EvalError::UnknownMetric { name, .. }) if name == "bogus"));
         let a = args(&dir.path().join("missing"), &[]);
         assert!(matches!(score_file(&a), Err(EvalError::Io { .. })));
+    }
+
+    #[test]
+    fn mapped_columns_and_custom_evaluators_score() {
+        let dir = tempdir();
+        let mut a = args(dir.path(), &["f1"]);
+        a.map = vec!["response=prediction".into(), "ground_truth=answer".into(), "id=qid".into()];
+        let ev = dir.path().join("ev.toml");
+        std::fs::write(&ev, "[[evaluator]]\nname = \"cites\"\nkind = \"contains\"\nany = [\"[1]\"]\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        a.evaluators = Some(ev.clone());
+        std::fs::write(&a.input, "{\"qid\":\"x\",\"prediction\":\"Paris [1]\",\"answer\":\"paris\"}\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        score_file(&a).unwrap_or_else(|e| panic!("{e}"));
+        let out = read_out(&a.out);
+        assert_eq!(out[0]["id"], "x");
+        assert!(out[0]["f1"].as_f64().is_some_and(|f| f > 0.6), "{:?}", out[0]);
+        assert_eq!(out[0]["cites"].as_f64(), Some(1.0));
+        a.map = vec!["id=nope".into()];
+        let err = score_file(&a).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("`nope` (mapped to id)"), "{err}");
+        let mut j = args(dir.path(), &["groundedness"]);
+        j.evaluators = None;
+        assert!(score_file(&j).err().map(|e| e.to_string()).unwrap_or_default().contains("eval run"));
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 //! the same trait, wrapped in [`retry::RetryingClient`] for timeouts, retries
 //! and fallback.
 
+pub mod judge_heuristic;
 pub mod offline;
 pub mod openai;
 pub mod retry;
@@ -104,7 +105,18 @@ pub enum TaskHint {
     /// Judge `answer` against `passages`; the answer is JSON
     /// `{"accepted": bool, "scores": {..}, "feedback": ".."}`.
     Critique { query: String, answer: String, passages: Vec<Passage> },
-    /// Free-form completion with no structure (custom agents, judges).
+    /// Score `response` on `criterion` (or against `rubric`) from 1 to 5;
+    /// the answer is JSON `{"score": n, "reason": ".."}`. The evaluation
+    /// harness's LLM judges send this.
+    Judge {
+        criterion: String,
+        query: String,
+        response: String,
+        context: Option<String>,
+        ground_truth: Option<String>,
+        rubric: Option<String>,
+    },
+    /// Free-form completion with no structure (custom agents).
     Freeform,
 }
 

@@ -10,6 +10,8 @@
 //! - **Answer**: an extractive answer: the passage sentences that best
 //!   overlap the query's content words (and the critic's feedback), each
 //!   with its `[n]` marker.
+//! - **Judge**: the heuristics of [`super::judge_heuristic`], for the
+//!   evaluation harness's LLM judges.
 //! - **Critique**: groundedness (how much of each answer sentence the
 //!   passages support) and coverage (how many of the query's content words
 //!   the answer covers), with feedback naming what is missing.
@@ -377,7 +379,8 @@ impl LlmClient for OfflineEngine {
                 let query = match &request.hint {
                     TaskHint::Route { query, .. }
                     | TaskHint::Answer { query, .. }
-                    | TaskHint::Critique { query, .. } => query.as_str(),
+                    | TaskHint::Critique { query, .. }
+                    | TaskHint::Judge { query, .. } => query.as_str(),
                     TaskHint::Freeform => "",
                 };
                 if query.contains(trigger.as_str()) {
@@ -398,6 +401,16 @@ impl LlmClient for OfflineEngine {
                     answer(query, intent, passages, feedback.as_deref(), *max_sentences)
                 }
                 TaskHint::Critique { query, answer, passages } => critique(query, answer, passages),
+                TaskHint::Judge { criterion, query, response, context, ground_truth, rubric } => {
+                    super::judge_heuristic::judge(&super::judge_heuristic::JudgeTask {
+                        criterion,
+                        query,
+                        response,
+                        context: context.as_deref(),
+                        ground_truth: ground_truth.as_deref(),
+                        rubric: rubric.as_deref(),
+                    })
+                }
                 TaskHint::Freeform => {
                     // No model to write free text: echo the last user message,
                     // plainly marked, rather than pretend.

@@ -2,6 +2,8 @@
 //! a real gateway on 127.0.0.1:0 and the real generated client.
 #![allow(dead_code)]
 
+pub mod fake_openai;
+
 use std::path::{Path, PathBuf};
 
 use meshops::config::{LoadOptions, MeshSpec};
