@@ -380,19 +380,9 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
     }
     let r = &s.retrieval;
     if r.backend == StoreBackend::Qdrant {
-        errors.push(ConfigError::field(
-            at(&["retrieval", "backend"]),
-            "retrieval.backend",
-            "`qdrant` (server) is not available in this build yet; valid: `edge`",
-        ));
+        validate_qdrant(r, &at(&["retrieval"]), errors);
     }
-    if r.embedder.provider != EmbedderProvider::Offline {
-        errors.push(ConfigError::field(
-            at(&["retrieval", "embedder", "provider"]),
-            "retrieval.embedder.provider",
-            "only `offline` is available in this build",
-        ));
-    }
+    validate_embedder(s, &at(&["retrieval", "embedder"]), errors);
     if r.embedder.dimension < 8 || r.embedder.dimension > 65_536 {
         errors.push(ConfigError::field(
             at(&["retrieval", "embedder", "dimension"]),
@@ -437,6 +427,80 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
         }
     }
     validate_fallback_cycles(s, layers, errors);
+}
+
+/// `backend = "qdrant"` needs the server's URL; its API key, when named,
+/// must be set (checked here so `meshops validate` reports it).
+fn validate_qdrant(r: &RetrievalSettings, file: &str, errors: &mut Vec<ConfigError>) {
+    match r.url.as_deref().map(str::trim) {
+        None | Some("") => errors.push(ConfigError::field(
+            file,
+            "retrieval.url",
+            "required for backend `qdrant`: the server's gRPC URL, e.g. http://localhost:6334",
+        )),
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => errors.push(
+            ConfigError::field(file, "retrieval.url", format!("`{u}` is not an http:// or https:// URL")),
+        ),
+        Some(_) => {}
+    }
+    if let Some(env) = &r.api_key_env {
+        let var = crate::llm::openai::api_key_var(env);
+        if var.is_empty() {
+            errors.push(ConfigError::field(
+                file,
+                "retrieval.api_key_env",
+                "must name an environment variable",
+            ));
+        } else if std::env::var(var).map(|v| v.trim().is_empty()).unwrap_or(true) {
+            errors.push(ConfigError::field(
+                file,
+                "retrieval.api_key_env",
+                format!(
+                    "the Qdrant server's API key must be in environment variable `{var}`, which is not set"
+                ),
+            ));
+        }
+    }
+}
+
+/// A remote embedder names a model profile of its own provider.
+fn validate_embedder(s: &Settings, file: &str, errors: &mut Vec<ConfigError>) {
+    let e = &s.retrieval.embedder;
+    if e.batch_size == 0 {
+        errors.push(ConfigError::field(file, "retrieval.embedder.batch_size", "must be at least 1"));
+    }
+    if e.provider == EmbedderProvider::Offline {
+        return;
+    }
+    let Some(name) = &e.model else {
+        errors.push(ConfigError::field(
+            file,
+            "retrieval.embedder.model",
+            format!(
+                "required for provider `{}`: the name of a [models.<name>] profile; known: {}",
+                e.provider.as_str(),
+                keys(&s.models)
+            ),
+        ));
+        return;
+    };
+    match s.models.get(name) {
+        None => errors.push(ConfigError::field(
+            file,
+            "retrieval.embedder.model",
+            format!("`{name}` is not a model profile; known: {}", keys(&s.models)),
+        )),
+        Some(m) if m.provider != e.provider.model_provider() => errors.push(ConfigError::field(
+            file,
+            "retrieval.embedder.provider",
+            format!(
+                "`{}` but model profile `{name}` has provider `{}`; make them the same",
+                e.provider.as_str(),
+                m.provider.as_str()
+            ),
+        )),
+        Some(_) => {}
+    }
 }
 
 /// What a remote profile needs before a client can be built: its endpoint

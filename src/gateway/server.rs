@@ -99,19 +99,9 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("meshops.v1.Gateway", status).await;
 }
 
-/// Opens the configured store and embedder.
+/// Opens the configured store and embedder (see [`retrieval::open`]).
 pub async fn open_retrieval(spec: &MeshSpec) -> Result<(SharedStore, SharedEmbedder), ServeError> {
-    let r = &spec.settings.retrieval;
-    let embedder: SharedEmbedder = Arc::new(retrieval::embed::OfflineEmbedder::new(r.embedder.dimension));
-    let data_dir = spec.resolve(&r.data_dir);
-    let collection = r.collection.clone();
-    let dimension = embedder.dimension();
-    let store = tokio::task::spawn_blocking(move || {
-        retrieval::edge::EdgeStore::open(&data_dir, &collection, dimension)
-    })
-    .await
-    .map_err(|e| ServeError::Join(e.to_string()))??;
-    Ok((Arc::new(store), embedder))
+    Ok(retrieval::open(spec).await?)
 }
 
 /// Ingests the configured corpus when the collection is empty.
