@@ -218,3 +218,33 @@ fn remote_embedder_and_qdrant_backend_are_validated() {
     let ok = load("[retrieval]\nbackend = \"qdrant\"\nurl = \"http://127.0.0.1:6334\"\n").unwrap();
     assert_eq!(ok.settings.retrieval.backend, meshops::config::StoreBackend::Qdrant);
 }
+
+/// `config/local-llm.toml` layers over the shipped config and moves every
+/// model-calling agent to the local server's profiles; `mesh.agent_models`
+/// mistakes are named.
+#[test]
+fn local_llm_overlay_points_agents_at_the_local_server() {
+    let file = common::root().join("config/local-llm.toml");
+    let opts = LoadOptions { config_file: Some(file.clone()), ..LoadOptions::files_only(common::root()) };
+    let spec = MeshSpec::load(&opts).unwrap_or_else(|e| panic!("{e}"));
+    for (agent, profile) in [("router", "local-router"), ("summarizer", "local"), ("critic", "local-critic")]
+    {
+        assert_eq!(spec.agents[agent].base.model.as_deref(), Some(profile), "{agent}");
+        let m = spec.model(profile).unwrap();
+        assert_eq!(m.provider, meshops::config::Provider::OpenaiCompatible);
+        assert_eq!(m.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
+    }
+    assert_eq!(spec.agents["retriever"].base.model, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("bad.toml");
+    std::fs::write(&overlay, "[mesh.agent_models]\nsummarizer = \"nope\"\nretriever = \"offline\"\n")
+        .unwrap();
+    let err =
+        load_err(&LoadOptions { config_file: Some(overlay), ..LoadOptions::files_only(common::root()) });
+    assert!(
+        err.contains("mesh.agent_models.summarizer") && err.contains("unknown model profile `nope`"),
+        "{err}"
+    );
+    assert!(err.contains("mesh.agent_models.retriever") && err.contains("calls no chat model"), "{err}");
+}

@@ -729,8 +729,29 @@ fn load_agents(
             }
             (None, false) => (None, None),
         };
-        match (&agent.model, needs_model) {
-            (Some(m), _) => check_model("model", m, errors),
+        let model = match s.mesh.agent_models.get(&name) {
+            Some(m) => {
+                let file = locate(&["mesh".into(), "agent_models".into(), name.clone()], layers);
+                if !s.models.contains_key(m) {
+                    errors.push(ConfigError::field(
+                        file,
+                        format!("mesh.agent_models.{name}"),
+                        format!("unknown model profile `{m}`; known: {}", keys(&s.models)),
+                    ));
+                } else if !needs_model {
+                    errors.push(ConfigError::field(
+                        file,
+                        format!("mesh.agent_models.{name}"),
+                        format!("a {} agent calls no chat model", agent.kind.as_str()),
+                    ));
+                }
+                Some(m.clone())
+            }
+            None => agent.model.clone(),
+        };
+        match (&model, needs_model) {
+            (Some(m), _) if !s.mesh.agent_models.contains_key(&name) => check_model("model", m, errors),
+            (Some(_), _) => {}
             (None, true) => errors.push(ConfigError::field(
                 &shown,
                 "model",
@@ -739,7 +760,7 @@ fn load_agents(
             (None, false) => {}
         }
         let Some(settings) = settings else { continue };
-        let base = AgentProfile { prompt, prompt_file, model: agent.model.clone(), settings };
+        let base = AgentProfile { prompt, prompt_file, model, settings };
 
         let mut variants = BTreeMap::new();
         for (vname, variant) in &s.variants {
@@ -798,6 +819,15 @@ fn load_agents(
                     variants,
                 },
             );
+        }
+    }
+    for agent in s.mesh.agent_models.keys() {
+        if !agents.contains_key(agent) && errors.is_empty() {
+            errors.push(ConfigError::field(
+                locate(&["mesh".into(), "agent_models".into()], layers),
+                format!("mesh.agent_models.{agent}"),
+                format!("no agent named `{agent}`; known: {}", keys(&agents)),
+            ));
         }
     }
     for (vname, variant) in &s.variants {

@@ -150,6 +150,10 @@ pub struct MeshSettings {
     pub router: String,
     /// Worker threads (actix arbiters) that agent replicas are spread over.
     pub arbiters: usize,
+    /// Model profile per agent name, in place of the agent file's `model`:
+    /// lets a settings overlay (`--config config/local-llm.toml`) move agents
+    /// to another model without editing `agents/`. Variants still override.
+    pub agent_models: BTreeMap<String, String>,
 }
 
 impl Default for MeshSettings {
@@ -159,6 +163,7 @@ impl Default for MeshSettings {
             prompts_dir: "prompts".into(),
             router: "router".into(),
             arbiters: 2,
+            agent_models: BTreeMap::new(),
         }
     }
 }
