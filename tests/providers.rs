@@ -902,3 +902,53 @@ async fn mesh_ingests_and_retrieves_through_remote_embeddings() {
     assert_eq!(server.requests().len(), ingest_requests + 1, "one embeddings call for the question");
     t.server.shutdown().await.unwrap();
 }
+
+/// Ingest and retrieval through a real embeddings endpoint when
+/// `MESHOPS_EMBED_BASE_URL` is set (`MESHOPS_EMBED_MODEL`,
+/// `MESHOPS_EMBED_DIMENSION`, `MESHOPS_EMBED_API_KEY_ENV` as needed; e.g.
+/// `scripts/local-llm.sh start --port 8081 --embeddings`, dimension 640).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_embeddings_against_a_real_endpoint_when_configured() {
+    use meshops::config::EmbedderProvider;
+    set_key();
+    let Ok(base_url) = std::env::var("MESHOPS_EMBED_BASE_URL") else {
+        println!(
+            "skipped: set MESHOPS_EMBED_BASE_URL (and MESHOPS_EMBED_MODEL, MESHOPS_EMBED_DIMENSION, \
+             MESHOPS_EMBED_API_KEY_ENV) to run"
+        );
+        return;
+    };
+    let model = std::env::var("MESHOPS_EMBED_MODEL").unwrap_or_else(|_| "text-embedding-3-small".into());
+    let dimension: usize =
+        std::env::var("MESHOPS_EMBED_DIMENSION").ok().and_then(|d| d.parse().ok()).unwrap_or(1536);
+    let key_env = std::env::var("MESHOPS_EMBED_API_KEY_ENV").ok();
+    let mut t = common::start(
+        move |spec| {
+            let p = ModelProfile {
+                api_key_env: key_env,
+                timeout_ms: Some(120_000),
+                ..profile(&base_url, &model)
+            };
+            spec.settings.models.insert("embed".into(), p);
+            let e = &mut spec.settings.retrieval.embedder;
+            e.provider = EmbedderProvider::OpenaiCompatible;
+            e.model = Some("embed".into());
+            e.dimension = dimension;
+        },
+        Overrides::default(),
+    )
+    .await;
+    let points = t.server.store.count().await.unwrap();
+    println!("ingested {points} points through {dimension}-d remote embeddings");
+    assert!(points > 0);
+    let a = t
+        .client
+        .ask(AskRequest { query: "Which port does the gateway listen on?".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let retriever = a.steps.iter().find(|s| s.kind == "retriever").unwrap();
+    println!("retriever: {}", retriever.summary);
+    assert!(retriever.model.starts_with("embed:"), "{retriever:?}");
+    t.server.shutdown().await.unwrap();
+}
