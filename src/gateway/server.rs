@@ -22,8 +22,10 @@ use crate::retrieval::{self, RetrievalError, SharedEmbedder, SharedStore};
 /// Why the gateway could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    // Not `#[from]`: that would also make it the source, and `{:#}` would
+    // print the store's message twice.
     #[error("retrieval: {0}")]
-    Retrieval(#[from] RetrievalError),
+    Retrieval(RetrievalError),
     #[error(transparent)]
     Mesh(#[from] MeshError),
     #[error("gRPC server: {0}")]
@@ -34,6 +36,12 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("background task failed: {0}")]
     Join(String),
+}
+
+impl From<RetrievalError> for ServeError {
+    fn from(e: RetrievalError) -> Self {
+        ServeError::Retrieval(e)
+    }
 }
 
 /// A running gateway.

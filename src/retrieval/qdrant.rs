@@ -172,8 +172,12 @@ fn check_existing(
 fn store_error(collection: &str, what: &str, e: QdrantError) -> RetrievalError {
     let message = match e {
         QdrantError::ResponseError { status } => {
+            // The client reports a refused connection as INTERNAL with a
+            // transport message, not UNAVAILABLE.
+            let unreachable =
+                status.code() == tonic::Code::Unavailable || status.message().contains("Failed to connect");
             let hint = match status.code() {
-                tonic::Code::Unavailable => " (is the server running, and is the URL its gRPC port, 6334?)",
+                _ if unreachable => " (is the server running, and is the URL its gRPC port, 6334?)",
                 tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                     " (check the API key named by retrieval.api_key_env)"
                 }
@@ -425,6 +429,14 @@ mod tests {
             text.contains("Unavailable") && text.contains("connection refused") && text.contains("6334"),
             "{text}"
         );
+        let e = store_error(
+            "docs",
+            "cannot reach",
+            QdrantError::ResponseError {
+                status: tonic::Status::internal("Failed to connect to http://127.0.0.1:6334/: refused"),
+            },
+        );
+        assert!(e.to_string().contains("gRPC port, 6334"), "{e}");
         let e = store_error(
             "docs",
             "upsert",
