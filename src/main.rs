@@ -47,7 +47,8 @@ enum Command {
         #[arg(long)]
         variant: Option<String>,
         /// Send the question N times, one after another on one connection,
-        /// and print client-side latency percentiles instead of the answer.
+        /// and print client-side latency percentiles and, per agent, step
+        /// latency and tokens per second instead of the answer.
         #[arg(long, value_name = "N")]
         repeat: Option<usize>,
         #[command(flatten)]
@@ -416,24 +417,69 @@ async fn repeat_latency(
 ) -> Result<()> {
     let mut micros = Vec::with_capacity(n);
     let mut mesh_ms = Vec::with_capacity(n);
+    // Per agent: (model, step latencies in ms, output tokens, input tokens,
+    // whether any count was estimated).
+    let mut agents: std::collections::BTreeMap<String, (String, Vec<f64>, u64, u64, bool)> =
+        std::collections::BTreeMap::new();
+    let mut failures: Vec<String> = Vec::new();
     for _ in 0..n {
         let started = std::time::Instant::now();
-        let answer = client.ask(authorized(request.clone(), key)?).await.map_err(status_error)?.into_inner();
+        let answer = match client.ask(authorized(request.clone(), key)?).await {
+            Ok(a) => a.into_inner(),
+            // A failed call is counted and reported, not the end of the run:
+            // a weak model fails some steps, and the rest still measure.
+            Err(s) => {
+                failures.push(format!("{:?}: {}", s.code(), s.message()));
+                continue;
+            }
+        };
         micros.push(started.elapsed().as_secs_f64() * 1e6);
         mesh_ms.push(answer.usage.map(|u| u.latency_ms).unwrap_or_default());
+        for step in &answer.steps {
+            let entry = agents
+                .entry(step.agent.clone())
+                .or_insert_with(|| (step.model.clone(), Vec::new(), 0, 0, false));
+            entry.1.push(step.latency_ms);
+            entry.2 += step.output_tokens;
+            entry.3 += step.input_tokens;
+            entry.4 |= step.tokens_estimated;
+        }
+    }
+    let pct = |v: &[f64], p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    if micros.is_empty() {
+        bail!("all {n} Ask calls failed; first: {}", failures.first().map(String::as_str).unwrap_or(""));
     }
     micros.sort_by(f64::total_cmp);
     mesh_ms.sort_by(f64::total_cmp);
-    let pct = |v: &[f64], p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
     println!(
-        "{n} sequential Ask calls: client latency p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, max {:.0} µs; \
-         mesh latency p50 {:.3} ms",
+        "{} sequential Ask calls ({} failed): client latency p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, \
+         max {:.0} µs; mesh latency p50 {:.3} ms",
+        micros.len(),
+        failures.len(),
         pct(&micros, 0.5),
         pct(&micros, 0.9),
         pct(&micros, 0.99),
         pct(&micros, 1.0),
         pct(&mesh_ms, 0.5)
     );
+    for (agent, (model, mut latencies, output, input, estimated)) in agents {
+        latencies.sort_by(f64::total_cmp);
+        let seconds: f64 = latencies.iter().sum::<f64>() / 1000.0;
+        let steps = latencies.len();
+        let rate = if seconds > 0.0 { output as f64 / seconds } else { 0.0 };
+        println!(
+            "  {agent} ({model}): {steps} steps, latency p50 {:.1} ms, p90 {:.1} ms; \
+             {:.1} input and {:.1} output tokens per step, {rate:.1} output tokens/s of step time{}",
+            pct(&latencies, 0.5),
+            pct(&latencies, 0.9),
+            input as f64 / steps as f64,
+            output as f64 / steps as f64,
+            if estimated { " (token counts estimated)" } else { "" }
+        );
+    }
+    for (i, f) in failures.iter().enumerate().take(3) {
+        println!("  failure {}: {f}", i + 1);
+    }
     Ok(())
 }
 

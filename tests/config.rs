@@ -200,3 +200,85 @@ fn several_errors_are_reported_together() {
     let err = load_err(&LoadOptions::files_only(dir.path()));
     assert!(err.contains("nope`") && err.contains("nope2"), "{err}");
 }
+
+/// Remote embedders and the Qdrant server backend: what they need is
+/// checked at load, naming the file and the field.
+#[test]
+fn remote_embedder_and_qdrant_backend_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("remote.toml");
+    let load = |text: &str| {
+        std::fs::write(&overlay, text).unwrap();
+        let opts =
+            LoadOptions { config_file: Some(overlay.clone()), ..LoadOptions::files_only(common::root()) };
+        MeshSpec::load(&opts)
+    };
+    let shown = overlay.display().to_string();
+
+    let err = load("[retrieval.embedder]\nprovider = \"openai\"\n").unwrap_err().to_string();
+    assert!(err.contains(&format!("{shown}: field `retrieval.embedder.model`: required")), "{err}");
+    let err =
+        load("[retrieval.embedder]\nprovider = \"openai\"\nmodel = \"nope\"\n").unwrap_err().to_string();
+    assert!(err.contains("`nope` is not a model profile"), "{err}");
+    let err = load(
+        "[models.local]\nprovider = \"openai_compatible\"\nmodel = \"e\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n\
+         [retrieval.embedder]\nprovider = \"azure\"\nmodel = \"local\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("retrieval.embedder.provider") && err.contains("has provider `openai_compatible`"),
+        "{err}"
+    );
+    let ok = load(
+        "[models.local]\nprovider = \"openai_compatible\"\nmodel = \"e\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n\
+         [retrieval.embedder]\nprovider = \"openai_compatible\"\nmodel = \"local\"\ndimension = 768\nbatch_size = 32\n",
+    )
+    .unwrap();
+    assert_eq!(ok.settings.retrieval.embedder.dimension, 768);
+    assert_eq!(ok.settings.retrieval.embedder.batch_size, 32);
+
+    let err = load("[retrieval]\nbackend = \"qdrant\"\n").unwrap_err().to_string();
+    assert!(err.contains(&format!("{shown}: field `retrieval.url`: required for backend `qdrant`")), "{err}");
+    let err = load(
+        "[retrieval]\nbackend = \"qdrant\"\nurl = \"http://127.0.0.1:6334\"\napi_key_env = \"MESHOPS_TEST_SURELY_UNSET_QDRANT_KEY\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("retrieval.api_key_env") && err.contains("MESHOPS_TEST_SURELY_UNSET_QDRANT_KEY"),
+        "{err}"
+    );
+    let ok = load("[retrieval]\nbackend = \"qdrant\"\nurl = \"http://127.0.0.1:6334\"\n").unwrap();
+    assert_eq!(ok.settings.retrieval.backend, meshops::config::StoreBackend::Qdrant);
+}
+
+/// `config/local-llm.toml` layers over the shipped config and moves every
+/// model-calling agent to the local server's profiles; `mesh.agent_models`
+/// mistakes are named.
+#[test]
+fn local_llm_overlay_points_agents_at_the_local_server() {
+    let file = common::root().join("config/local-llm.toml");
+    let opts = LoadOptions { config_file: Some(file.clone()), ..LoadOptions::files_only(common::root()) };
+    let spec = MeshSpec::load(&opts).unwrap_or_else(|e| panic!("{e}"));
+    for (agent, profile) in [("router", "local-router"), ("summarizer", "local"), ("critic", "local-critic")]
+    {
+        assert_eq!(spec.agents[agent].base.model.as_deref(), Some(profile), "{agent}");
+        let m = spec.model(profile).unwrap();
+        assert_eq!(m.provider, meshops::config::Provider::OpenaiCompatible);
+        assert_eq!(m.base_url.as_deref(), Some("http://127.0.0.1:8080/v1"));
+    }
+    assert_eq!(spec.agents["retriever"].base.model, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("bad.toml");
+    std::fs::write(&overlay, "[mesh.agent_models]\nsummarizer = \"nope\"\nretriever = \"offline\"\n")
+        .unwrap();
+    let err =
+        load_err(&LoadOptions { config_file: Some(overlay), ..LoadOptions::files_only(common::root()) });
+    assert!(
+        err.contains("mesh.agent_models.summarizer") && err.contains("unknown model profile `nope`"),
+        "{err}"
+    );
+    assert!(err.contains("mesh.agent_models.retriever") && err.contains("calls no chat model"), "{err}");
+}

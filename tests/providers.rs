@@ -1,9 +1,10 @@
 //! Remote model providers over real HTTP: the OpenAI-compatible client
 //! (plain and streamed completions, usage and cost), its failure handling
 //! (429 with `Retry-After`, 5xx, 401, malformed JSON, timeouts, fallback),
-//! configuration checks, and the whole mesh with the summarizer on a remote
-//! profile. A test gated by `MESHOPS_LLM_BASE_URL` runs the mesh against a
-//! real endpoint.
+//! configuration checks, the whole mesh with the summarizer on a remote
+//! profile, and remote embeddings (`/v1/embeddings`: batching, order,
+//! dimension check, retries, ingest and retrieval through them). A test
+//! gated by `MESHOPS_LLM_BASE_URL` runs the mesh against a real endpoint.
 
 mod common;
 
@@ -19,7 +20,7 @@ use meshops::llm::{
 use meshops::proto::AskRequest;
 use serde_json::{Value, json};
 
-use common::fake_openai::{FakeOpenAi, Reply, completion, error};
+use common::fake_openai::{FakeOpenAi, Reply, Seen, completion, error};
 use tokio::net::TcpListener;
 
 /// The variable the test profiles read their API key from.
@@ -573,5 +574,187 @@ async fn mesh_against_a_real_endpoint_when_configured() {
     assert!(!a.answer.trim().is_empty());
     let s = a.steps.iter().find(|s| s.kind == "summarizer").unwrap();
     assert!(s.output_tokens > 0, "{s:?}");
+    t.server.shutdown().await.unwrap();
+}
+
+/// An embeddings answer for `seen`'s `input` array: vectors from the
+/// offline hashed embedder (so retrieval through them really works), listed
+/// in reverse order to check the client restores input order.
+fn embeddings(seen: &Seen, dimension: usize) -> Reply {
+    let e = meshops::retrieval::embed::OfflineEmbedder::new(dimension);
+    let inputs: Vec<String> = match &seen.body["input"] {
+        Value::Array(items) => items.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect(),
+        Value::String(s) => vec![s.clone()],
+        _ => return error(400, "input must be a string or an array of strings", &[]),
+    };
+    let mut data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": e.embed_text(t)}))
+        .collect();
+    data.reverse();
+    let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
+    let body = json!({
+        "object": "list", "model": seen.body["model"], "data": data,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+    });
+    Reply::Body { status: 200, headers: vec![], body: body.to_string() }
+}
+
+fn embedder(base_url: &str, dimension: usize, batch: usize) -> meshops::retrieval::embed::OpenAiEmbedder {
+    let p = profile(base_url, "text-embedding-test");
+    match meshops::retrieval::embed::OpenAiEmbedder::new("embed", &p, dimension, batch) {
+        Ok(e) => e,
+        Err(e) => panic!("embedder: {e}"),
+    }
+}
+
+fn texts(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("text number {i} about the gateway")).collect()
+}
+
+#[tokio::test]
+async fn remote_embeddings_are_batched_and_kept_in_input_order() {
+    use meshops::retrieval::Embedder;
+    set_key();
+    let server = FakeOpenAi::start(|_, seen| embeddings(seen, 16)).await;
+    let e = embedder(&server.base_url(), 16, 2);
+    assert_eq!((e.name(), e.dimension()), ("embed:text-embedding-test", 16));
+    let input = texts(5);
+    let vectors = e.embed(&input).await.unwrap();
+    let offline = meshops::retrieval::embed::OfflineEmbedder::new(16);
+    let expected: Vec<Vec<f32>> = input.iter().map(|t| offline.embed_text(t)).collect();
+    assert_eq!(vectors, expected);
+    let seen = server.requests();
+    let batches: Vec<usize> = seen.iter().map(|r| r.body["input"].as_array().map_or(0, Vec::len)).collect();
+    assert_eq!(batches, vec![2, 2, 1]);
+    for r in &seen {
+        assert_eq!(r.path, "/v1/embeddings");
+        assert_eq!(r.body["model"], "text-embedding-test");
+        assert_eq!(r.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    }
+}
+
+#[tokio::test]
+async fn a_remote_vector_of_another_dimension_is_a_clear_error() {
+    use meshops::retrieval::Embedder;
+    set_key();
+    let server = FakeOpenAi::start(|_, seen| embeddings(seen, 12)).await;
+    let err = embedder(&server.base_url(), 16, 8).embed(&texts(2)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("embed:text-embedding-test")
+            && text.contains("length 12")
+            && text.contains("retrieval.embedder.dimension is 16"),
+        "{text}"
+    );
+    assert_eq!(server.requests().len(), 1, "a wrong dimension is not retried");
+}
+
+#[tokio::test]
+async fn remote_embeddings_retry_429_and_do_not_retry_401() {
+    use meshops::retrieval::Embedder;
+    set_key();
+    let server = FakeOpenAi::start(|i, seen| match i {
+        0 => error(429, "slow down", &[("Retry-After", "0")]),
+        _ => embeddings(seen, 8),
+    })
+    .await;
+    let vectors = embedder(&server.base_url(), 8, 8).embed(&texts(3)).await.unwrap();
+    assert_eq!(vectors.len(), 3);
+    assert_eq!(server.requests().len(), 2);
+
+    let server = FakeOpenAi::start(|_, _| error(401, "bad key", &[])).await;
+    let err = embedder(&server.base_url(), 8, 8).embed(&texts(1)).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("401") && text.contains("profile `embed`") && text.contains("after 1 attempts"),
+        "{text}"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+/// The whole gateway with `[retrieval.embedder]` on a remote profile: the
+/// corpus is ingested through `/v1/embeddings` in batches, and questions are
+/// embedded there too and find their passages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_ingests_and_retrieves_through_remote_embeddings() {
+    use meshops::config::EmbedderProvider;
+    set_key();
+    let server = FakeOpenAi::start(|_, seen| embeddings(seen, 384)).await;
+    let base_url = server.base_url();
+    let mut t = common::start(
+        move |spec| {
+            spec.settings.models.insert("embed".into(), profile(&base_url, "text-embedding-test"));
+            let e = &mut spec.settings.retrieval.embedder;
+            e.provider = EmbedderProvider::OpenaiCompatible;
+            e.model = Some("embed".into());
+            e.dimension = 384;
+            e.batch_size = 16;
+        },
+        Overrides::default(),
+    )
+    .await;
+    let ingest_requests = server.requests().len();
+    assert!(ingest_requests > 0, "auto-ingest embeds the corpus remotely");
+    assert!(server.requests().iter().all(|r| r.body["input"].as_array().is_some_and(|a| a.len() <= 16)));
+    let a = t
+        .client
+        .ask(AskRequest { query: "Which port does the gateway listen on?".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!a.citations.is_empty(), "retrieval through remote vectors finds passages: {a:?}");
+    assert_eq!(server.requests().len(), ingest_requests + 1, "one embeddings call for the question");
+    t.server.shutdown().await.unwrap();
+}
+
+/// Ingest and retrieval through a real embeddings endpoint when
+/// `MESHOPS_EMBED_BASE_URL` is set (`MESHOPS_EMBED_MODEL`,
+/// `MESHOPS_EMBED_DIMENSION`, `MESHOPS_EMBED_API_KEY_ENV` as needed; e.g.
+/// `scripts/local-llm.sh start --port 8081 --embeddings`, dimension 640).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_embeddings_against_a_real_endpoint_when_configured() {
+    use meshops::config::EmbedderProvider;
+    set_key();
+    let Ok(base_url) = std::env::var("MESHOPS_EMBED_BASE_URL") else {
+        println!(
+            "skipped: set MESHOPS_EMBED_BASE_URL (and MESHOPS_EMBED_MODEL, MESHOPS_EMBED_DIMENSION, \
+             MESHOPS_EMBED_API_KEY_ENV) to run"
+        );
+        return;
+    };
+    let model = std::env::var("MESHOPS_EMBED_MODEL").unwrap_or_else(|_| "text-embedding-3-small".into());
+    let dimension: usize =
+        std::env::var("MESHOPS_EMBED_DIMENSION").ok().and_then(|d| d.parse().ok()).unwrap_or(1536);
+    let key_env = std::env::var("MESHOPS_EMBED_API_KEY_ENV").ok();
+    let mut t = common::start(
+        move |spec| {
+            let p = ModelProfile {
+                api_key_env: key_env,
+                timeout_ms: Some(120_000),
+                ..profile(&base_url, &model)
+            };
+            spec.settings.models.insert("embed".into(), p);
+            let e = &mut spec.settings.retrieval.embedder;
+            e.provider = EmbedderProvider::OpenaiCompatible;
+            e.model = Some("embed".into());
+            e.dimension = dimension;
+        },
+        Overrides::default(),
+    )
+    .await;
+    let points = t.server.store.count().await.unwrap();
+    println!("ingested {points} points through {dimension}-d remote embeddings");
+    assert!(points > 0);
+    let a = t
+        .client
+        .ask(AskRequest { query: "Which port does the gateway listen on?".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let retriever = a.steps.iter().find(|s| s.kind == "retriever").unwrap();
+    println!("retriever: {}", retriever.summary);
+    assert!(retriever.model.starts_with("embed:"), "{retriever:?}");
     t.server.shutdown().await.unwrap();
 }

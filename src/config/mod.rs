@@ -417,19 +417,9 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
     }
     let r = &s.retrieval;
     if r.backend == StoreBackend::Qdrant {
-        errors.push(ConfigError::field(
-            at(&["retrieval", "backend"]),
-            "retrieval.backend",
-            "`qdrant` (server) is not available in this build yet; valid: `edge`",
-        ));
+        validate_qdrant(r, &at(&["retrieval"]), errors);
     }
-    if r.embedder.provider != EmbedderProvider::Offline {
-        errors.push(ConfigError::field(
-            at(&["retrieval", "embedder", "provider"]),
-            "retrieval.embedder.provider",
-            "only `offline` is available in this build",
-        ));
-    }
+    validate_embedder(s, &at(&["retrieval", "embedder"]), errors);
     if r.embedder.dimension < 8 || r.embedder.dimension > 65_536 {
         errors.push(ConfigError::field(
             at(&["retrieval", "embedder", "dimension"]),
@@ -528,6 +518,40 @@ fn validate_gateway_files(
     }
 }
 
+/// `backend = "qdrant"` needs the server's URL; its API key, when named,
+/// must be set (checked here so `meshops validate` reports it).
+fn validate_qdrant(r: &RetrievalSettings, file: &str, errors: &mut Vec<ConfigError>) {
+    match r.url.as_deref().map(str::trim) {
+        None | Some("") => errors.push(ConfigError::field(
+            file,
+            "retrieval.url",
+            "required for backend `qdrant`: the server's gRPC URL, e.g. http://localhost:6334",
+        )),
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => errors.push(
+            ConfigError::field(file, "retrieval.url", format!("`{u}` is not an http:// or https:// URL")),
+        ),
+        Some(_) => {}
+    }
+    if let Some(env) = &r.api_key_env {
+        let var = crate::llm::openai::api_key_var(env);
+        if var.is_empty() {
+            errors.push(ConfigError::field(
+                file,
+                "retrieval.api_key_env",
+                "must name an environment variable",
+            ));
+        } else if std::env::var(var).map(|v| v.trim().is_empty()).unwrap_or(true) {
+            errors.push(ConfigError::field(
+                file,
+                "retrieval.api_key_env",
+                format!(
+                    "the Qdrant server's API key must be in environment variable `{var}`, which is not set"
+                ),
+            ));
+        }
+    }
+}
+
 /// Reads a PEM file of certificates; at least one must be there.
 pub fn read_pem_certs(path: &Path) -> Result<Vec<u8>, String> {
     use rustls::pki_types::CertificateDer;
@@ -550,6 +574,46 @@ pub fn read_pem_key(path: &Path) -> Result<Vec<u8>, String> {
     PrivateKeyDer::from_pem_slice(&bytes)
         .map_err(|e| format!("{}: holds no PEM private key: {e}", path.display()))?;
     Ok(bytes)
+}
+
+/// A remote embedder names a model profile of its own provider.
+fn validate_embedder(s: &Settings, file: &str, errors: &mut Vec<ConfigError>) {
+    let e = &s.retrieval.embedder;
+    if e.batch_size == 0 {
+        errors.push(ConfigError::field(file, "retrieval.embedder.batch_size", "must be at least 1"));
+    }
+    if e.provider == EmbedderProvider::Offline {
+        return;
+    }
+    let Some(name) = &e.model else {
+        errors.push(ConfigError::field(
+            file,
+            "retrieval.embedder.model",
+            format!(
+                "required for provider `{}`: the name of a [models.<name>] profile; known: {}",
+                e.provider.as_str(),
+                keys(&s.models)
+            ),
+        ));
+        return;
+    };
+    match s.models.get(name) {
+        None => errors.push(ConfigError::field(
+            file,
+            "retrieval.embedder.model",
+            format!("`{name}` is not a model profile; known: {}", keys(&s.models)),
+        )),
+        Some(m) if m.provider != e.provider.model_provider() => errors.push(ConfigError::field(
+            file,
+            "retrieval.embedder.provider",
+            format!(
+                "`{}` but model profile `{name}` has provider `{}`; make them the same",
+                e.provider.as_str(),
+                m.provider.as_str()
+            ),
+        )),
+        Some(_) => {}
+    }
 }
 
 /// What a remote profile needs before a client can be built: its endpoint
@@ -778,8 +842,29 @@ fn load_agents(
             }
             (None, false) => (None, None),
         };
-        match (&agent.model, needs_model) {
-            (Some(m), _) => check_model("model", m, errors),
+        let model = match s.mesh.agent_models.get(&name) {
+            Some(m) => {
+                let file = locate(&["mesh".into(), "agent_models".into(), name.clone()], layers);
+                if !s.models.contains_key(m) {
+                    errors.push(ConfigError::field(
+                        file,
+                        format!("mesh.agent_models.{name}"),
+                        format!("unknown model profile `{m}`; known: {}", keys(&s.models)),
+                    ));
+                } else if !needs_model {
+                    errors.push(ConfigError::field(
+                        file,
+                        format!("mesh.agent_models.{name}"),
+                        format!("a {} agent calls no chat model", agent.kind.as_str()),
+                    ));
+                }
+                Some(m.clone())
+            }
+            None => agent.model.clone(),
+        };
+        match (&model, needs_model) {
+            (Some(m), _) if !s.mesh.agent_models.contains_key(&name) => check_model("model", m, errors),
+            (Some(_), _) => {}
             (None, true) => errors.push(ConfigError::field(
                 &shown,
                 "model",
@@ -788,7 +873,7 @@ fn load_agents(
             (None, false) => {}
         }
         let Some(settings) = settings else { continue };
-        let base = AgentProfile { prompt, prompt_file, model: agent.model.clone(), settings };
+        let base = AgentProfile { prompt, prompt_file, model, settings };
 
         let mut variants = BTreeMap::new();
         for (vname, variant) in &s.variants {
@@ -847,6 +932,15 @@ fn load_agents(
                     variants,
                 },
             );
+        }
+    }
+    for agent in s.mesh.agent_models.keys() {
+        if !agents.contains_key(agent) && errors.is_empty() {
+            errors.push(ConfigError::field(
+                locate(&["mesh".into(), "agent_models".into()], layers),
+                format!("mesh.agent_models.{agent}"),
+                format!("no agent named `{agent}`; known: {}", keys(&agents)),
+            ));
         }
     }
     for (vname, variant) in &s.variants {

@@ -208,6 +208,10 @@ pub struct MeshSettings {
     pub router: String,
     /// Worker threads (actix arbiters) that agent replicas are spread over.
     pub arbiters: usize,
+    /// Model profile per agent name, in place of the agent file's `model`:
+    /// lets a settings overlay (`--config config/local-llm.toml`) move agents
+    /// to another model without editing `agents/`. Variants still override.
+    pub agent_models: BTreeMap<String, String>,
 }
 
 impl Default for MeshSettings {
@@ -217,6 +221,7 @@ impl Default for MeshSettings {
             prompts_dir: "prompts".into(),
             router: "router".into(),
             arbiters: 2,
+            agent_models: BTreeMap::new(),
         }
     }
 }
@@ -249,7 +254,8 @@ pub struct RetrievalSettings {
     /// Characters of the previous chunk repeated at the start of the next,
     /// so an answer spanning a boundary is still found whole.
     pub chunk_overlap_chars: usize,
-    /// Qdrant server URL, for `backend = "qdrant"`.
+    /// Qdrant server gRPC URL, for `backend = "qdrant"`
+    /// (`http://localhost:6334`).
     pub url: Option<String>,
     /// Name of the environment variable holding the Qdrant API key.
     pub api_key_env: Option<String>,
@@ -279,23 +285,57 @@ impl Default for RetrievalSettings {
 pub enum EmbedderProvider {
     /// Deterministic hashed n-gram features; no model needed.
     Offline,
-    /// A model profile's OpenAI-compatible embeddings endpoint.
+    /// The `/embeddings` endpoint of the model profile named by `model`,
+    /// whose provider must be the same: OpenAI, an OpenAI-compatible server
+    /// (vLLM, Ollama, llama.cpp, LiteLLM) or Azure OpenAI.
     Openai,
+    OpenaiCompatible,
+    Azure,
+}
+
+impl EmbedderProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmbedderProvider::Offline => "offline",
+            EmbedderProvider::Openai => "openai",
+            EmbedderProvider::OpenaiCompatible => "openai_compatible",
+            EmbedderProvider::Azure => "azure",
+        }
+    }
+
+    /// The model provider a remote embedder's profile must have.
+    pub fn model_provider(self) -> Provider {
+        match self {
+            EmbedderProvider::Offline => Provider::Offline,
+            EmbedderProvider::Openai => Provider::Openai,
+            EmbedderProvider::OpenaiCompatible => Provider::OpenaiCompatible,
+            EmbedderProvider::Azure => Provider::Azure,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbedderSettings {
     pub provider: EmbedderProvider,
-    /// Vector length; must match the collection's.
+    /// Vector length; must match the collection's, and a remote model's
+    /// output (checked on every answer).
     pub dimension: usize,
-    /// Model profile for remote embedders.
+    /// Model profile (`[models.<name>]`) for remote embedders: its base
+    /// URL, key variable, timeout and retries are used.
     pub model: Option<String>,
+    /// Texts per request to a remote embedder.
+    pub batch_size: usize,
 }
 
 impl Default for EmbedderSettings {
     fn default() -> Self {
-        Self { provider: EmbedderProvider::Offline, dimension: 384, model: None }
+        Self {
+            provider: EmbedderProvider::Offline,
+            dimension: 384,
+            model: None,
+            batch_size: crate::retrieval::embed::DEFAULT_BATCH_SIZE,
+        }
     }
 }
 

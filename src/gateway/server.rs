@@ -24,8 +24,10 @@ use crate::retrieval::{self, RetrievalError, SharedEmbedder, SharedStore};
 /// Why the gateway could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    // Not `#[from]`: that would also make it the source, and `{:#}` would
+    // print the store's message twice.
     #[error("retrieval: {0}")]
-    Retrieval(#[from] RetrievalError),
+    Retrieval(RetrievalError),
     #[error(transparent)]
     Mesh(#[from] MeshError),
     #[error("gRPC server: {0}")]
@@ -65,6 +67,12 @@ fn tls_config(
         config = config.client_ca_root(Certificate::from_pem(ca));
     }
     Ok(config)
+}
+
+impl From<RetrievalError> for ServeError {
+    fn from(e: RetrievalError) -> Self {
+        ServeError::Retrieval(e)
+    }
 }
 
 /// A running gateway.
@@ -148,19 +156,9 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("meshops.v1.Batch", status).await;
 }
 
-/// Opens the configured store and embedder.
+/// Opens the configured store and embedder (see [`retrieval::open`]).
 pub async fn open_retrieval(spec: &MeshSpec) -> Result<(SharedStore, SharedEmbedder), ServeError> {
-    let r = &spec.settings.retrieval;
-    let embedder: SharedEmbedder = Arc::new(retrieval::embed::OfflineEmbedder::new(r.embedder.dimension));
-    let data_dir = spec.resolve(&r.data_dir);
-    let collection = r.collection.clone();
-    let dimension = embedder.dimension();
-    let store = tokio::task::spawn_blocking(move || {
-        retrieval::edge::EdgeStore::open(&data_dir, &collection, dimension)
-    })
-    .await
-    .map_err(|e| ServeError::Join(e.to_string()))??;
-    Ok((Arc::new(store), embedder))
+    Ok(retrieval::open(spec).await?)
 }
 
 /// Ingests the configured corpus when the collection is empty.

@@ -74,76 +74,7 @@ impl OpenAiClient {
     /// with a message naming the profile when a setting or the key's
     /// variable is missing.
     pub fn new(profile_name: &str, profile: &ModelProfile) -> Result<Self, LlmError> {
-        let fail = |message: String| LlmError::Unavailable {
-            model: profile.model.clone(),
-            message: format!("profile `{profile_name}`: {message}"),
-        };
-        let resolve = |field: &str, value: &Option<String>| -> Result<Option<String>, LlmError> {
-            match value {
-                None => Ok(None),
-                Some(v) => crate::prompt::resolve_env_refs(v)
-                    .map(|s| Some(s.trim().trim_end_matches('/').to_string()))
-                    .map_err(|e| fail(format!("`{field}`: {e}"))),
-            }
-        };
-        let base_url = resolve("base_url", &profile.base_url)?;
-        let api_version = resolve("api_version", &profile.api_version)?;
-        let api_key = match &profile.api_key_env {
-            None => String::new(),
-            Some(name) => {
-                let var = api_key_var(name);
-                match std::env::var(var) {
-                    Ok(key) if !key.trim().is_empty() => key.trim().to_string(),
-                    _ => {
-                        return Err(fail(format!(
-                            "environment variable `{var}` (named by `api_key_env`) is not set"
-                        )));
-                    }
-                }
-            }
-        };
-        // async-openai turns the key into a header with a panicking parse;
-        // a key that is not a valid header value is refused here instead.
-        if !api_key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(fail("the API key holds characters that cannot go in an HTTP header".into()));
-        }
-        let config: Box<dyn Config> = match profile.provider {
-            Provider::Azure => {
-                let (Some(endpoint), Some(version)) = (base_url, api_version) else {
-                    return Err(fail("azure needs `base_url` (the endpoint) and `api_version`".into()));
-                };
-                Box::new(
-                    AzureConfig::new()
-                        .with_api_base(endpoint)
-                        .with_deployment_id(profile.model.clone())
-                        .with_api_version(version)
-                        .with_api_key(api_key),
-                )
-            }
-            Provider::Openai | Provider::OpenaiCompatible => {
-                let base = match (base_url, profile.provider) {
-                    (Some(b), _) => b,
-                    (None, Provider::Openai) => OPENAI_BASE_URL.to_string(),
-                    (None, _) => return Err(fail("openai_compatible needs `base_url`".into())),
-                };
-                // The key is always set explicitly (empty for keyless local
-                // servers): the default would read OPENAI_API_KEY and send
-                // it to whatever server `base_url` names.
-                Box::new(OpenAIConfig::new().with_api_base(base).with_api_key(api_key))
-            }
-            Provider::Offline => return Err(fail("the offline provider has no HTTP client".into())),
-        };
-        // reqwest is built without a bundled crypto provider; ring is
-        // already in the tree (tonic's TLS). Installing fails only when a
-        // provider is already installed, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let timeout =
-            Duration::from_millis(profile.timeout_ms.unwrap_or(super::retry::DEFAULT_TIMEOUT_MS).max(1));
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
-        let client = Client::with_config(config).with_http_service(transport(http));
+        let client = endpoint(profile_name, profile)?;
         Ok(Self {
             profile: profile_name.to_string(),
             provider: profile.provider,
@@ -216,61 +147,7 @@ impl OpenAiClient {
     }
 
     fn map_error(&self, err: OpenAIError) -> AttemptFailure {
-        let model = self.model.clone();
-        let profile = &self.profile;
-        match err {
-            OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpStatusError>() {
-                // OpenAI answers an exhausted quota with 429 too, but waiting
-                // does not refill it: a permanent failure, not a rate limit.
-                Ok(status) if status.status == 429 && status.body.contains("insufficient_quota") => {
-                    LlmError::Rejected {
-                        model,
-                        message: format!("profile `{profile}`: quota exhausted (HTTP 429): {}", status.body),
-                    }
-                    .into()
-                }
-                Ok(status) => AttemptFailure {
-                    error: LlmError::Status {
-                        model,
-                        code: status.status,
-                        message: format!("profile `{profile}`: {}", status.body),
-                    },
-                    retry_after: status.retry_after,
-                    streamed: false,
-                },
-                Err(other) => {
-                    LlmError::Unavailable { model, message: format!("profile `{profile}`: {other}") }.into()
-                }
-            },
-            OpenAIError::ApiError(api) => LlmError::Status {
-                model,
-                code: api.status_code.as_u16(),
-                message: format!("profile `{profile}`: {}", api.api_error),
-            }
-            .into(),
-            OpenAIError::Reqwest(e) => LlmError::Unavailable {
-                model,
-                message: format!("profile `{profile}`: {}", describe_reqwest(&e)),
-            }
-            .into(),
-            OpenAIError::JSONDeserialize(e, content) => LlmError::BadResponse {
-                model,
-                message: format!(
-                    "profile `{profile}`: malformed JSON from the server ({e}): {}",
-                    truncate(&content, MAX_ERROR_BODY)
-                ),
-            }
-            .into(),
-            OpenAIError::StreamError(e) => LlmError::Unavailable {
-                model,
-                message: format!("profile `{profile}`: stream broke off: {e}"),
-            }
-            .into(),
-            OpenAIError::InvalidArgument(m) => {
-                LlmError::Rejected { model, message: format!("profile `{profile}`: {m}") }.into()
-            }
-            other => LlmError::BadResponse { model, message: format!("profile `{profile}`: {other}") }.into(),
-        }
+        map_error(&self.profile, &self.model, err)
     }
 
     fn response(
@@ -382,6 +259,145 @@ impl Attempt for OpenAiClient {
                 None => self.call(request).await,
             }
         })
+    }
+}
+
+/// The `async-openai` client for a profile: OpenAI, Azure OpenAI or a
+/// compatible server, with the API key read from the environment and our
+/// non-retrying transport. Chat completions and embeddings both use it.
+/// Fails with a message naming the profile when a setting or the key's
+/// variable is missing.
+pub(crate) fn endpoint(
+    profile_name: &str,
+    profile: &ModelProfile,
+) -> Result<Client<Box<dyn Config>>, LlmError> {
+    let fail = |message: String| LlmError::Unavailable {
+        model: profile.model.clone(),
+        message: format!("profile `{profile_name}`: {message}"),
+    };
+    let resolve = |field: &str, value: &Option<String>| -> Result<Option<String>, LlmError> {
+        match value {
+            None => Ok(None),
+            Some(v) => crate::prompt::resolve_env_refs(v)
+                .map(|s| Some(s.trim().trim_end_matches('/').to_string()))
+                .map_err(|e| fail(format!("`{field}`: {e}"))),
+        }
+    };
+    let base_url = resolve("base_url", &profile.base_url)?;
+    let api_version = resolve("api_version", &profile.api_version)?;
+    let api_key = match &profile.api_key_env {
+        None => String::new(),
+        Some(name) => {
+            let var = api_key_var(name);
+            match std::env::var(var) {
+                Ok(key) if !key.trim().is_empty() => key.trim().to_string(),
+                _ => {
+                    return Err(fail(format!(
+                        "environment variable `{var}` (named by `api_key_env`) is not set"
+                    )));
+                }
+            }
+        }
+    };
+    // async-openai turns the key into a header with a panicking parse;
+    // a key that is not a valid header value is refused here instead.
+    if !api_key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(fail("the API key holds characters that cannot go in an HTTP header".into()));
+    }
+    let config: Box<dyn Config> = match profile.provider {
+        Provider::Azure => {
+            let (Some(endpoint), Some(version)) = (base_url, api_version) else {
+                return Err(fail("azure needs `base_url` (the endpoint) and `api_version`".into()));
+            };
+            Box::new(
+                AzureConfig::new()
+                    .with_api_base(endpoint)
+                    .with_deployment_id(profile.model.clone())
+                    .with_api_version(version)
+                    .with_api_key(api_key),
+            )
+        }
+        Provider::Openai | Provider::OpenaiCompatible => {
+            let base = match (base_url, profile.provider) {
+                (Some(b), _) => b,
+                (None, Provider::Openai) => OPENAI_BASE_URL.to_string(),
+                (None, _) => return Err(fail("openai_compatible needs `base_url`".into())),
+            };
+            // The key is always set explicitly (empty for keyless local
+            // servers): the default would read OPENAI_API_KEY and send
+            // it to whatever server `base_url` names.
+            Box::new(OpenAIConfig::new().with_api_base(base).with_api_key(api_key))
+        }
+        Provider::Offline => return Err(fail("the offline provider has no HTTP client".into())),
+    };
+    // reqwest is built without a bundled crypto provider; ring is
+    // already in the tree (tonic's TLS). Installing fails only when a
+    // provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let timeout =
+        Duration::from_millis(profile.timeout_ms.unwrap_or(super::retry::DEFAULT_TIMEOUT_MS).max(1));
+    let http = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .build()
+        .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+    Ok(Client::with_config(config).with_http_service(transport(http)))
+}
+
+/// One failed call as the retry loop sees it: HTTP statuses (with
+/// `Retry-After`), connection errors, malformed answers; every message names
+/// the profile.
+pub(crate) fn map_error(profile: &str, model: &str, err: OpenAIError) -> AttemptFailure {
+    let model = model.to_string();
+    match err {
+        OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpStatusError>() {
+            // OpenAI answers an exhausted quota with 429 too, but waiting
+            // does not refill it: a permanent failure, not a rate limit.
+            Ok(status) if status.status == 429 && status.body.contains("insufficient_quota") => {
+                LlmError::Rejected {
+                    model,
+                    message: format!("profile `{profile}`: quota exhausted (HTTP 429): {}", status.body),
+                }
+                .into()
+            }
+            Ok(status) => AttemptFailure {
+                error: LlmError::Status {
+                    model,
+                    code: status.status,
+                    message: format!("profile `{profile}`: {}", status.body),
+                },
+                retry_after: status.retry_after,
+                streamed: false,
+            },
+            Err(other) => {
+                LlmError::Unavailable { model, message: format!("profile `{profile}`: {other}") }.into()
+            }
+        },
+        OpenAIError::ApiError(api) => LlmError::Status {
+            model,
+            code: api.status_code.as_u16(),
+            message: format!("profile `{profile}`: {}", api.api_error),
+        }
+        .into(),
+        OpenAIError::Reqwest(e) => {
+            LlmError::Unavailable { model, message: format!("profile `{profile}`: {}", describe_reqwest(&e)) }
+                .into()
+        }
+        OpenAIError::JSONDeserialize(e, content) => LlmError::BadResponse {
+            model,
+            message: format!(
+                "profile `{profile}`: malformed JSON from the server ({e}): {}",
+                truncate(&content, MAX_ERROR_BODY)
+            ),
+        }
+        .into(),
+        OpenAIError::StreamError(e) => {
+            LlmError::Unavailable { model, message: format!("profile `{profile}`: stream broke off: {e}") }
+                .into()
+        }
+        OpenAIError::InvalidArgument(m) => {
+            LlmError::Rejected { model, message: format!("profile `{profile}`: {m}") }.into()
+        }
+        other => LlmError::BadResponse { model, message: format!("profile `{profile}`: {other}") }.into(),
     }
 }
 

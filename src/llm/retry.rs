@@ -59,8 +59,7 @@ pub trait Attempt: Send + Sync {
 pub struct RetryingClient {
     profile: String,
     inner: std::sync::Arc<dyn Attempt>,
-    timeout: Duration,
-    max_retries: u32,
+    policy: RetryPolicy,
     fallback: Option<SharedLlm>,
 }
 
@@ -71,58 +70,35 @@ impl RetryingClient {
         inner: std::sync::Arc<dyn Attempt>,
         fallback: Option<SharedLlm>,
     ) -> Self {
-        Self {
-            profile: profile_name.to_string(),
-            inner,
-            timeout: Duration::from_millis(profile.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).max(1)),
-            max_retries: profile.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
-            fallback,
-        }
+        Self { profile: profile_name.to_string(), inner, policy: RetryPolicy::of(profile), fallback }
     }
 
     async fn run(&self, request: &LlmRequest, tokens: Option<TokenSink>) -> Result<LlmResponse, LlmError> {
-        let mut failed: Vec<String> = Vec::new();
-        let mut attempt: u32 = 0;
-        let last_error = loop {
-            attempt += 1;
-            let call = self.inner.attempt(request, tokens.as_ref());
-            let failure = match tokio::time::timeout(self.timeout, call).await {
-                Ok(Ok(mut resp)) => {
-                    resp.attempts = attempt;
-                    resp.failed_attempts = failed;
-                    tracing::info!(
-                        profile = %self.profile,
-                        agent = %request.agent,
-                        model = %resp.model,
-                        input_tokens = resp.usage.input_tokens,
-                        output_tokens = resp.usage.output_tokens,
-                        tokens_estimated = resp.usage.estimated,
-                        cost_usd = resp.cost_usd,
-                        attempts = resp.attempts,
-                        "model call"
-                    );
-                    return Ok(resp);
-                }
-                Ok(Err(failure)) => failure,
-                Err(_) => AttemptFailure::from(LlmError::Timeout {
-                    model: self.inner.model().to_string(),
-                    timeout_ms: self.timeout.as_millis() as u64,
-                }),
-            };
-            failed.push(failure.error.kind());
-            let retry = failure.error.is_transient() && !failure.streamed && attempt <= self.max_retries;
-            tracing::warn!(
-                profile = %self.profile,
-                agent = %request.agent,
-                attempt,
-                error = %failure.error,
-                retry,
-                "model call failed"
-            );
-            if !retry {
-                break failure;
+        let outcome = self
+            .policy
+            .run(&self.profile, &request.agent, self.inner.model(), |_| {
+                self.inner.attempt(request, tokens.as_ref())
+            })
+            .await;
+        let (last_error, attempt, mut failed) = match outcome {
+            Ok(done) => {
+                let mut resp = done.value;
+                resp.attempts = done.attempts;
+                resp.failed_attempts = done.failed;
+                tracing::info!(
+                    profile = %self.profile,
+                    agent = %request.agent,
+                    model = %resp.model,
+                    input_tokens = resp.usage.input_tokens,
+                    output_tokens = resp.usage.output_tokens,
+                    tokens_estimated = resp.usage.estimated,
+                    cost_usd = resp.cost_usd,
+                    attempts = resp.attempts,
+                    "model call"
+                );
+                return Ok(resp);
             }
-            tokio::time::sleep(self.delay(attempt, failure.retry_after)).await;
+            Err(gave_up) => (gave_up.failure, gave_up.attempts, gave_up.failed),
         };
         let fallback = match &self.fallback {
             Some(f) if last_error.error.is_transient() && !last_error.streamed => f,
@@ -142,6 +118,86 @@ impl RetryingClient {
                 Ok(resp)
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// A call that succeeded, possibly after retries.
+#[derive(Debug)]
+pub struct Retried<T> {
+    pub value: T,
+    /// Calls made, the successful one included.
+    pub attempts: u32,
+    /// Error kinds of the failed calls, in order.
+    pub failed: Vec<String>,
+}
+
+/// A call that failed for good: its last failure and what came before.
+#[derive(Debug)]
+pub struct GaveUp {
+    pub failure: AttemptFailure,
+    pub attempts: u32,
+    pub failed: Vec<String>,
+}
+
+/// Timeout and retry settings of one profile, shared by chat completions
+/// and embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Per-call timeout.
+    pub timeout: Duration,
+    /// Retries after the first call.
+    pub max_retries: u32,
+}
+
+impl RetryPolicy {
+    /// The profile's `timeout_ms` and `max_retries`, or the defaults.
+    pub fn of(profile: &ModelProfile) -> Self {
+        Self {
+            timeout: Duration::from_millis(profile.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS).max(1)),
+            max_retries: profile.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+        }
+    }
+
+    /// Calls `call` (given the 1-based attempt number) under the timeout,
+    /// retrying transient failures after [`RetryPolicy::delay`]. `profile`,
+    /// `caller` and `model` name the call in logs and timeout errors.
+    pub async fn run<'a, T, F>(
+        &self,
+        profile: &str,
+        caller: &str,
+        model: &str,
+        mut call: F,
+    ) -> Result<Retried<T>, GaveUp>
+    where
+        F: FnMut(u32) -> BoxFuture<'a, Result<T, AttemptFailure>>,
+    {
+        let mut failed: Vec<String> = Vec::new();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let failure = match tokio::time::timeout(self.timeout, call(attempt)).await {
+                Ok(Ok(value)) => return Ok(Retried { value, attempts: attempt, failed }),
+                Ok(Err(failure)) => failure,
+                Err(_) => AttemptFailure::from(LlmError::Timeout {
+                    model: model.to_string(),
+                    timeout_ms: self.timeout.as_millis() as u64,
+                }),
+            };
+            failed.push(failure.error.kind());
+            let retry = failure.error.is_transient() && !failure.streamed && attempt <= self.max_retries;
+            tracing::warn!(
+                profile = %profile,
+                agent = %caller,
+                attempt,
+                error = %failure.error,
+                retry,
+                "model call failed"
+            );
+            if !retry {
+                return Err(GaveUp { failure, attempts: attempt, failed });
+            }
+            tokio::time::sleep(self.delay(attempt, failure.retry_after)).await;
         }
     }
 
@@ -185,38 +241,20 @@ mod tests {
     use super::*;
     use crate::config::ModelProfile;
 
-    struct Never;
-
-    impl Attempt for Never {
-        fn model(&self) -> &str {
-            "never"
-        }
-        fn provider(&self) -> &str {
-            "test"
-        }
-        fn attempt<'a>(
-            &'a self,
-            _request: &'a LlmRequest,
-            _tokens: Option<&'a TokenSink>,
-        ) -> BoxFuture<'a, Result<LlmResponse, AttemptFailure>> {
-            Box::pin(futures::future::pending())
-        }
-    }
-
     #[test]
     fn backoff_doubles_with_jitter_and_honours_retry_after() {
-        let client = RetryingClient::new("p", &ModelProfile::offline(), std::sync::Arc::new(Never), None);
+        let policy = RetryPolicy::of(&ModelProfile::offline());
         for attempt in 1..=4 {
             let full = BASE_DELAY * (1 << (attempt - 1));
-            let d = client.delay(attempt, None);
+            let d = policy.delay(attempt, None);
             assert!(
                 d >= full / 2 && d <= full,
                 "attempt {attempt}: {d:?} not within [{:?}, {full:?}]",
                 full / 2
             );
         }
-        assert!(client.delay(40, None) <= MAX_DELAY);
-        assert_eq!(client.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(client.delay(1, Some(Duration::from_secs(3600))), MAX_DELAY);
+        assert!(policy.delay(40, None) <= MAX_DELAY);
+        assert_eq!(policy.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(policy.delay(1, Some(Duration::from_secs(3600))), MAX_DELAY);
     }
 }

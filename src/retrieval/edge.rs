@@ -14,6 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::schema::{self, StaleSelector};
+use super::{Chunk, Hit, RetrievalError, VectorStore, point_id};
 use futures::future::BoxFuture;
 use qdrant_edge::{
     CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
@@ -22,12 +24,6 @@ use qdrant_edge::{
     PointOperations, PointStructPersisted, QueryEnum, ScoredPoint, SearchRequest, UpdateOperation,
     VectorInternal, VectorStructPersisted, WithPayloadInterface,
 };
-use serde_json::{Map, Value};
-
-use super::{Chunk, Hit, RetrievalError, VectorStore, point_id};
-
-/// The payload field stale-chunk pruning filters on; indexed as a keyword.
-const DOC_ID_FIELD: &str = "doc_id";
 
 /// A collection in an embedded qdrant-edge shard.
 pub struct EdgeStore {
@@ -71,13 +67,7 @@ impl EdgeStore {
         let err = |message: String| RetrievalError::Store { collection: collection.to_string(), message };
         // The name becomes a directory: refuse anything that could escape
         // `collections/` or that the filesystem would treat specially.
-        let valid_name = !collection.is_empty()
-            && collection != "."
-            && collection != ".."
-            && collection.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_name {
-            return Err(err("invalid collection name: use letters, digits, '-', '_' and '.'".into()));
-        }
+        schema::check_collection_name(collection)?;
         if dimension == 0 {
             return Err(err("vector dimension must be at least 1".into()));
         }
@@ -116,16 +106,18 @@ impl EdgeStore {
                 .build();
             let shard = EdgeShard::new(&path, config)
                 .map_err(|e| err(format!("cannot create shard at {}: {e}", path.display())))?;
-            let field_name: JsonPath =
-                DOC_ID_FIELD.parse().map_err(|()| err(format!("invalid payload path {DOC_ID_FIELD}")))?;
-            shard
-                .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
-                    CreateIndex {
-                        field_name,
-                        field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
-                    },
-                )))
-                .map_err(|e| err(format!("cannot index {DOC_ID_FIELD}: {e}")))?;
+            for field in schema::KEYWORD_INDEXES {
+                let field_name: JsonPath =
+                    field.parse().map_err(|()| err(format!("invalid payload path {field}")))?;
+                shard
+                    .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
+                        CreateIndex {
+                            field_name,
+                            field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
+                        },
+                    )))
+                    .map_err(|e| err(format!("cannot index {field}: {e}")))?;
+            }
             shard.flush();
             shard
         };
@@ -159,19 +151,7 @@ impl EdgeStore {
     }
 
     fn check_vector(&self, v: &[f32]) -> Result<(), RetrievalError> {
-        if v.len() != self.dimension {
-            return Err(RetrievalError::Dimension {
-                collection: self.collection.clone(),
-                store: self.dimension,
-                embedder: v.len(),
-            });
-        }
-        // Cosine normalises vectors: a NaN or infinity would make every score
-        // with this point NaN.
-        if !v.iter().all(|x| x.is_finite()) {
-            return Err(self.error("vector has a non-finite component"));
-        }
-        Ok(())
+        schema::check_vector(&self.collection, self.dimension, v)
     }
 
     /// Runs `f` on the shard on the blocking pool; errors name the collection.
@@ -190,37 +170,27 @@ impl EdgeStore {
     }
 }
 
+/// The schema's payload as qdrant-edge's type.
 fn payload_of(chunk: Chunk) -> Payload {
-    let mut map = Map::new();
-    map.insert("doc_id".into(), Value::String(chunk.doc_id));
-    map.insert("chunk_id".into(), Value::String(chunk.chunk_id));
-    map.insert("source".into(), Value::String(chunk.source));
-    map.insert("text".into(), Value::String(chunk.text));
-    Payload(map)
+    Payload(schema::payload(chunk))
 }
 
-/// A search result back as a [`Hit`]. Fields missing from the payload (a
-/// point written by another tool into a shared collection) become empty
-/// strings rather than failing the whole search.
+/// A search result back as a [`Hit`] (see [`schema::hit`]).
 fn hit_of(point: ScoredPoint) -> Hit {
     let payload = point.payload.map(|p| p.0).unwrap_or_default();
-    let field = |name: &str| payload.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-    Hit {
-        doc_id: field("doc_id"),
-        chunk_id: field("chunk_id"),
-        source: field("source"),
-        text: field("text"),
-        score: point.score,
-    }
+    schema::hit(&payload, point.score)
 }
 
-/// Points of `doc_id` that are not in `keep`.
-fn stale_filter(doc_id: String, keep: Vec<uuid::Uuid>) -> Result<Filter, String> {
-    let key: JsonPath = DOC_ID_FIELD.parse().map_err(|()| format!("invalid payload path {DOC_ID_FIELD}"))?;
-    let mut filter =
-        Filter::new_must(qdrant_edge::Condition::Field(FieldCondition::new_match(key, Match::from(doc_id))));
-    if !keep.is_empty() {
-        let keep: HasIdCondition = keep.into_iter().map(PointId::Uuid).collect();
+/// The schema's stale-point selector as a qdrant-edge filter.
+fn stale_filter(selector: StaleSelector) -> Result<Filter, String> {
+    let key: JsonPath =
+        schema::DOC_ID.parse().map_err(|()| format!("invalid payload path {}", schema::DOC_ID))?;
+    let mut filter = Filter::new_must(qdrant_edge::Condition::Field(FieldCondition::new_match(
+        key,
+        Match::from(selector.doc_id),
+    )));
+    if !selector.keep.is_empty() {
+        let keep: HasIdCondition = selector.keep.into_iter().map(PointId::Uuid).collect();
         filter.must_not = Some(vec![qdrant_edge::Condition::HasId(keep)]);
     }
     Ok(filter)
@@ -271,7 +241,7 @@ impl VectorStore for EdgeStore {
         keep: Vec<uuid::Uuid>,
     ) -> BoxFuture<'_, Result<usize, RetrievalError>> {
         self.run("prune", move |inner| {
-            let filter = stale_filter(doc_id, keep)?;
+            let filter = stale_filter(StaleSelector { doc_id, keep })?;
             let _guard = inner.write_lock();
             // Count first (under the write lock, so nothing changes between
             // count and delete): the delete operation does not report it.

@@ -3,18 +3,24 @@
 //! Agents see two traits: [`Embedder`] (text → vector) and [`VectorStore`]
 //! (upsert, search, count). The embedded default is qdrant-edge
 //! ([`edge::EdgeStore`]) with the deterministic [`embed::OfflineEmbedder`];
-//! a Qdrant server shares the same collection and payload schema
-//! (`doc_id`, `chunk_id`, `source`, `text`; one unnamed cosine vector).
+//! a Qdrant server ([`qdrant::QdrantStore`]) shares the same collection and
+//! payload schema ([`schema`]: `doc_id`, `chunk_id`, `source`, `text`; one
+//! unnamed cosine vector), and [`embed::OpenAiEmbedder`] calls a model
+//! profile's embeddings endpoint. [`open`] builds what the settings name.
 
 pub mod chunk;
 pub mod edge;
 pub mod embed;
 pub mod ingest;
+pub mod qdrant;
+pub mod schema;
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+use crate::config::{EmbedderProvider, MeshSpec, StoreBackend};
 
 /// A piece of a document, the unit that is embedded and stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +121,70 @@ pub fn point_id(chunk: &Chunk) -> uuid::Uuid {
 
 pub type SharedEmbedder = Arc<dyn Embedder>;
 pub type SharedStore = Arc<dyn VectorStore>;
+
+/// Builds the configured embedder (`[retrieval.embedder]`).
+pub fn open_embedder(spec: &MeshSpec) -> Result<SharedEmbedder, RetrievalError> {
+    let e = &spec.settings.retrieval.embedder;
+    if e.provider == EmbedderProvider::Offline {
+        return Ok(Arc::new(embed::OfflineEmbedder::new(e.dimension)));
+    }
+    let name = e.model.as_deref().unwrap_or_default();
+    let Some(profile) = spec.model(name) else {
+        return Err(RetrievalError::Embed {
+            embedder: e.provider.as_str().to_string(),
+            message: format!("retrieval.embedder.model `{name}` is not a model profile"),
+        });
+    };
+    Ok(Arc::new(embed::OpenAiEmbedder::new(name, profile, e.dimension, e.batch_size)?))
+}
+
+/// Opens the configured store (`retrieval.backend`) for the embedder's
+/// dimension, creating the collection when it is missing.
+pub async fn open_store(spec: &MeshSpec, dimension: usize) -> Result<SharedStore, RetrievalError> {
+    let r = &spec.settings.retrieval;
+    match r.backend {
+        StoreBackend::Edge => {
+            let data_dir = spec.resolve(&r.data_dir);
+            let collection = r.collection.clone();
+            let store =
+                tokio::task::spawn_blocking(move || edge::EdgeStore::open(&data_dir, &collection, dimension))
+                    .await
+                    .map_err(|e| RetrievalError::Store {
+                        collection: r.collection.clone(),
+                        message: format!("opening the store failed: {e}"),
+                    })??;
+            Ok(Arc::new(store))
+        }
+        StoreBackend::Qdrant => {
+            let store_err =
+                |message: String| RetrievalError::Store { collection: r.collection.clone(), message };
+            let url = r.url.as_deref().ok_or_else(|| store_err("retrieval.url is not set".into()))?;
+            let api_key = match &r.api_key_env {
+                None => None,
+                Some(env) => {
+                    let var = crate::llm::openai::api_key_var(env);
+                    match std::env::var(var) {
+                        Ok(key) if !key.trim().is_empty() => Some(key.trim().to_string()),
+                        _ => {
+                            return Err(store_err(format!(
+                                "environment variable `{var}` (named by retrieval.api_key_env) is not set"
+                            )));
+                        }
+                    }
+                }
+            };
+            let store = qdrant::QdrantStore::connect(url, api_key, &r.collection, dimension).await?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The configured embedder and store.
+pub async fn open(spec: &MeshSpec) -> Result<(SharedStore, SharedEmbedder), RetrievalError> {
+    let embedder = open_embedder(spec)?;
+    let store = open_store(spec, embedder.dimension()).await?;
+    Ok((store, embedder))
+}
 
 #[cfg(test)]
 mod tests {
