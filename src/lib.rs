@@ -10,9 +10,11 @@
 //! - [`mesh`]: the actix actors (orchestrator and agents) and their messages.
 //! - [`gateway`]: the tonic services and the one error → `Status` map.
 //! - [`eval`]: datasets, metrics, runs, comparisons and gates.
+//! - [`bench`]: `meshops bench`, benchmarks beside their comparisons.
 //! - [`telemetry`]: logs, OpenTelemetry traces and metrics, attribute names.
 //! - [`text`]: tokenisation and other small text helpers.
 
+pub mod bench;
 pub mod config;
 pub mod eval;
 pub mod gateway;

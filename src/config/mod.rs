@@ -383,14 +383,14 @@ fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigEr
         errors.push(ConfigError::field(
             at(&["retrieval", "backend"]),
             "retrieval.backend",
-            "`qdrant` (server) is not available in this build yet; valid: `edge`",
+            "`qdrant` (server) is not available in this build yet; valid: `edge` (or the `zero` bench mode)",
         ));
     }
-    if r.embedder.provider != EmbedderProvider::Offline {
+    if r.embedder.provider == EmbedderProvider::Openai {
         errors.push(ConfigError::field(
             at(&["retrieval", "embedder", "provider"]),
             "retrieval.embedder.provider",
-            "only `offline` is available in this build",
+            "only `offline` (and the `zero` bench mode) is available in this build",
         ));
     }
     if r.embedder.dimension < 8 || r.embedder.dimension > 65_536 {
@@ -453,7 +453,7 @@ fn validate_remote_model(name: &str, m: &ModelProfile, file: &str, errors: &mut 
         ))
     };
     match m.provider {
-        Provider::Offline => return,
+        Provider::Offline | Provider::Zero => return,
         Provider::Openai => {
             if m.api_key_env.is_none() {
                 need("api_key_env", "the name of the environment variable holding the API key");

@@ -171,6 +171,9 @@ pub enum StoreBackend {
     Edge,
     /// A Qdrant server at `url`.
     Qdrant,
+    /// Bench mode: a store that holds nothing and answers every search at
+    /// once with one fixed passage (`meshops bench`; never for serving).
+    Zero,
 }
 
 /// The knowledge base: store, collection, corpus and chunking.
@@ -223,6 +226,9 @@ pub enum EmbedderProvider {
     Offline,
     /// A model profile's OpenAI-compatible embeddings endpoint.
     Openai,
+    /// Bench mode: returns a fixed unit vector at once (with `backend =
+    /// "zero"`; never for serving).
+    Zero,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +258,10 @@ pub enum Provider {
     /// Any server speaking the OpenAI wire protocol (vLLM, llama.cpp,
     /// Ollama, LiteLLM) at `base_url`.
     OpenaiCompatible,
+    /// Bench mode: the zero-work model (`zero-work`), which answers every
+    /// call at once (after `latency_ms`) with a fixed reply, so benchmarks
+    /// measure the mesh and not a model.
+    Zero,
 }
 
 impl Provider {
@@ -261,6 +271,7 @@ impl Provider {
             Provider::Openai => "openai",
             Provider::Azure => "azure",
             Provider::OpenaiCompatible => "openai_compatible",
+            Provider::Zero => "zero",
         }
     }
 }
@@ -272,7 +283,8 @@ pub struct ModelProfile {
     pub provider: Provider,
     /// Model (or Azure deployment) name reported in every step.
     pub model: String,
-    /// Offline engine: added latency per call, for load tests.
+    /// Offline engine and zero-work model: added latency per call, for
+    /// load tests.
     #[serde(default)]
     pub latency_ms: u64,
     /// Offline engine: share of calls that fail, for fault tests (0..1).

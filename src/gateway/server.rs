@@ -14,7 +14,7 @@ use tonic_health::server::HealthReporter;
 
 use super::GatewayService;
 use super::admission::Admission;
-use crate::config::MeshSpec;
+use crate::config::{EmbedderProvider, MeshSpec, StoreBackend};
 use crate::mesh::{MeshError, MeshHandle, Resources};
 use crate::proto::gateway_server::GatewayServer;
 use crate::retrieval::{self, RetrievalError, SharedEmbedder, SharedStore};
@@ -102,7 +102,13 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 /// Opens the configured store and embedder.
 pub async fn open_retrieval(spec: &MeshSpec) -> Result<(SharedStore, SharedEmbedder), ServeError> {
     let r = &spec.settings.retrieval;
-    let embedder: SharedEmbedder = Arc::new(retrieval::embed::OfflineEmbedder::new(r.embedder.dimension));
+    let embedder: SharedEmbedder = match r.embedder.provider {
+        EmbedderProvider::Zero => Arc::new(retrieval::zero::ZeroEmbedder::new(r.embedder.dimension)),
+        _ => Arc::new(retrieval::embed::OfflineEmbedder::new(r.embedder.dimension)),
+    };
+    if r.backend == StoreBackend::Zero {
+        return Ok((Arc::new(retrieval::zero::ZeroStore::new(r.collection.clone())), embedder));
+    }
     let data_dir = spec.resolve(&r.data_dir);
     let collection = r.collection.clone();
     let dimension = embedder.dimension();

@@ -10,6 +10,7 @@
 pub mod offline;
 pub mod openai;
 pub mod retry;
+pub mod zero;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -245,6 +246,7 @@ pub fn build_client_with(
             profile.latency_ms,
             profile.failure_rate,
         ))),
+        Provider::Zero => Ok(Arc::new(zero::ZeroModel::new(profile.model.clone(), profile.latency_ms))),
         Provider::Openai | Provider::Azure | Provider::OpenaiCompatible => {
             let client = openai::OpenAiClient::new(profile_name, profile)?;
             Ok(Arc::new(retry::RetryingClient::new(profile_name, profile, Arc::new(client), fallback)))

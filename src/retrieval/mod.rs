@@ -10,6 +10,7 @@ pub mod chunk;
 pub mod edge;
 pub mod embed;
 pub mod ingest;
+pub mod zero;
 
 use std::sync::Arc;
 
