@@ -37,6 +37,12 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
         "\n== mesh: {} in process, zero-work model and store, {n} requests per figure",
         agents.join(" → ")
     );
+    if args.sequential_only {
+        measure_seq(n / 10, || mesh.ask(ask()), |r| r.is_ok()).await?;
+        let mesh_seq = measure_seq(n, || mesh.ask(ask()), |r| r.is_ok()).await?;
+        println!("  sequential      mesh {mesh_seq:>8.2} µs/request");
+        return Ok(());
+    }
     let floor = Floor::start(arbiters)?;
     let f = floor.addr.clone();
     // Warm both paths.

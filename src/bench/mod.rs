@@ -70,6 +70,11 @@ pub struct Args {
     /// `gateway`: seconds per load run.
     #[arg(long)]
     pub seconds: Option<f64>,
+    /// `mesh`: only the sequential mesh figure, no floor and no concurrency
+    /// runs (for counting instructions or allocations per request under
+    /// valgrind).
+    #[arg(long)]
+    pub sequential_only: bool,
 }
 
 /// Runs the benchmarks `args` names with the configuration `load` gives.

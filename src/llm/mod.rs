@@ -91,20 +91,21 @@ pub struct IntentChoice {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskHint {
     /// Pick one intent for `query`; the answer is `{"intent": "<name>"}`.
-    Route { query: String, intents: Vec<IntentChoice>, default_intent: String },
+    /// `intents` is shared: the same configured list on every request.
+    Route { query: String, intents: Arc<[IntentChoice]>, default_intent: String },
     /// Answer `query` from `passages` with `[n]` markers, acting on the
     /// critic's `feedback` when revising.
     Answer {
         query: String,
         intent: String,
-        passages: Vec<Passage>,
+        passages: Arc<[Passage]>,
         feedback: Option<String>,
         previous: Option<String>,
         max_sentences: usize,
     },
     /// Judge `answer` against `passages`; the answer is JSON
     /// `{"accepted": bool, "scores": {..}, "feedback": ".."}`.
-    Critique { query: String, answer: String, passages: Vec<Passage> },
+    Critique { query: String, answer: String, passages: Arc<[Passage]> },
     /// Free-form completion with no structure (custom agents, judges).
     Freeform,
 }

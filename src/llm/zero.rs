@@ -90,11 +90,15 @@ mod tests {
         let m = ZeroModel::new(ZERO_MODEL, 0);
         let ask =
             |hint| LlmRequest { agent: "a".into(), messages: vec![], params: ModelParams::default(), hint };
-        let route =
-            ask(TaskHint::Route { query: "q".into(), intents: vec![], default_intent: "question".into() });
+        let route = ask(TaskHint::Route {
+            query: "q".into(),
+            intents: Vec::new().into(),
+            default_intent: "question".into(),
+        });
         let r = m.complete(&route, None).await.unwrap();
         assert_eq!(crate::llm::extract_json(&r.text).unwrap()["intent"], "question");
-        let critique = ask(TaskHint::Critique { query: "q".into(), answer: "a".into(), passages: vec![] });
+        let critique =
+            ask(TaskHint::Critique { query: "q".into(), answer: "a".into(), passages: Vec::new().into() });
         let v = crate::llm::extract_json(&m.complete(&critique, None).await.unwrap().text).unwrap();
         assert_eq!(v["accepted"], true);
         assert_eq!(r.model, "zero-work");

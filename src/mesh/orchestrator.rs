@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
+use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument as _;
 
 use super::agent::{AgentActor, cited_indices};
-use super::messages::{Ask, EventSink, MeshEvent, RunStep, StepInput, StepOutput};
+use super::messages::{Ask, MeshEvent, RunStep, StepInput, StepOutput};
 use super::{Answer, Citation, MeshError, StepRecord, Usage, Verdict};
 use crate::config::{AgentKind, MeshSpec};
 use crate::llm::Passage;
@@ -115,14 +116,17 @@ impl Run<'_> {
             agent: agent.to_string(),
             message: "no replicas".into(),
         })?;
-        emit(
-            &self.ask.events,
-            MeshEvent::StepStarted {
-                agent: agent.to_string(),
-                kind: pool.kind.as_str().to_string(),
-                attempt,
-            },
-        );
+        // Events are built only when someone streams.
+        if let Some(sink) = &self.ask.events {
+            emit(
+                sink,
+                MeshEvent::StepStarted {
+                    agent: agent.to_string(),
+                    kind: pool.kind.as_str().to_string(),
+                    attempt,
+                },
+            );
+        }
         let msg = RunStep {
             variant: self.ask.input.variant.clone(),
             input,
@@ -138,18 +142,18 @@ impl Run<'_> {
                 return Err(MeshError::AgentUnavailable { agent: agent.to_string(), message: e.to_string() });
             }
         };
-        emit(&self.ask.events, MeshEvent::StepFinished(record.clone()));
+        if let Some(sink) = &self.ask.events {
+            emit(sink, MeshEvent::StepFinished(record.clone()));
+        }
         self.steps.push(record);
         Ok(output)
     }
 }
 
-fn emit(events: &EventSink, event: MeshEvent) {
-    if let Some(sink) = events {
-        // A closed receiver means the client stopped listening; the request
-        // is cancelled separately, so nothing to do here.
-        let _ = sink.send(event);
-    }
+fn emit(sink: &UnboundedSender<MeshEvent>, event: MeshEvent) {
+    // A closed receiver means the client stopped listening; the request is
+    // cancelled separately, so nothing to do here.
+    let _ = sink.send(event);
 }
 
 fn unexpected(agent: &str, wanted: &str) -> MeshError {
@@ -183,7 +187,8 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
     let flow =
         plan.spec.flow(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
 
-    let mut passages: Vec<Passage> = Vec::new();
+    // Shared by the summarizer and critic steps: one copy per request.
+    let mut passages: Arc<[Passage]> = Arc::from(Vec::new());
     let mut draft: Option<(String, String)> = None; // (summarizer agent, answer)
     let mut verdict: Option<Verdict> = None;
     let mut summarizer_attempts = 0u32;
@@ -192,7 +197,13 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
         match kind {
             Some(AgentKind::Retriever) => {
                 match run.step(step, StepInput::Retrieve { query: query.clone() }, 1).await? {
-                    StepOutput::Retrieved { passages: found } => passages.extend(found),
+                    StepOutput::Retrieved { passages: found } => {
+                        passages = if passages.is_empty() {
+                            found.into()
+                        } else {
+                            passages.iter().cloned().chain(found).collect()
+                        };
+                    }
                     _ => return Err(unexpected(step, "passages")),
                 }
             }
