@@ -2,8 +2,8 @@
 //! summarizer → critic) in process with the zero-work model and store:
 //! µs per request sequentially and throughput at concurrency 1, 16 and 256,
 //! beside the floor: bare actix messages round-tripped in the same shape
-//! (one into an actor on the system arbiter, four from there to actors on
-//! the worker arbiters, in sequence).
+//! (one from the caller into an actor on a worker arbiter, four from there
+//! to actors on the same arbiter, in sequence; arbiters used round robin).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,14 +43,13 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
         println!("  sequential      mesh {mesh_seq:>8.2} µs/request");
         return Ok(());
     }
-    let floor = Floor::start(arbiters)?;
-    let f = floor.addr.clone();
+    let floor = Arc::new(Floor::start(arbiters)?);
     // Warm both paths.
     measure_seq(n / 10, || mesh.ask(ask()), |r| r.is_ok()).await?;
-    measure_seq(n / 10, || f.send(Chain), |r| r.is_ok()).await?;
+    measure_seq(n / 10, || floor.chain(), |ok| *ok).await?;
 
     let mesh_seq = measure_seq(n, || mesh.ask(ask()), |r| r.is_ok()).await?;
-    let floor_seq = measure_seq(n, || f.send(Chain), |r| r.is_ok()).await?;
+    let floor_seq = measure_seq(n, || floor.chain(), |ok| *ok).await?;
     println!(
         "  sequential      mesh {mesh_seq:>8.2} µs/request   floor ({HOPS} bare actix round trips) {floor_seq:>6.2} µs   mesh/floor {:.1}×",
         ratio(mesh_seq, floor_seq)
@@ -62,10 +61,10 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
             async move { m.ask(ask()).await.is_ok() }
         })
         .await?;
-        let f = floor.addr.clone();
+        let f = floor.clone();
         let floor_rps = measure_concurrent(n, c, move || {
             let f = f.clone();
-            async move { f.send(Chain).await.is_ok() }
+            async move { f.chain().await }
         })
         .await?;
         println!(
@@ -77,7 +76,9 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
         "  target ≤ {TARGET_US} µs/request sequential: {} ({mesh_seq:.2} µs)",
         verdict(mesh_seq <= TARGET_US)
     );
-    floor.stop();
+    if let Ok(floor) = Arc::try_unwrap(floor) {
+        floor.stop();
+    }
     if let Ok(mesh) = Arc::try_unwrap(mesh) {
         let _ = tokio::task::spawn_blocking(move || mesh.shutdown()).await;
     }
@@ -186,8 +187,8 @@ impl Handler<Ping> for Echo {
     }
 }
 
-/// Stands where the orchestrator stands: sends four pings in sequence to
-/// actors spread over the worker arbiters, as the orchestrator does.
+/// Stands where an orchestrator stands: sends four pings in sequence to
+/// actors on its own arbiter, as an orchestrator does.
 struct Front {
     echoes: Arc<Vec<Addr<Echo>>>,
     next: usize,
@@ -218,7 +219,8 @@ impl Handler<Chain> for Front {
 
 /// The floor's actor system on its own threads, laid out like the mesh's.
 struct Floor {
-    addr: Addr<Front>,
+    fronts: Vec<Addr<Front>>,
+    next: AtomicUsize,
     system: actix::System,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -230,21 +232,34 @@ impl Floor {
             .name("bench-floor".into())
             .spawn(move || {
                 let system = actix::System::new();
-                let addr = system.block_on(async move {
-                    let arbiters: Vec<Arbiter> = (0..arbiters).map(|_| Arbiter::new()).collect();
-                    // One echo per agent replica of the shipped mesh (6),
-                    // round robin over the arbiters.
-                    let echoes: Vec<Addr<Echo>> = (0..6)
-                        .map(|i| Echo::start_in_arbiter(&arbiters[i % arbiters.len()].handle(), |_| Echo))
-                        .collect();
-                    Front { echoes: Arc::new(echoes), next: 0 }.start()
+                let fronts: Vec<Addr<Front>> = system.block_on(async move {
+                    (0..arbiters)
+                        .map(|_| {
+                            let arbiter = Arbiter::new();
+                            // One echo per agent of the 4-step flow.
+                            let echoes: Vec<Addr<Echo>> = (0..HOPS - 1)
+                                .map(|_| Echo::start_in_arbiter(&arbiter.handle(), |_| Echo))
+                                .collect();
+                            let echoes = Arc::new(echoes);
+                            Front::start_in_arbiter(&arbiter.handle(), move |_| Front { echoes, next: 0 })
+                        })
+                        .collect()
                 });
-                let _ = tx.send((addr, actix::System::current()));
+                let _ = tx.send((fronts, actix::System::current()));
                 let _ = system.run();
             })
             .map_err(|e| fail("floor thread", e))?;
-        let (addr, system) = rx.recv().map_err(|e| fail("floor start", e))?;
-        Ok(Floor { addr, system, thread: Some(thread) })
+        let (fronts, system) = rx.recv().map_err(|e| fail("floor start", e))?;
+        Ok(Floor { fronts, next: AtomicUsize::new(0), system, thread: Some(thread) })
+    }
+
+    /// One chain of round trips through the next front.
+    async fn chain(&self) -> bool {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.fronts.len().max(1);
+        match self.fronts.get(i) {
+            Some(f) => f.send(Chain).await.is_ok(),
+            None => false,
+        }
     }
 
     fn stop(mut self) {

@@ -16,6 +16,7 @@ pub mod orchestrator;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use actix::{Actor, Addr, Arbiter};
@@ -135,18 +136,21 @@ impl Resources {
     }
 }
 
-/// A running mesh: the orchestrator's address and the threads behind it.
-/// Cloning the address is cheap; any tokio runtime may send to it.
+/// A running mesh: the orchestrators' addresses and the threads behind
+/// them. Any tokio runtime may send to it.
 pub struct MeshHandle {
-    orchestrator: Addr<orchestrator::Orchestrator>,
+    /// One orchestrator per worker arbiter, used round robin.
+    orchestrators: Vec<Addr<orchestrator::Orchestrator>>,
+    next: AtomicUsize,
     system: actix::System,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MeshHandle {
-    /// Starts the actor system on its own threads: the orchestrator on the
-    /// system arbiter, agent replicas round robin over `mesh.arbiters`
-    /// worker arbiters.
+    /// Starts the actor system on its own threads: agent replicas round
+    /// robin over `mesh.arbiters` worker arbiters, and one orchestrator on
+    /// each of them that sends to the replicas on its own arbiter where it
+    /// can, so most hops of a request never wake another thread.
     pub fn start(spec: Arc<MeshSpec>, resources: Resources) -> Result<MeshHandle, MeshError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -166,7 +170,9 @@ impl MeshHandle {
             })
             .map_err(|e| MeshError::Startup(format!("cannot spawn mesh thread: {e}")))?;
         match rx.recv() {
-            Ok(Ok((orchestrator, system))) => Ok(MeshHandle { orchestrator, system, thread: Some(thread) }),
+            Ok(Ok((orchestrators, system))) => {
+                Ok(MeshHandle { orchestrators, next: AtomicUsize::new(0), system, thread: Some(thread) })
+            }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(MeshError::Startup("mesh thread exited during start-up".into())),
         }
@@ -174,7 +180,14 @@ impl MeshHandle {
 
     /// Sends a request into the mesh and waits for its answer.
     pub async fn ask(&self, ask: Ask) -> Result<Answer, MeshError> {
-        match self.orchestrator.send(ask).await {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.orchestrators.len().max(1);
+        let Some(orchestrator) = self.orchestrators.get(i) else {
+            return Err(MeshError::AgentUnavailable {
+                agent: "orchestrator".into(),
+                message: "none started".into(),
+            });
+        };
+        match orchestrator.send(ask).await {
             Ok(result) => result,
             Err(e) => {
                 Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() })
@@ -206,7 +219,7 @@ impl Drop for MeshHandle {
 fn start_actors(
     spec: Arc<MeshSpec>,
     resources: Resources,
-) -> Result<Addr<orchestrator::Orchestrator>, MeshError> {
+) -> Result<Vec<Addr<orchestrator::Orchestrator>>, MeshError> {
     let arbiters: Vec<Arbiter> = (0..spec.settings.mesh.arbiters.max(1)).map(|_| Arbiter::new()).collect();
     let mut next_arbiter = 0usize;
     let mut agents = HashMap::new();
@@ -214,12 +227,13 @@ fn start_actors(
         let logic = Arc::new(agent::AgentLogic::new(agent_spec, &resources)?);
         let mut replicas = Vec::with_capacity(agent_spec.replicas);
         for _ in 0..agent_spec.replicas {
-            let arbiter = &arbiters[next_arbiter % arbiters.len()];
+            let home = next_arbiter % arbiters.len();
             next_arbiter += 1;
             let logic = logic.clone();
-            replicas.push(agent::AgentActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            let addr = agent::AgentActor::start_in_arbiter(&arbiters[home].handle(), move |_| {
                 agent::AgentActor::new(logic)
-            }));
+            });
+            replicas.push((home, addr));
         }
         agents.insert(name.clone(), orchestrator::AgentPool::new(name.clone(), agent_spec.kind, replicas));
     }
@@ -227,8 +241,18 @@ fn start_actors(
     if agents.get(&router).is_none_or(|p| p.kind != AgentKind::Router) {
         return Err(MeshError::Startup(format!("router agent `{router}` is missing")));
     }
+    let plan = Arc::new(orchestrator::Plan { spec, agents, router });
+    let orchestrators = arbiters
+        .iter()
+        .enumerate()
+        .map(|(home, arbiter)| {
+            let plan = plan.clone();
+            orchestrator::Orchestrator::start_in_arbiter(&arbiter.handle(), move |_| {
+                orchestrator::Orchestrator::new(plan, home)
+            })
+        })
+        .collect();
     // Arbiters stop with the system; the handles need not be kept.
     drop(arbiters);
-    let plan = Arc::new(orchestrator::Plan { spec, agents, router });
-    Ok(orchestrator::Orchestrator::new(plan).start())
+    Ok(orchestrators)
 }

@@ -17,25 +17,33 @@ use super::{Answer, Citation, MeshError, StepRecord, Usage, Verdict};
 use crate::config::{AgentKind, MeshSpec};
 use crate::llm::Passage;
 
-/// The replicas of one agent, used round robin.
+/// The replicas of one agent, each with the index of the arbiter (thread)
+/// it runs on.
 pub struct AgentPool {
     pub name: String,
     pub kind: AgentKind,
-    replicas: Vec<Addr<AgentActor>>,
+    replicas: Vec<(usize, Addr<AgentActor>)>,
     next: AtomicUsize,
 }
 
 impl AgentPool {
-    pub fn new(name: String, kind: AgentKind, replicas: Vec<Addr<AgentActor>>) -> Self {
+    pub fn new(name: String, kind: AgentKind, replicas: Vec<(usize, Addr<AgentActor>)>) -> Self {
         Self { name, kind, replicas, next: AtomicUsize::new(0) }
     }
 
-    fn pick(&self) -> Option<&Addr<AgentActor>> {
+    /// A replica on arbiter `home` when there is one (a message to an actor
+    /// on the same thread needs no thread wake-up), else round robin over
+    /// all replicas.
+    fn pick(&self, home: usize) -> Option<&Addr<AgentActor>> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let local = self.replicas.iter().filter(|(a, _)| *a == home).count();
+        if local > 0 {
+            return self.replicas.iter().filter(|(a, _)| *a == home).nth(n % local).map(|(_, r)| r);
+        }
         if self.replicas.is_empty() {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
-        self.replicas.get(i)
+        self.replicas.get(n % self.replicas.len()).map(|(_, r)| r)
     }
 }
 
@@ -46,14 +54,17 @@ pub struct Plan {
     pub router: String,
 }
 
-/// The orchestrator actor.
+/// The orchestrator actor. There is one per worker arbiter; each prefers
+/// the agent replicas on its own arbiter.
 pub struct Orchestrator {
     plan: Arc<Plan>,
+    /// The arbiter this orchestrator runs on.
+    home: usize,
 }
 
 impl Orchestrator {
-    pub fn new(plan: Arc<Plan>) -> Self {
-        Self { plan }
+    pub fn new(plan: Arc<Plan>, home: usize) -> Self {
+        Self { plan, home }
     }
 }
 
@@ -71,15 +82,16 @@ impl Handler<Ask> for Orchestrator {
     fn handle(&mut self, msg: Ask, _ctx: &mut Self::Context) -> Self::Result {
         let plan = self.plan.clone();
         let span = msg.span.clone();
-        Box::pin(run(plan, msg).instrument(span))
+        Box::pin(run(plan, msg, self.home).instrument(span))
     }
 }
 
-/// Runs one request under its deadline and cancellation.
-pub async fn run(plan: Arc<Plan>, ask: Ask) -> Result<Answer, MeshError> {
+/// Runs one request under its deadline and cancellation, preferring the
+/// agent replicas on arbiter `home`.
+pub async fn run(plan: Arc<Plan>, ask: Ask, home: usize) -> Result<Answer, MeshError> {
     let cancel = ask.cancel.clone();
     let deadline = ask.deadline;
-    let flow = run_flow(&plan, ask);
+    let flow = run_flow(&plan, ask, home);
     let bounded = async {
         match deadline {
             Some(d) => tokio::time::timeout_at(d, flow).await.unwrap_or(Err(MeshError::DeadlineExceeded)),
@@ -102,6 +114,7 @@ pub async fn run(plan: Arc<Plan>, ask: Ask) -> Result<Answer, MeshError> {
 struct Run<'a> {
     plan: &'a Plan,
     ask: &'a Ask,
+    home: usize,
     steps: Vec<StepRecord>,
     intent: String,
 }
@@ -112,7 +125,7 @@ impl Run<'_> {
             agent: agent.to_string(),
             message: "no such agent in the mesh".into(),
         })?;
-        let addr = pool.pick().ok_or_else(|| MeshError::AgentUnavailable {
+        let addr = pool.pick(self.home).ok_or_else(|| MeshError::AgentUnavailable {
             agent: agent.to_string(),
             message: "no replicas".into(),
         })?;
@@ -160,7 +173,7 @@ fn unexpected(agent: &str, wanted: &str) -> MeshError {
     MeshError::AgentUnavailable { agent: agent.to_string(), message: format!("returned no {wanted}") }
 }
 
-async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
+async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshError> {
     let started = std::time::Instant::now();
     let variant = ask.input.variant.as_deref();
     if let Some(v) = variant {
@@ -173,7 +186,7 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
         }
     }
     let query = ask.input.query.clone();
-    let mut run = Run { plan, ask: &ask, steps: Vec::new(), intent: String::new() };
+    let mut run = Run { plan, ask: &ask, home, steps: Vec::new(), intent: String::new() };
     if let Some(v) = variant {
         ask.span.record("meshops.variant", v);
     }
