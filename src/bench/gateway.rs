@@ -175,12 +175,22 @@ fn list(xs: &[f64]) -> String {
     xs.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ")
 }
 
-/// `meshops bench inflight`.
-pub async fn inflight(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
+/// `meshops bench inflight`: with the offline engine, then with the
+/// zero-work model and store (same latency), which leaves only the
+/// gateway's and the mesh's own cost.
+pub async fn inflight(spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
     let n = args.requests.unwrap_or(if args.quick { 500 } else { 10_000 }).max(1);
     let latency_ms = 200;
+    let mut offline = spec.clone();
+    super::offline_latency(&mut offline, latency_ms);
+    inflight_run(offline, n, latency_ms, "offline engine").await?;
+    let mut zero = spec;
+    super::zero_mode(&mut zero, latency_ms);
+    inflight_run(zero, n, latency_ms, "zero-work model and store").await
+}
+
+async fn inflight_run(mut spec: MeshSpec, n: usize, latency_ms: u64, model: &str) -> Result<(), BenchError> {
     let connections = 10usize;
-    super::offline_latency(&mut spec, latency_ms);
     let data = TempDir::new("inflight")?;
     spec.settings.retrieval.data_dir = data.path().to_path_buf();
     // The admission limits would shed most of the burst: raised for this run.
@@ -201,7 +211,7 @@ pub async fn inflight(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError>
     let latency = alone.pct(0.5);
     let rss_before = rss_mib().unwrap_or(0.0);
     println!(
-        "\n== inflight: {n} Ask calls at once over {connections} connections, offline engine latency_ms = {latency_ms}"
+        "\n== inflight: {n} Ask calls at once over {connections} connections, {model}, latency_ms = {latency_ms}"
     );
     let t = Instant::now();
     let mut tasks = Vec::with_capacity(n);
@@ -234,6 +244,15 @@ pub async fn inflight(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError>
         "  peak RSS (VmHWM, bench process: gateway + mesh + client) {peak:.0} MiB (before the burst {rss_before:.0} MiB)   target ≤ 512 MiB: {}",
         verdict(peak <= 512.0)
     );
+    let store = server.store.clone();
     server.shutdown().await.map_err(|e| fail("gateway shutdown", e))?;
+    // The store flushes when its last handle drops: wait for the mesh's
+    // threads to let go before the data dir is removed.
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::sync::Arc::strong_count(&store) > 1 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(store);
+    drop(data);
     Ok(())
 }
