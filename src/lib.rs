@@ -12,10 +12,12 @@
 //! - [`gateway`]: the tonic services and the one error → `Status` map.
 //! - [`batch`]: durable batch jobs: the SQLite store and the workers.
 //! - [`eval`]: datasets, metrics, runs, comparisons and gates.
+//! - [`bench`]: `meshops bench`, benchmarks beside their comparisons.
 //! - [`telemetry`]: logs, OpenTelemetry traces and metrics, attribute names.
 //! - [`text`]: tokenisation and other small text helpers.
 
 pub mod batch;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod eval;

@@ -1,5 +1,5 @@
 //! The `meshops` command line: `serve`, `ask`, `batch`, `probe`, `ingest`,
-//! `validate`, `eval`, `keys`.
+//! `validate`, `eval`, `keys`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +79,8 @@ enum Command {
     /// Evaluate: run datasets through the mesh, score, compare runs.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Benchmarks, each beside its comparison (`all --quick` for CI).
+    Bench(meshops::bench::Args),
     /// Durable batch jobs on a running gateway: submit, status, results, cancel.
     Batch {
         #[command(subcommand)]
@@ -171,6 +173,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Eval(EvalCommand::Run(args)) => {
             Ok(meshops::eval::run_cmd::execute(args, load_options(&cli)?).await?)
         }
+        Command::Bench(args) => Ok(meshops::bench::execute(args, load_options(&cli)?).await?),
         Command::Eval(EvalCommand::Score(args)) => Ok(meshops::eval::score_cmd::execute(args).await?),
         Command::Eval(EvalCommand::Compare(args)) => Ok(meshops::eval::compare_cmd::execute(args).await?),
         Command::Validate => {

@@ -317,7 +317,8 @@ async fn connection_errors_are_retried_then_the_offline_fallback_answers() {
             description: "hello, hi".into(),
             examples: vec!["hello".into()],
             min_similarity: 0.0,
-        }],
+        }]
+        .into(),
         default_intent: "greeting".into(),
     };
     let resp = clients["remote"].complete(&req, None).await.unwrap();

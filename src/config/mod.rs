@@ -582,7 +582,7 @@ fn validate_embedder(s: &Settings, file: &str, errors: &mut Vec<ConfigError>) {
     if e.batch_size == 0 {
         errors.push(ConfigError::field(file, "retrieval.embedder.batch_size", "must be at least 1"));
     }
-    if e.provider == EmbedderProvider::Offline {
+    if matches!(e.provider, EmbedderProvider::Offline | EmbedderProvider::Zero) {
         return;
     }
     let Some(name) = &e.model else {
@@ -630,7 +630,7 @@ fn validate_remote_model(name: &str, m: &ModelProfile, file: &str, errors: &mut 
         ))
     };
     match m.provider {
-        Provider::Offline => return,
+        Provider::Offline | Provider::Zero => return,
         Provider::Openai => {
             if m.api_key_env.is_none() {
                 need("api_key_env", "the name of the environment variable holding the API key");

@@ -234,6 +234,9 @@ pub enum StoreBackend {
     Edge,
     /// A Qdrant server at `url`.
     Qdrant,
+    /// Bench mode: a store that holds nothing and answers every search at
+    /// once with one fixed passage (`meshops bench`; never for serving).
+    Zero,
 }
 
 /// The knowledge base: store, collection, corpus and chunking.
@@ -291,6 +294,9 @@ pub enum EmbedderProvider {
     Openai,
     OpenaiCompatible,
     Azure,
+    /// Bench mode: returns a fixed unit vector at once (with `backend =
+    /// "zero"`; never for serving).
+    Zero,
 }
 
 impl EmbedderProvider {
@@ -300,6 +306,7 @@ impl EmbedderProvider {
             EmbedderProvider::Openai => "openai",
             EmbedderProvider::OpenaiCompatible => "openai_compatible",
             EmbedderProvider::Azure => "azure",
+            EmbedderProvider::Zero => "zero",
         }
     }
 
@@ -310,6 +317,7 @@ impl EmbedderProvider {
             EmbedderProvider::Openai => Provider::Openai,
             EmbedderProvider::OpenaiCompatible => Provider::OpenaiCompatible,
             EmbedderProvider::Azure => Provider::Azure,
+            EmbedderProvider::Zero => Provider::Zero,
         }
     }
 }
@@ -350,6 +358,10 @@ pub enum Provider {
     /// Any server speaking the OpenAI wire protocol (vLLM, llama.cpp,
     /// Ollama, LiteLLM) at `base_url`.
     OpenaiCompatible,
+    /// Bench mode: the zero-work model (`zero-work`), which answers every
+    /// call at once (after `latency_ms`) with a fixed reply, so benchmarks
+    /// measure the mesh and not a model.
+    Zero,
 }
 
 impl Provider {
@@ -359,6 +371,7 @@ impl Provider {
             Provider::Openai => "openai",
             Provider::Azure => "azure",
             Provider::OpenaiCompatible => "openai_compatible",
+            Provider::Zero => "zero",
         }
     }
 }
@@ -370,7 +383,8 @@ pub struct ModelProfile {
     pub provider: Provider,
     /// Model (or Azure deployment) name reported in every step.
     pub model: String,
-    /// Offline engine: added latency per call, for load tests.
+    /// Offline engine and zero-work model: added latency per call, for
+    /// load tests.
     #[serde(default)]
     pub latency_ms: u64,
     /// Offline engine: share of calls that fail, for fault tests (0..1).

@@ -11,6 +11,7 @@ pub mod judge_heuristic;
 pub mod offline;
 pub mod openai;
 pub mod retry;
+pub mod zero;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -91,20 +92,21 @@ pub struct IntentChoice {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskHint {
     /// Pick one intent for `query`; the answer is `{"intent": "<name>"}`.
-    Route { query: String, intents: Vec<IntentChoice>, default_intent: String },
+    /// `intents` is shared: the same configured list on every request.
+    Route { query: String, intents: Arc<[IntentChoice]>, default_intent: String },
     /// Answer `query` from `passages` with `[n]` markers, acting on the
     /// critic's `feedback` when revising.
     Answer {
         query: String,
         intent: String,
-        passages: Vec<Passage>,
+        passages: Arc<[Passage]>,
         feedback: Option<String>,
         previous: Option<String>,
         max_sentences: usize,
     },
     /// Judge `answer` against `passages`; the answer is JSON
     /// `{"accepted": bool, "scores": {..}, "feedback": ".."}`.
-    Critique { query: String, answer: String, passages: Vec<Passage> },
+    Critique { query: String, answer: String, passages: Arc<[Passage]> },
     /// Score `response` on `criterion` (or against `rubric`) from 1 to 5;
     /// the answer is JSON `{"score": n, "reason": ".."}`. The evaluation
     /// harness's LLM judges send this.
@@ -256,6 +258,7 @@ pub fn build_client_with(
             offline::OfflineEngine::new(profile.model.clone(), profile.latency_ms, profile.failure_rate)
                 .with_panic_on_query(profile.panic_on_query.clone()),
         )),
+        Provider::Zero => Ok(Arc::new(zero::ZeroModel::new(profile.model.clone(), profile.latency_ms))),
         Provider::Openai | Provider::Azure | Provider::OpenaiCompatible => {
             let client = openai::OpenAiClient::new(profile_name, profile)?;
             Ok(Arc::new(retry::RetryingClient::new(profile_name, profile, Arc::new(client), fallback)))

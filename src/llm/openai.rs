@@ -328,7 +328,9 @@ pub(crate) fn endpoint(
             // it to whatever server `base_url` names.
             Box::new(OpenAIConfig::new().with_api_base(base).with_api_key(api_key))
         }
-        Provider::Offline => return Err(fail("the offline provider has no HTTP client".into())),
+        Provider::Offline | Provider::Zero => {
+            return Err(fail(format!("the {} provider has no HTTP client", profile.provider.as_str())));
+        }
     };
     // reqwest is built without a bundled crypto provider; ring is
     // already in the tree (tonic's TLS). Installing fails only when a

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext as _, AsyncContext as _, Context, Handler, ResponseFuture};
 use futures::FutureExt as _;
+use minijinja::context;
 use opentelemetry::KeyValue;
-use serde_json::json;
 use tracing::Instrument as _;
 
 use super::messages::{EventSink, MeshEvent, RunStep, StepInput, StepOutput};
@@ -28,6 +28,17 @@ struct Resolved {
     llm: Option<SharedLlm>,
     params: ModelParams,
     settings: KindSettings,
+    /// A router's intents, built once: for the model hint, and as a
+    /// template value for the prompt (shared, never copied per request).
+    intents: Option<(Arc<[IntentChoice]>, minijinja::Value)>,
+    /// The model attribute of metrics, built once.
+    model_attr: Option<KeyValue>,
+}
+
+/// A metric attribute whose value is shared, so cloning it per call
+/// allocates nothing.
+fn shared_attr(key: &'static str, value: &str) -> KeyValue {
+    KeyValue::new(key, opentelemetry::Value::String(Arc::<str>::from(value).into()))
 }
 
 /// One agent's logic, shared by its replicas.
@@ -43,6 +54,8 @@ pub struct AgentLogic {
     capture_content: bool,
     /// Restarts of this agent's replicas after a panic.
     restarts: std::sync::atomic::AtomicU64,
+    /// The agent attribute of metrics, built once.
+    agent_attr: KeyValue,
 }
 
 impl AgentLogic {
@@ -63,12 +76,32 @@ impl AgentLogic {
             if let Some(p) = &profile.prompt {
                 params = p.model.parameters.to_model_params();
             }
+            let intents = match &profile.settings {
+                KindSettings::Router(rs) => {
+                    let list: Arc<[IntentChoice]> = rs
+                        .intents
+                        .iter()
+                        .map(|i| IntentChoice {
+                            name: i.name.clone(),
+                            description: i.description.clone(),
+                            examples: i.examples.clone(),
+                            min_similarity: i.min_similarity.unwrap_or(rs.min_similarity),
+                        })
+                        .collect();
+                    let value = minijinja::Value::from_serialize(&*list);
+                    Some((list, value))
+                }
+                _ => None,
+            };
+            let model_attr = llm.as_ref().map(|l| shared_attr(attr::GEN_AI_REQUEST_MODEL, l.model()));
             Ok(Resolved {
                 prompt: profile.prompt.clone(),
                 profile_name,
                 llm,
                 params,
                 settings: profile.settings.clone(),
+                intents,
+                model_attr,
             })
         };
         let mut variants = HashMap::new();
@@ -85,6 +118,7 @@ impl AgentLogic {
             embedder: resources.embedder.clone(),
             capture_content: resources.capture_content,
             restarts: std::sync::atomic::AtomicU64::new(0),
+            agent_attr: shared_attr(attr::AGENT, &spec.name),
         })
     }
 
@@ -133,7 +167,7 @@ impl AgentLogic {
         .instrument(span.clone())
         .await;
         let m = crate::telemetry::metrics::get();
-        let agent_attr = KeyValue::new(attr::AGENT, self.name.clone());
+        let agent_attr = self.agent_attr.clone();
         m.step_duration.record(started.elapsed().as_secs_f64(), std::slice::from_ref(&agent_attr));
         if let Err(e) = &result {
             let kind = error_kind(e);
@@ -163,20 +197,15 @@ impl AgentLogic {
         };
         let output = match (&msg.input, &r.settings) {
             (StepInput::Route { query }, KindSettings::Router(rs)) => {
-                let intents: Vec<IntentChoice> = rs
-                    .intents
-                    .iter()
-                    .map(|i| IntentChoice {
-                        name: i.name.clone(),
-                        description: i.description.clone(),
-                        examples: i.examples.clone(),
-                        min_similarity: i.min_similarity.unwrap_or(rs.min_similarity),
-                    })
-                    .collect();
-                let vars = json!({"query": query, "intents": intents, "default_intent": rs.default_intent});
+                let Some((intents, intents_value)) = &r.intents else {
+                    return Err(MeshError::Startup(format!("router `{}` has no intents", self.name)));
+                };
+                let vars = context! {
+                    query => query, intents => intents_value.clone(), default_intent => rs.default_intent,
+                };
                 let hint = TaskHint::Route {
                     query: query.clone(),
-                    intents,
+                    intents: intents.clone(),
                     default_intent: rs.default_intent.clone(),
                 };
                 let resp = self.call(r, vars, hint, None, &mut record).await?;
@@ -250,15 +279,15 @@ impl AgentLogic {
                 StepInput::Summarize { query, intent, passages, feedback, previous },
                 KindSettings::Summarizer(ss),
             ) => {
-                let numbered: Vec<serde_json::Value> = passages
+                let numbered: Vec<minijinja::Value> = passages
                     .iter()
                     .enumerate()
-                    .map(|(i, p)| json!({"n": i + 1, "doc_id": p.doc_id, "chunk_id": p.chunk_id, "text": p.text}))
+                    .map(|(i, p)| context! {n => i + 1, doc_id => p.doc_id, chunk_id => p.chunk_id, text => p.text})
                     .collect();
-                let vars = json!({
-                    "query": query, "intent": intent, "passages": numbered,
-                    "feedback": feedback, "previous": previous, "max_sentences": ss.max_sentences,
-                });
+                let vars = context! {
+                    query => query, intent => intent, passages => numbered,
+                    feedback => feedback, previous => previous, max_sentences => ss.max_sentences,
+                };
                 let hint = TaskHint::Answer {
                     query: query.clone(),
                     intent: intent.clone(),
@@ -278,12 +307,12 @@ impl AgentLogic {
                 StepOutput::Drafted { answer }
             }
             (StepInput::Critique { query, answer, passages }, KindSettings::Critic(cs)) => {
-                let numbered: Vec<serde_json::Value> = passages
+                let numbered: Vec<minijinja::Value> = passages
                     .iter()
                     .enumerate()
-                    .map(|(i, p)| json!({"n": i + 1, "doc_id": p.doc_id, "text": p.text}))
+                    .map(|(i, p)| context! {n => i + 1, doc_id => p.doc_id, text => p.text})
                     .collect();
-                let vars = json!({"query": query, "answer": answer, "passages": numbered});
+                let vars = context! {query => query, answer => answer, passages => numbered};
                 let hint = TaskHint::Critique {
                     query: query.clone(),
                     answer: answer.clone(),
@@ -348,7 +377,7 @@ impl AgentLogic {
     async fn call(
         &self,
         r: &Resolved,
-        vars: serde_json::Value,
+        vars: minijinja::Value,
         hint: TaskHint,
         events: EventSink,
         record: &mut StepRecord,
@@ -356,7 +385,7 @@ impl AgentLogic {
         let (Some(llm), Some(prompt)) = (&r.llm, &r.prompt) else {
             return Err(MeshError::Startup(format!("agent `{}` has no model or prompt", self.name)));
         };
-        let messages = prompt.render(&vars).map_err(|e| MeshError::Model {
+        let messages = prompt.render_value(vars).map_err(|e| MeshError::Model {
             agent: self.name.clone(),
             profile: r.profile_name.clone(),
             source: crate::llm::LlmError::Rejected { model: llm.model().to_string(), message: e.to_string() },
@@ -412,7 +441,8 @@ impl AgentLogic {
         let started = std::time::Instant::now();
         let result = llm.complete(&request, tokens).instrument(span.clone()).await;
         let m = crate::telemetry::metrics::get();
-        let model_attr = KeyValue::new(attr::GEN_AI_REQUEST_MODEL, llm.model().to_string());
+        let model_attr =
+            r.model_attr.clone().unwrap_or_else(|| shared_attr(attr::GEN_AI_REQUEST_MODEL, llm.model()));
         m.operation_duration.record(started.elapsed().as_secs_f64(), std::slice::from_ref(&model_attr));
         let resp = match result {
             Ok(resp) => resp,
@@ -438,7 +468,7 @@ impl AgentLogic {
         }
         if let Some(cost) = resp.cost_usd {
             span.record("meshops.cost_usd", cost);
-            m.cost.add(cost, &[KeyValue::new(attr::AGENT, self.name.clone()), model_attr.clone()]);
+            m.cost.add(cost, &[self.agent_attr.clone(), model_attr.clone()]);
         }
         if self.capture_content {
             span.record("gen_ai.completion", resp.text.as_str());

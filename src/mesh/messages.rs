@@ -2,6 +2,7 @@
 //! into agents, and the events a streaming caller sees.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use actix::Message;
 use tokio::sync::mpsc::UnboundedSender;
@@ -61,14 +62,15 @@ pub enum StepInput {
     Summarize {
         query: String,
         intent: String,
-        passages: Vec<Passage>,
+        /// Shared by every summarizer and critic step of the request.
+        passages: Arc<[Passage]>,
         feedback: Option<String>,
         previous: Option<String>,
     },
     Critique {
         query: String,
         answer: String,
-        passages: Vec<Passage>,
+        passages: Arc<[Passage]>,
     },
 }
 

@@ -16,6 +16,7 @@ pub mod orchestrator;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use actix::{Actor, Addr, Arbiter};
@@ -142,10 +143,12 @@ impl Resources {
     }
 }
 
-/// A running mesh: the orchestrator's address and the threads behind it.
-/// Cloning the address is cheap; any tokio runtime may send to it.
+/// A running mesh: the orchestrators' addresses and the threads behind
+/// them. Any tokio runtime may send to it.
 pub struct MeshHandle {
-    orchestrator: Addr<orchestrator::Orchestrator>,
+    /// One orchestrator per worker arbiter, used round robin.
+    orchestrators: Vec<Addr<orchestrator::Orchestrator>>,
+    next: AtomicUsize,
     /// Each agent's logic, shared with its replicas: read for restart counts.
     agents: HashMap<String, Arc<agent::AgentLogic>>,
     system: actix::System,
@@ -153,9 +156,10 @@ pub struct MeshHandle {
 }
 
 impl MeshHandle {
-    /// Starts the actor system on its own threads: the orchestrator on the
-    /// system arbiter, agent replicas round robin over `mesh.arbiters`
-    /// worker arbiters.
+    /// Starts the actor system on its own threads: agent replicas round
+    /// robin over `mesh.arbiters` worker arbiters, and one orchestrator on
+    /// each of them that sends to the replicas on its own arbiter where it
+    /// can, so most hops of a request never wake another thread.
     pub fn start(spec: Arc<MeshSpec>, resources: Resources) -> Result<MeshHandle, MeshError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -175,9 +179,13 @@ impl MeshHandle {
             })
             .map_err(|e| MeshError::Startup(format!("cannot spawn mesh thread: {e}")))?;
         match rx.recv() {
-            Ok(Ok(((orchestrator, agents), system))) => {
-                Ok(MeshHandle { orchestrator, agents, system, thread: Some(thread) })
-            }
+            Ok(Ok(((orchestrators, agents), system))) => Ok(MeshHandle {
+                orchestrators,
+                next: AtomicUsize::new(0),
+                agents,
+                system,
+                thread: Some(thread),
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(MeshError::Startup("mesh thread exited during start-up".into())),
         }
@@ -185,7 +193,14 @@ impl MeshHandle {
 
     /// Sends a request into the mesh and waits for its answer.
     pub async fn ask(&self, ask: Ask) -> Result<Answer, MeshError> {
-        match self.orchestrator.send(ask).await {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.orchestrators.len().max(1);
+        let Some(orchestrator) = self.orchestrators.get(i) else {
+            return Err(MeshError::AgentUnavailable {
+                agent: "orchestrator".into(),
+                message: "none started".into(),
+            });
+        };
+        match orchestrator.send(ask).await {
             Ok(result) => result,
             Err(e) => {
                 Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() })
@@ -220,8 +235,8 @@ impl Drop for MeshHandle {
     }
 }
 
-/// The orchestrator's address and each agent's logic.
-type Started = (Addr<orchestrator::Orchestrator>, HashMap<String, Arc<agent::AgentLogic>>);
+/// One orchestrator per worker arbiter, and each agent's logic.
+type Started = (Vec<Addr<orchestrator::Orchestrator>>, HashMap<String, Arc<agent::AgentLogic>>);
 
 fn start_actors(spec: Arc<MeshSpec>, resources: Resources) -> Result<Started, MeshError> {
     let arbiters: Vec<Arbiter> = (0..spec.settings.mesh.arbiters.max(1)).map(|_| Arbiter::new()).collect();
@@ -233,14 +248,15 @@ fn start_actors(spec: Arc<MeshSpec>, resources: Resources) -> Result<Started, Me
         logics.insert(name.clone(), logic.clone());
         let mut replicas = Vec::with_capacity(agent_spec.replicas);
         for _ in 0..agent_spec.replicas {
-            let arbiter = &arbiters[next_arbiter % arbiters.len()];
+            let home = next_arbiter % arbiters.len();
             next_arbiter += 1;
             let logic = logic.clone();
             // Supervised: a replica whose step panics is restarted in
             // place, keeping its address and mailbox.
-            replicas.push(actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            let addr = actix::Supervisor::start_in_arbiter(&arbiters[home].handle(), move |_| {
                 agent::AgentActor::new(logic)
-            }));
+            });
+            replicas.push((home, addr));
         }
         agents.insert(name.clone(), orchestrator::AgentPool::new(name.clone(), agent_spec.kind, replicas));
     }
@@ -248,8 +264,18 @@ fn start_actors(spec: Arc<MeshSpec>, resources: Resources) -> Result<Started, Me
     if agents.get(&router).is_none_or(|p| p.kind != AgentKind::Router) {
         return Err(MeshError::Startup(format!("router agent `{router}` is missing")));
     }
+    let plan = Arc::new(orchestrator::Plan { spec, agents, router });
+    let orchestrators = arbiters
+        .iter()
+        .enumerate()
+        .map(|(home, arbiter)| {
+            let plan = plan.clone();
+            orchestrator::Orchestrator::start_in_arbiter(&arbiter.handle(), move |_| {
+                orchestrator::Orchestrator::new(plan, home)
+            })
+        })
+        .collect();
     // Arbiters stop with the system; the handles need not be kept.
     drop(arbiters);
-    let plan = Arc::new(orchestrator::Plan { spec, agents, router });
-    Ok((orchestrator::Orchestrator::new(plan).start(), logics))
+    Ok((orchestrators, logics))
 }

@@ -8,33 +8,42 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
+use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument as _;
 
 use super::agent::{AgentActor, cited_indices};
-use super::messages::{Ask, EventSink, MeshEvent, RunStep, StepInput, StepOutput};
+use super::messages::{Ask, MeshEvent, RunStep, StepInput, StepOutput};
 use super::{Answer, Citation, MeshError, StepRecord, Usage, Verdict};
 use crate::config::{AgentKind, MeshSpec};
 use crate::llm::Passage;
 
-/// The replicas of one agent, used round robin.
+/// The replicas of one agent, each with the index of the arbiter (thread)
+/// it runs on.
 pub struct AgentPool {
     pub name: String,
     pub kind: AgentKind,
-    replicas: Vec<Addr<AgentActor>>,
+    replicas: Vec<(usize, Addr<AgentActor>)>,
     next: AtomicUsize,
 }
 
 impl AgentPool {
-    pub fn new(name: String, kind: AgentKind, replicas: Vec<Addr<AgentActor>>) -> Self {
+    pub fn new(name: String, kind: AgentKind, replicas: Vec<(usize, Addr<AgentActor>)>) -> Self {
         Self { name, kind, replicas, next: AtomicUsize::new(0) }
     }
 
-    fn pick(&self) -> Option<&Addr<AgentActor>> {
+    /// A replica on arbiter `home` when there is one (a message to an actor
+    /// on the same thread needs no thread wake-up), else round robin over
+    /// all replicas.
+    fn pick(&self, home: usize) -> Option<&Addr<AgentActor>> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let local = self.replicas.iter().filter(|(a, _)| *a == home).count();
+        if local > 0 {
+            return self.replicas.iter().filter(|(a, _)| *a == home).nth(n % local).map(|(_, r)| r);
+        }
         if self.replicas.is_empty() {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
-        self.replicas.get(i)
+        self.replicas.get(n % self.replicas.len()).map(|(_, r)| r)
     }
 }
 
@@ -45,14 +54,17 @@ pub struct Plan {
     pub router: String,
 }
 
-/// The orchestrator actor.
+/// The orchestrator actor. There is one per worker arbiter; each prefers
+/// the agent replicas on its own arbiter.
 pub struct Orchestrator {
     plan: Arc<Plan>,
+    /// The arbiter this orchestrator runs on.
+    home: usize,
 }
 
 impl Orchestrator {
-    pub fn new(plan: Arc<Plan>) -> Self {
-        Self { plan }
+    pub fn new(plan: Arc<Plan>, home: usize) -> Self {
+        Self { plan, home }
     }
 }
 
@@ -70,15 +82,16 @@ impl Handler<Ask> for Orchestrator {
     fn handle(&mut self, msg: Ask, _ctx: &mut Self::Context) -> Self::Result {
         let plan = self.plan.clone();
         let span = msg.span.clone();
-        Box::pin(run(plan, msg).instrument(span))
+        Box::pin(run(plan, msg, self.home).instrument(span))
     }
 }
 
-/// Runs one request under its deadline and cancellation.
-pub async fn run(plan: Arc<Plan>, ask: Ask) -> Result<Answer, MeshError> {
+/// Runs one request under its deadline and cancellation, preferring the
+/// agent replicas on arbiter `home`.
+pub async fn run(plan: Arc<Plan>, ask: Ask, home: usize) -> Result<Answer, MeshError> {
     let cancel = ask.cancel.clone();
     let deadline = ask.deadline;
-    let flow = run_flow(&plan, ask);
+    let flow = run_flow(&plan, ask, home);
     let bounded = async {
         match deadline {
             Some(d) => tokio::time::timeout_at(d, flow).await.unwrap_or(Err(MeshError::DeadlineExceeded)),
@@ -101,6 +114,7 @@ pub async fn run(plan: Arc<Plan>, ask: Ask) -> Result<Answer, MeshError> {
 struct Run<'a> {
     plan: &'a Plan,
     ask: &'a Ask,
+    home: usize,
     steps: Vec<StepRecord>,
     intent: String,
 }
@@ -111,18 +125,21 @@ impl Run<'_> {
             agent: agent.to_string(),
             message: "no such agent in the mesh".into(),
         })?;
-        let addr = pool.pick().ok_or_else(|| MeshError::AgentUnavailable {
+        let addr = pool.pick(self.home).ok_or_else(|| MeshError::AgentUnavailable {
             agent: agent.to_string(),
             message: "no replicas".into(),
         })?;
-        emit(
-            &self.ask.events,
-            MeshEvent::StepStarted {
-                agent: agent.to_string(),
-                kind: pool.kind.as_str().to_string(),
-                attempt,
-            },
-        );
+        // Events are built only when someone streams.
+        if let Some(sink) = &self.ask.events {
+            emit(
+                sink,
+                MeshEvent::StepStarted {
+                    agent: agent.to_string(),
+                    kind: pool.kind.as_str().to_string(),
+                    attempt,
+                },
+            );
+        }
         let msg = RunStep {
             variant: self.ask.input.variant.clone(),
             input,
@@ -138,25 +155,25 @@ impl Run<'_> {
                 return Err(MeshError::AgentUnavailable { agent: agent.to_string(), message: e.to_string() });
             }
         };
-        emit(&self.ask.events, MeshEvent::StepFinished(record.clone()));
+        if let Some(sink) = &self.ask.events {
+            emit(sink, MeshEvent::StepFinished(record.clone()));
+        }
         self.steps.push(record);
         Ok(output)
     }
 }
 
-fn emit(events: &EventSink, event: MeshEvent) {
-    if let Some(sink) = events {
-        // A closed receiver means the client stopped listening; the request
-        // is cancelled separately, so nothing to do here.
-        let _ = sink.send(event);
-    }
+fn emit(sink: &UnboundedSender<MeshEvent>, event: MeshEvent) {
+    // A closed receiver means the client stopped listening; the request is
+    // cancelled separately, so nothing to do here.
+    let _ = sink.send(event);
 }
 
 fn unexpected(agent: &str, wanted: &str) -> MeshError {
     MeshError::AgentUnavailable { agent: agent.to_string(), message: format!("returned no {wanted}") }
 }
 
-async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
+async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshError> {
     let started = std::time::Instant::now();
     let variant = ask.input.variant.as_deref();
     if let Some(v) = variant {
@@ -169,7 +186,7 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
         }
     }
     let query = ask.input.query.clone();
-    let mut run = Run { plan, ask: &ask, steps: Vec::new(), intent: String::new() };
+    let mut run = Run { plan, ask: &ask, home, steps: Vec::new(), intent: String::new() };
     if let Some(v) = variant {
         ask.span.record("meshops.variant", v);
     }
@@ -183,7 +200,8 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
     let flow =
         plan.spec.flow(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
 
-    let mut passages: Vec<Passage> = Vec::new();
+    // Shared by the summarizer and critic steps: one copy per request.
+    let mut passages: Arc<[Passage]> = Arc::from(Vec::new());
     let mut draft: Option<(String, String)> = None; // (summarizer agent, answer)
     let mut verdict: Option<Verdict> = None;
     let mut summarizer_attempts = 0u32;
@@ -192,7 +210,13 @@ async fn run_flow(plan: &Plan, ask: Ask) -> Result<Answer, MeshError> {
         match kind {
             Some(AgentKind::Retriever) => {
                 match run.step(step, StepInput::Retrieve { query: query.clone() }, 1).await? {
-                    StepOutput::Retrieved { passages: found } => passages.extend(found),
+                    StepOutput::Retrieved { passages: found } => {
+                        passages = if passages.is_empty() {
+                            found.into()
+                        } else {
+                            passages.iter().cloned().chain(found).collect()
+                        };
+                    }
                     _ => return Err(unexpected(step, "passages")),
                 }
             }

@@ -50,8 +50,14 @@ pub(crate) fn split(text: &str) -> Vec<ChatMessage> {
 }
 
 fn push(out: &mut Vec<ChatMessage>, role: Role, content: &str) {
-    let content: String = content.chars().filter(|&c| c != GUARD).collect();
-    let content = content.trim();
+    // Guards are rare: copy the text once, and twice only when one is there.
+    let unguarded;
+    let content = if content.contains(GUARD) {
+        unguarded = content.replace(GUARD, "");
+        unguarded.trim()
+    } else {
+        content.trim()
+    };
     if !content.is_empty() {
         out.push(ChatMessage { role, content: content.to_string() });
     }

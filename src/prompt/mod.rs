@@ -226,29 +226,42 @@ impl Prompty {
     /// merged over the declared input defaults, then splits the text into
     /// messages at role marker lines.
     pub fn render(&self, inputs: &serde_json::Value) -> Result<Vec<ChatMessage>, PromptError> {
-        let mut context = serde_json::Map::new();
-        for (name, input) in &self.inputs {
-            if let Some(default) = &input.default {
-                context.insert(name.clone(), default.clone());
-            }
-        }
         match inputs {
-            serde_json::Value::Object(given) => {
-                context.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
-            serde_json::Value::Null => {}
-            other => {
-                return Err(PromptError::Render {
-                    path: self.path.clone(),
-                    message: format!(
-                        "inputs must be a JSON object of name → value, got {}",
-                        json_kind(other)
-                    ),
-                });
-            }
+            serde_json::Value::Object(_) => self.render_value(minijinja::Value::from_serialize(inputs)),
+            serde_json::Value::Null => self.render_value(minijinja::context! {}),
+            other => Err(PromptError::Render {
+                path: self.path.clone(),
+                message: format!("inputs must be a JSON object of name → value, got {}", json_kind(other)),
+            }),
         }
+    }
+
+    /// [`Prompty::render`] for inputs that are already a template value (a
+    /// map), as the agents build them: values prepared once (an agent's
+    /// intent list) are shared, not copied, on every render.
+    pub fn render_value(&self, inputs: minijinja::Value) -> Result<Vec<ChatMessage>, PromptError> {
         let template = self.env.get_template(BODY_TEMPLATE).map_err(|e| self.render_error(&e))?;
-        let text = template.render(serde_json::Value::Object(context)).map_err(|e| self.render_error(&e))?;
+        let rendered = if self.inputs.values().all(|i| i.default.is_none()) {
+            template.render(inputs)
+        } else {
+            // Defaults first, then what the caller gave over them.
+            let mut context: BTreeMap<String, minijinja::Value> = self
+                .inputs
+                .iter()
+                .filter_map(|(name, i)| {
+                    i.default.as_ref().map(|d| (name.clone(), minijinja::Value::from_serialize(d)))
+                })
+                .collect();
+            if let Ok(keys) = inputs.try_iter() {
+                for key in keys {
+                    if let (Some(name), Ok(value)) = (key.as_str(), inputs.get_item(&key)) {
+                        context.insert(name.to_string(), value);
+                    }
+                }
+            }
+            template.render(context)
+        };
+        let text = rendered.map_err(|e| self.render_error(&e))?;
         Ok(messages::split(&text))
     }
 

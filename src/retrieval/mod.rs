@@ -14,6 +14,7 @@ pub mod embed;
 pub mod ingest;
 pub mod qdrant;
 pub mod schema;
+pub mod zero;
 
 use std::sync::Arc;
 
@@ -125,8 +126,10 @@ pub type SharedStore = Arc<dyn VectorStore>;
 /// Builds the configured embedder (`[retrieval.embedder]`).
 pub fn open_embedder(spec: &MeshSpec) -> Result<SharedEmbedder, RetrievalError> {
     let e = &spec.settings.retrieval.embedder;
-    if e.provider == EmbedderProvider::Offline {
-        return Ok(Arc::new(embed::OfflineEmbedder::new(e.dimension)));
+    match e.provider {
+        EmbedderProvider::Offline => return Ok(Arc::new(embed::OfflineEmbedder::new(e.dimension))),
+        EmbedderProvider::Zero => return Ok(Arc::new(zero::ZeroEmbedder::new(e.dimension))),
+        _ => {}
     }
     let name = e.model.as_deref().unwrap_or_default();
     let Some(profile) = spec.model(name) else {
@@ -143,6 +146,7 @@ pub fn open_embedder(spec: &MeshSpec) -> Result<SharedEmbedder, RetrievalError> 
 pub async fn open_store(spec: &MeshSpec, dimension: usize) -> Result<SharedStore, RetrievalError> {
     let r = &spec.settings.retrieval;
     match r.backend {
+        StoreBackend::Zero => Ok(Arc::new(zero::ZeroStore::new(r.collection.clone()))),
         StoreBackend::Edge => {
             let data_dir = spec.resolve(&r.data_dir);
             let collection = r.collection.clone();

@@ -23,6 +23,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -140,9 +141,20 @@ fn resource(settings: &TelemetrySettings) -> Resource {
 /// Installs logging and, when configured, OTLP export. Must run inside a
 /// tokio runtime (the exporters use it). Call once per process.
 pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Log lines carry the request's span (its trace id and intent) but not
+    // the per-step spans below it: formatting every step's fields for a
+    // log line that almost never comes was most of a request's cost in the
+    // mesh (`meshops bench mesh`). Steps and model calls are traced over
+    // OTLP, and their log events name the agent themselves.
+    let filter = env_filter.and(filter_fn(|m| m.is_event() || m.name() == span::GRPC_REQUEST));
+    // Colour codes only for a terminal: a log file or collector gets plain
+    // text, and writing them cost as much as the rest of the line.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = match settings.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => {
+            tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).boxed()
+        }
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)

@@ -1,0 +1,271 @@
+//! `meshops bench mesh`: the 4-agent pipeline (router → retriever →
+//! summarizer → critic) in process with the zero-work model and store:
+//! µs per request sequentially and throughput at concurrency 1, 16 and 256,
+//! beside the floor: bare actix messages round-tripped in the same shape
+//! (one from the caller into an actor on a worker arbiter, four from there
+//! to actors on the same arbiter, in sequence; arbiters used round robin).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Arbiter, Context, Handler, Message, ResponseFuture};
+use tokio_util::sync::CancellationToken;
+
+use super::{Args, BenchError, fail, ratio, verdict, zero_mode};
+use crate::config::MeshSpec;
+use crate::mesh::{Ask, AskInput, MeshHandle, Resources};
+
+/// Round trips of one request: `Ask` into the orchestrator, then one
+/// `RunStep` per agent.
+const HOPS: usize = 5;
+
+/// Target: µs per request, sequential, on the 2-core machine.
+const TARGET_US: f64 = 14.0;
+
+pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
+    let n = args.requests.unwrap_or(if args.quick { 2_000 } else { 50_000 }).max(16);
+    zero_mode(&mut spec, 0);
+    let arbiters = spec.settings.mesh.arbiters.max(1);
+    let mesh = Arc::new(start_mesh(spec).await?);
+    let answer = mesh.ask(ask()).await.map_err(|e| fail("mesh warm-up request", e))?;
+    let agents: Vec<&str> = answer.steps.iter().map(|s| s.agent.as_str()).collect();
+    if agents.len() != 4 {
+        return Err(fail("mesh", format!("expected the 4-agent pipeline, ran {}", agents.join(" → "))));
+    }
+    println!(
+        "\n== mesh: {} in process, zero-work model and store, {n} requests per figure",
+        agents.join(" → ")
+    );
+    if args.sequential_only {
+        measure_seq(n / 10, || mesh.ask(ask()), |r| r.is_ok()).await?;
+        let mesh_seq = measure_seq(n, || mesh.ask(ask()), |r| r.is_ok()).await?;
+        println!("  sequential      mesh {mesh_seq:>8.2} µs/request");
+        return Ok(());
+    }
+    let floor = Arc::new(Floor::start(arbiters)?);
+    // Warm both paths.
+    measure_seq(n / 10, || mesh.ask(ask()), |r| r.is_ok()).await?;
+    measure_seq(n / 10, || floor.chain(), |ok| *ok).await?;
+
+    let mesh_seq = measure_seq(n, || mesh.ask(ask()), |r| r.is_ok()).await?;
+    let floor_seq = measure_seq(n, || floor.chain(), |ok| *ok).await?;
+    println!(
+        "  sequential      mesh {mesh_seq:>8.2} µs/request   floor ({HOPS} bare actix round trips) {floor_seq:>6.2} µs   mesh/floor {:.1}×",
+        ratio(mesh_seq, floor_seq)
+    );
+    for c in [1usize, 16, 256] {
+        let m = mesh.clone();
+        let mesh_rps = measure_concurrent(n, c, move || {
+            let m = m.clone();
+            async move { m.ask(ask()).await.is_ok() }
+        })
+        .await?;
+        let f = floor.clone();
+        let floor_rps = measure_concurrent(n, c, move || {
+            let f = f.clone();
+            async move { f.chain().await }
+        })
+        .await?;
+        println!(
+            "  concurrency {c:<3} mesh {mesh_rps:>9.0} requests/s    floor {floor_rps:>9.0} chains/s   mesh/floor {:.2}",
+            ratio(mesh_rps, floor_rps)
+        );
+    }
+    println!(
+        "  target ≤ {TARGET_US} µs/request sequential: {} ({mesh_seq:.2} µs)",
+        verdict(mesh_seq <= TARGET_US)
+    );
+    if let Ok(floor) = Arc::try_unwrap(floor) {
+        floor.stop();
+    }
+    if let Ok(mesh) = Arc::try_unwrap(mesh) {
+        let _ = tokio::task::spawn_blocking(move || mesh.shutdown()).await;
+    }
+    Ok(())
+}
+
+/// Starts the mesh of `spec` with its configured (here: zero-work) parts.
+pub async fn start_mesh(spec: MeshSpec) -> Result<MeshHandle, BenchError> {
+    let (store, embedder) =
+        crate::gateway::server::open_retrieval(&spec).await.map_err(|e| fail("retrieval", e))?;
+    let resources = Resources::build(&spec, store, embedder).map_err(|e| fail("mesh", e))?;
+    let spec = Arc::new(spec);
+    tokio::task::spawn_blocking(move || MeshHandle::start(spec, resources))
+        .await
+        .map_err(|e| fail("mesh start", e))?
+        .map_err(|e| fail("mesh start", e))
+}
+
+/// One request as the gateway builds it: a deadline, a cancellation token,
+/// a trace id and a request span.
+pub fn ask() -> Ask {
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.name = "meshops.v1.Gateway/Ask",
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+        meshops.intent = tracing::field::Empty,
+        meshops.variant = tracing::field::Empty,
+    );
+    Ask {
+        input: AskInput { query: super::QUERY.into(), ..Default::default() },
+        events: None,
+        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(30)),
+        cancel: CancellationToken::new(),
+        trace_id: "00000000000000000000000000000000".into(),
+        span,
+    }
+}
+
+/// Mean µs per call over `n` calls made one after another.
+async fn measure_seq<F, Fut, T>(n: usize, mut call: F, ok: impl Fn(&T) -> bool) -> Result<f64, BenchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let t = Instant::now();
+    for _ in 0..n {
+        if !ok(&call().await) {
+            return Err(fail("mesh bench", "a request failed"));
+        }
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64)
+}
+
+/// Calls per second with `c` callers sharing `n` calls.
+async fn measure_concurrent<F, Fut>(n: usize, c: usize, call: F) -> Result<f64, BenchError>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let left = Arc::new(AtomicUsize::new(n));
+    let t = Instant::now();
+    let mut tasks = Vec::with_capacity(c);
+    for _ in 0..c {
+        let (call, left) = (call.clone(), left.clone());
+        tasks.push(tokio::spawn(async move {
+            while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| x.checked_sub(1)).is_ok() {
+                if !call().await {
+                    return false;
+                }
+            }
+            true
+        }));
+    }
+    for task in tasks {
+        if !task.await.map_err(|e| fail("mesh bench task", e))? {
+            return Err(fail("mesh bench", "a request failed"));
+        }
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The floor's request: one message into the front actor.
+#[derive(Message)]
+#[rtype(result = "u32")]
+struct Chain;
+
+/// One bare round trip to a worker actor.
+#[derive(Message)]
+#[rtype(result = "u32")]
+struct Ping(u32);
+
+struct Echo;
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for Echo {
+    type Result = ResponseFuture<u32>;
+
+    fn handle(&mut self, msg: Ping, _: &mut Self::Context) -> Self::Result {
+        // A future, as agent handlers return one.
+        Box::pin(async move { msg.0 + 1 })
+    }
+}
+
+/// Stands where an orchestrator stands: sends four pings in sequence to
+/// actors on its own arbiter, as an orchestrator does.
+struct Front {
+    echoes: Arc<Vec<Addr<Echo>>>,
+    next: usize,
+}
+
+impl Actor for Front {
+    type Context = Context<Self>;
+}
+
+impl Handler<Chain> for Front {
+    type Result = ResponseFuture<u32>;
+
+    fn handle(&mut self, _: Chain, _: &mut Self::Context) -> Self::Result {
+        let echoes = self.echoes.clone();
+        let start = self.next;
+        self.next = self.next.wrapping_add(1);
+        Box::pin(async move {
+            let mut x = 0;
+            for i in 0..HOPS - 1 {
+                if let Some(e) = echoes.get((start + i) % echoes.len().max(1)) {
+                    x = e.send(Ping(x)).await.unwrap_or(x);
+                }
+            }
+            x
+        })
+    }
+}
+
+/// The floor's actor system on its own threads, laid out like the mesh's.
+struct Floor {
+    fronts: Vec<Addr<Front>>,
+    next: AtomicUsize,
+    system: actix::System,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Floor {
+    fn start(arbiters: usize) -> Result<Floor, BenchError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("bench-floor".into())
+            .spawn(move || {
+                let system = actix::System::new();
+                let fronts: Vec<Addr<Front>> = system.block_on(async move {
+                    (0..arbiters)
+                        .map(|_| {
+                            let arbiter = Arbiter::new();
+                            // One echo per agent of the 4-step flow.
+                            let echoes: Vec<Addr<Echo>> = (0..HOPS - 1)
+                                .map(|_| Echo::start_in_arbiter(&arbiter.handle(), |_| Echo))
+                                .collect();
+                            let echoes = Arc::new(echoes);
+                            Front::start_in_arbiter(&arbiter.handle(), move |_| Front { echoes, next: 0 })
+                        })
+                        .collect()
+                });
+                let _ = tx.send((fronts, actix::System::current()));
+                let _ = system.run();
+            })
+            .map_err(|e| fail("floor thread", e))?;
+        let (fronts, system) = rx.recv().map_err(|e| fail("floor start", e))?;
+        Ok(Floor { fronts, next: AtomicUsize::new(0), system, thread: Some(thread) })
+    }
+
+    /// One chain of round trips through the next front.
+    async fn chain(&self) -> bool {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.fronts.len().max(1);
+        match self.fronts.get(i) {
+            Some(f) => f.send(Chain).await.is_ok(),
+            None => false,
+        }
+    }
+
+    fn stop(mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
