@@ -298,6 +298,13 @@ pub fn read_dataset(path: &Path, columns: &ColumnMap) -> Result<(Vec<Row>, Strin
 /// Reads `outputs.jsonl`; a torn last line (a crash mid-write) is skipped,
 /// other bad lines are errors.
 pub fn read_outputs(path: &Path) -> Result<Vec<OutputRecord>, EvalError> {
+    read_jsonl(path)
+}
+
+/// Reads a JSON-lines file this harness appends to: a missing file is
+/// empty, a torn last line (a crash mid-write) is skipped, any other bad
+/// line is an error naming the file and line.
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, EvalError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -528,33 +535,8 @@ pub fn judge_input(rec: &OutputRecord, row: Option<&Row>) -> Option<JudgeInput> 
 /// Reads `judgements.jsonl` (latest line per row and evaluator); a torn
 /// last line is skipped.
 pub fn read_judgements(path: &Path) -> Result<BTreeMap<(Key, String), JudgementRecord>, EvalError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(source) => return Err(EvalError::Io { path: path.display().to_string(), source }),
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = BTreeMap::new();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<JudgementRecord>(line) {
-            Ok(j) => {
-                out.insert(j.jkey(), j);
-            }
-            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
-                tracing::warn!(file = %path.display(), "skipping a torn last line");
-            }
-            Err(e) => {
-                return Err(EvalError::Input {
-                    path: format!("{}:{}", path.display(), i + 1),
-                    message: e.to_string(),
-                });
-            }
-        }
-    }
-    Ok(out)
+    let records: Vec<JudgementRecord> = read_jsonl(path)?;
+    Ok(records.into_iter().map(|j| (j.jkey(), j)).collect())
 }
 
 /// The judges of a run and what they score.
