@@ -24,10 +24,13 @@ case "${1:-}" in
   *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
 esac
 if have rustup; then
-  rustup component add rustfmt clippy >/dev/null
+  # Offline machines cannot add components; what matters is that they work.
+  rustup component add rustfmt clippy >/dev/null 2>&1 || warn "rustup could not add rustfmt/clippy (offline?)"
 else
   warn "rustup not found; assuming rustfmt and clippy are installed"
 fi
+cargo fmt --version >/dev/null 2>&1 || die "rustfmt is not installed (rustup component add rustfmt)"
+cargo clippy --version >/dev/null 2>&1 || die "clippy is not installed (rustup component add clippy)"
 have python3 || die "python3 is required for the validators"
 log "pip install -r scripts/validators.txt"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r "$REPO_ROOT/scripts/validators.txt"
