@@ -32,6 +32,21 @@ meshops_bin() {
   printf '%s/%s/meshops\n' "$(target_dir)" "$profile"
 }
 
+# Stops the process whose pid is in PIDFILE: SIGTERM, then waits up to
+# SECONDS for it to exit and removes the pid file; fails if it does not
+# exit. $1 = pid file, $2 = what it is (for messages), $3 = seconds.
+stop_pidfile() {
+  local pidfile="$1" what="$2" seconds="${3:-30}" pid
+  pid="$(cat "$pidfile")"
+  log "stopping $what pid $pid (SIGTERM)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $((seconds * 2))); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; log "stopped"; return 0; }
+    sleep 0.5
+  done
+  die "$what pid $pid did not exit within ${seconds}s after SIGTERM"
+}
+
 # A free TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

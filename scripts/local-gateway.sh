@@ -103,14 +103,7 @@ case "$cmd" in
       rm -f "$pidfile"
       exit 0
     fi
-    pid="$(cat "$pidfile")"
-    log "stopping gateway pid $pid on $addr (SIGTERM)"
-    kill -TERM "$pid"
-    for _ in $(seq 1 60); do
-      kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; log "stopped"; exit 0; }
-      sleep 0.5
-    done
-    die "gateway pid $pid did not exit within 30s after SIGTERM"
+    stop_pidfile "$pidfile" "gateway on $addr" 30
     ;;
   status)
     if running; then

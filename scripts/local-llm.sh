@@ -204,14 +204,7 @@ case "$cmd" in
       rm -f "$pidfile"
       exit 0
     fi
-    pid="$(cat "$pidfile")"
-    log "stopping llama-server pid $pid"
-    kill -TERM "$pid"
-    for _ in $(seq 1 40); do
-      kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; log "stopped"; exit 0; }
-      sleep 0.5
-    done
-    die "llama-server pid $pid did not exit within 20s"
+    stop_pidfile "$pidfile" "llama-server on port $port" 20
     ;;
   status)
     if running; then
