@@ -17,13 +17,15 @@ use super::messages::{EventSink, MeshEvent, RunStep, StepInput, StepOutput};
 use super::{MeshError, Resources, StepRecord};
 use crate::config::{AgentKind, AgentProfile, AgentSpec, KindSettings};
 use crate::llm::{IntentChoice, LlmRequest, LlmResponse, ModelParams, Passage, Scores, SharedLlm, TaskHint};
-use crate::prompt::Prompty;
+use crate::prompt::PreparedPrompt;
 use crate::retrieval::{SharedEmbedder, SharedStore};
 use crate::telemetry::attr;
 
 /// An agent's profile with its model client resolved.
 struct Resolved {
-    prompt: Option<Arc<Prompty>>,
+    /// The prompt with the agent's fixed values (a router's intents, a
+    /// summarizer's sentence limit) rendered in once.
+    prompt: Option<PreparedPrompt>,
     profile_name: String,
     llm: Option<SharedLlm>,
     params: ModelParams,
@@ -94,8 +96,22 @@ impl AgentLogic {
                 _ => None,
             };
             let model_attr = llm.as_ref().map(|l| shared_attr(attr::GEN_AI_REQUEST_MODEL, l.model()));
+            // Values that are the same on every request of this profile.
+            let fixed = match (&profile.settings, &intents) {
+                (KindSettings::Router(rs), Some((_, value))) => {
+                    context! { intents => value.clone(), default_intent => rs.default_intent }
+                }
+                (KindSettings::Summarizer(ss), _) => context! { max_sentences => ss.max_sentences },
+                _ => context! {},
+            };
+            let prompt = match &profile.prompt {
+                Some(p) => Some(p.prepare(fixed).map_err(|e| {
+                    MeshError::Startup(format!("agent `{}`: prompt {}: {e}", spec.name, p.path.display()))
+                })?),
+                None => None,
+            };
             Ok(Resolved {
-                prompt: profile.prompt.clone(),
+                prompt,
                 profile_name,
                 llm,
                 params,
@@ -197,12 +213,11 @@ impl AgentLogic {
         };
         let output = match (&msg.input, &r.settings) {
             (StepInput::Route { query }, KindSettings::Router(rs)) => {
-                let Some((intents, intents_value)) = &r.intents else {
+                let Some((intents, _)) = &r.intents else {
                     return Err(MeshError::Startup(format!("router `{}` has no intents", self.name)));
                 };
-                let vars = context! {
-                    query => query, intents => intents_value.clone(), default_intent => rs.default_intent,
-                };
+                // The intents and the default are rendered in already.
+                let vars = context! { query => query };
                 let hint = TaskHint::Route {
                     query: query.clone(),
                     intents: intents.clone(),
@@ -286,7 +301,7 @@ impl AgentLogic {
                     .collect();
                 let vars = context! {
                     query => query, intent => intent, passages => numbered,
-                    feedback => feedback, previous => previous, max_sentences => ss.max_sentences,
+                    feedback => feedback, previous => previous,
                 };
                 let hint = TaskHint::Answer {
                     query: query.clone(),
@@ -385,7 +400,7 @@ impl AgentLogic {
         let (Some(llm), Some(prompt)) = (&r.llm, &r.prompt) else {
             return Err(MeshError::Startup(format!("agent `{}` has no model or prompt", self.name)));
         };
-        let messages = prompt.render_value(vars).map_err(|e| MeshError::Model {
+        let messages = prompt.render(vars).map_err(|e| MeshError::Model {
             agent: self.name.clone(),
             profile: r.profile_name.clone(),
             source: crate::llm::LlmError::Rejected { model: llm.model().to_string(), message: e.to_string() },

@@ -32,8 +32,14 @@ pub(crate) fn marker_role(line: &str) -> Option<Role> {
 /// not blank, is a system message; contents are trimmed; empty messages are
 /// dropped.
 pub(crate) fn split(text: &str) -> Vec<ChatMessage> {
+    split_from(text, Role::System)
+}
+
+/// [`split`] for text that starts inside a message of `role` (a part of a
+/// body that followed a marker).
+pub(crate) fn split_from(text: &str, role: Role) -> Vec<ChatMessage> {
     let mut out = Vec::new();
-    let mut role = Role::System;
+    let mut role = role;
     let mut content = String::new();
     for line in text.lines() {
         if let Some(next) = marker_role(line) {
@@ -47,6 +53,22 @@ pub(crate) fn split(text: &str) -> Vec<ChatMessage> {
     }
     push(&mut out, role, &content);
     out
+}
+
+/// The body's template source cut at its marker lines: the text before the
+/// first marker (a system part when not blank), then one part per marker,
+/// without the marker line itself. Each part comes with the number of body
+/// lines before it.
+pub(crate) fn split_source(body: &str) -> Vec<(Role, usize, String)> {
+    let mut parts = vec![(Role::System, 0, String::new())];
+    for (n, line) in body.split_inclusive('\n').enumerate() {
+        if let Some(role) = marker_role(line) {
+            parts.push((role, n + 1, String::new()));
+        } else if let Some((_, _, text)) = parts.last_mut() {
+            text.push_str(line);
+        }
+    }
+    parts
 }
 
 fn push(out: &mut Vec<ChatMessage>, role: Role, content: &str) {

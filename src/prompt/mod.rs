@@ -46,7 +46,7 @@ use std::sync::Arc;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
-use crate::llm::{ChatMessage, ModelParams};
+use crate::llm::{ChatMessage, ModelParams, Role};
 
 pub use env::resolve_env_refs;
 
@@ -188,6 +188,51 @@ pub struct Prompty {
     body_line_offset: usize,
     /// The compiled body; shared so clones and renders never re-parse it.
     env: Arc<Environment<'static>>,
+    /// The body cut at its role marker lines, each part compiled on its
+    /// own (`None` when the body cannot be cut so: see [`compile_parts`]).
+    parts: Option<Arc<[Part]>>,
+    /// The declared inputs' defaults as one template map, built once.
+    defaults: Option<minijinja::Value>,
+}
+
+/// One message-sized part of a body: the template text after a role marker
+/// line, up to the next one.
+#[derive(Debug)]
+struct Part {
+    role: Role,
+    /// Its template's name in the environment.
+    template: String,
+    /// The variables it reads.
+    reads: BTreeSet<String>,
+    /// Body lines before it, for error lines.
+    line_offset: usize,
+}
+
+/// A prompt prepared for one agent: parts that read only values fixed for
+/// the agent (a router's intent list) are rendered once, here; the others
+/// render per request. [`PreparedPrompt::render`] gives the same messages
+/// as [`Prompty::render_value`] with the fixed values merged in.
+#[derive(Debug, Clone)]
+pub struct PreparedPrompt {
+    prompty: Arc<Prompty>,
+    fixed: minijinja::Value,
+    /// Per part (in order): its messages when rendered once, `None` when
+    /// it renders per request. Empty when the body has no parts.
+    done: Arc<[Option<Vec<ChatMessage>>]>,
+}
+
+impl PreparedPrompt {
+    /// The Prompty file behind this prompt.
+    pub fn prompty(&self) -> &Prompty {
+        &self.prompty
+    }
+
+    /// Renders the messages for one request's `inputs` (a map; it must not
+    /// repeat the fixed values' names, which win).
+    pub fn render(&self, inputs: minijinja::Value) -> Result<Vec<ChatMessage>, PromptError> {
+        let context = minijinja::value::merge_maps([inputs, self.fixed.clone()]);
+        self.prompty.render_parts(context, &self.done)
+    }
 }
 
 impl Prompty {
@@ -203,7 +248,16 @@ impl Prompty {
     pub fn parse(text: &str, path: &Path) -> Result<Prompty, PromptError> {
         let split = front_matter::split(text, path)?;
         let header = front_matter::parse_header(split.yaml_padded.as_str(), path)?;
-        let env = compile(split.body, path, split.body_line_offset)?;
+        let mut env = compile(split.body, path, split.body_line_offset)?;
+        let parts = compile_parts(&mut env, split.body).map(Arc::from);
+        let defaults: BTreeMap<&str, minijinja::Value> = header
+            .inputs
+            .iter()
+            .filter_map(|(name, i)| {
+                i.default.as_ref().map(|d| (name.as_str(), minijinja::Value::from_serialize(d)))
+            })
+            .collect();
+        let defaults = (!defaults.is_empty()).then(|| minijinja::Value::from(defaults));
         Ok(Prompty {
             name: header.name,
             description: header.description,
@@ -219,7 +273,29 @@ impl Prompty {
             path: path.to_path_buf(),
             body_line_offset: split.body_line_offset,
             env: Arc::new(env),
+            parts,
+            defaults,
         })
+    }
+
+    /// Prepares this prompt for an agent whose `fixed` values (a map) are
+    /// the same on every request: the parts that read nothing else are
+    /// rendered now, once.
+    pub fn prepare(self: &Arc<Self>, fixed: minijinja::Value) -> Result<PreparedPrompt, PromptError> {
+        let names: BTreeSet<String> = match fixed.try_iter() {
+            Ok(keys) => keys.filter_map(|k| k.as_str().map(str::to_string)).collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        let mut done = Vec::new();
+        for part in self.parts.iter().flat_map(|p| p.iter()) {
+            if part.reads.is_subset(&names) {
+                let context = self.with_defaults(fixed.clone());
+                done.push(Some(self.render_part(part, context)?));
+            } else {
+                done.push(None);
+            }
+        }
+        Ok(PreparedPrompt { prompty: self.clone(), fixed, done: done.into() })
     }
 
     /// Renders the body with `inputs` (a JSON object, or `null` for none)
@@ -240,29 +316,61 @@ impl Prompty {
     /// map), as the agents build them: values prepared once (an agent's
     /// intent list) are shared, not copied, on every render.
     pub fn render_value(&self, inputs: minijinja::Value) -> Result<Vec<ChatMessage>, PromptError> {
-        let template = self.env.get_template(BODY_TEMPLATE).map_err(|e| self.render_error(&e))?;
-        let rendered = if self.inputs.values().all(|i| i.default.is_none()) {
-            template.render(inputs)
-        } else {
-            // Defaults first, then what the caller gave over them.
-            let mut context: BTreeMap<String, minijinja::Value> = self
-                .inputs
-                .iter()
-                .filter_map(|(name, i)| {
-                    i.default.as_ref().map(|d| (name.clone(), minijinja::Value::from_serialize(d)))
-                })
-                .collect();
-            if let Ok(keys) = inputs.try_iter() {
-                for key in keys {
-                    if let (Some(name), Ok(value)) = (key.as_str(), inputs.get_item(&key)) {
-                        context.insert(name.to_string(), value);
-                    }
-                }
-            }
-            template.render(context)
+        self.render_parts(inputs, &[])
+    }
+
+    /// Whether the body renders part by part (else whole, then split).
+    #[cfg(test)]
+    fn has_parts(&self) -> bool {
+        self.parts.is_some()
+    }
+
+    /// The body rendered whole and then split, as when it has no parts.
+    #[cfg(test)]
+    fn render_whole(&self, inputs: minijinja::Value) -> Result<Vec<ChatMessage>, PromptError> {
+        Prompty { parts: None, ..self.clone() }.render_value(inputs)
+    }
+
+    /// `inputs` over the declared defaults.
+    fn with_defaults(&self, inputs: minijinja::Value) -> minijinja::Value {
+        match &self.defaults {
+            Some(d) => minijinja::value::merge_maps([d.clone(), inputs]),
+            None => inputs,
+        }
+    }
+
+    /// Renders the body part by part (whole, when it has no parts), taking
+    /// the messages of part `i` from `done[i]` where they were rendered
+    /// before.
+    fn render_parts(
+        &self,
+        inputs: minijinja::Value,
+        done: &[Option<Vec<ChatMessage>>],
+    ) -> Result<Vec<ChatMessage>, PromptError> {
+        let context = self.with_defaults(inputs);
+        let Some(parts) = &self.parts else {
+            let template = self.env.get_template(BODY_TEMPLATE).map_err(|e| self.render_error(&e))?;
+            let text = template.render(context).map_err(|e| self.render_error(&e))?;
+            return Ok(messages::split(&text));
         };
-        let text = rendered.map_err(|e| self.render_error(&e))?;
-        Ok(messages::split(&text))
+        let mut out = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            match done.get(i) {
+                Some(Some(messages)) => out.extend(messages.iter().cloned()),
+                _ => out.extend(self.render_part(part, context.clone())?),
+            }
+        }
+        Ok(out)
+    }
+
+    fn render_part(&self, part: &Part, context: minijinja::Value) -> Result<Vec<ChatMessage>, PromptError> {
+        let error = |e: minijinja::Error| PromptError::Render {
+            path: self.path.clone(),
+            message: describe_template_error(&e, self.body_line_offset + part.line_offset),
+        };
+        let template = self.env.get_template(&part.template).map_err(error)?;
+        let text = template.render(context).map_err(error)?;
+        Ok(messages::split_from(&text, part.role))
     }
 
     /// Variables the template reads that `inputs` does not declare (loop
@@ -303,6 +411,40 @@ fn compile(body: &str, path: &Path, line_offset: usize) -> Result<Environment<'s
         message: describe_template_error(&e, line_offset),
     })?;
     Ok(env)
+}
+
+/// Cuts the body at its role marker lines and compiles each part as its own
+/// template, so a render never re-scans the text for markers and a part
+/// that reads only fixed values can be rendered once
+/// ([`Prompty::prepare`]). `None` — render the body whole, then split —
+/// when cutting would change what the body means: a marker inside a block
+/// (`{% for %}` … `user:` … `{% endfor %}`, a comment, a raw block) leaves a
+/// part that does not compile, and a part that reads a name another part
+/// defines (`{% set %}`, a macro) reads a variable the whole body does not.
+fn compile_parts(env: &mut Environment<'static>, body: &str) -> Option<Vec<Part>> {
+    let whole: BTreeSet<String> =
+        env.get_template(BODY_TEMPLATE).ok()?.undeclared_variables(false).into_iter().collect();
+    let globals: BTreeSet<String> = env.globals().map(|(name, _)| name.to_string()).collect();
+    let mut parts = Vec::new();
+    for (i, (role, line_offset, source)) in messages::split_source(body).into_iter().enumerate() {
+        if source.trim().is_empty() {
+            continue;
+        }
+        let template = format!("part{i}");
+        env.add_template_owned(template.clone(), source).ok()?;
+        let reads: BTreeSet<String> = env
+            .get_template(&template)
+            .ok()?
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|name| !globals.contains(name))
+            .collect();
+        if !reads.is_subset(&whole) {
+            return None;
+        }
+        parts.push(Part { role, template, reads, line_offset });
+    }
+    Some(parts)
 }
 
 /// A minijinja error as text, with its line counted in the whole file (the

@@ -393,3 +393,69 @@ fn env_refs() {
     assert!(matches!(err, PromptError::Env { ref var } if var == "MESHOPS_SURELY_UNSET_VAR"));
     assert!(err.to_string().contains("MESHOPS_SURELY_UNSET_VAR"));
 }
+
+/// Every shipped prompt and every test file that loads: rendering part by
+/// part gives exactly the messages of rendering whole and splitting.
+#[test]
+fn parts_render_like_the_whole_body() {
+    let root =
+        data("").parent().and_then(Path::parent).and_then(Path::parent).map(Path::to_path_buf).unwrap();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in [root.join("prompts"), root.join("prompts/eval"), root.join("tests/data/prompty")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "prompty") {
+                files.push(path);
+            }
+        }
+    }
+    let mut with_parts = 0;
+    for path in &files {
+        let Ok(p) = Prompty::load(path) else { continue };
+        with_parts += usize::from(p.has_parts());
+        let sample = minijinja::Value::from_serialize(&p.sample);
+        let whole = p.render_whole(sample.clone()).map_err(|e| e.to_string());
+        let parts = p.render_value(sample).map_err(|e| e.to_string());
+        assert_eq!(parts, whole, "{}", path.display());
+    }
+    assert!(with_parts >= 4, "the shipped prompts render part by part ({with_parts} of {})", files.len());
+}
+
+#[test]
+fn a_marker_inside_a_block_renders_the_body_whole() {
+    // A marker line inside a `{% for %}`: the cut would split the loop.
+    let p = parse("---\n---\nsystem:\nHi\n{% for t in turns %}\nuser:\n{{ t }}\n{% endfor %}\n").unwrap();
+    assert!(!p.has_parts());
+    let got = p.render(&json!({"turns": ["a", "b"]})).unwrap();
+    assert_eq!(got.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), vec!["Hi", "a", "b"]);
+    // Markers written by the template inside a part (`{{ turn.role }}:`)
+    // still open messages: chat.prompty has parts and renders per turn.
+    assert!(load("chat.prompty").has_parts());
+    // A name set in one part and read in another.
+    let p = parse("---\n---\n{% set who = 'Ann' %}system:\nHi {{ who }}\nuser:\n{{ who }} asks {{ q }}\n")
+        .unwrap();
+    assert!(!p.has_parts());
+    let got = p.render(&json!({"q": "why"})).unwrap();
+    assert_eq!(got[1].content, "Ann asks why");
+    // Markers as the only split points: parts.
+    let p = parse("---\n---\nsystem:\n{% for x in xs %}- {{ x }}\n{% endfor %}\nuser:\n{{ q }}\n").unwrap();
+    assert!(p.has_parts());
+}
+
+#[test]
+fn prepared_prompts_render_fixed_parts_once() {
+    let p = Arc::new(
+        parse("---\ninputs:\n  n:\n    default: 2\n---\nsystem:\nPick from {{ xs | join(', ') }} ({{ n }}).\nuser:\n{{ q }}\n")
+            .unwrap(),
+    );
+    let prepared = p.prepare(minijinja::context! { xs => vec!["a", "b"], n => 3 }).unwrap();
+    assert_eq!(prepared.done.iter().map(Option::is_some).collect::<Vec<_>>(), vec![true, false]);
+    let got = prepared.render(minijinja::context! { q => "which?" }).unwrap();
+    let want = p.render(&json!({"xs": ["a", "b"], "n": 3, "q": "which?"})).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got[0].content, "Pick from a, b (3).");
+    // A fixed part's render error is reported when preparing, naming the line.
+    let p = Arc::new(parse("---\n---\nsystem:\n{{ x.y.z }}\nuser:\n{{ q }}\n").unwrap());
+    let err = p.prepare(minijinja::context! { x => minijinja::context! {} }).unwrap_err().to_string();
+    assert!(err.contains("inline.prompty") && err.contains("(line 4)"), "{err}");
+}
