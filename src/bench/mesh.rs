@@ -4,6 +4,12 @@
 //! beside the floor: bare actix messages round-tripped in the same shape
 //! (one from the caller into an actor on a worker arbiter, four from there
 //! to actors on the same arbiter, in sequence; arbiters used round robin).
+//!
+//! The sequential figure is measured twice: with the caller on one of the
+//! mesh's threads (as the gateway's connection tasks and a single-threaded
+//! runtime's caller are; the whole request runs on that thread, and the
+//! target applies to it), and with the caller on another runtime (each
+//! request wakes a mesh thread and is woken back).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,21 +44,33 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
         agents.join(" → ")
     );
     if args.sequential_only {
-        measure_seq(n / 10, || mesh.ask(ask()), |r| r.is_ok()).await?;
-        let mesh_seq = measure_seq(n, || mesh.ask(ask()), |r| r.is_ok()).await?;
-        println!("  sequential      mesh {mesh_seq:>8.2} µs/request");
+        mesh_seq_on_thread(&mesh, n / 10).await?;
+        let mesh_seq = mesh_seq_on_thread(&mesh, n).await?;
+        println!("  sequential, caller on a mesh thread  mesh {mesh_seq:>8.2} µs/request");
         return Ok(());
     }
     let floor = Arc::new(Floor::start(arbiters)?);
     // Warm both paths.
+    mesh_seq_on_thread(&mesh, n / 10).await?;
+    floor_seq_on_thread(&floor, n / 10).await?;
     measure_seq(n / 10, || mesh.ask(ask()), |r| r.is_ok()).await?;
     measure_seq(n / 10, || floor.chain(), |ok| *ok).await?;
 
-    let mesh_seq = measure_seq(n, || mesh.ask(ask()), |r| r.is_ok()).await?;
-    let floor_seq = measure_seq(n, || floor.chain(), |ok| *ok).await?;
+    // As a gRPC connection's task calls it (and as a single-threaded
+    // runtime's caller does): on one of the mesh's threads, where the
+    // whole request runs without waking another thread.
+    let mesh_seq = mesh_seq_on_thread(&mesh, n).await?;
+    let floor_seq = floor_seq_on_thread(&floor, n).await?;
     println!(
-        "  sequential      mesh {mesh_seq:>8.2} µs/request   floor ({HOPS} bare actix round trips) {floor_seq:>6.2} µs   mesh/floor {:.1}×",
+        "  sequential, caller on a mesh thread      mesh {mesh_seq:>8.2} µs/request   floor ({HOPS} bare actix round trips) {floor_seq:>6.2} µs   mesh/floor {:.1}×",
         ratio(mesh_seq, floor_seq)
+    );
+    // From another runtime: two thread wake-ups per request (in and out).
+    let mesh_off = measure_seq(n, || mesh.ask(ask()), |r| r.is_ok()).await?;
+    let floor_off = measure_seq(n, || floor.chain(), |ok| *ok).await?;
+    println!(
+        "  sequential, caller on another thread     mesh {mesh_off:>8.2} µs/request   floor ({HOPS} bare actix round trips) {floor_off:>6.2} µs   mesh/floor {:.1}×",
+        ratio(mesh_off, floor_off)
     );
     for c in [1usize, 16, 256] {
         let m = mesh.clone();
@@ -116,6 +134,37 @@ pub fn ask() -> Ask {
         trace_id: "00000000000000000000000000000000".into(),
         span,
     }
+}
+
+/// [`measure_seq`] of mesh requests from a task on the mesh's first
+/// worker thread.
+async fn mesh_seq_on_thread(mesh: &Arc<MeshHandle>, n: usize) -> Result<f64, BenchError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let m = mesh.clone();
+    let spawned = mesh.spawn_on(0, async move {
+        let _ = tx.send(measure_seq(n, || m.ask(ask()), |r| r.is_ok()).await);
+    });
+    if !spawned {
+        return Err(fail("mesh bench", "the mesh's worker thread has stopped"));
+    }
+    rx.await.map_err(|e| fail("mesh bench", e))?
+}
+
+/// [`measure_seq`] of floor chains from a task on the floor's first
+/// worker thread.
+async fn floor_seq_on_thread(floor: &Arc<Floor>, n: usize) -> Result<f64, BenchError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let f = floor.clone();
+    let Some(arbiter) = floor.arbiters.first() else {
+        return Err(fail("floor", "no arbiter"));
+    };
+    let spawned = arbiter.spawn(async move {
+        let _ = tx.send(measure_seq(n, || f.chain_on(0), |ok| *ok).await);
+    });
+    if !spawned {
+        return Err(fail("floor", "the floor's worker thread has stopped"));
+    }
+    rx.await.map_err(|e| fail("floor", e))?
 }
 
 /// Mean µs per call over `n` calls made one after another.
@@ -220,6 +269,8 @@ impl Handler<Chain> for Front {
 /// The floor's actor system on its own threads, laid out like the mesh's.
 struct Floor {
     fronts: Vec<Addr<Front>>,
+    /// The arbiter of each front.
+    arbiters: Vec<actix::ArbiterHandle>,
     next: AtomicUsize,
     system: actix::System,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -232,7 +283,7 @@ impl Floor {
             .name("bench-floor".into())
             .spawn(move || {
                 let system = actix::System::new();
-                let fronts: Vec<Addr<Front>> = system.block_on(async move {
+                let started: Vec<(Addr<Front>, actix::ArbiterHandle)> = system.block_on(async move {
                     (0..arbiters)
                         .map(|_| {
                             let arbiter = Arbiter::new();
@@ -241,16 +292,29 @@ impl Floor {
                                 .map(|_| Echo::start_in_arbiter(&arbiter.handle(), |_| Echo))
                                 .collect();
                             let echoes = Arc::new(echoes);
-                            Front::start_in_arbiter(&arbiter.handle(), move |_| Front { echoes, next: 0 })
+                            let front = Front::start_in_arbiter(&arbiter.handle(), move |_| Front {
+                                echoes,
+                                next: 0,
+                            });
+                            (front, arbiter.handle())
                         })
                         .collect()
                 });
-                let _ = tx.send((fronts, actix::System::current()));
+                let _ = tx.send((started, actix::System::current()));
                 let _ = system.run();
             })
             .map_err(|e| fail("floor thread", e))?;
-        let (fronts, system) = rx.recv().map_err(|e| fail("floor start", e))?;
-        Ok(Floor { fronts, next: AtomicUsize::new(0), system, thread: Some(thread) })
+        let (started, system) = rx.recv().map_err(|e| fail("floor start", e))?;
+        let (fronts, arbiters) = started.into_iter().unzip();
+        Ok(Floor { fronts, arbiters, next: AtomicUsize::new(0), system, thread: Some(thread) })
+    }
+
+    /// One chain through the front on arbiter `i`.
+    async fn chain_on(&self, i: usize) -> bool {
+        match self.fronts.get(i) {
+            Some(f) => f.send(Chain).await.is_ok(),
+            None => false,
+        }
     }
 
     /// One chain of round trips through the next front.

@@ -143,9 +143,21 @@ impl Resources {
     }
 }
 
+/// Tells each mesh apart, for [`HOME`].
+static NEXT_MESH_ID: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// On a mesh's worker arbiter: that mesh's id and the arbiter's index.
+    static HOME: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+}
+
 /// A running mesh: the orchestrators' addresses and the threads behind
 /// them. Any tokio runtime may send to it.
 pub struct MeshHandle {
+    /// This mesh's id (see [`HOME`]).
+    id: usize,
+    /// The worker arbiters, in the order of `orchestrators`.
+    arbiters: Vec<actix::ArbiterHandle>,
     /// One orchestrator per worker arbiter, used round robin.
     orchestrators: Vec<Addr<orchestrator::Orchestrator>>,
     next: AtomicUsize,
@@ -156,17 +168,18 @@ pub struct MeshHandle {
 }
 
 impl MeshHandle {
-    /// Starts the actor system on its own threads: agent replicas round
-    /// robin over `mesh.arbiters` worker arbiters, and one orchestrator on
-    /// each of them that sends to the replicas on its own arbiter where it
-    /// can, so most hops of a request never wake another thread.
+    /// Starts the actor system on its own threads: `mesh.arbiters` worker
+    /// arbiters, each with a replica of every agent (more where `replicas`
+    /// asks for more) and one orchestrator that sends to the replicas on
+    /// its own arbiter, so no hop of a request wakes another thread.
     pub fn start(spec: Arc<MeshSpec>, resources: Resources) -> Result<MeshHandle, MeshError> {
+        let id = NEXT_MESH_ID.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("meshops-mesh".into())
             .spawn(move || {
                 let system = actix::System::new();
-                let started = system.block_on(async move { start_actors(spec, resources) });
+                let started = system.block_on(async move { start_actors(id, spec, resources) });
                 let ok = started.is_ok();
                 let _ = tx.send(started.map(|addr| (addr, actix::System::current())));
                 if ok {
@@ -179,7 +192,9 @@ impl MeshHandle {
             })
             .map_err(|e| MeshError::Startup(format!("cannot spawn mesh thread: {e}")))?;
         match rx.recv() {
-            Ok(Ok(((orchestrators, agents), system))) => Ok(MeshHandle {
+            Ok(Ok(((orchestrators, arbiters, agents), system))) => Ok(MeshHandle {
+                id,
+                arbiters,
                 orchestrators,
                 next: AtomicUsize::new(0),
                 agents,
@@ -191,9 +206,15 @@ impl MeshHandle {
         }
     }
 
-    /// Sends a request into the mesh and waits for its answer.
+    /// Sends a request into the mesh and waits for its answer. Called on
+    /// one of the mesh's own threads, the request runs there from start to
+    /// end (no other thread is woken); called elsewhere, it goes to the
+    /// arbiters round robin.
     pub async fn ask(&self, ask: Ask) -> Result<Answer, MeshError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.orchestrators.len().max(1);
+        let i = match HOME.with(std::cell::Cell::get) {
+            Some((mesh, home)) if mesh == self.id => home,
+            _ => self.next.fetch_add(1, Ordering::Relaxed) % self.orchestrators.len().max(1),
+        };
         let Some(orchestrator) = self.orchestrators.get(i) else {
             return Err(MeshError::AgentUnavailable {
                 agent: "orchestrator".into(),
@@ -205,6 +226,24 @@ impl MeshHandle {
             Err(e) => {
                 Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() })
             }
+        }
+    }
+
+    /// The mesh's worker threads.
+    pub fn arbiters(&self) -> usize {
+        self.arbiters.len()
+    }
+
+    /// Runs `future` on worker arbiter `i` (modulo their number), where
+    /// [`MeshHandle::ask`] keeps a whole request on that thread. False
+    /// when the arbiter has stopped.
+    pub fn spawn_on<F>(&self, i: usize, future: F) -> bool
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match self.arbiters.get(i % self.arbiters.len().max(1)) {
+            Some(arbiter) => arbiter.spawn(future),
+            None => false,
         }
     }
 
@@ -235,21 +274,30 @@ impl Drop for MeshHandle {
     }
 }
 
-/// One orchestrator per worker arbiter, and each agent's logic.
-type Started = (Vec<Addr<orchestrator::Orchestrator>>, HashMap<String, Arc<agent::AgentLogic>>);
+/// One orchestrator per worker arbiter, the arbiters, and each agent's logic.
+type Started = (
+    Vec<Addr<orchestrator::Orchestrator>>,
+    Vec<actix::ArbiterHandle>,
+    HashMap<String, Arc<agent::AgentLogic>>,
+);
 
-fn start_actors(spec: Arc<MeshSpec>, resources: Resources) -> Result<Started, MeshError> {
+fn start_actors(id: usize, spec: Arc<MeshSpec>, resources: Resources) -> Result<Started, MeshError> {
     let arbiters: Vec<Arbiter> = (0..spec.settings.mesh.arbiters.max(1)).map(|_| Arbiter::new()).collect();
-    let mut next_arbiter = 0usize;
+    for (home, arbiter) in arbiters.iter().enumerate() {
+        arbiter.spawn_fn(move || HOME.with(|h| h.set(Some((id, home)))));
+    }
     let mut agents = HashMap::new();
     let mut logics = HashMap::new();
     for (name, agent_spec) in &spec.agents {
         let logic = Arc::new(agent::AgentLogic::new(agent_spec, &resources)?);
         logics.insert(name.clone(), logic.clone());
-        let mut replicas = Vec::with_capacity(agent_spec.replicas);
-        for _ in 0..agent_spec.replicas {
-            let home = next_arbiter % arbiters.len();
-            next_arbiter += 1;
+        // Every arbiter runs at least one replica of every agent, so each
+        // step of a request runs on the thread that took the request;
+        // replicas beyond that are spread evenly.
+        let count = agent_spec.replicas.max(arbiters.len());
+        let mut replicas = Vec::with_capacity(count);
+        for r in 0..count {
+            let home = r % arbiters.len();
             let logic = logic.clone();
             // Supervised: a replica whose step panics is restarted in
             // place, keeping its address and mailbox.
@@ -275,7 +323,7 @@ fn start_actors(spec: Arc<MeshSpec>, resources: Resources) -> Result<Started, Me
             })
         })
         .collect();
-    // Arbiters stop with the system; the handles need not be kept.
-    drop(arbiters);
-    Ok((orchestrators, logics))
+    // Arbiters stop with the system; their handles are enough.
+    let handles = arbiters.iter().map(Arbiter::handle).collect();
+    Ok((orchestrators, handles, logics))
 }
