@@ -10,6 +10,12 @@ use meshops::config::{LoadOptions, MeshSpec};
 use meshops::proto;
 use meshops::proto::gateway_client::GatewayClient;
 
+/// mimalloc: a request allocates a few hundred small, short-lived objects
+/// (messages, records, spans) across threads, which it serves in about a
+/// third of the instructions of the system allocator (`docs/performance.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "meshops", version, about = "Run LLM application services as a mesh of agents")]
 struct Cli {

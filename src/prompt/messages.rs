@@ -16,16 +16,37 @@ const GUARD: char = '\u{E000}';
 
 /// The role a marker line names, if `line` is one.
 pub(crate) fn marker_role(line: &str) -> Option<Role> {
+    const ROLES: [(&str, Role); 6] = [
+        ("system", Role::System),
+        ("developer", Role::System),
+        ("user", Role::User),
+        ("human", Role::User),
+        ("assistant", Role::Assistant),
+        ("tool", Role::Tool),
+    ];
     let line = line.trim();
     let line = line.strip_prefix('#').map_or(line, str::trim_start);
     let word = line.strip_suffix(':')?;
-    match word.to_ascii_lowercase().as_str() {
-        "system" | "developer" => Some(Role::System),
-        "user" | "human" => Some(Role::User),
-        "assistant" => Some(Role::Assistant),
-        "tool" => Some(Role::Tool),
-        _ => None,
+    ROLES.iter().find(|(name, _)| name.eq_ignore_ascii_case(word)).map(|(_, role)| *role)
+}
+
+/// Whether any line of `text` is a marker. Only a line whose last
+/// non-blank character is a colon can be one, so this looks at those
+/// lines alone (found with a byte search), not at every line.
+pub(crate) fn has_marker(text: &str) -> bool {
+    let mut from = 0;
+    while let Some(i) = text[from..].find(':') {
+        let colon = from + i;
+        let end = text[colon + 1..].find('\n').map_or(text.len(), |e| colon + 1 + e);
+        if text[colon + 1..end].trim().is_empty() {
+            let start = text[..colon].rfind('\n').map_or(0, |s| s + 1);
+            if marker_role(&text[start..end]).is_some() {
+                return true;
+            }
+        }
+        from = colon + 1;
     }
+    false
 }
 
 /// Splits rendered text into messages. Text before the first marker, when
@@ -39,6 +60,12 @@ pub(crate) fn split(text: &str) -> Vec<ChatMessage> {
 /// body that followed a marker).
 pub(crate) fn split_from(text: &str, role: Role) -> Vec<ChatMessage> {
     let mut out = Vec::new();
+    // Most parts hold no marker: one message, without a pass line by line
+    // (which also turns `\r\n` into `\n`, hence the second test).
+    if !has_marker(text) && !text.contains('\r') {
+        push(&mut out, role, text);
+        return out;
+    }
     let mut role = role;
     let mut content = String::new();
     for line in text.lines() {
@@ -92,7 +119,7 @@ pub(crate) fn format_value(out: &mut Output, state: &State, value: &Value) -> Re
     let Some(text) = value.as_str() else {
         return minijinja::escape_formatter(out, state, value);
     };
-    if !text.lines().any(|line| marker_role(line).is_some()) {
+    if !has_marker(text) {
         return out.write_str(text).map_err(Error::from);
     }
     let mut guarded = String::with_capacity(text.len() + 4);

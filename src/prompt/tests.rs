@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::*;
-use crate::llm::Role;
+use crate::llm::{ChatMessage, Role};
 
 fn data(file: &str) -> PathBuf {
     // Run time first: a reused test binary may come from another checkout.
@@ -342,6 +342,21 @@ fn marker_lines() {
     for (line, role) in cases {
         assert_eq!(messages::marker_role(line), role, "{line:?}");
     }
+    // The colon-led search agrees with a look at every line.
+    let texts = [
+        "a\nuser:\nb",
+        "a: b\nc:",
+        "x\n  # Assistant:  \r\ny",
+        "Passages:\n[1] a: b",
+        ":",
+        "no colon",
+        "tool:",
+        "users:\nsystem: hi",
+    ];
+    for text in texts {
+        let slow = text.lines().any(|l| messages::marker_role(l).is_some());
+        assert_eq!(messages::has_marker(text), slow, "{text:?}");
+    }
 }
 
 #[test]
@@ -351,6 +366,11 @@ fn split_rules() {
     let expected = [(Role::System, "Preamble"), (Role::User, "hi"), (Role::System, "late")];
     let got: Vec<(Role, &str)> = got.iter().map(|m| (m.role, m.content.as_str())).collect();
     assert_eq!(got, expected, "blank assistant message dropped, content trimmed");
+    // Without a marker: one message of the given role, trimmed.
+    let got = messages::split_from("\n  one: two\nthree  \n", Role::User);
+    assert_eq!(got, vec![ChatMessage { role: Role::User, content: "one: two\nthree".into() }]);
+    let got = messages::split_from("a\r\nb\r\n", Role::User);
+    assert_eq!(got[0].content, "a\nb", "line ends normalised as before");
 }
 
 #[test]
