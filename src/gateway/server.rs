@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -16,7 +16,7 @@ use super::GatewayService;
 use super::admission::Admission;
 use crate::batch::{Batch, BatchError, runner::RunnerHandle};
 use crate::config::MeshSpec;
-use crate::mesh::{MeshError, MeshHandle, Resources};
+use crate::mesh::{MeshError, MeshHandle, MeshThreads, Resources};
 use crate::proto::batch_server::BatchServer;
 use crate::proto::gateway_server::GatewayServer;
 use crate::retrieval::{self, RetrievalError, SharedEmbedder, SharedStore};
@@ -80,8 +80,9 @@ pub struct ServerHandle {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
     health: HealthReporter,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    shutdown: Option<watch::Sender<bool>>,
+    /// Done when the server instances on all mesh threads are.
+    task: JoinHandle<Result<(), ServeError>>,
     mesh: Arc<OnceLock<Arc<MeshHandle>>>,
     /// The store, kept for tools and tests that inspect it.
     pub store: SharedStore,
@@ -91,6 +92,19 @@ pub struct ServerHandle {
     /// The batch database, closed on shutdown.
     batch: Arc<Batch>,
     runner: Option<RunnerHandle>,
+    /// The threads the server and the mesh run on.
+    threads: Arc<MeshThreads>,
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        // Not shut down gracefully: stop serving and stop the mesh's
+        // threads (the server instances on them hold the mesh).
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+        self.threads.stop();
+    }
 }
 
 impl ServerHandle {
@@ -118,13 +132,17 @@ impl ServerHandle {
         }
         if let Some(tx) = self.shutdown.take() {
             // The server may already have stopped; either way it is down.
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         // Connections still open after the grace period are not waited for.
-        match tokio::time::timeout(self.grace, &mut self.task).await {
-            Ok(served) => served.map_err(|e| ServeError::Join(e.to_string()))??,
-            Err(_) => self.task.abort(),
-        }
+        let served = match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(served) => served.map_err(|e| ServeError::Join(e.to_string()))?,
+            Err(_) => Ok(()),
+        };
+        // Whatever still runs on the mesh's threads (connections left open
+        // past the grace period) stops with them.
+        self.threads.stop();
+        served?;
         self.batch.store.close().await?;
         Ok(())
     }
@@ -136,8 +154,7 @@ impl ServerHandle {
 
     /// Waits until the server stops on its own (it normally does not).
     pub async fn wait(&mut self) -> Result<(), ServeError> {
-        let served = (&mut self.task).await.map_err(|e| ServeError::Join(e.to_string()))?;
-        Ok(served?)
+        (&mut self.task).await.map_err(|e| ServeError::Join(e.to_string()))?
     }
 
     pub fn mesh_ready(&self) -> bool {
@@ -256,47 +273,98 @@ pub async fn start_with(
     // and jobs may be submitted while the mesh is still starting.
     let batch = Arc::new(Batch::open(&spec).await?);
     let batch_service = super::batch::BatchService::new(batch.clone(), admission.clone(), &spec);
-    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    // Small gRPC frames wait ~40 ms for delayed ACKs under Nagle's
-    // algorithm; answers must leave at once.
-    let incoming =
-        futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-            conn.and_then(|stream| {
-                stream.set_nodelay(true)?;
-                Ok(stream)
-            })
-        });
-    let mut builder = Server::builder();
-    if let Some(tls) = &spec.settings.gateway.tls {
-        builder = builder.tls_config(tls_config(&spec, tls)?)?;
-    }
+    // The server runs on the mesh's threads, one instance per worker
+    // arbiter accepting from the same socket: a call is decoded, run
+    // through the mesh and answered on the thread that accepted its
+    // connection, without waking another thread.
+    let mesh_threads = {
+        let count = spec.settings.mesh.arbiters;
+        tokio::task::spawn_blocking(move || MeshThreads::start(count))
+            .await
+            .map_err(|e| ServeError::Join(e.to_string()))??
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let tls = match &spec.settings.gateway.tls {
+        Some(tls) => Some(tls_config(&spec, tls)?),
+        None => None,
+    };
     let max_message_bytes = spec.settings.gateway.max_message_bytes;
     let max_metadata_entries = spec.settings.gateway.max_metadata_entries;
-    let task = tokio::spawn(
-        builder
-            .layer(tower::layer::layer_fn(|inner| StampArrival { inner }))
-            .layer(tower::layer::layer_fn(move |inner| super::limits::InputLimits {
-                inner,
-                max_message_bytes,
-                max_metadata_entries,
-            }))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(GatewayServer::new(gateway).max_decoding_message_size(max_message_bytes))
-            .add_service(BatchServer::new(batch_service).max_decoding_message_size(max_message_bytes))
-            .serve_with_incoming_shutdown(incoming, async {
-                // A dropped sender also means stop.
-                let _ = shutdown_rx.await;
-            }),
-    );
+    let serve_one = move |listener: std::net::TcpListener, mut stop: watch::Receiver<bool>| {
+        let mut builder = Server::builder();
+        if let Some(tls) = &tls {
+            builder = builder.tls_config(tls.clone())?;
+        }
+        let listener = TcpListener::from_std(listener)?;
+        // Small gRPC frames wait ~40 ms for delayed ACKs under Nagle's
+        // algorithm; answers must leave at once.
+        let incoming =
+            futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+                conn.and_then(|stream| {
+                    stream.set_nodelay(true)?;
+                    Ok(stream)
+                })
+            });
+        Ok::<_, ServeError>(
+            builder
+                .layer(tower::layer::layer_fn(|inner| StampArrival { inner }))
+                .layer(tower::layer::layer_fn(move |inner| super::limits::InputLimits {
+                    inner,
+                    max_message_bytes,
+                    max_metadata_entries,
+                }))
+                .add_service(health_service.clone())
+                .add_service(reflection_v1.clone())
+                .add_service(reflection_v1alpha.clone())
+                .add_service(GatewayServer::new(gateway.clone()).max_decoding_message_size(max_message_bytes))
+                .add_service(
+                    BatchServer::new(batch_service.clone()).max_decoding_message_size(max_message_bytes),
+                )
+                .serve_with_incoming_shutdown(incoming, async move {
+                    // A dropped sender also means stop.
+                    let _ = stop.wait_for(|stop| *stop).await;
+                }),
+        )
+    };
+    let serve_one = Arc::new(serve_one);
+    let listener = listener.into_std()?;
+    let mut served = Vec::with_capacity(mesh_threads.arbiters());
+    for i in 0..mesh_threads.arbiters() {
+        let (done_tx, done_rx) = oneshot::channel();
+        let (serve_one, listener, stop) = (serve_one.clone(), listener.try_clone()?, shutdown_rx.clone());
+        let spawned = mesh_threads.spawn_on(i, async move {
+            let result = match serve_one(listener, stop) {
+                Ok(serving) => serving.await.map_err(ServeError::from),
+                Err(e) => Err(e),
+            };
+            let _ = done_tx.send(result);
+        });
+        if !spawned {
+            return Err(ServeError::Join("a mesh thread stopped before the server started".into()));
+        }
+        served.push(done_rx);
+    }
+    drop(listener);
+    // Done when every instance is: the first error, if any.
+    let task = tokio::spawn(async move {
+        let mut result = Ok(());
+        for done in served {
+            if let Ok(Err(e)) = done.await {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    });
 
     let (store, embedder) = open_retrieval(&spec).await?;
     ingest_if_empty(&spec, &store, &embedder).await?;
     let mut resources = Resources::build(&spec, store.clone(), embedder)?;
     resources.models.extend(overrides.models);
     let mesh_spec = spec.clone();
-    let mesh = tokio::task::spawn_blocking(move || MeshHandle::start(mesh_spec, resources))
+    let threads = mesh_threads.clone();
+    let mesh = tokio::task::spawn_blocking(move || MeshHandle::start_on(threads, mesh_spec, resources))
         .await
         .map_err(|e| ServeError::Join(e.to_string()))??;
     let mesh = Arc::new(mesh);
@@ -318,6 +386,7 @@ pub async fn start_with(
         grace,
         batch,
         runner: Some(runner),
+        threads: mesh_threads,
     })
 }
 

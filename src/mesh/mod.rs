@@ -151,85 +151,55 @@ thread_local! {
     static HOME: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
 }
 
-/// A running mesh: the orchestrators' addresses and the threads behind
-/// them. Any tokio runtime may send to it.
-pub struct MeshHandle {
-    /// This mesh's id (see [`HOME`]).
+/// The mesh's threads: an actix system and its worker arbiters. They start
+/// before the agents, so the gateway can serve on them (health, and
+/// UNAVAILABLE) while the store opens; they stop when the last holder lets
+/// go of them.
+pub struct MeshThreads {
+    /// Tells these threads apart from another mesh's (see [`HOME`]).
     id: usize,
-    /// The worker arbiters, in the order of `orchestrators`.
     arbiters: Vec<actix::ArbiterHandle>,
-    /// One orchestrator per worker arbiter, used round robin.
-    orchestrators: Vec<Addr<orchestrator::Orchestrator>>,
-    next: AtomicUsize,
-    /// Each agent's logic, shared with its replicas: read for restart counts.
-    agents: HashMap<String, Arc<agent::AgentLogic>>,
     system: actix::System,
     thread: Option<JoinHandle<()>>,
 }
 
-impl MeshHandle {
-    /// Starts the actor system on its own threads: `mesh.arbiters` worker
-    /// arbiters, each with a replica of every agent (more where `replicas`
-    /// asks for more) and one orchestrator that sends to the replicas on
-    /// its own arbiter, so no hop of a request wakes another thread.
-    pub fn start(spec: Arc<MeshSpec>, resources: Resources) -> Result<MeshHandle, MeshError> {
+impl MeshThreads {
+    /// Starts the actor system on its own thread with `count` worker
+    /// arbiters.
+    pub fn start(count: usize) -> Result<Arc<MeshThreads>, MeshError> {
         let id = NEXT_MESH_ID.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("meshops-mesh".into())
             .spawn(move || {
                 let system = actix::System::new();
-                let started = system.block_on(async move { start_actors(id, spec, resources) });
-                let ok = started.is_ok();
-                let _ = tx.send(started.map(|addr| (addr, actix::System::current())));
-                if ok {
-                    // Runs until `System::stop`; an error here means the
-                    // system's runtime failed, which nothing can recover.
-                    if let Err(e) = system.run() {
-                        tracing::error!(error = %e, "mesh actor system stopped with an error");
-                    }
+                let arbiters = system.block_on(async move {
+                    (0..count.max(1))
+                        .map(|home| {
+                            let arbiter = Arbiter::new();
+                            arbiter.spawn_fn(move || HOME.with(|h| h.set(Some((id, home)))));
+                            // Arbiters stop with the system; the handle is enough.
+                            arbiter.handle()
+                        })
+                        .collect::<Vec<_>>()
+                });
+                let _ = tx.send((arbiters, actix::System::current()));
+                // Runs until `System::stop`; an error here means the
+                // system's runtime failed, which nothing can recover.
+                if let Err(e) = system.run() {
+                    tracing::error!(error = %e, "mesh actor system stopped with an error");
                 }
             })
             .map_err(|e| MeshError::Startup(format!("cannot spawn mesh thread: {e}")))?;
         match rx.recv() {
-            Ok(Ok(((orchestrators, arbiters, agents), system))) => Ok(MeshHandle {
-                id,
-                arbiters,
-                orchestrators,
-                next: AtomicUsize::new(0),
-                agents,
-                system,
-                thread: Some(thread),
-            }),
-            Ok(Err(e)) => Err(e),
+            Ok((arbiters, system)) => {
+                Ok(Arc::new(MeshThreads { id, arbiters, system, thread: Some(thread) }))
+            }
             Err(_) => Err(MeshError::Startup("mesh thread exited during start-up".into())),
         }
     }
 
-    /// Sends a request into the mesh and waits for its answer. Called on
-    /// one of the mesh's own threads, the request runs there from start to
-    /// end (no other thread is woken); called elsewhere, it goes to the
-    /// arbiters round robin.
-    pub async fn ask(&self, ask: Ask) -> Result<Answer, MeshError> {
-        let i = match HOME.with(std::cell::Cell::get) {
-            Some((mesh, home)) if mesh == self.id => home,
-            _ => self.next.fetch_add(1, Ordering::Relaxed) % self.orchestrators.len().max(1),
-        };
-        let Some(orchestrator) = self.orchestrators.get(i) else {
-            return Err(MeshError::AgentUnavailable {
-                agent: "orchestrator".into(),
-                message: "none started".into(),
-            });
-        };
-        match orchestrator.send(ask).await {
-            Ok(result) => result,
-            Err(e) => {
-                Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() })
-            }
-        }
-    }
-
-    /// The mesh's worker threads.
+    /// How many worker arbiters there are.
     pub fn arbiters(&self) -> usize {
         self.arbiters.len()
     }
@@ -247,19 +217,30 @@ impl MeshHandle {
         }
     }
 
-    /// How many times `agent`'s replicas were restarted after a panic (0
-    /// for an unknown agent).
-    pub fn agent_restarts(&self, agent: &str) -> u64 {
-        self.agents.get(agent).map(|a| a.restarts()).unwrap_or(0)
-    }
-
-    /// Stops every actor and arbiter and waits for the mesh thread.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
+    /// Stops the actor system now: every actor and every future on the
+    /// arbiters is dropped. The thread is waited for when the last holder
+    /// lets go.
+    pub fn stop(&self) {
         self.system.stop();
+    }
+
+    /// The index of the calling thread among these arbiters, if it is one.
+    fn current(&self) -> Option<usize> {
+        match HOME.with(std::cell::Cell::get) {
+            Some((mesh, home)) if mesh == self.id => Some(home),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for MeshThreads {
+    fn drop(&mut self) {
+        self.system.stop();
+        // Let go last on one of its own arbiters, the system thread is not
+        // waited for (it ends on its own).
+        if self.current().is_some() {
+            return;
+        }
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 tracing::error!("mesh thread panicked while stopping");
@@ -268,23 +249,101 @@ impl MeshHandle {
     }
 }
 
-impl Drop for MeshHandle {
-    fn drop(&mut self) {
-        self.stop();
+/// A running mesh: the orchestrators' addresses and the threads behind
+/// them. Any tokio runtime may send to it.
+pub struct MeshHandle {
+    threads: Arc<MeshThreads>,
+    /// One orchestrator per worker arbiter, in arbiter order.
+    orchestrators: Vec<Addr<orchestrator::Orchestrator>>,
+    next: AtomicUsize,
+    /// Each agent's logic, shared with its replicas: read for restart counts.
+    agents: HashMap<String, Arc<agent::AgentLogic>>,
+}
+
+impl MeshHandle {
+    /// Starts the mesh on threads of its own (see [`MeshHandle::start_on`]).
+    pub fn start(spec: Arc<MeshSpec>, resources: Resources) -> Result<MeshHandle, MeshError> {
+        let threads = MeshThreads::start(spec.settings.mesh.arbiters)?;
+        Self::start_on(threads, spec, resources)
+    }
+
+    /// Starts the agents on `threads`: each worker arbiter gets a replica of
+    /// every agent (more where `replicas` asks for more) and one
+    /// orchestrator that sends to the replicas on its own arbiter, so no
+    /// hop of a request wakes another thread.
+    pub fn start_on(
+        threads: Arc<MeshThreads>,
+        spec: Arc<MeshSpec>,
+        resources: Resources,
+    ) -> Result<MeshHandle, MeshError> {
+        let (orchestrators, agents) = start_actors(&threads.arbiters, spec, resources)?;
+        Ok(MeshHandle { threads, orchestrators, next: AtomicUsize::new(0), agents })
+    }
+
+    /// The threads the mesh runs on.
+    pub fn threads(&self) -> &Arc<MeshThreads> {
+        &self.threads
+    }
+
+    /// Sends a request into the mesh and waits for its answer. Called on
+    /// one of the mesh's own threads, the request runs there from start to
+    /// end (no other thread is woken); called elsewhere, it goes to the
+    /// arbiters round robin.
+    pub async fn ask(&self, ask: Ask) -> Result<Answer, MeshError> {
+        let i = match self.threads.current() {
+            Some(home) => home,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % self.orchestrators.len().max(1),
+        };
+        let Some(orchestrator) = self.orchestrators.get(i) else {
+            return Err(MeshError::AgentUnavailable {
+                agent: "orchestrator".into(),
+                message: "none started".into(),
+            });
+        };
+        match orchestrator.send(ask).await {
+            Ok(result) => result,
+            Err(e) => {
+                Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() })
+            }
+        }
+    }
+
+    /// The mesh's worker threads.
+    pub fn arbiters(&self) -> usize {
+        self.threads.arbiters()
+    }
+
+    /// See [`MeshThreads::spawn_on`].
+    pub fn spawn_on<F>(&self, i: usize, future: F) -> bool
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.threads.spawn_on(i, future)
+    }
+
+    /// How many times `agent`'s replicas were restarted after a panic (0
+    /// for an unknown agent).
+    pub fn agent_restarts(&self, agent: &str) -> u64 {
+        self.agents.get(agent).map(|a| a.restarts()).unwrap_or(0)
+    }
+
+    /// Stops the mesh: its threads stop (and are waited for) unless a
+    /// gateway still serves on them, in which case they stop with it.
+    pub fn shutdown(self) {
+        drop(self);
     }
 }
 
-/// One orchestrator per worker arbiter, the arbiters, and each agent's logic.
-type Started = (
-    Vec<Addr<orchestrator::Orchestrator>>,
-    Vec<actix::ArbiterHandle>,
-    HashMap<String, Arc<agent::AgentLogic>>,
-);
+/// One orchestrator per worker arbiter, and each agent's logic.
+type Started = (Vec<Addr<orchestrator::Orchestrator>>, HashMap<String, Arc<agent::AgentLogic>>);
 
-fn start_actors(id: usize, spec: Arc<MeshSpec>, resources: Resources) -> Result<Started, MeshError> {
-    let arbiters: Vec<Arbiter> = (0..spec.settings.mesh.arbiters.max(1)).map(|_| Arbiter::new()).collect();
-    for (home, arbiter) in arbiters.iter().enumerate() {
-        arbiter.spawn_fn(move || HOME.with(|h| h.set(Some((id, home)))));
+fn start_actors(
+    arbiters: &[actix::ArbiterHandle],
+    spec: Arc<MeshSpec>,
+    resources: Resources,
+) -> Result<Started, MeshError> {
+    if arbiters.is_empty() {
+        return Err(MeshError::Startup("no worker arbiters".into()));
     }
     let mut agents = HashMap::new();
     let mut logics = HashMap::new();
@@ -301,9 +360,8 @@ fn start_actors(id: usize, spec: Arc<MeshSpec>, resources: Resources) -> Result<
             let logic = logic.clone();
             // Supervised: a replica whose step panics is restarted in
             // place, keeping its address and mailbox.
-            let addr = actix::Supervisor::start_in_arbiter(&arbiters[home].handle(), move |_| {
-                agent::AgentActor::new(logic)
-            });
+            let addr =
+                actix::Supervisor::start_in_arbiter(&arbiters[home], move |_| agent::AgentActor::new(logic));
             replicas.push((home, addr));
         }
         agents.insert(name.clone(), orchestrator::AgentPool::new(name.clone(), agent_spec.kind, replicas));
@@ -318,12 +376,10 @@ fn start_actors(id: usize, spec: Arc<MeshSpec>, resources: Resources) -> Result<
         .enumerate()
         .map(|(home, arbiter)| {
             let plan = plan.clone();
-            orchestrator::Orchestrator::start_in_arbiter(&arbiter.handle(), move |_| {
+            orchestrator::Orchestrator::start_in_arbiter(arbiter, move |_| {
                 orchestrator::Orchestrator::new(plan, home)
             })
         })
         .collect();
-    // Arbiters stop with the system; their handles are enough.
-    let handles = arbiters.iter().map(Arbiter::handle).collect();
-    Ok((orchestrators, handles, logics))
+    Ok((orchestrators, logics))
 }
