@@ -24,7 +24,11 @@ const STOP_WORDS: &[&str] = &[
 
 /// Whether `word` (already lowercased) is a stop word.
 pub fn is_stop_word(word: &str) -> bool {
-    STOP_WORDS.contains(&word)
+    // A set, not a scan of the list: this runs for every word the offline
+    // engine and the evaluators read.
+    static SET: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+        std::sync::LazyLock::new(|| STOP_WORDS.iter().copied().collect());
+    SET.contains(word)
 }
 
 /// Lowercased alphanumeric tokens of `text`, in order. Apostrophes split
@@ -33,7 +37,9 @@ pub fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for ch in text.chars() {
-        if ch.is_alphanumeric() {
+        if ch.is_ascii_alphanumeric() {
+            cur.push(ch.to_ascii_lowercase());
+        } else if !ch.is_ascii() && ch.is_alphanumeric() {
             cur.extend(ch.to_lowercase());
         } else if !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
@@ -163,6 +169,8 @@ mod tests {
     #[test]
     fn tokens_lowercase_and_split() {
         assert_eq!(tokens("Hello, World! gRPC-based"), vec!["hello", "world", "grpc", "based"]);
+        assert_eq!(tokens("Ärger über STRASSE, naïve"), vec!["ärger", "über", "strasse", "naïve"]);
+        assert!(is_stop_word("the") && is_stop_word("won") && !is_stop_word("agent"));
     }
 
     #[test]
