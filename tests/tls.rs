@@ -282,3 +282,23 @@ fn bad_tls_files_are_config_errors_naming_the_field() {
     );
     assert!(good.is_ok(), "{good:?}");
 }
+
+/// A key that does not belong to the certificate fails the start with an
+/// error, before any server instance runs on the mesh's threads.
+#[tokio::test]
+async fn a_key_that_does_not_match_the_certificate_fails_the_start() {
+    let pki = Pki::new("main");
+    let data = tempfile::tempdir().unwrap();
+    let mut spec = common::spec(data.path());
+    spec.settings.gateway.tls = Some(TlsSettings {
+        cert_path: pki.path("server.pem"),
+        key_path: pki.path("main-client.key"),
+        client_ca_path: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = match meshops::gateway::start_with(spec, listener, Overrides::default()).await {
+        Ok(_) => panic!("a mismatched key must not start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("gRPC server"), "{err}");
+}

@@ -285,7 +285,13 @@ pub async fn start_with(
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tls = match &spec.settings.gateway.tls {
-        Some(tls) => Some(tls_config(&spec, tls)?),
+        Some(tls) => {
+            let config = tls_config(&spec, tls)?;
+            // Built here once so a bad identity fails the start, not only
+            // the server instances on the mesh's threads.
+            Server::builder().tls_config(config.clone())?;
+            Some(config)
+        }
         None => None,
     };
     let max_message_bytes = spec.settings.gateway.max_message_bytes;
