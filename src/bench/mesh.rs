@@ -139,32 +139,37 @@ pub fn ask() -> Ask {
 /// [`measure_seq`] of mesh requests from a task on the mesh's first
 /// worker thread.
 async fn mesh_seq_on_thread(mesh: &Arc<MeshHandle>, n: usize) -> Result<f64, BenchError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let m = mesh.clone();
-    let spawned = mesh.spawn_on(0, async move {
-        let _ = tx.send(measure_seq(n, || m.ask(ask()), |r| r.is_ok()).await);
-    });
-    if !spawned {
-        return Err(fail("mesh bench", "the mesh's worker thread has stopped"));
-    }
-    rx.await.map_err(|e| fail("mesh bench", e))?
+    on_thread(|f| mesh.spawn_on(0, f), async move { measure_seq(n, || m.ask(ask()), |r| r.is_ok()).await })
+        .await
 }
 
 /// [`measure_seq`] of floor chains from a task on the floor's first
 /// worker thread.
 async fn floor_seq_on_thread(floor: &Arc<Floor>, n: usize) -> Result<f64, BenchError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let f = floor.clone();
     let Some(arbiter) = floor.arbiters.first() else {
         return Err(fail("floor", "no arbiter"));
     };
-    let spawned = arbiter.spawn(async move {
-        let _ = tx.send(measure_seq(n, || f.chain_on(0), |ok| *ok).await);
-    });
-    if !spawned {
-        return Err(fail("floor", "the floor's worker thread has stopped"));
+    let f = floor.clone();
+    on_thread(|fut| arbiter.spawn(fut), async move { measure_seq(n, || f.chain_on(0), |ok| *ok).await }).await
+}
+
+/// Runs `measure` as a task that `spawn` places on a worker thread and
+/// waits for its figure.
+async fn on_thread<M>(
+    spawn: impl FnOnce(futures::future::BoxFuture<'static, ()>) -> bool,
+    measure: M,
+) -> Result<f64, BenchError>
+where
+    M: std::future::Future<Output = Result<f64, BenchError>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !spawn(Box::pin(async move {
+        let _ = tx.send(measure.await);
+    })) {
+        return Err(fail("mesh bench", "the worker thread has stopped"));
     }
-    rx.await.map_err(|e| fail("floor", e))?
+    rx.await.map_err(|e| fail("mesh bench", e))?
 }
 
 /// Mean µs per call over `n` calls made one after another.

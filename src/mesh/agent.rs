@@ -30,9 +30,9 @@ struct Resolved {
     llm: Option<SharedLlm>,
     params: ModelParams,
     settings: KindSettings,
-    /// A router's intents, built once: for the model hint, and as a
-    /// template value for the prompt (shared, never copied per request).
-    intents: Option<(Arc<[IntentChoice]>, minijinja::Value)>,
+    /// A router's intents, built once for the model hint (shared, never
+    /// copied per request).
+    intents: Option<Arc<[IntentChoice]>>,
     /// The model attribute of metrics, built once.
     model_attr: Option<KeyValue>,
 }
@@ -90,16 +90,15 @@ impl AgentLogic {
                             min_similarity: i.min_similarity.unwrap_or(rs.min_similarity),
                         })
                         .collect();
-                    let value = minijinja::Value::from_serialize(&*list);
-                    Some((list, value))
+                    Some(list)
                 }
                 _ => None,
             };
             let model_attr = llm.as_ref().map(|l| shared_attr(attr::GEN_AI_REQUEST_MODEL, l.model()));
             // Values that are the same on every request of this profile.
             let fixed = match (&profile.settings, &intents) {
-                (KindSettings::Router(rs), Some((_, value))) => {
-                    context! { intents => value.clone(), default_intent => rs.default_intent }
+                (KindSettings::Router(rs), Some(list)) => {
+                    context! { intents => minijinja::Value::from_serialize(&**list), default_intent => rs.default_intent }
                 }
                 (KindSettings::Summarizer(ss), _) => context! { max_sentences => ss.max_sentences },
                 _ => context! {},
@@ -213,7 +212,7 @@ impl AgentLogic {
         };
         let output = match (&msg.input, &r.settings) {
             (StepInput::Route { query }, KindSettings::Router(rs)) => {
-                let Some((intents, _)) = &r.intents else {
+                let Some(intents) = &r.intents else {
                     return Err(MeshError::Startup(format!("router `{}` has no intents", self.name)));
                 };
                 // The intents and the default are rendered in already.

@@ -4,8 +4,9 @@
 //! the router agent, then the flow configured for the routed intent (for
 //! example retriever → summarizer ⇄ critic), and returns an [`Answer`] with
 //! one [`StepRecord`] per step. Each agent is an [`agent::AgentActor`]
-//! (`replicas` instances, round robin, spread over arbiters). Handlers return
-//! futures, so one actor serves many requests at once.
+//! with at least one replica on every worker arbiter ([`MeshThreads`]), so a
+//! request runs on one thread. Handlers return futures, so one actor serves
+//! many requests at once.
 //!
 //! The mesh knows no tonic and no proto types; it sees models and stores
 //! only through the `LlmClient`, `Embedder` and `VectorStore` traits.
@@ -280,11 +281,6 @@ impl MeshHandle {
         Ok(MeshHandle { threads, orchestrators, next: AtomicUsize::new(0), agents })
     }
 
-    /// The threads the mesh runs on.
-    pub fn threads(&self) -> &Arc<MeshThreads> {
-        &self.threads
-    }
-
     /// Sends a request into the mesh and waits for its answer. Called on
     /// one of the mesh's own threads, the request runs there from start to
     /// end (no other thread is woken); called elsewhere, it goes to the
@@ -306,11 +302,6 @@ impl MeshHandle {
                 Err(MeshError::AgentUnavailable { agent: "orchestrator".into(), message: e.to_string() })
             }
         }
-    }
-
-    /// The mesh's worker threads.
-    pub fn arbiters(&self) -> usize {
-        self.threads.arbiters()
     }
 
     /// See [`MeshThreads::spawn_on`].

@@ -222,11 +222,6 @@ pub struct PreparedPrompt {
 }
 
 impl PreparedPrompt {
-    /// The Prompty file behind this prompt.
-    pub fn prompty(&self) -> &Prompty {
-        &self.prompty
-    }
-
     /// Renders the messages for one request's `inputs` (a map; it must not
     /// repeat the fixed values' names, which win).
     pub fn render(&self, inputs: minijinja::Value) -> Result<Vec<ChatMessage>, PromptError> {
