@@ -9,6 +9,8 @@
 //! - [`llm`]: the [`llm::LlmClient`] trait and the offline engine.
 //! - [`retrieval`]: embedders, vector stores (qdrant-edge), chunking, ingest.
 //! - [`mesh`]: the actix actors (orchestrator and agents) and their messages.
+//! - [`runtime`]: the one assembly (retrieval, ingest, model clients, agents)
+//!   that serve, eval, batch and bench start the mesh with.
 //! - [`gateway`]: the tonic services and the one error → `Status` map.
 //! - [`batch`]: durable batch jobs: the SQLite store and the workers.
 //! - [`eval`]: datasets, metrics, runs, comparisons and gates.
@@ -26,6 +28,7 @@ pub mod llm;
 pub mod mesh;
 pub mod prompt;
 pub mod retrieval;
+pub mod runtime;
 pub mod telemetry;
 pub mod text;
 

@@ -253,7 +253,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Ingest { paths } => {
             let spec = load(&cli)?;
-            let (store, embedder) = meshops::gateway::server::open_retrieval(&spec).await?;
+            let (store, embedder) = meshops::retrieval::open(&spec).await?;
             let r = &spec.settings.retrieval;
             let paths: Vec<PathBuf> = if paths.is_empty() {
                 r.corpus.iter().map(|p| spec.resolve(p)).collect()

@@ -47,7 +47,7 @@ pub enum BatchError {
     #[error("the batch database is closed: the gateway is shutting down")]
     Closed,
     #[error("background task failed: {0}")]
-    Join(String),
+    Join(#[from] tokio::task::JoinError),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     /// A bad line in a batch file (`meshops batch submit`).
@@ -92,9 +92,7 @@ impl Batch {
     /// earlier process left unfinished.
     pub async fn open(spec: &MeshSpec) -> Result<Batch, BatchError> {
         let path = db_path(spec);
-        let (store, resumed) = tokio::task::spawn_blocking(move || Store::open(&path))
-            .await
-            .map_err(|e| BatchError::Join(e.to_string()))??;
+        let (store, resumed) = tokio::task::spawn_blocking(move || Store::open(&path)).await??;
         if resumed > 0 {
             tracing::info!(items = resumed, "batch items claimed before a restart are queued again");
         }

@@ -114,14 +114,9 @@ async fn run_item(
 ) {
     let Claimed { job_id, item_index, input } = claimed;
     let span = tracing::info_span!("batch.item", job_id = %job_id, item_index);
-    let ask = Ask {
-        input,
-        events: None,
-        deadline: Some(tokio::time::Instant::now() + timeout),
-        cancel: cancel.clone(),
-        trace_id: uuid::Uuid::new_v4().simple().to_string(),
-        span: span.clone(),
-    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let trace_id = crate::telemetry::propagation::new_trace_id();
+    let ask = Ask::new(input, deadline, trace_id, span.clone()).with_cancel(cancel.clone());
     // If this task is aborted (grace period over), the mesh work stops too.
     let guard = cancel.drop_guard();
     let outcome = match mesh.ask(ask).await {

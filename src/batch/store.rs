@@ -176,8 +176,7 @@ impl Store {
                 other => other,
             })
         })
-        .await
-        .map_err(|e| BatchError::Join(e.to_string()))?
+        .await?
     }
 
     /// A receiver that changes whenever results are committed.
@@ -423,8 +422,7 @@ impl Store {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(db)?;
             conn.close().map_err(|(_, e)| db(e))
         })
-        .await
-        .map_err(|e| BatchError::Join(e.to_string()))?
+        .await?
     }
 }
 

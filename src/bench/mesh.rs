@@ -16,11 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, Context, Handler, Message, ResponseFuture};
-use tokio_util::sync::CancellationToken;
 
 use super::{Args, BenchError, fail, ratio, verdict, zero_mode};
 use crate::config::MeshSpec;
-use crate::mesh::{Ask, AskInput, MeshHandle, Resources};
+use crate::mesh::{Ask, AskInput, MeshHandle};
 
 /// Round trips of one request: `Ask` into the orchestrator, then one
 /// `RunStep` per agent.
@@ -105,14 +104,10 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
 
 /// Starts the mesh of `spec` with its configured (here: zero-work) parts.
 pub async fn start_mesh(spec: MeshSpec) -> Result<MeshHandle, BenchError> {
-    let (store, embedder) =
-        crate::gateway::server::open_retrieval(&spec).await.map_err(|e| fail("retrieval", e))?;
-    let resources = Resources::build(&spec, store, embedder).map_err(|e| fail("mesh", e))?;
-    let spec = Arc::new(spec);
-    tokio::task::spawn_blocking(move || MeshHandle::start(spec, resources))
+    let runtime = crate::runtime::start(Arc::new(spec), crate::runtime::Options::default())
         .await
-        .map_err(|e| fail("mesh start", e))?
-        .map_err(|e| fail("mesh start", e))
+        .map_err(|e| fail("mesh start", e))?;
+    Ok(runtime.mesh)
 }
 
 /// One request as the gateway builds it: a deadline, a cancellation token,
@@ -126,14 +121,9 @@ pub fn ask() -> Ask {
         meshops.intent = tracing::field::Empty,
         meshops.variant = tracing::field::Empty,
     );
-    Ask {
-        input: AskInput { query: super::QUERY.into(), ..Default::default() },
-        events: None,
-        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(30)),
-        cancel: CancellationToken::new(),
-        trace_id: "00000000000000000000000000000000".into(),
-        span,
-    }
+    let input = AskInput { query: super::QUERY.into(), ..Default::default() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    Ask::new(input, deadline, "00000000000000000000000000000000".into(), span)
 }
 
 /// [`measure_seq`] of mesh requests from a task on the mesh's first

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 use super::EvalError;
 use super::dataset::Row;
@@ -26,7 +25,7 @@ use super::evaluators::{ColumnMap, EvaluatorSet};
 use super::judge::{Judge, JudgeInput, ModelEval};
 use crate::config::MeshSpec;
 use crate::llm::SharedLlm;
-use crate::mesh::{Answer, Ask, AskInput, MeshHandle, Resources};
+use crate::mesh::{Answer, Ask, AskInput};
 
 /// Name of the base mesh in outputs (requests carry no variant).
 pub const BASE_VARIANT: &str = "base";
@@ -335,7 +334,7 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, Eva
 enum Driver {
     /// The mesh and a handle on its store, kept to see when the mesh has
     /// let go of it.
-    Mesh(MeshHandle, crate::retrieval::SharedStore),
+    Mesh(crate::runtime::Runtime),
     Grpc(crate::proto::gateway_client::GatewayClient<tonic::transport::Channel>),
 }
 
@@ -344,24 +343,19 @@ impl Driver {
         let variant_opt = (variant != BASE_VARIANT).then(|| variant.to_string());
         let session_id = format!("eval-{}-{repeat}", row.id);
         match self {
-            Driver::Mesh(mesh, _) => {
-                let cancel = CancellationToken::new();
-                let ask = Ask {
-                    input: AskInput {
-                        query: row.query.clone(),
-                        session_id,
-                        variant: variant_opt,
-                        metadata: BTreeMap::from([("source".to_string(), "eval".to_string())]),
-                    },
-                    events: None,
-                    deadline: Some(tokio::time::Instant::now() + timeout),
-                    cancel: cancel.clone(),
-                    trace_id: uuid::Uuid::new_v4().simple().to_string(),
-                    span: tracing::info_span!("eval.row", row = %row.id, repeat, variant = %variant),
+            Driver::Mesh(runtime) => {
+                let input = AskInput {
+                    query: row.query.clone(),
+                    session_id,
+                    variant: variant_opt,
+                    metadata: BTreeMap::from([("source".to_string(), "eval".to_string())]),
                 };
+                let span = tracing::info_span!("eval.row", row = %row.id, repeat, variant = %variant);
+                let deadline = tokio::time::Instant::now() + timeout;
+                let ask = Ask::new(input, deadline, crate::telemetry::propagation::new_trace_id(), span);
                 // Cancelled if this future is dropped (e.g. the run stops).
-                let _guard = cancel.drop_guard();
-                mesh.ask(ask).await.map_err(|e| e.to_string())
+                let _guard = ask.cancel.clone().drop_guard();
+                runtime.mesh.ask(ask).await.map_err(|e| e.to_string())
             }
             Driver::Grpc(client) => {
                 let mut client = client.clone();
@@ -836,10 +830,8 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
         rows_elapsed = rows_t0.elapsed();
         // Drops the futures' clones of the driver so it can be shut down.
         drop(stream);
-        if let Some(Ok(Driver::Mesh(mesh, store))) = driver.map(Arc::try_unwrap) {
-            // Joining the mesh thread blocks; keep it off the runtime.
-            let _ = tokio::task::spawn_blocking(move || mesh.shutdown()).await;
-            release(store).await;
+        if let Some(Ok(Driver::Mesh(runtime))) = driver.map(Arc::try_unwrap) {
+            runtime.shutdown().await;
         }
     } else if !work.is_empty() {
         cut_short = true;
@@ -886,36 +878,11 @@ async fn start_driver(spec: &MeshSpec, opts: &RunOptions) -> Result<Driver, Eval
             .map_err(|e| EvalError::Run(format!("cannot connect to {target}: {e}")))?;
         return Ok(Driver::Grpc(client));
     }
-    let startup = |e: String| EvalError::Run(format!("starting the mesh: {e}"));
-    let (store, embedder) =
-        crate::gateway::server::open_retrieval(spec).await.map_err(|e| startup(e.to_string()))?;
-    crate::gateway::server::ingest_if_empty(spec, &store, &embedder)
+    let options = crate::runtime::Options { models: opts.model_overrides.clone(), threads: None };
+    let runtime = crate::runtime::start(Arc::new(spec.clone()), options)
         .await
-        .map_err(|e| startup(e.to_string()))?;
-    let mut resources =
-        Resources::build(spec, store.clone(), embedder).map_err(|e| startup(e.to_string()))?;
-    resources.models.extend(opts.model_overrides.clone());
-    let spec = Arc::new(spec.clone());
-    let mesh = tokio::task::spawn_blocking(move || MeshHandle::start(spec, resources))
-        .await
-        .map_err(|e| startup(e.to_string()))?
-        .map_err(|e| startup(e.to_string()))?;
-    Ok(Driver::Mesh(mesh, store))
-}
-
-/// Waits (up to 5 s) until the stopped mesh's worker arbiters have dropped
-/// their agents' store handles: the embedded store locks its files, and a
-/// second run in the same process (a resume, a test) must be able to open
-/// it again.
-async fn release(store: crate::retrieval::SharedStore) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if Arc::strong_count(&store) > 1 {
-        tracing::warn!("the mesh still holds the store after shutdown");
-    }
-    drop(store);
+        .map_err(|e| EvalError::Run(format!("starting the mesh: {e}")))?;
+    Ok(Driver::Mesh(runtime))
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {

@@ -81,9 +81,8 @@ impl GatewayService {
         let deadline = arrival + timeout.saturating_sub(margin);
         let input =
             convert::ask_input(request.into_inner(), &self.limits).map_err(Status::invalid_argument)?;
-        let cancel = CancellationToken::new();
-        let ask =
-            Ask { input, events: None, deadline: Some(deadline), cancel: cancel.clone(), trace_id, span };
+        let ask = Ask::new(input, deadline, trace_id, span);
+        let cancel = ask.cancel.clone();
         Ok((ask, cancel))
     }
 }
@@ -228,7 +227,7 @@ impl Gateway for GatewayService {
                 return Err(s);
             }
         };
-        let (mut ask, cancel) = match prepared {
+        let (ask, cancel) = match prepared {
             Ok(x) => x,
             Err(s) => {
                 record.finish(&span, s.code());
@@ -243,7 +242,7 @@ impl Gateway for GatewayService {
             }
         };
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
-        ask.events = Some(event_tx);
+        let ask = ask.with_events(event_tx);
         let (out_tx, out_rx) = mpsc::channel::<Result<proto::AskEvent, Status>>(64);
         let admission = self.admission.clone();
         tokio::spawn(async move {

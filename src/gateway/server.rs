@@ -16,28 +16,30 @@ use super::GatewayService;
 use super::admission::Admission;
 use crate::batch::{Batch, BatchError, runner::RunnerHandle};
 use crate::config::MeshSpec;
-use crate::mesh::{MeshError, MeshHandle, MeshThreads, Resources};
+use crate::mesh::{MeshError, MeshHandle, MeshThreads};
 use crate::proto::batch_server::BatchServer;
 use crate::proto::gateway_server::GatewayServer;
-use crate::retrieval::{self, RetrievalError, SharedEmbedder, SharedStore};
+use crate::retrieval::SharedStore;
 
 /// Why the gateway could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    // Not `#[from]`: that would also make it the source, and `{:#}` would
-    // print the store's message twice.
-    #[error("retrieval: {0}")]
-    Retrieval(RetrievalError),
     #[error(transparent)]
     Mesh(#[from] MeshError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("server reflection: {0}")]
-    Reflection(String),
+    Reflection(#[from] tonic_reflection::server::Error),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
     #[error("background task failed: {0}")]
-    Join(String),
+    Join(#[from] tokio::task::JoinError),
+    /// A mesh thread stopped before the server instance meant for it
+    /// could start there.
+    #[error("a mesh thread stopped before the server started")]
+    ThreadStopped,
     #[error(transparent)]
     Batch(#[from] BatchError),
     #[error("{field}: {message}")]
@@ -67,12 +69,6 @@ fn tls_config(
         config = config.client_ca_root(Certificate::from_pem(ca));
     }
     Ok(config)
-}
-
-impl From<RetrievalError> for ServeError {
-    fn from(e: RetrievalError) -> Self {
-        ServeError::Retrieval(e)
-    }
 }
 
 /// A running gateway.
@@ -136,7 +132,7 @@ impl ServerHandle {
         }
         // Connections still open after the grace period are not waited for.
         let served = match tokio::time::timeout(self.grace, &mut self.task).await {
-            Ok(served) => served.map_err(|e| ServeError::Join(e.to_string()))?,
+            Ok(served) => served?,
             Err(_) => Ok(()),
         };
         // Whatever still runs on the mesh's threads (connections left open
@@ -154,7 +150,7 @@ impl ServerHandle {
 
     /// Waits until the server stops on its own (it normally does not).
     pub async fn wait(&mut self) -> Result<(), ServeError> {
-        (&mut self.task).await.map_err(|e| ServeError::Join(e.to_string()))?
+        (&mut self.task).await?
     }
 
     pub fn mesh_ready(&self) -> bool {
@@ -171,36 +167,6 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health.set_service_status("meshops.v1.Gateway", status).await;
     health.set_service_status("meshops.v1.Batch", status).await;
-}
-
-/// Opens the configured store and embedder (see [`retrieval::open`]).
-pub async fn open_retrieval(spec: &MeshSpec) -> Result<(SharedStore, SharedEmbedder), ServeError> {
-    Ok(retrieval::open(spec).await?)
-}
-
-/// Ingests the configured corpus when the collection is empty.
-pub async fn ingest_if_empty(
-    spec: &MeshSpec,
-    store: &SharedStore,
-    embedder: &SharedEmbedder,
-) -> Result<Option<retrieval::ingest::IngestReport>, ServeError> {
-    let r = &spec.settings.retrieval;
-    if !r.auto_ingest || store.count().await? > 0 {
-        return Ok(None);
-    }
-    let paths: Vec<_> = r.corpus.iter().map(|p| spec.resolve(p)).collect();
-    let opts =
-        retrieval::chunk::ChunkOptions { max_chars: r.chunk_max_chars, overlap_chars: r.chunk_overlap_chars };
-    let bar = indicatif::ProgressBar::hidden();
-    let report =
-        retrieval::ingest::ingest_paths(&paths, &opts, embedder.as_ref(), store.as_ref(), &bar).await?;
-    tracing::info!(
-        files = report.files,
-        chunks = report.chunks,
-        points = report.points,
-        "ingested corpus into empty collection"
-    );
-    Ok(Some(report))
 }
 
 /// Replacements for parts the gateway would otherwise build from config:
@@ -235,9 +201,8 @@ pub async fn start_with(
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let reflection_v1alpha =
-        reflection().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let mesh_cell: Arc<OnceLock<Arc<MeshHandle>>> = Arc::new(OnceLock::new());
     let gw = &spec.settings.gateway;
@@ -279,9 +244,7 @@ pub async fn start_with(
     // connection, without waking another thread.
     let mesh_threads = {
         let count = spec.settings.mesh.arbiters;
-        tokio::task::spawn_blocking(move || MeshThreads::start(count))
-            .await
-            .map_err(|e| ServeError::Join(e.to_string()))??
+        tokio::task::spawn_blocking(move || MeshThreads::start(count)).await??
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tls = match &spec.settings.gateway.tls {
@@ -346,7 +309,7 @@ pub async fn start_with(
             let _ = done_tx.send(result);
         });
         if !spawned {
-            return Err(ServeError::Join("a mesh thread stopped before the server started".into()));
+            return Err(ServeError::ThreadStopped);
         }
         served.push(done_rx);
     }
@@ -364,15 +327,12 @@ pub async fn start_with(
         result
     });
 
-    let (store, embedder) = open_retrieval(&spec).await?;
-    ingest_if_empty(&spec, &store, &embedder).await?;
-    let mut resources = Resources::build(&spec, store.clone(), embedder)?;
-    resources.models.extend(overrides.models);
-    let mesh_spec = spec.clone();
-    let threads = mesh_threads.clone();
-    let mesh = tokio::task::spawn_blocking(move || MeshHandle::start_on(threads, mesh_spec, resources))
-        .await
-        .map_err(|e| ServeError::Join(e.to_string()))??;
+    let runtime = crate::runtime::start(
+        spec.clone(),
+        crate::runtime::Options { models: overrides.models, threads: Some(mesh_threads.clone()) },
+    )
+    .await?;
+    let crate::runtime::Runtime { mesh, store } = runtime;
     let mesh = Arc::new(mesh);
     // Set exactly once, here; a second set cannot happen.
     let _ = mesh_cell.set(mesh.clone());

@@ -50,6 +50,38 @@ pub struct Ask {
     pub span: tracing::Span,
 }
 
+impl Ask {
+    /// A request for `input` that must be answered by `deadline`, with a
+    /// fresh cancellation token, reported under `trace_id` (the gateway
+    /// adopts the client's `traceparent`; others take
+    /// [`crate::telemetry::propagation::new_trace_id`]), whose agent spans
+    /// nest under `span`. The one way an `Ask` is built: the gateway, the
+    /// batch runner, the evaluation harness and the benchmarks all call it.
+    pub fn new(input: AskInput, deadline: Instant, trace_id: String, span: tracing::Span) -> Self {
+        Ask {
+            input,
+            events: None,
+            deadline: Some(deadline),
+            cancel: CancellationToken::new(),
+            trace_id,
+            span,
+        }
+    }
+
+    /// The same request, stopped by `cancel` rather than a token of its own
+    /// (a batch item stops when its job is cancelled).
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// The same request, streaming its progress to `sink`.
+    pub fn with_events(mut self, sink: UnboundedSender<MeshEvent>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+}
+
 /// The work of one agent step.
 #[derive(Debug, Clone)]
 pub enum StepInput {

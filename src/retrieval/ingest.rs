@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::chunk::{ChunkOptions, chunk_document};
 use super::{Chunk, Embedder, RetrievalError, VectorStore, point_id};
+use crate::config::MeshSpec;
 
 /// Chunks embedded and upserted per call: large enough to amortise a remote
 /// embedder's round trip, small enough to keep requests and memory bounded.
@@ -159,6 +160,30 @@ pub async fn ingest_paths(
     }
     report.points = store.count().await?;
     Ok(report)
+}
+
+/// Ingests the configured corpus (`retrieval.corpus`) when
+/// `retrieval.auto_ingest` is on and the collection is empty: what a fresh
+/// clone needs to answer its first question. `None` when nothing was done.
+pub async fn ingest_if_empty(
+    spec: &MeshSpec,
+    embedder: &dyn Embedder,
+    store: &dyn VectorStore,
+) -> Result<Option<IngestReport>, RetrievalError> {
+    let r = &spec.settings.retrieval;
+    if !r.auto_ingest || store.count().await? > 0 {
+        return Ok(None);
+    }
+    let paths: Vec<_> = r.corpus.iter().map(|p| spec.resolve(p)).collect();
+    let opts = ChunkOptions { max_chars: r.chunk_max_chars, overlap_chars: r.chunk_overlap_chars };
+    let report = ingest_paths(&paths, &opts, embedder, store, &indicatif::ProgressBar::hidden()).await?;
+    tracing::info!(
+        files = report.files,
+        chunks = report.chunks,
+        points = report.points,
+        "ingested corpus into empty collection"
+    );
+    Ok(Some(report))
 }
 
 #[cfg(test)]

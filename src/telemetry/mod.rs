@@ -138,10 +138,34 @@ fn resource(settings: &TelemetrySettings) -> Resource {
     Resource::builder().with_service_name(service_name).with_attributes(attrs).build()
 }
 
+/// Log targets of qdrant-edge whose warnings are about the embedding
+/// process, not the store: the engine expects the Qdrant server's `main`
+/// to initialise its feature flags and probe multi-mmap support, which
+/// qdrant-edge does not export. Its defaults are the right ones here, so
+/// these warnings ("Feature flags not initialized",
+/// "MULTI_MMAP_SUPPORT_CHECK_RESULT should be initialized") say nothing an
+/// operator can act on, and every start printed them.
+const QUIET_TARGETS: [&str; 2] = ["qdrant_edge::common::flags", "qdrant_edge::common::mmap::ops"];
+
+/// The log filter: `RUST_LOG` (default `info`), with [`QUIET_TARGETS`] at
+/// `error` unless `RUST_LOG` names qdrant-edge itself.
+fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    let spec = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    let mut filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    if !spec.contains("qdrant_edge") {
+        for target in QUIET_TARGETS {
+            if let Ok(directive) = format!("{target}=error").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
+}
+
 /// Installs logging and, when configured, OTLP export. Must run inside a
 /// tokio runtime (the exporters use it). Call once per process.
 pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
-    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let env_filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     // Log lines carry the request's span (its trace id and intent) but not
     // the per-step spans below it: formatting every step's fields for a
     // log line that almost never comes was most of a request's cost in the
@@ -212,6 +236,20 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_filter_quiets_qdrant_edge_start_up_warnings_unless_asked_for() {
+        let quiet = log_filter(None).to_string();
+        assert!(quiet.contains("qdrant_edge::common::flags=error"), "{quiet}");
+        assert!(quiet.contains("info"), "{quiet}");
+        let user = log_filter(Some("warn,meshops=debug")).to_string();
+        assert!(
+            user.contains("meshops=debug") && user.contains("qdrant_edge::common::mmap::ops=error"),
+            "{user}"
+        );
+        let asked = log_filter(Some("qdrant_edge=debug")).to_string();
+        assert!(!asked.contains("=error"), "{asked}");
+    }
 
     #[test]
     fn export_off_means_no_endpoint_even_when_one_is_set() {

@@ -42,6 +42,12 @@ pub fn adopt_parent(span: &tracing::Span, metadata: &tonic::metadata::MetadataMa
     if remote.is_valid() {
         return remote.trace_id().to_string();
     }
+    new_trace_id()
+}
+
+/// A fresh random trace id (32 lowercase hex digits) for a request that
+/// arrives with none.
+pub fn new_trace_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
