@@ -10,6 +10,8 @@ use meshops::config::{LoadOptions, MeshSpec};
 use meshops::proto;
 use meshops::proto::gateway_client::GatewayClient;
 
+mod cli;
+
 /// mimalloc: a request allocates a few hundred small, short-lived objects
 /// (messages, records, spans) across threads, which it serves in about a
 /// third of the instructions of the system allocator (`docs/performance.md`).
@@ -86,7 +88,7 @@ enum Command {
     #[command(subcommand)]
     Eval(EvalCommand),
     /// Benchmarks, each beside its comparison (`all --quick` for CI).
-    Bench(meshops::bench::Args),
+    Bench(cli::bench::Args),
     /// Durable batch jobs on a running gateway: submit, status, results, cancel.
     Batch {
         #[command(subcommand)]
@@ -179,7 +181,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Eval(EvalCommand::Run(args)) => {
             Ok(meshops::eval::run_cmd::execute(args, load_options(&cli)?).await?)
         }
-        Command::Bench(args) => Ok(meshops::bench::execute(args, load_options(&cli)?).await?),
+        Command::Bench(args) => cli::bench::execute(args, load_options(&cli)?).await,
         Command::Eval(EvalCommand::Score(args)) => Ok(meshops::eval::score_cmd::execute(args).await?),
         Command::Eval(EvalCommand::Compare(args)) => Ok(meshops::eval::compare_cmd::execute(args).await?),
         Command::Validate => {

@@ -2,13 +2,54 @@
 //! 1000 with the offline engine's `latency_ms = 200`, against linear
 //! scaling from concurrency 1 (rows/s at 1 × concurrency).
 
-use super::{Args, BenchError, TempDir, fail, ratio, verdict};
+use std::path::PathBuf;
+
+use super::{BenchError, Options, TempDir, fail, ratio};
 use crate::config::MeshSpec;
 use crate::eval::runner::{self, RunOptions};
 
-pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
-    let latency_ms = if args.quick { 20 } else { 200 };
-    let levels: &[usize] = if args.quick { &[1, 10, 100] } else { &[1, 10, 100, 1000] };
+/// The figures of `meshops bench eval`, measured in one run.
+#[derive(Debug, Clone)]
+pub struct EvalFigures {
+    /// Latency injected into every offline model call, in ms.
+    pub model_latency_ms: u64,
+    /// The dataset whose queries the rows repeat.
+    pub dataset: PathBuf,
+    /// One `eval run` per concurrency level, lowest first.
+    pub levels: Vec<EvalLevel>,
+    /// The concurrency the target is checked at (the highest level).
+    pub target_concurrency: usize,
+    /// The target for the last level's `of_linear`: linear scaling, counted
+    /// as reached at this fraction of linear.
+    pub target_of_linear: f64,
+    /// The highest level's `of_linear`.
+    pub last_of_linear: f64,
+    /// Whether `last_of_linear` reaches `target_of_linear`.
+    pub met: bool,
+}
+
+/// One `eval run` at one concurrency level.
+#[derive(Debug, Clone)]
+pub struct EvalLevel {
+    /// Rows run at once.
+    pub concurrency: usize,
+    /// Rows in the run's dataset.
+    pub rows: usize,
+    /// Seconds the rows took (`RunResult::rows_elapsed`).
+    pub secs: f64,
+    /// Rows attempted per second.
+    pub rows_per_s: f64,
+    /// Linear scaling from concurrency 1: its rows/s × `concurrency`.
+    pub linear: f64,
+    /// `rows_per_s / linear`.
+    pub of_linear: f64,
+    /// Rows that failed (no answer): a rate with failures is suspect.
+    pub failed: usize,
+}
+
+pub async fn run(mut spec: MeshSpec, opts: &Options) -> Result<EvalFigures, BenchError> {
+    let latency_ms = if opts.quick { 20 } else { 200 };
+    let levels: &[usize] = if opts.quick { &[1, 10, 100] } else { &[1, 10, 100, 1000] };
     super::offline_latency(&mut spec, latency_ms);
     let data = TempDir::new("eval")?;
     spec.settings.retrieval.data_dir = data.path().join("data");
@@ -24,15 +65,12 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
     if queries.is_empty() {
         return Err(fail(sample.display().to_string(), "no rows with a query"));
     }
-    println!(
-        "\n== eval: `eval run` in process, offline engine latency_ms = {latency_ms}, rows from {}",
-        sample.display()
-    );
     let mut base = 0.0;
     let mut last_ratio = 0.0;
+    let mut figures = Vec::with_capacity(levels.len());
     for &c in levels {
         // Enough rows for a few waves at each level.
-        let rows = if args.quick { c.max(2) } else { (c * 3).max(6) };
+        let rows = if opts.quick { c.max(2) } else { (c * 3).max(6) };
         let dataset = data.path().join(format!("rows-{c}.jsonl"));
         let lines: Vec<String> = (0..rows)
             .map(|i| {
@@ -52,21 +90,24 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
         }
         let linear = base * c as f64;
         last_ratio = ratio(rps, linear);
-        println!(
-            "  concurrency {c:<5} {rows:>5} rows in {secs:>6.2} s   {rps:>8.1} rows/s   linear {linear:>8.1}   {:>5.1} % of linear{}",
-            ratio(rps, linear) * 100.0,
-            if result.summary.counts.failed > 0 {
-                format!("   ({} rows failed)", result.summary.counts.failed)
-            } else {
-                String::new()
-            }
-        );
+        figures.push(EvalLevel {
+            concurrency: c,
+            rows,
+            secs,
+            rows_per_s: rps,
+            linear,
+            of_linear: ratio(rps, linear),
+            failed: result.summary.counts.failed,
+        });
     }
-    let last = levels.last().copied().unwrap_or(1);
-    println!(
-        "  target: linear to {last} (counted as ≥ 90 % of linear): {} ({:.1} %)",
-        verdict(last_ratio >= 0.9),
-        last_ratio * 100.0
-    );
-    Ok(())
+    let target_of_linear = 0.9;
+    Ok(EvalFigures {
+        model_latency_ms: latency_ms,
+        dataset: sample,
+        levels: figures,
+        target_concurrency: levels.last().copied().unwrap_or(1),
+        target_of_linear,
+        last_of_linear: last_ratio,
+        met: last_ratio >= target_of_linear,
+    })
 }

@@ -18,7 +18,7 @@ use futures::Stream;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
-use super::{Args, BenchError, Samples, TempDir, fail, median, peak_rss_mib, ratio, rss_mib, verdict};
+use super::{BenchError, Options, Samples, TempDir, fail, median, peak_rss_mib, ratio, rss_mib};
 use crate::config::MeshSpec;
 use crate::proto;
 use crate::proto::gateway_client::GatewayClient;
@@ -129,12 +129,43 @@ async fn load(
     Ok((done.load(Ordering::Relaxed) as f64 / measure.as_secs_f64(), failed.load(Ordering::Relaxed)))
 }
 
+/// The figures of `meshops bench gateway`, measured in one run.
+#[derive(Debug, Clone)]
+pub struct GatewayFigures {
+    /// HTTP/2 connections of the load generator, to each server.
+    pub connections: usize,
+    /// Concurrent callers (streams) on each connection.
+    pub streams: usize,
+    /// Seconds counted per load run (after its warm-up).
+    pub seconds_per_run: f64,
+    /// Load runs per server, interleaved; the figures are their median.
+    pub rounds: usize,
+    /// meshops `Ask`, requests per second: the median of `meshops_runs`.
+    pub meshops_rps: f64,
+    /// meshops `Ask`, requests per second of each run.
+    pub meshops_runs: Vec<f64>,
+    /// The bare tonic echo server, requests per second: the median of
+    /// `echo_runs`.
+    pub echo_rps: f64,
+    /// The bare tonic echo server, requests per second of each run.
+    pub echo_runs: Vec<f64>,
+    /// `meshops_rps / echo_rps` (0 when the echo did nothing).
+    pub ratio: f64,
+    /// The target for `ratio`: at least this fraction of the echo.
+    pub target_ratio: f64,
+    /// Whether `ratio` reaches `target_ratio`.
+    pub met: bool,
+    /// Calls that failed while counted, both servers together: a figure
+    /// with failures is not a throughput.
+    pub failed_calls: u64,
+}
+
 /// `meshops bench gateway`.
-pub async fn throughput(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
+pub async fn throughput(mut spec: MeshSpec, opts: &Options) -> Result<GatewayFigures, BenchError> {
     let (connections, streams) = (4usize, 64usize);
-    let measure = super::secs(args.seconds.unwrap_or(if args.quick { 0.5 } else { 5.0 }));
-    let warmup = Duration::from_millis(if args.quick { 100 } else { 500 });
-    let rounds = if args.quick { 1 } else { 3 };
+    let measure = super::secs(opts.seconds.unwrap_or(if opts.quick { 0.5 } else { 5.0 }));
+    let warmup = Duration::from_millis(if opts.quick { 100 } else { 500 });
+    let rounds = if opts.quick { 1 } else { 3 };
     super::zero_mode(&mut spec, 0);
     // Shedding is not what is measured here.
     spec.settings.gateway.max_in_flight = 100_000;
@@ -144,10 +175,6 @@ pub async fn throughput(mut spec: MeshSpec, args: &Args) -> Result<(), BenchErro
     let (echo_addr, echo_stop) = start_echo().await?;
     let mesh_channels = connect(server.addr, connections).await?;
     let echo_channels = connect(echo_addr, connections).await?;
-    println!(
-        "\n== gateway: Ask over loopback gRPC, zero-work mode, {connections} connections × {streams} streams, {:.1} s per run, {rounds} rounds (median)",
-        measure.as_secs_f64()
-    );
     let (mut mesh_rps, mut echo_rps) = (Vec::new(), Vec::new());
     let mut failures = 0;
     for _ in 0..rounds {
@@ -158,38 +185,100 @@ pub async fn throughput(mut spec: MeshSpec, args: &Args) -> Result<(), BenchErro
         failures += f1 + f2;
     }
     let (m, e) = (median(&mesh_rps), median(&echo_rps));
-    println!("  meshops Ask      {m:>9.0} requests/s   (runs: {})", list(&mesh_rps));
-    println!("  bare tonic echo  {e:>9.0} requests/s   (runs: {})", list(&echo_rps));
-    println!(
-        "  meshops / echo {:.1} %   target ≥ 50 %: {}{}",
-        ratio(m, e) * 100.0,
-        verdict(ratio(m, e) >= 0.5),
-        if failures > 0 { format!("   ({failures} calls failed)") } else { String::new() }
-    );
     let _ = echo_stop.send(());
     server.shutdown().await.map_err(|e| fail("gateway shutdown", e))?;
-    Ok(())
+    let target_ratio = 0.5;
+    Ok(GatewayFigures {
+        connections,
+        streams,
+        seconds_per_run: measure.as_secs_f64(),
+        rounds,
+        meshops_rps: m,
+        meshops_runs: mesh_rps,
+        echo_rps: e,
+        echo_runs: echo_rps,
+        ratio: ratio(m, e),
+        target_ratio,
+        met: ratio(m, e) >= target_ratio,
+        failed_calls: failures,
+    })
 }
 
-fn list(xs: &[f64]) -> String {
-    xs.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ")
+/// The figures of one `meshops bench inflight` run: `requests` calls sent
+/// at once, against the Little's-law bound measured in the same run.
+#[derive(Debug, Clone)]
+pub struct InflightRun {
+    /// What answers the model calls: the offline engine, or the zero-work
+    /// model and store (which leaves only the gateway's and mesh's cost).
+    pub engine: &'static str,
+    /// Calls sent at once.
+    pub requests: usize,
+    /// HTTP/2 connections the calls share.
+    pub connections: usize,
+    /// Latency injected into every model call, in ms.
+    pub model_latency_ms: u64,
+    /// Median latency of a few calls sent alone before the burst, in
+    /// seconds: the latency of the Little's-law bound.
+    pub unloaded_latency_s: f64,
+    /// Seconds from the first call sent to the last answered.
+    pub elapsed_s: f64,
+    /// Calls answered with `OK`.
+    pub ok: usize,
+    /// Calls answered with `OK` per second of `elapsed_s`.
+    pub throughput_rps: f64,
+    /// Little's-law bound: `requests / unloaded_latency_s`, requests per
+    /// second.
+    pub bound_rps: f64,
+    /// `throughput_rps / bound_rps`.
+    pub of_bound: f64,
+    /// The target for `of_bound`: at least this fraction of the bound.
+    pub target_of_bound: f64,
+    /// Whether `of_bound` reaches `target_of_bound`.
+    pub throughput_met: bool,
+    /// Peak resident memory of the bench process (gateway, mesh and
+    /// client) after the burst (`VmHWM`), in MiB; 0 where unknown.
+    pub peak_rss_mib: f64,
+    /// Resident memory just before the burst (`VmRSS`), in MiB; 0 where
+    /// unknown.
+    pub rss_before_mib: f64,
+    /// The limit for `peak_rss_mib`, in MiB.
+    pub rss_limit_mib: f64,
+    /// Whether `peak_rss_mib` is within `rss_limit_mib`.
+    pub rss_met: bool,
+}
+
+/// The figures of `meshops bench inflight`: the same burst with each
+/// engine, one after the other in the same process.
+#[derive(Debug, Clone)]
+pub struct InflightFigures {
+    /// With the offline engine (real retrieval and text work).
+    pub offline: InflightRun,
+    /// With the zero-work model and store at the same latency: only the
+    /// gateway's and the mesh's own cost is left.
+    pub zero_work: InflightRun,
 }
 
 /// `meshops bench inflight`: with the offline engine, then with the
 /// zero-work model and store (same latency), which leaves only the
 /// gateway's and the mesh's own cost.
-pub async fn inflight(spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
-    let n = args.requests.unwrap_or(if args.quick { 500 } else { 10_000 }).max(1);
+pub async fn inflight(spec: MeshSpec, opts: &Options) -> Result<InflightFigures, BenchError> {
+    let n = opts.requests.unwrap_or(if opts.quick { 500 } else { 10_000 }).max(1);
     let latency_ms = 200;
     let mut offline = spec.clone();
     super::offline_latency(&mut offline, latency_ms);
-    inflight_run(offline, n, latency_ms, "offline engine").await?;
+    let offline = inflight_run(offline, n, latency_ms, "offline engine").await?;
     let mut zero = spec;
     super::zero_mode(&mut zero, latency_ms);
-    inflight_run(zero, n, latency_ms, "zero-work model and store").await
+    let zero_work = inflight_run(zero, n, latency_ms, "zero-work model and store").await?;
+    Ok(InflightFigures { offline, zero_work })
 }
 
-async fn inflight_run(mut spec: MeshSpec, n: usize, latency_ms: u64, model: &str) -> Result<(), BenchError> {
+async fn inflight_run(
+    mut spec: MeshSpec,
+    n: usize,
+    latency_ms: u64,
+    engine: &'static str,
+) -> Result<InflightRun, BenchError> {
     let connections = 10usize;
     let data = TempDir::new("inflight")?;
     spec.settings.retrieval.data_dir = data.path().to_path_buf();
@@ -210,9 +299,6 @@ async fn inflight_run(mut spec: MeshSpec, n: usize, latency_ms: u64, model: &str
     }
     let latency = alone.pct(0.5);
     let rss_before = rss_mib().unwrap_or(0.0);
-    println!(
-        "\n== inflight: {n} Ask calls at once over {connections} connections, {model}, latency_ms = {latency_ms}"
-    );
     let t = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
@@ -229,21 +315,6 @@ async fn inflight_run(mut spec: MeshSpec, n: usize, latency_ms: u64, model: &str
     let rps = ok as f64 / elapsed;
     let bound = n as f64 / latency;
     let peak = peak_rss_mib().unwrap_or(0.0);
-    println!(
-        "  unloaded latency {:.1} ms (3 model calls × {latency_ms} ms + the rest); all {n} done in {:.2} s, {ok} ok",
-        latency * 1e3,
-        elapsed
-    );
-    println!(
-        "  throughput {rps:.0} requests/s   Little's-law bound {n}/{:.3} s = {bound:.0} requests/s   {:.1} % of bound   target ≥ 90 %: {}",
-        latency,
-        ratio(rps, bound) * 100.0,
-        verdict(ratio(rps, bound) >= 0.9)
-    );
-    println!(
-        "  peak RSS (VmHWM, bench process: gateway + mesh + client) {peak:.0} MiB (before the burst {rss_before:.0} MiB)   target ≤ 512 MiB: {}",
-        verdict(peak <= 512.0)
-    );
     let store = server.store.clone();
     server.shutdown().await.map_err(|e| fail("gateway shutdown", e))?;
     // The store flushes when its last handle drops: wait for the mesh's
@@ -254,5 +325,23 @@ async fn inflight_run(mut spec: MeshSpec, n: usize, latency_ms: u64, model: &str
     }
     drop(store);
     drop(data);
-    Ok(())
+    let (target_of_bound, rss_limit_mib) = (0.9, 512.0);
+    Ok(InflightRun {
+        engine,
+        requests: n,
+        connections,
+        model_latency_ms: latency_ms,
+        unloaded_latency_s: latency,
+        elapsed_s: elapsed,
+        ok,
+        throughput_rps: rps,
+        bound_rps: bound,
+        of_bound: ratio(rps, bound),
+        target_of_bound,
+        throughput_met: ratio(rps, bound) >= target_of_bound,
+        peak_rss_mib: peak,
+        rss_before_mib: rss_before,
+        rss_limit_mib,
+        rss_met: peak <= rss_limit_mib,
+    })
 }

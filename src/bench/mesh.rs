@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter, Context, Handler, Message, ResponseFuture};
 
-use super::{Args, BenchError, fail, ratio, verdict, zero_mode};
+use super::{BenchError, Options, fail, zero_mode};
 use crate::config::MeshSpec;
 use crate::mesh::{Ask, AskInput, MeshHandle};
 
@@ -28,25 +28,80 @@ const HOPS: usize = 5;
 /// Target: µs per request, sequential, on the 2-core machine.
 const TARGET_US: f64 = 14.0;
 
-pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
-    let n = args.requests.unwrap_or(if args.quick { 2_000 } else { 50_000 }).max(16);
+/// The figures of `meshops bench mesh`, measured in one run.
+#[derive(Debug, Clone)]
+pub struct MeshFigures {
+    /// The agents one request went through, in order (the warm-up
+    /// request's steps): the pipeline the figures are for.
+    pub pipeline: Vec<String>,
+    /// Requests per figure (sequential runs and each concurrency level).
+    pub requests: usize,
+    /// Mean µs per request, one after another, with the caller on one of
+    /// the mesh's threads (the target's figure).
+    pub seq_on_thread_us: f64,
+    /// The floor and the other figures; `None` with `sequential_only`,
+    /// which measures only `seq_on_thread_us`.
+    pub compared: Option<MeshComparison>,
+    /// The target for `seq_on_thread_us`, in µs per request.
+    pub target_us: f64,
+    /// Whether `seq_on_thread_us` is within `target_us`.
+    pub met: bool,
+}
+
+/// The mesh's figures beside the floor (bare actix round trips of the
+/// same shape), measured in the same run as [`MeshFigures`].
+#[derive(Debug, Clone)]
+pub struct MeshComparison {
+    /// Round trips in one floor chain (and in one mesh request): `Ask`
+    /// into the orchestrator, then one `RunStep` per agent.
+    pub hops: usize,
+    /// Mean µs per floor chain, one after another, caller on a floor
+    /// worker thread: the floor for `seq_on_thread_us`.
+    pub floor_seq_us: f64,
+    /// Mean µs per mesh request, one after another, caller on another
+    /// runtime (each request wakes a mesh thread and is woken back).
+    pub seq_off_thread_us: f64,
+    /// Mean µs per floor chain with the caller on another runtime: the
+    /// floor for `seq_off_thread_us`.
+    pub floor_off_thread_us: f64,
+    /// Throughput at each concurrency level, mesh beside floor.
+    pub concurrency: Vec<ConcurrencyRow>,
+}
+
+/// Throughput of the mesh and of the floor with the same number of
+/// callers sharing the same number of calls.
+#[derive(Debug, Clone)]
+pub struct ConcurrencyRow {
+    /// Callers at once.
+    pub callers: usize,
+    /// Mesh requests completed per second.
+    pub mesh_rps: f64,
+    /// Floor chains completed per second.
+    pub floor_rps: f64,
+}
+
+pub async fn run(mut spec: MeshSpec, opts: &Options) -> Result<MeshFigures, BenchError> {
+    let n = opts.requests.unwrap_or(if opts.quick { 2_000 } else { 50_000 }).max(16);
     zero_mode(&mut spec, 0);
     let arbiters = spec.settings.mesh.arbiters.max(1);
     let mesh = Arc::new(start_mesh(spec).await?);
     let answer = mesh.ask(ask()).await.map_err(|e| fail("mesh warm-up request", e))?;
-    let agents: Vec<&str> = answer.steps.iter().map(|s| s.agent.as_str()).collect();
-    if agents.len() != 4 {
-        return Err(fail("mesh", format!("expected the 4-agent pipeline, ran {}", agents.join(" → "))));
+    let pipeline: Vec<String> = answer.steps.iter().map(|s| s.agent.clone()).collect();
+    if pipeline.len() != 4 {
+        return Err(fail("mesh", format!("expected the 4-agent pipeline, ran {}", pipeline.join(" → "))));
     }
-    println!(
-        "\n== mesh: {} in process, zero-work model and store, {n} requests per figure",
-        agents.join(" → ")
-    );
-    if args.sequential_only {
+    let figures = |seq_on_thread_us: f64, compared: Option<MeshComparison>| MeshFigures {
+        pipeline: pipeline.clone(),
+        requests: n,
+        seq_on_thread_us,
+        compared,
+        target_us: TARGET_US,
+        met: seq_on_thread_us <= TARGET_US,
+    };
+    if opts.sequential_only {
         mesh_seq_on_thread(&mesh, n / 10).await?;
         let mesh_seq = mesh_seq_on_thread(&mesh, n).await?;
-        println!("  sequential, caller on a mesh thread  mesh {mesh_seq:>8.2} µs/request");
-        return Ok(());
+        return Ok(figures(mesh_seq, None));
     }
     let floor = Arc::new(Floor::start(arbiters)?);
     // Warm both paths.
@@ -60,17 +115,10 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
     // whole request runs without waking another thread.
     let mesh_seq = mesh_seq_on_thread(&mesh, n).await?;
     let floor_seq = floor_seq_on_thread(&floor, n).await?;
-    println!(
-        "  sequential, caller on a mesh thread      mesh {mesh_seq:>8.2} µs/request   floor ({HOPS} bare actix round trips) {floor_seq:>6.2} µs   mesh/floor {:.1}×",
-        ratio(mesh_seq, floor_seq)
-    );
     // From another runtime: two thread wake-ups per request (in and out).
     let mesh_off = measure_seq(n, || mesh.ask(ask()), |r| r.is_ok()).await?;
     let floor_off = measure_seq(n, || floor.chain(), |ok| *ok).await?;
-    println!(
-        "  sequential, caller on another thread     mesh {mesh_off:>8.2} µs/request   floor ({HOPS} bare actix round trips) {floor_off:>6.2} µs   mesh/floor {:.1}×",
-        ratio(mesh_off, floor_off)
-    );
+    let mut concurrency = Vec::with_capacity(3);
     for c in [1usize, 16, 256] {
         let m = mesh.clone();
         let mesh_rps = measure_concurrent(n, c, move || {
@@ -84,22 +132,24 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
             async move { f.chain().await }
         })
         .await?;
-        println!(
-            "  concurrency {c:<3} mesh {mesh_rps:>9.0} requests/s    floor {floor_rps:>9.0} chains/s   mesh/floor {:.2}",
-            ratio(mesh_rps, floor_rps)
-        );
+        concurrency.push(ConcurrencyRow { callers: c, mesh_rps, floor_rps });
     }
-    println!(
-        "  target ≤ {TARGET_US} µs/request sequential: {} ({mesh_seq:.2} µs)",
-        verdict(mesh_seq <= TARGET_US)
-    );
     if let Ok(floor) = Arc::try_unwrap(floor) {
         floor.stop();
     }
     if let Ok(mesh) = Arc::try_unwrap(mesh) {
         let _ = tokio::task::spawn_blocking(move || mesh.shutdown()).await;
     }
-    Ok(())
+    Ok(figures(
+        mesh_seq,
+        Some(MeshComparison {
+            hops: HOPS,
+            floor_seq_us: floor_seq,
+            seq_off_thread_us: mesh_off,
+            floor_off_thread_us: floor_off,
+            concurrency,
+        }),
+    ))
 }
 
 /// Starts the mesh of `spec` with its configured (here: zero-work) parts.

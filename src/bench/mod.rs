@@ -1,5 +1,8 @@
-//! `meshops bench`: benchmarks that print their figure beside the limit it
-//! is measured against, in the same run, on the same machine.
+//! `meshops bench`: benchmarks that measure their figures beside the limit
+//! each is measured against, in the same run, on the same machine. Each
+//! returns its figures as a typed value (`MeshFigures`, `GatewayFigures`,
+//! …) that carries its limits and targets too; printing them is the
+//! binary's business (`src/cli/bench.rs`).
 //!
 //! - [`mesh`]: the 4-agent pipeline in process with the zero-work model and
 //!   store, against bare actix round trips of the same shape.
@@ -22,9 +25,16 @@ pub mod overhead;
 pub mod retrieval;
 pub mod startup;
 
+pub use eval::EvalFigures;
+pub use gateway::{GatewayFigures, InflightFigures, InflightRun};
+pub use mesh::{ConcurrencyRow, MeshComparison, MeshFigures};
+pub use overhead::OverheadFigures;
+pub use retrieval::RetrievalFigures;
+pub use startup::StartupFigures;
+
 use std::time::{Duration, Instant};
 
-use crate::config::{EmbedderProvider, LoadOptions, MeshSpec, ModelProfile, Provider, StoreBackend};
+use crate::config::{EmbedderProvider, MeshSpec, ModelProfile, Provider, StoreBackend};
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +49,7 @@ pub fn fail(what: impl Into<String>, e: impl std::fmt::Display) -> BenchError {
 }
 
 /// Which benchmark to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
     Mesh,
     Gateway,
@@ -48,64 +58,35 @@ pub enum Which {
     Eval,
     Retrieval,
     Startup,
+    /// Each of the above in turn.
     All,
 }
 
-/// Arguments of `meshops bench`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// The benchmark to run (`all` runs each in turn).
-    #[arg(value_enum)]
+/// What to run and at what size; the binary fills it from its arguments.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The benchmark to run (`All` runs each in turn).
     pub name: Which,
-    /// Shrink every benchmark to seconds (for CI: proves they run, times
+    /// Shrinks every benchmark to seconds (for CI: proves they run; times
     /// mean little).
-    #[arg(long)]
     pub quick: bool,
     /// `retrieval`: synthetic points to search (default 100,000).
-    #[arg(long)]
     pub points: Option<usize>,
     /// `mesh`: requests per measurement; `inflight`: requests at once.
-    #[arg(long)]
     pub requests: Option<usize>,
     /// `gateway`: seconds per load run.
-    #[arg(long)]
     pub seconds: Option<f64>,
     /// `mesh`: only the sequential mesh figure, no floor and no concurrency
     /// runs (for counting instructions or allocations per request under
     /// valgrind).
-    #[arg(long)]
     pub sequential_only: bool,
 }
 
-/// Runs the benchmarks `args` names with the configuration `load` gives.
-pub async fn execute(args: &Args, load: LoadOptions) -> Result<(), BenchError> {
-    let spec = MeshSpec::load(&load).map_err(|e| fail("configuration", format!("\n{e}")))?;
-    println!("meshops bench{}: {}", if args.quick { " --quick" } else { "" }, machine());
-    let all = args.name == Which::All;
-    let runs = |w: Which| all || args.name == w;
-    if runs(Which::Mesh) {
-        mesh::run(spec.clone(), args).await?;
+impl Options {
+    /// Whether `which` is one of the benchmarks these options name.
+    pub fn runs(&self, which: Which) -> bool {
+        self.name == Which::All || self.name == which
     }
-    if runs(Which::Gateway) {
-        gateway::throughput(spec.clone(), args).await?;
-    }
-    if runs(Which::Inflight) {
-        gateway::inflight(spec.clone(), args).await?;
-    }
-    if runs(Which::Overhead) {
-        overhead::run(spec.clone(), args).await?;
-    }
-    if runs(Which::Eval) {
-        eval::run(spec.clone(), args).await?;
-    }
-    if runs(Which::Retrieval) {
-        retrieval::run(spec.clone(), args).await?;
-    }
-    if runs(Which::Startup) {
-        startup::run(spec.clone(), args).await?;
-    }
-    println!("done; {}", machine());
-    Ok(())
 }
 
 /// Cores and load average: figures from a busy machine are noise.
@@ -221,14 +202,9 @@ impl Drop for TempDir {
     }
 }
 
-/// `a / b` as a ratio, for printing (0 when `b` is 0).
+/// `a / b` as a ratio (0 when `b` is 0).
 pub fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 { 0.0 } else { a / b }
-}
-
-/// "met" or "missed" for a target line.
-pub fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
 }
 
 /// Seconds as a `Duration`, clamped to something sensible.

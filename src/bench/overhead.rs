@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Args, BenchError, Samples, fail, verdict};
+use super::{BenchError, Options, Samples, fail};
 use crate::config::{FlowSpec, MeshSpec, ModelProfile, Provider};
 use crate::proto;
 use crate::proto::gateway_client::GatewayClient;
@@ -92,8 +92,38 @@ async fn serve(mut socket: TcpStream, keep: Arc<Mutex<Vec<u8>>>) -> std::io::Res
     }
 }
 
-pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
-    let n = if args.quick { 200 } else { 3_000 };
+/// The figures of `meshops bench overhead`, measured in one run: client
+/// latencies of the same completion, sent directly and through meshops.
+#[derive(Debug, Clone)]
+pub struct OverheadFigures {
+    /// Size of the completion request meshops sent (and the direct client
+    /// replays), in bytes.
+    pub request_bytes: usize,
+    /// Calls each way, interleaved.
+    pub calls: usize,
+    /// The agent that calls the test double (the flow's one model step).
+    pub summarizer: String,
+    /// Direct HTTP call, median latency in µs.
+    pub direct_p50_us: f64,
+    /// Direct HTTP call, 99th percentile latency in µs.
+    pub direct_p99_us: f64,
+    /// Through meshops (gRPC, gateway, router, summarizer, HTTP), median
+    /// latency in µs.
+    pub meshops_p50_us: f64,
+    /// Through meshops, 99th percentile latency in µs.
+    pub meshops_p99_us: f64,
+    /// What meshops adds at the median: `meshops_p50_us - direct_p50_us`.
+    pub added_p50_us: f64,
+    /// What meshops adds at the 99th percentile.
+    pub added_p99_us: f64,
+    /// The limit for `added_p50_us`, in µs.
+    pub target_added_p50_us: f64,
+    /// Whether `added_p50_us` is within `target_added_p50_us`.
+    pub met: bool,
+}
+
+pub async fn run(mut spec: MeshSpec, opts: &Options) -> Result<OverheadFigures, BenchError> {
+    let n = if opts.quick { 200 } else { 3_000 };
     let double = Double::start().await?;
     let base_url = format!("http://{}/v1", double.addr);
     super::zero_mode(&mut spec, 0);
@@ -173,21 +203,20 @@ pub async fn run(mut spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
         client.ask(request.clone()).await.map_err(|e| fail("meshops call", e))?;
         m.push_since(t);
     }
-    println!(
-        "\n== overhead: one chat completion ({} byte request) to an OpenAI-wire test double on loopback, {n} calls each, interleaved",
-        body.len()
-    );
     let (d50, d99, m50, m99) = (d.pct(0.5), d.pct(0.99), m.pct(0.5), m.pct(0.99));
-    println!("  direct HTTP call            p50 {d50:>8.0} µs   p99 {d99:>8.0} µs");
-    println!(
-        "  through meshops (gRPC → gateway → router [zero-work] → {summarizer_name} → HTTP)   p50 {m50:>8.0} µs   p99 {m99:>8.0} µs"
-    );
-    println!(
-        "  added: p50 {:.0} µs, p99 {:.0} µs   target ≤ 1 ms added at p50: {}",
-        m50 - d50,
-        m99 - d99,
-        verdict(m50 - d50 <= 1000.0)
-    );
     server.shutdown().await.map_err(|e| fail("gateway shutdown", e))?;
-    Ok(())
+    let target_added_p50_us = 1000.0;
+    Ok(OverheadFigures {
+        request_bytes: body.len(),
+        calls: n,
+        summarizer: summarizer_name,
+        direct_p50_us: d50,
+        direct_p99_us: d99,
+        meshops_p50_us: m50,
+        meshops_p99_us: m99,
+        added_p50_us: m50 - d50,
+        added_p99_us: m99 - d99,
+        target_added_p50_us,
+        met: m50 - d50 <= target_added_p50_us,
+    })
 }

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::{Args, BenchError, Samples, TempDir, fail, ratio};
+use super::{BenchError, Options, Samples, TempDir, fail};
 use crate::config::MeshSpec;
 use crate::retrieval::chunk::ChunkOptions;
 use crate::retrieval::edge::EdgeStore;
@@ -37,9 +37,53 @@ impl Rng {
     }
 }
 
-pub async fn run(spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
-    let n = args.points.unwrap_or(if args.quick { 5_000 } else { 100_000 }).max(10);
-    let queries = if args.quick { 50 } else { 500 };
+/// Points per upsert call while loading the synthetic vectors.
+const UPSERT_BATCH: usize = 1000;
+
+/// The figures of `meshops bench retrieval`, measured in one run.
+#[derive(Debug, Clone)]
+pub struct RetrievalFigures {
+    /// Synthetic unit vectors loaded and searched.
+    pub points: usize,
+    /// Their dimension.
+    pub dimension: usize,
+    /// Hits asked of each search.
+    pub top_k: usize,
+    /// Searches timed (after 10 untimed ones).
+    pub queries: usize,
+    /// Points per upsert call.
+    pub upsert_batch: usize,
+    /// Seconds to upsert all `points`.
+    pub upsert_secs: f64,
+    /// `points / upsert_secs`, points per second.
+    pub upsert_points_per_s: f64,
+    /// qdrant-edge search through the store's async API, median in µs.
+    pub edge_p50_us: f64,
+    /// qdrant-edge search, 99th percentile in µs.
+    pub edge_p99_us: f64,
+    /// Exact brute-force scan of the same vectors (plain Rust, one
+    /// thread), median in µs: the comparison for `edge_p50_us`.
+    pub scan_p50_us: f64,
+    /// Exact scan, 99th percentile in µs.
+    pub scan_p99_us: f64,
+    /// Share of the exact top `top_k` that qdrant-edge found (0..1).
+    pub recall: f64,
+    /// Ingest: files of the copied corpus.
+    pub ingest_files: usize,
+    /// Ingest: chunks they made.
+    pub ingest_chunks: usize,
+    /// Ingest: seconds to chunk, embed (offline) and upsert them.
+    pub ingest_secs: f64,
+    /// `ingest_chunks / ingest_secs`, chunks per second.
+    pub ingest_chunks_per_s: f64,
+    /// The offline embedder alone on the same chunks, chunks per second:
+    /// how much of ingest is embedding.
+    pub embed_chunks_per_s: f64,
+}
+
+pub async fn run(spec: MeshSpec, opts: &Options) -> Result<RetrievalFigures, BenchError> {
+    let n = opts.points.unwrap_or(if opts.quick { 5_000 } else { 100_000 }).max(10);
+    let queries = if opts.quick { 50 } else { 500 };
     let top_k = 4;
     let dir = TempDir::new("retrieval")?;
     let data = dir.path().join("search");
@@ -50,12 +94,12 @@ pub async fn run(spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
     let mut rng = Rng(42);
     let vectors: Vec<Vec<f32>> = (0..n).map(|_| rng.unit()).collect();
     let t = Instant::now();
-    for (b, batch) in vectors.chunks(1000).enumerate() {
+    for (b, batch) in vectors.chunks(UPSERT_BATCH).enumerate() {
         let points = batch
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                let id = b * 1000 + i;
+                let id = b * UPSERT_BATCH + i;
                 let chunk = Chunk {
                     doc_id: format!("doc{}", id / 10),
                     chunk_id: format!("doc{}#{}", id / 10, id % 10),
@@ -86,26 +130,12 @@ pub async fn run(spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
             .filter(|&&i| hits.iter().any(|h| h.chunk_id == format!("doc{}#{}", i / 10, i % 10)))
             .count();
     }
-    println!(
-        "\n== retrieval: qdrant-edge, {n} synthetic {DIMENSION}-d unit vectors (cosine), top {top_k}, {queries} queries"
-    );
-    println!(
-        "  upsert   {:.0} points/s ({n} points in {upsert_secs:.2} s, batches of 1000)",
-        n as f64 / upsert_secs
-    );
     let (e50, e99, s50, s99) = (edge.pct(0.5), edge.pct(0.99), scan.pct(0.5), scan.pct(0.99));
-    println!(
-        "  search   qdrant-edge p50 {e50:>8.0} µs   p99 {e99:>8.0} µs   (through the store's async API)"
-    );
-    println!(
-        "           exact scan  p50 {s50:>8.0} µs   p99 {s99:>8.0} µs   (plain Rust, one thread)   edge/scan p50 {:.2}   recall@{top_k} {:.3}",
-        ratio(e50, s50),
-        agree as f64 / (queries * top_k) as f64
-    );
+    let recall = agree as f64 / (queries * top_k) as f64;
     drop(store);
 
     // Ingest: the shipped corpus, copied to get enough chunks to time.
-    let copies = if args.quick { 1 } else { 20 };
+    let copies = if opts.quick { 1 } else { 20 };
     let src = spec.resolve(std::path::Path::new("corpus"));
     let corpus = dir.path().join("corpus");
     for c in 0..copies {
@@ -146,14 +176,25 @@ pub async fn run(spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
     let t = Instant::now();
     embedder.embed(&texts).await.map_err(|e| fail("embed", e))?;
     let embed_secs = t.elapsed().as_secs_f64();
-    println!(
-        "  ingest   {:.0} chunks/s ({} files, {} chunks in {ingest_secs:.2} s: chunk + offline embed + upsert)   embedder alone {:.0} chunks/s",
-        report.chunks as f64 / ingest_secs,
-        report.files,
-        report.chunks,
-        texts.len() as f64 / embed_secs
-    );
-    Ok(())
+    Ok(RetrievalFigures {
+        points: n,
+        dimension: DIMENSION,
+        top_k,
+        queries,
+        upsert_batch: UPSERT_BATCH,
+        upsert_secs,
+        upsert_points_per_s: n as f64 / upsert_secs,
+        edge_p50_us: e50,
+        edge_p99_us: e99,
+        scan_p50_us: s50,
+        scan_p99_us: s99,
+        recall,
+        ingest_files: report.files,
+        ingest_chunks: report.chunks,
+        ingest_secs,
+        ingest_chunks_per_s: report.chunks as f64 / ingest_secs,
+        embed_chunks_per_s: texts.len() as f64 / embed_secs,
+    })
 }
 
 /// Indices of the `k` vectors with the largest dot product with `q`.

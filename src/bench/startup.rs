@@ -10,15 +10,37 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::{Args, BenchError, TempDir, fail, median};
+use super::{BenchError, Options, TempDir, fail, median};
 use crate::config::MeshSpec;
 
 /// Longest a start may take before the bench gives up.
 const GIVE_UP: Duration = Duration::from_secs(120);
 
-pub async fn run(spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
+/// How often health is asked while a start is timed, in ms: the figures'
+/// resolution.
+const POLL_MS: u64 = 2;
+
+/// The figures of `meshops bench startup`, measured in one run.
+#[derive(Debug, Clone)]
+pub struct StartupFigures {
+    /// Starts with the corpus already ingested, each in ms from exec of
+    /// `meshops serve` to health SERVING, in the order run.
+    pub warm_ms: Vec<f64>,
+    /// The median of `warm_ms`: the figure.
+    pub warm_median_ms: f64,
+    /// The first start, which ingests the corpus, in ms to SERVING.
+    pub cold_ms: f64,
+    /// Bare exec (`meshops --version` to exit), in ms: what any start
+    /// costs before meshops does anything.
+    pub exec_ms: f64,
+    /// How often health was asked during a start, in ms: the resolution of
+    /// `warm_ms` and `cold_ms`.
+    pub health_poll_ms: u64,
+}
+
+pub async fn run(spec: MeshSpec, opts: &Options) -> Result<StartupFigures, BenchError> {
     let exe = std::env::current_exe().map_err(|e| fail("the meshops binary", e))?;
-    let runs = if args.quick { 1 } else { 5 };
+    let runs = if opts.quick { 1 } else { 5 };
     let data = TempDir::new("startup")?;
     let t = Instant::now();
     let status = Command::new(&exe)
@@ -35,17 +57,8 @@ pub async fn run(spec: MeshSpec, args: &Args) -> Result<(), BenchError> {
     for _ in 0..runs {
         warm.push(serve_once(&exe, &spec, data.path()).await?);
     }
-    let w = median(&warm);
-    println!(
-        "\n== startup: exec of `meshops serve` → health SERVING (spawned binary, health polled every 2 ms)"
-    );
-    println!(
-        "  corpus already ingested  {w:>7.1} ms  (median of {runs}: {})",
-        warm.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", ")
-    );
-    println!("  first start, ingesting   {cold:>7.1} ms");
-    println!("  bare exec (meshops --version to exit) {exec_ms:.1} ms");
-    Ok(())
+    let warm_median_ms = median(&warm);
+    Ok(StartupFigures { warm_ms: warm, warm_median_ms, cold_ms: cold, exec_ms, health_poll_ms: POLL_MS })
 }
 
 /// Spawns `meshops serve` on a free port with `data` as its data dir and
@@ -83,7 +96,7 @@ async fn serve_once(
         if serving(&url).await {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
     let ms = t.elapsed().as_secs_f64() * 1e3;
     child.stop().await;
