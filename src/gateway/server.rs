@@ -10,12 +10,15 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_reflection::server::{v1, v1alpha};
 
 use super::GatewayService;
 use super::admission::Admission;
 use crate::batch::{Batch, BatchError, runner::RunnerHandle};
 use crate::config::MeshSpec;
+use crate::config::keys::ApiKey;
 use crate::mesh::{MeshError, MeshHandle, MeshThreads};
 use crate::proto::batch_server::BatchServer;
 use crate::proto::gateway_server::GatewayServer;
@@ -186,6 +189,11 @@ pub async fn start(spec: MeshSpec, listener: TcpListener) -> Result<ServerHandle
 }
 
 /// [`start`] with some parts replaced.
+///
+/// The order matters: health (NOT_SERVING), admission and the batch store
+/// come first and the server starts serving on the mesh's threads before
+/// the store opens and the agents start, so probes and batch submissions
+/// are answered during a slow start; the mesh is set once it is up.
 pub async fn start_with(
     spec: MeshSpec,
     listener: TcpListener,
@@ -193,146 +201,53 @@ pub async fn start_with(
 ) -> Result<ServerHandle, ServeError> {
     let spec = Arc::new(spec);
     let addr = listener.local_addr()?;
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = HealthReporter::new();
     set_health(&health, ServingStatus::NotServing).await;
 
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
     let mesh_cell: Arc<OnceLock<Arc<MeshHandle>>> = Arc::new(OnceLock::new());
-    let gw = &spec.settings.gateway;
-    let keys = match &overrides.api_keys {
-        Some(plain) => Admission::plain_keys(plain, "override"),
-        None => {
-            let mut keys = Admission::keys_from_env(gw);
-            if let Some(var) = &gw.api_keys_env {
-                if keys.is_empty() {
-                    tracing::warn!(variable = %var, "gateway.api_keys_env names an unset or empty variable");
-                }
-            }
-            if let Some(path) = &gw.api_keys_file {
-                let from_file = crate::config::keys::read_key_file(&spec.resolve(path))
-                    .map_err(|message| ServeError::Config { field: "gateway.api_keys_file", message })?;
-                keys.extend(from_file);
-            }
-            if keys.is_empty() && (gw.api_keys_env.is_some() || gw.api_keys_file.is_some()) {
-                tracing::warn!("API keys are configured but none were found: no authentication");
-            }
-            keys
-        }
-    };
-    tracing::info!(keys = keys.len(), tls = gw.tls.is_some(), "gateway admission configured");
-    let admission = Arc::new(Admission::new(&spec.settings.gateway, keys));
-    let gateway = GatewayService::new(
-        mesh_cell.clone(),
-        spec.settings.gateway.clone(),
-        super::convert::describe(&spec),
-        admission.clone(),
+    let keys = admission_keys(&spec, overrides.api_keys.as_deref())?;
+    tracing::info!(
+        keys = keys.len(),
+        tls = spec.settings.gateway.tls.is_some(),
+        "gateway admission configured"
     );
+    let admission = Arc::new(Admission::new(&spec.settings.gateway, keys));
     // Opened before serving: a job is acknowledged only once it is stored,
     // and jobs may be submitted while the mesh is still starting.
     let batch = Arc::new(Batch::open(&spec).await?);
-    let batch_service = super::batch::BatchService::new(batch.clone(), admission.clone(), &spec);
-    // The server runs on the mesh's threads, one instance per worker
-    // arbiter accepting from the same socket: a call is decoded, run
-    // through the mesh and answered on the thread that accepted its
-    // connection, without waking another thread.
+    let services = Services {
+        health: HealthServer::new(HealthService::from_health_reporter(health.clone())),
+        reflection_v1: reflection().build_v1()?,
+        reflection_v1alpha: reflection().build_v1alpha()?,
+        gateway: GatewayService::new(
+            mesh_cell.clone(),
+            spec.settings.gateway.clone(),
+            super::convert::describe(&spec),
+            admission.clone(),
+        ),
+        batch: super::batch::BatchService::new(batch.clone(), admission.clone(), &spec),
+        tls: match &spec.settings.gateway.tls {
+            Some(tls) => {
+                let config = tls_config(&spec, tls)?;
+                // Built here once so a bad identity fails the start, not
+                // only the server instances on the mesh's threads.
+                Server::builder().tls_config(config.clone())?;
+                Some(config)
+            }
+            None => None,
+        },
+        max_message_bytes: spec.settings.gateway.max_message_bytes,
+        max_metadata_entries: spec.settings.gateway.max_metadata_entries,
+    };
     let mesh_threads = {
         let count = spec.settings.mesh.arbiters;
         tokio::task::spawn_blocking(move || MeshThreads::start(count)).await??
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let tls = match &spec.settings.gateway.tls {
-        Some(tls) => {
-            let config = tls_config(&spec, tls)?;
-            // Built here once so a bad identity fails the start, not only
-            // the server instances on the mesh's threads.
-            Server::builder().tls_config(config.clone())?;
-            Some(config)
-        }
-        None => None,
-    };
-    let max_message_bytes = spec.settings.gateway.max_message_bytes;
-    let max_metadata_entries = spec.settings.gateway.max_metadata_entries;
-    let serve_one = move |listener: std::net::TcpListener, mut stop: watch::Receiver<bool>| {
-        let mut builder = Server::builder();
-        if let Some(tls) = &tls {
-            builder = builder.tls_config(tls.clone())?;
-        }
-        let listener = TcpListener::from_std(listener)?;
-        // Small gRPC frames wait ~40 ms for delayed ACKs under Nagle's
-        // algorithm; answers must leave at once.
-        let incoming =
-            futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-                conn.and_then(|stream| {
-                    stream.set_nodelay(true)?;
-                    Ok(stream)
-                })
-            });
-        Ok::<_, ServeError>(
-            builder
-                .layer(tower::layer::layer_fn(|inner| StampArrival { inner }))
-                .layer(tower::layer::layer_fn(move |inner| super::limits::InputLimits {
-                    inner,
-                    max_message_bytes,
-                    max_metadata_entries,
-                }))
-                .add_service(health_service.clone())
-                .add_service(reflection_v1.clone())
-                .add_service(reflection_v1alpha.clone())
-                .add_service(GatewayServer::new(gateway.clone()).max_decoding_message_size(max_message_bytes))
-                .add_service(
-                    BatchServer::new(batch_service.clone()).max_decoding_message_size(max_message_bytes),
-                )
-                .serve_with_incoming_shutdown(incoming, async move {
-                    // A dropped sender also means stop.
-                    let _ = stop.wait_for(|stop| *stop).await;
-                }),
-        )
-    };
-    let serve_one = Arc::new(serve_one);
-    let listener = listener.into_std()?;
-    let mut served = Vec::with_capacity(mesh_threads.arbiters());
-    for i in 0..mesh_threads.arbiters() {
-        let (done_tx, done_rx) = oneshot::channel();
-        let (serve_one, listener, stop) = (serve_one.clone(), listener.try_clone()?, shutdown_rx.clone());
-        let spawned = mesh_threads.spawn_on(i, async move {
-            let result = match serve_one(listener, stop) {
-                Ok(serving) => serving.await.map_err(ServeError::from),
-                Err(e) => Err(e),
-            };
-            let _ = done_tx.send(result);
-        });
-        if !spawned {
-            return Err(ServeError::ThreadStopped);
-        }
-        served.push(done_rx);
-    }
-    drop(listener);
-    // Done when every instance is: the first error, if any.
-    let task = tokio::spawn(async move {
-        let mut result = Ok(());
-        for done in served {
-            if let Ok(Err(e)) = done.await {
-                if result.is_ok() {
-                    result = Err(e);
-                }
-            }
-        }
-        result
-    });
+    let task = serve_on_threads(&mesh_threads, listener, Arc::new(services), shutdown_rx)?;
 
-    let runtime = crate::runtime::start(
-        spec.clone(),
-        crate::runtime::Options { models: overrides.models, threads: Some(mesh_threads.clone()) },
-    )
-    .await?;
-    let crate::runtime::Runtime { mesh, store } = runtime;
+    let options = crate::runtime::Options { models: overrides.models, threads: Some(mesh_threads.clone()) };
+    let crate::runtime::Runtime { mesh, store } = crate::runtime::start(spec.clone(), options).await?;
     let mesh = Arc::new(mesh);
     // Set exactly once, here; a second set cannot happen.
     let _ = mesh_cell.set(mesh.clone());
@@ -354,6 +269,135 @@ pub async fn start_with(
         runner: Some(runner),
         threads: mesh_threads,
     })
+}
+
+/// The API keys admission checks: the overrides' plain keys, else those of
+/// `gateway.api_keys_env` and `gateway.api_keys_file`.
+fn admission_keys(spec: &MeshSpec, plain: Option<&[String]>) -> Result<Vec<ApiKey>, ServeError> {
+    if let Some(plain) = plain {
+        return Ok(Admission::plain_keys(plain, "override"));
+    }
+    let gw = &spec.settings.gateway;
+    let mut keys = Admission::keys_from_env(gw);
+    if let Some(var) = &gw.api_keys_env {
+        if keys.is_empty() {
+            tracing::warn!(variable = %var, "gateway.api_keys_env names an unset or empty variable");
+        }
+    }
+    if let Some(path) = &gw.api_keys_file {
+        let from_file = crate::config::keys::read_key_file(&spec.resolve(path))
+            .map_err(|message| ServeError::Config { field: "gateway.api_keys_file", message })?;
+        keys.extend(from_file);
+    }
+    if keys.is_empty() && (gw.api_keys_env.is_some() || gw.api_keys_file.is_some()) {
+        tracing::warn!("API keys are configured but none were found: no authentication");
+    }
+    Ok(keys)
+}
+
+/// Server reflection over meshops' and the health service's descriptors.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Everything one server instance serves, shared by the instances on the
+/// mesh's threads (each clones the services it adds).
+/// Generic over the reflection services, whose types tonic-reflection
+/// does not name.
+struct Services<R1, R0> {
+    health: HealthServer<HealthService>,
+    reflection_v1: v1::ServerReflectionServer<R1>,
+    reflection_v1alpha: v1alpha::ServerReflectionServer<R0>,
+    gateway: GatewayService,
+    batch: super::batch::BatchService,
+    /// `None` serves plaintext (h2c).
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    max_message_bytes: usize,
+    max_metadata_entries: usize,
+}
+
+impl<R1: v1::ServerReflection, R0: v1alpha::ServerReflection> Services<R1, R0> {
+    /// One server instance accepting from `listener` until `stop` says so.
+    async fn serve(
+        &self,
+        listener: std::net::TcpListener,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ServeError> {
+        let mut builder = Server::builder();
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.clone())?;
+        }
+        let listener = TcpListener::from_std(listener)?;
+        // Small gRPC frames wait ~40 ms for delayed ACKs under Nagle's
+        // algorithm; answers must leave at once.
+        let incoming =
+            futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+                conn.and_then(|stream| {
+                    stream.set_nodelay(true)?;
+                    Ok(stream)
+                })
+            });
+        let (max_message_bytes, max_metadata_entries) = (self.max_message_bytes, self.max_metadata_entries);
+        builder
+            .layer(tower::layer::layer_fn(|inner| StampArrival { inner }))
+            .layer(tower::layer::layer_fn(move |inner| super::limits::InputLimits {
+                inner,
+                max_message_bytes,
+                max_metadata_entries,
+            }))
+            .add_service(self.health.clone())
+            .add_service(self.reflection_v1.clone())
+            .add_service(self.reflection_v1alpha.clone())
+            .add_service(
+                GatewayServer::new(self.gateway.clone()).max_decoding_message_size(max_message_bytes),
+            )
+            .add_service(BatchServer::new(self.batch.clone()).max_decoding_message_size(max_message_bytes))
+            .serve_with_incoming_shutdown(incoming, async move {
+                // A dropped sender also means stop.
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Starts one server instance per worker arbiter of `threads`, all
+/// accepting from `listener`: a call is decoded, run through the mesh and
+/// answered on the thread that accepted its connection, without waking
+/// another thread. The task ends when every instance has, with the first
+/// error if any.
+fn serve_on_threads<R1: v1::ServerReflection, R0: v1alpha::ServerReflection>(
+    threads: &MeshThreads,
+    listener: TcpListener,
+    services: Arc<Services<R1, R0>>,
+    stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<Result<(), ServeError>>, ServeError> {
+    let listener = listener.into_std()?;
+    let mut served = Vec::with_capacity(threads.arbiters());
+    for i in 0..threads.arbiters() {
+        let (done_tx, done_rx) = oneshot::channel();
+        let (services, listener, stop) = (services.clone(), listener.try_clone()?, stop.clone());
+        let spawned = threads.spawn_on(i, async move {
+            let _ = done_tx.send(services.serve(listener, stop).await);
+        });
+        if !spawned {
+            return Err(ServeError::ThreadStopped);
+        }
+        served.push(done_rx);
+    }
+    Ok(tokio::spawn(async move {
+        let mut result = Ok(());
+        for done in served {
+            if let Ok(Err(e)) = done.await {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }))
 }
 
 /// When a call reached the server, stamped before decoding: the deadline
