@@ -28,6 +28,7 @@ type StepResult = Result<(StepOutput, StepRecord), MeshError>;
 struct Common {
     /// The agent's name, on spans, records, errors and metrics.
     name: String,
+    /// The agent's kind, on its step spans and records.
     kind: AgentKind,
     /// Upper bound on one step (`timeout_ms`).
     timeout: Duration,
@@ -40,6 +41,7 @@ struct Common {
 
 /// An agent's logic of kind `K`: one prepared `K` per profile.
 struct Profiles<K> {
+    /// What does not depend on the profile.
     common: Common,
     /// The profile used when the request names no variant.
     base: K,
@@ -186,6 +188,7 @@ impl<K: KindLogic> Profiles<K> {
 
 /// The actor around an agent's logic.
 pub struct AgentActor {
+    /// Shared with the agent's other replicas; survives restarts.
     logic: AgentLogic,
 }
 

@@ -30,6 +30,7 @@ fn shipped() -> &'static MeshSpec {
 
 /// The shipped agents and the resources a kind is prepared from.
 pub struct Harness {
+    /// What a kind is prepared from.
     pub resources: Resources,
     /// Keeps a store's folder alive as long as the store.
     _dir: Option<tempfile::TempDir>,
@@ -114,6 +115,7 @@ pub fn fixed_reply(text: &str) -> SharedLlm {
     Arc::new(FixedReply(text.to_string()))
 }
 
+/// The reply text of every call.
 struct FixedReply(String);
 
 impl LlmClient for FixedReply {
