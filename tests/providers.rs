@@ -308,7 +308,7 @@ async fn connection_errors_are_retried_then_the_offline_fallback_answers() {
     remote.fallback = Some("offline".into());
     let profiles =
         BTreeMap::from([("remote".to_string(), remote), ("offline".to_string(), ModelProfile::offline())]);
-    let clients = build_clients(&profiles).unwrap();
+    let clients = build_clients(&profiles, &Default::default()).unwrap();
     let mut req = request();
     req.hint = TaskHint::Route {
         query: "hello".into(),
@@ -342,7 +342,7 @@ async fn a_profile_that_stays_down_falls_back_to_its_fallback() {
         ("primary".to_string(), primary),
         ("backup".to_string(), profile(&server.base_url(), "backup")),
     ]);
-    let clients = build_clients(&profiles).unwrap();
+    let clients = build_clients(&profiles, &Default::default()).unwrap();
     let resp = clients["primary"].complete(&request(), None).await.unwrap();
     assert_eq!(resp.text, "from the backup");
     assert_eq!(resp.model, "backup");

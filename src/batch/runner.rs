@@ -123,8 +123,7 @@ async fn run_item(
         Ok(answer) => Outcome::Answered(Box::new(answer)),
         Err(e) => {
             span.in_scope(|| tracing::warn!(error = %e, "batch item failed"));
-            let status = crate::gateway::error::status(e);
-            Outcome::Failed { code: status.code() as i32, message: status.message().to_string() }
+            Outcome::Failed { code: e.class().grpc_code(), message: e.to_string() }
         }
     };
     guard.disarm();

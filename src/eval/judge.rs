@@ -239,10 +239,11 @@ impl Judge {
                     )));
                 };
                 if p.provider == Provider::Offline {
-                    Arc::new(OfflineEngine::new(OFFLINE_JUDGE_MODEL, p.latency_ms, p.failure_rate))
-                        as SharedLlm
+                    // Traced like the clients `build_clients` makes.
+                    let engine = OfflineEngine::new(OFFLINE_JUDGE_MODEL, p.latency_ms, p.failure_rate);
+                    crate::llm::traced::TracedClient::wrap(Arc::new(engine), &spec.settings.telemetry)
                 } else {
-                    let clients = crate::llm::build_clients(&spec.settings.models)
+                    let clients = crate::llm::build_clients(&spec.settings.models, &spec.settings.telemetry)
                         .map_err(|e| EvalError::Run(format!("judge model `{profile}`: {e}")))?;
                     clients.get(profile).cloned().ok_or_else(|| {
                         EvalError::Run(format!("judge model `{profile}`: no client was built"))

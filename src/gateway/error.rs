@@ -1,49 +1,17 @@
-//! The one map from mesh errors to gRPC status codes. It is an exhaustive
-//! `match`: a new error variant cannot slip out as `INTERNAL` unnoticed.
+//! Error → `tonic::Status` maps. A mesh error's class is decided in
+//! `mesh::error` by one exhaustive `match` (`MeshError::class`, with the
+//! reasons), and its code is the class's standard gRPC code; batch errors
+//! are mapped here, also by an exhaustive `match`. Either way a new variant
+//! cannot slip out as `INTERNAL` unnoticed.
 
 use tonic::Status;
 
 use crate::batch::BatchError;
-use crate::llm::LlmError;
 use crate::mesh::MeshError;
-use crate::retrieval::RetrievalError;
 
+/// The status of a failed mesh request: its class's code, its message.
 pub fn status(err: MeshError) -> Status {
-    let message = err.to_string();
-    match err {
-        MeshError::InvalidRequest(_) | MeshError::UnknownVariant { .. } => Status::invalid_argument(message),
-        MeshError::Model { source, .. } => match source {
-            LlmError::Unavailable { .. } | LlmError::Timeout { .. } => Status::unavailable(message),
-            LlmError::Rejected { .. } => Status::failed_precondition(message),
-            LlmError::BadResponse { .. } => Status::internal(message),
-            // 429 and 5xx mean the provider is down or overloaded (retries
-            // and fallback already ran out); other codes (401, 403, 404,
-            // 422, …) mean this deployment's model set-up is wrong.
-            LlmError::Status { code, .. } if code == 429 || (500..=599).contains(&code) => {
-                Status::unavailable(message)
-            }
-            LlmError::Status { .. } => Status::failed_precondition(message),
-        },
-        MeshError::Retrieval { source, .. } => match source {
-            RetrievalError::Store { .. } | RetrievalError::Embed { .. } | RetrievalError::Io { .. } => {
-                Status::unavailable(message)
-            }
-            RetrievalError::Dimension { .. } | RetrievalError::Input { .. } => {
-                Status::failed_precondition(message)
-            }
-        },
-        MeshError::AgentTimeout { .. } => Status::unavailable(message),
-        MeshError::DeadlineExceeded => Status::deadline_exceeded(message),
-        MeshError::Cancelled => Status::cancelled(message),
-        MeshError::AgentUnavailable { .. } => Status::unavailable(message),
-        // A panic is a bug, not an outage: the same request would likely
-        // panic again, so clients must not be told to retry it (which
-        // UNAVAILABLE means). Later requests are served by the restarted
-        // replica.
-        MeshError::AgentPanicked { .. } => Status::internal(message),
-        MeshError::NoFlow { .. } => Status::failed_precondition(message),
-        MeshError::Startup(_) => Status::unavailable(message),
-    }
+    Status::new(tonic::Code::from(err.class().grpc_code()), err.to_string())
 }
 
 /// The map from batch errors to status codes.
@@ -63,5 +31,83 @@ pub fn batch_status(err: BatchError) -> Status {
         BatchError::Join(_) => Status::internal(message),
         // Client-side errors (`meshops batch`); a server never returns them.
         BatchError::Input { .. } | BatchError::Client(_) => Status::internal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::llm::LlmError;
+    use crate::mesh::ErrorClass;
+    use crate::retrieval::RetrievalError;
+
+    #[test]
+    fn every_class_has_its_tonic_code() {
+        for class in ErrorClass::ALL {
+            // Exhaustive: a new class must be given its code here.
+            let want = match class {
+                ErrorClass::InvalidArgument => Code::InvalidArgument,
+                ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+                ErrorClass::DeadlineExceeded => Code::DeadlineExceeded,
+                ErrorClass::Cancelled => Code::Cancelled,
+                ErrorClass::Unavailable => Code::Unavailable,
+                ErrorClass::Internal => Code::Internal,
+            };
+            assert_eq!(Code::from(class.grpc_code()), want, "{class:?}");
+        }
+    }
+
+    #[test]
+    fn mesh_errors_keep_their_codes_and_messages() {
+        let model = |source| MeshError::Model { agent: "a".into(), profile: "p".into(), source };
+        let llm_status = |code| LlmError::Status { model: "m".into(), code, message: String::new() };
+        let retrieval = |source| MeshError::Retrieval { agent: "a".into(), source };
+        let cases = [
+            (MeshError::InvalidRequest("x".into()), Code::InvalidArgument),
+            (
+                MeshError::UnknownVariant { variant: "v".into(), known: "(none)".into() },
+                Code::InvalidArgument,
+            ),
+            (model(LlmError::Unavailable { model: "m".into(), message: String::new() }), Code::Unavailable),
+            (model(LlmError::Timeout { model: "m".into(), timeout_ms: 1 }), Code::Unavailable),
+            (
+                model(LlmError::Rejected { model: "m".into(), message: String::new() }),
+                Code::FailedPrecondition,
+            ),
+            (model(LlmError::BadResponse { model: "m".into(), message: String::new() }), Code::Internal),
+            (model(llm_status(429)), Code::Unavailable),
+            (model(llm_status(503)), Code::Unavailable),
+            (model(llm_status(401)), Code::FailedPrecondition),
+            (
+                retrieval(RetrievalError::Store { collection: "c".into(), message: String::new() }),
+                Code::Unavailable,
+            ),
+            (
+                retrieval(RetrievalError::Input { path: "p".into(), message: String::new() }),
+                Code::FailedPrecondition,
+            ),
+            (
+                MeshError::Prompt {
+                    agent: "a".into(),
+                    source: crate::prompt::PromptError::Render { path: "p".into(), message: "m".into() },
+                },
+                Code::FailedPrecondition,
+            ),
+            (MeshError::AgentTimeout { agent: "a".into(), timeout_ms: 1 }, Code::Unavailable),
+            (MeshError::DeadlineExceeded, Code::DeadlineExceeded),
+            (MeshError::Cancelled, Code::Cancelled),
+            (MeshError::AgentUnavailable { agent: "a".into(), message: "m".into() }, Code::Unavailable),
+            (MeshError::AgentPanicked { agent: "a".into() }, Code::Internal),
+            (MeshError::NoFlow { intent: "i".into() }, Code::FailedPrecondition),
+            (MeshError::internal(Some("a"), "returned no draft"), Code::Internal),
+            (MeshError::Startup("s".into()), Code::Unavailable),
+        ];
+        for (err, code) in cases {
+            let message = err.to_string();
+            let s = status(err);
+            assert_eq!((s.code(), s.message()), (code, message.as_str()));
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod judge_heuristic;
 pub mod offline;
 pub mod openai;
 pub mod retry;
+pub mod traced;
 pub mod zero;
 
 use std::collections::{BTreeMap, HashMap};
@@ -267,12 +268,17 @@ pub fn build_client_with(
 }
 
 /// Builds one client per profile, each wired to its `fallback` profile's
-/// client. Fails on the first profile that cannot be built, or on a
-/// fallback cycle (validation rejects those first; this guards callers that
-/// skip it).
+/// client and wrapped, outermost, in [`traced::TracedClient`] (one span and
+/// one set of metric samples per call, retries and fallback inside it;
+/// `telemetry.capture_content` decides whether text is recorded). Fails on
+/// the first profile that cannot be built, or on a fallback cycle
+/// (validation rejects those first; this guards callers that skip it).
 pub fn build_clients(
     profiles: &BTreeMap<String, ModelProfile>,
+    telemetry: &crate::config::TelemetrySettings,
 ) -> Result<HashMap<String, SharedLlm>, LlmError> {
+    // Fallbacks are wired to the untraced clients: a fallback call runs
+    // inside the span of the call that fell back, as one logical call.
     let mut built: HashMap<String, SharedLlm> = HashMap::new();
     // Profiles whose fallback is built go first; at most one pass per
     // profile is needed when there is no cycle.
@@ -299,7 +305,10 @@ pub fn build_clients(
             progressed = true;
         }
         if built.len() == profiles.len() {
-            return Ok(built);
+            return Ok(built
+                .into_iter()
+                .map(|(name, client)| (name, traced::TracedClient::wrap(client, telemetry)))
+                .collect());
         }
         if !progressed {
             break;

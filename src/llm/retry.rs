@@ -85,7 +85,7 @@ impl RetryingClient {
                 let mut resp = done.value;
                 resp.attempts = done.attempts;
                 resp.failed_attempts = done.failed;
-                tracing::info!(
+                tracing::debug!(
                     profile = %self.profile,
                     agent = %request.agent,
                     model = %resp.model,

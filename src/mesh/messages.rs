@@ -106,6 +106,18 @@ pub enum StepInput {
     },
 }
 
+impl StepInput {
+    /// The step's name, for errors (`route`, `retrieve`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepInput::Route { .. } => "route",
+            StepInput::Retrieve { .. } => "retrieve",
+            StepInput::Summarize { .. } => "summarize",
+            StepInput::Critique { .. } => "critique",
+        }
+    }
+}
+
 /// What one agent step produced.
 #[derive(Debug, Clone)]
 pub enum StepOutput {

@@ -3,15 +3,17 @@
 //! An [`orchestrator::Orchestrator`] actor receives [`messages::Ask`], runs
 //! the router agent, then the flow configured for the routed intent (for
 //! example retriever → summarizer ⇄ critic), and returns an [`Answer`] with
-//! one [`StepRecord`] per step. Each agent is an [`agent::AgentActor`]
+//! one [`StepRecord`] per step. Each agent is an [`agents::AgentActor`]
 //! with at least one replica on every worker arbiter ([`MeshThreads`]), so a
 //! request runs on one thread. Handlers return futures, so one actor serves
-//! many requests at once.
+//! many requests at once. Each agent kind is a type of its own in
+//! [`agents`]; errors and their classes are in [`error`].
 //!
 //! The mesh knows no tonic and no proto types; it sees models and stores
 //! only through the `LlmClient`, `Embedder` and `VectorStore` traits.
 
-pub mod agent;
+pub mod agents;
+pub mod error;
 pub mod messages;
 pub mod orchestrator;
 
@@ -23,11 +25,12 @@ use std::thread::JoinHandle;
 use actix::{Actor, Addr, Arbiter};
 use serde::{Deserialize, Serialize};
 
+pub use error::{ErrorClass, MeshError};
 pub use messages::{Ask, AskInput, EventSink, MeshEvent, RunStep, StepInput, StepOutput};
 
 use crate::config::{AgentKind, MeshSpec};
-use crate::llm::{LlmError, Scores, SharedLlm};
-use crate::retrieval::{RetrievalError, SharedEmbedder, SharedStore};
+use crate::llm::{Scores, SharedLlm};
+use crate::retrieval::{SharedEmbedder, SharedStore};
 
 /// A cited passage in an answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,55 +95,23 @@ pub struct Answer {
     pub variant: String,
 }
 
-/// Why a request failed in the mesh.
-#[derive(Debug, thiserror::Error)]
-pub enum MeshError {
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
-    #[error("unknown variant `{variant}`; known: {known}")]
-    UnknownVariant { variant: String, known: String },
-    #[error("agent `{agent}` (model profile `{profile}`): {source}")]
-    Model { agent: String, profile: String, source: LlmError },
-    #[error("agent `{agent}`: {source}")]
-    Retrieval { agent: String, source: RetrievalError },
-    #[error("agent `{agent}` did not finish within {timeout_ms} ms")]
-    AgentTimeout { agent: String, timeout_ms: u64 },
-    #[error("request deadline exceeded")]
-    DeadlineExceeded,
-    #[error("request cancelled")]
-    Cancelled,
-    #[error("agent `{agent}` is unavailable: {message}")]
-    AgentUnavailable { agent: String, message: String },
-    /// The agent's code panicked while serving this request; the replica
-    /// was restarted by its supervisor.
-    #[error(
-        "agent `{agent}` failed: it panicked while serving this request and was restarted; \
-         the gateway log has the details"
-    )]
-    AgentPanicked { agent: String },
-    #[error("no flow for intent `{intent}`")]
-    NoFlow { intent: String },
-    #[error("mesh failed to start: {0}")]
-    Startup(String),
-}
-
 /// What agents share: the retrieval parts and one model client per profile.
 #[derive(Clone)]
 pub struct Resources {
     pub store: SharedStore,
     pub embedder: SharedEmbedder,
+    /// One client per model profile, traced (`llm::build_clients`).
     pub models: HashMap<String, SharedLlm>,
-    /// Record prompt and completion text on spans (`telemetry.capture_content`).
-    pub capture_content: bool,
 }
 
 impl Resources {
     /// Builds one model client per profile in `spec`, each wired to its
-    /// fallback profile's client.
+    /// fallback profile's client and traced (with
+    /// `telemetry.capture_content`).
     pub fn build(spec: &MeshSpec, store: SharedStore, embedder: SharedEmbedder) -> Result<Self, MeshError> {
-        let models = crate::llm::build_clients(&spec.settings.models)
-            .map_err(|e| MeshError::Startup(e.to_string()))?;
-        Ok(Self { store, embedder, models, capture_content: spec.settings.telemetry.capture_content })
+        let models = crate::llm::build_clients(&spec.settings.models, &spec.settings.telemetry)
+            .map_err(MeshError::ModelClients)?;
+        Ok(Self { store, embedder, models })
     }
 }
 
@@ -191,7 +162,7 @@ impl MeshThreads {
                     tracing::error!(error = %e, "mesh actor system stopped with an error");
                 }
             })
-            .map_err(|e| MeshError::Startup(format!("cannot spawn mesh thread: {e}")))?;
+            .map_err(MeshError::Thread)?;
         match rx.recv() {
             Ok((arbiters, system)) => {
                 Ok(Arc::new(MeshThreads { id, arbiters, system, thread: Some(thread) }))
@@ -258,7 +229,7 @@ pub struct MeshHandle {
     orchestrators: Vec<Addr<orchestrator::Orchestrator>>,
     next: AtomicUsize,
     /// Each agent's logic, shared with its replicas: read for restart counts.
-    agents: HashMap<String, Arc<agent::AgentLogic>>,
+    agents: HashMap<String, agents::AgentLogic>,
 }
 
 impl MeshHandle {
@@ -291,10 +262,8 @@ impl MeshHandle {
             None => self.next.fetch_add(1, Ordering::Relaxed) % self.orchestrators.len().max(1),
         };
         let Some(orchestrator) = self.orchestrators.get(i) else {
-            return Err(MeshError::AgentUnavailable {
-                agent: "orchestrator".into(),
-                message: "none started".into(),
-            });
+            // `start_actors` starts one per arbiter and refuses none.
+            return Err(MeshError::internal(Some("orchestrator"), "none started"));
         };
         match orchestrator.send(ask).await {
             Ok(result) => result,
@@ -326,7 +295,7 @@ impl MeshHandle {
 }
 
 /// One orchestrator per worker arbiter, and each agent's logic.
-type Started = (Vec<Addr<orchestrator::Orchestrator>>, HashMap<String, Arc<agent::AgentLogic>>);
+type Started = (Vec<Addr<orchestrator::Orchestrator>>, HashMap<String, agents::AgentLogic>);
 
 fn start_actors(
     arbiters: &[actix::ArbiterHandle],
@@ -339,7 +308,7 @@ fn start_actors(
     let mut agents = HashMap::new();
     let mut logics = HashMap::new();
     for (name, agent_spec) in &spec.agents {
-        let logic = Arc::new(agent::AgentLogic::new(agent_spec, &resources)?);
+        let logic = agents::AgentLogic::new(agent_spec, &resources)?;
         logics.insert(name.clone(), logic.clone());
         // Every arbiter runs at least one replica of every agent, so each
         // step of a request runs on the thread that took the request;
@@ -352,7 +321,7 @@ fn start_actors(
             // Supervised: a replica whose step panics is restarted in
             // place, keeping its address and mailbox.
             let addr =
-                actix::Supervisor::start_in_arbiter(&arbiters[home], move |_| agent::AgentActor::new(logic));
+                actix::Supervisor::start_in_arbiter(&arbiters[home], move |_| agents::AgentActor::new(logic));
             replicas.push((home, addr));
         }
         agents.insert(name.clone(), orchestrator::AgentPool::new(name.clone(), agent_spec.kind, replicas));

@@ -11,7 +11,8 @@ use actix::{Actor, Addr, Context, Handler, ResponseFuture};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument as _;
 
-use super::agent::{AgentActor, cited_indices};
+use super::agents::AgentActor;
+use super::agents::summarizer::cited_indices;
 use super::messages::{Ask, MeshEvent, RunStep, StepInput, StepOutput};
 use super::{Answer, Citation, MeshError, StepRecord, Usage, Verdict};
 use crate::config::{AgentKind, MeshSpec};
@@ -121,14 +122,14 @@ struct Run<'a> {
 
 impl Run<'_> {
     async fn step(&mut self, agent: &str, input: StepInput, attempt: u32) -> Result<StepOutput, MeshError> {
-        let pool = self.plan.agents.get(agent).ok_or_else(|| MeshError::AgentUnavailable {
-            agent: agent.to_string(),
-            message: "no such agent in the mesh".into(),
-        })?;
-        let addr = pool.pick(self.home).ok_or_else(|| MeshError::AgentUnavailable {
-            agent: agent.to_string(),
-            message: "no replicas".into(),
-        })?;
+        // Flows are validated against the agents at load, and every agent
+        // gets a replica per arbiter: a miss here is a bug, not an outage.
+        let pool = self
+            .plan
+            .agents
+            .get(agent)
+            .ok_or_else(|| MeshError::internal(Some(agent), "no such agent in the mesh"))?;
+        let addr = pool.pick(self.home).ok_or_else(|| MeshError::internal(Some(agent), "no replicas"))?;
         // Events are built only when someone streams.
         if let Some(sink) = &self.ask.events {
             emit(
@@ -169,8 +170,11 @@ fn emit(sink: &UnboundedSender<MeshEvent>, event: MeshEvent) {
     let _ = sink.send(event);
 }
 
+/// A step output of the wrong shape: every kind answers its own step with
+/// its own output, so this is a bug (INTERNAL), not an outage a retry could
+/// get past.
 fn unexpected(agent: &str, wanted: &str) -> MeshError {
-    MeshError::AgentUnavailable { agent: agent.to_string(), message: format!("returned no {wanted}") }
+    MeshError::internal(Some(agent), format!("returned no {wanted}"))
 }
 
 async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshError> {
@@ -261,15 +265,12 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
                     };
                     match run.step(&summarizer, input, summarizer_attempts).await? {
                         StepOutput::Drafted { answer } => draft = Some((summarizer, answer)),
-                        _ => return Err(unexpected(step, "draft")),
+                        _ => return Err(unexpected(&summarizer, "draft")),
                     }
                 }
             }
             Some(AgentKind::Router) | None => {
-                return Err(MeshError::AgentUnavailable {
-                    agent: step.clone(),
-                    message: "not a flow step (validated at load; the mesh changed?)".into(),
-                });
+                return Err(MeshError::internal(Some(step), "not a flow step (validated at load)"));
             }
         }
     }
