@@ -136,7 +136,7 @@ pub fn publish(run_dir: &Path, dir: &Path) -> Result<Published, EvalError> {
             return Err(e);
         }
     }
-    let now = super::runner::rfc3339(std::time::SystemTime::now());
+    let now = super::records::rfc3339(std::time::SystemTime::now());
     let mut lines = String::new();
     for (variant, v) in &s.variants {
         let mut headline: BTreeMap<String, f64> = HEADLINE
