@@ -49,6 +49,9 @@ pub enum EvalError {
     UnknownMetric { name: String, known: String },
     #[error("{0}")]
     Run(String),
+    /// A record, summary or index line could not be written as JSON.
+    #[error("encoding JSON")]
+    Encode(#[source] serde_json::Error),
     #[error("gate failed: {0}")]
     GateFailed(String),
 }

@@ -78,7 +78,7 @@ pub fn write_all(
     let judge = summary::judge_summary(setup, planned, latest, judgements);
     let mut text = String::new();
     for (s, _) in &scored {
-        text.push_str(&serde_json::to_string(s).map_err(|e| EvalError::Run(e.to_string()))?);
+        text.push_str(&serde_json::to_string(s).map_err(EvalError::Encode)?);
         text.push('\n');
     }
     write(&out.join("scores.jsonl"), &text)?;
@@ -121,7 +121,7 @@ pub fn write_all(
         judge,
         columns: ctx.columns.clone(),
     };
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| EvalError::Run(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&summary).map_err(EvalError::Encode)?;
     write(&out.join("summary.json"), &format!("{json}\n"))?;
     let md = markdown::markdown(&summary, &scored);
     write(&out.join("report.md"), &md)?;

@@ -152,7 +152,7 @@ impl Workers<'_> {
 /// Appends one JSON line to `file` and flushes it, so a crash loses at most
 /// the line being written.
 fn append<T: serde::Serialize>(file: &mut impl Write, value: &T, path: &Path) -> Result<(), EvalError> {
-    let line = serde_json::to_string(value).map_err(|e| EvalError::Run(e.to_string()))?;
+    let line = serde_json::to_string(value).map_err(EvalError::Encode)?;
     writeln!(file, "{line}")
         .and_then(|_| file.flush())
         .map_err(|source| EvalError::Io { path: path.display().to_string(), source })
