@@ -123,7 +123,7 @@ pub struct CompareArgs {
 /// `load` says where the mesh configuration comes from (the CLI's `--root`
 /// and `--config`, `MESHOPS_ENV`, `MESHOPS__…` variables).
 pub async fn run(args: &RunArgs, load: LoadOptions) -> Result<()> {
-    // Before the configuration loads, as every flag check is.
+    // Checked before the configuration loads, so a bad flag is named first.
     runner::options::check_max_cost(args.max_cost_usd)?;
     let spec = MeshSpec::load(&load).map_err(|e| anyhow::anyhow!("configuration:\n{e}"))?;
     let mut opts = RunOptions::new(&args.dataset, &args.out);
