@@ -1,16 +1,17 @@
 //! The `meshops` command line: `serve`, `ask`, `batch`, `probe`, `ingest`,
 //! `validate`, `eval`, `keys`, `bench`.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use cli::authorized;
 use meshops::config::{LoadOptions, MeshSpec};
 use meshops::proto;
 use meshops::proto::gateway_client::GatewayClient;
-
-mod cli;
 
 /// mimalloc: a request allocates a few hundred small, short-lived objects
 /// (messages, records, spans) across threads, which it serves in about a
@@ -86,13 +87,13 @@ enum Command {
     },
     /// Evaluate: run datasets through the mesh, score, compare runs.
     #[command(subcommand)]
-    Eval(EvalCommand),
+    Eval(cli::eval::Command),
     /// Benchmarks, each beside its comparison (`all --quick` for CI).
     Bench(cli::bench::Args),
     /// Durable batch jobs on a running gateway: submit, status, results, cancel.
     Batch {
         #[command(subcommand)]
-        command: meshops::batch::cli::Command,
+        command: cli::batch::Command,
         #[command(flatten)]
         conn: ConnectArgs,
     },
@@ -128,16 +129,6 @@ enum KeysCommand {
         #[arg(long)]
         label: Option<String>,
     },
-}
-
-#[derive(Subcommand)]
-enum EvalCommand {
-    /// Drive the mesh with a dataset and score the outputs.
-    Run(meshops::eval::run_cmd::Args),
-    /// Score an existing output dataset without running the mesh.
-    Score(meshops::eval::score_cmd::Args),
-    /// Compare two runs with paired statistics; exit non-zero when a gate fails.
-    Compare(meshops::eval::compare_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -178,12 +169,10 @@ async fn run(cli: Cli) -> Result<()> {
     let local = meshops::config::TelemetrySettings { export: false, ..Default::default() };
     meshops::telemetry::init(&local)?;
     match &cli.command {
-        Command::Eval(EvalCommand::Run(args)) => {
-            Ok(meshops::eval::run_cmd::execute(args, load_options(&cli)?).await?)
-        }
+        Command::Eval(cli::eval::Command::Run(args)) => cli::eval::run(args, load_options(&cli)?).await,
         Command::Bench(args) => cli::bench::execute(args, load_options(&cli)?).await,
-        Command::Eval(EvalCommand::Score(args)) => Ok(meshops::eval::score_cmd::execute(args).await?),
-        Command::Eval(EvalCommand::Compare(args)) => Ok(meshops::eval::compare_cmd::execute(args).await?),
+        Command::Eval(cli::eval::Command::Score(args)) => cli::eval::score(args).await,
+        Command::Eval(cli::eval::Command::Compare(args)) => cli::eval::compare(args),
         Command::Validate => {
             let spec = load(&cli)?;
             println!("configuration OK");
@@ -289,7 +278,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Batch { command, conn } => {
             let target = target_url(&cli, command.target());
             let channel = connect(&target, conn).await?;
-            Ok(meshops::batch::cli::execute(command, channel, conn.api_key.as_deref()).await?)
+            cli::batch::execute(command, channel, conn.api_key.as_deref()).await
         }
         Command::Ask { query, target, stream, json, variant, repeat, conn } => {
             let target = target_url(&cli, target.as_deref());
@@ -405,18 +394,6 @@ async fn connect(target: &str, conn: &ConnectArgs) -> Result<tonic::transport::C
     endpoint.connect().await.with_context(|| {
         format!("cannot connect to {target}; is `meshops serve` running (with TLS if https)?")
     })
-}
-
-/// Wraps a request with the API key, when there is one.
-fn authorized<T>(message: T, key: Option<&str>) -> Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    if let Some(key) = key {
-        let value = format!("Bearer {}", key.trim())
-            .parse()
-            .map_err(|_| anyhow::anyhow!("the API key holds characters not allowed in gRPC metadata"))?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    Ok(request)
 }
 
 /// Sends `request` `n` times in sequence and prints latency percentiles.

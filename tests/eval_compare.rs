@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use meshops::eval::EvalError;
-use meshops::eval::compare_cmd::{self, Args, compare};
+use meshops::eval::compare::{self, CompareOptions, compare};
 use meshops::eval::gates;
 use meshops::eval::runner::{self, RunOptions};
 
@@ -18,8 +18,21 @@ async fn run(data: &Path, out: &Path, variant: Option<&str>) {
     runner::run(common::spec(data), o).await.unwrap();
 }
 
-fn args(a: &Path, b: &Path, gates: Option<PathBuf>, out: Option<PathBuf>) -> Args {
-    Args { run_a: a.into(), run_b: b.into(), gates, out, variant_a: None, variant_b: None, results: None }
+fn args(a: &Path, b: &Path, gates: Option<PathBuf>, out: Option<PathBuf>) -> CompareOptions {
+    CompareOptions {
+        run_a: a.into(),
+        run_b: b.into(),
+        gates,
+        out,
+        variant_a: None,
+        variant_b: None,
+        results: None,
+    }
+}
+
+/// What `meshops eval compare` does: compare, then fail on a failed gate.
+fn compare_gated(opts: &CompareOptions) -> Result<(), EvalError> {
+    compare::run(opts)?.gate_result()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +62,7 @@ async fn compare_detects_a_known_difference_and_a_run_matches_itself() {
     let dir = tempfile::tempdir().unwrap();
     let g = dir.path().join("gates.toml");
     std::fs::write(&g, "[[gate]]\nmetric = \"input_tokens\"\nmax_drop = 10\n").unwrap();
-    let err = compare_cmd::execute(&args(base.path(), nc.path(), Some(g.clone()), None)).await.unwrap_err();
+    let err = compare_gated(&args(base.path(), nc.path(), Some(g.clone()), None)).unwrap_err();
     match err {
         EvalError::GateFailed(msg) => {
             assert!(msg.contains("input_tokens") && msg.contains("max_drop"), "{msg}")
@@ -57,15 +70,13 @@ async fn compare_detects_a_known_difference_and_a_run_matches_itself() {
         other => panic!("expected GateFailed, got {other}"),
     }
     // The other direction is a rise, which that gate allows.
-    compare_cmd::execute(&args(nc.path(), base.path(), Some(g), None)).await.unwrap();
+    compare_gated(&args(nc.path(), base.path(), Some(g), None)).unwrap();
 
     // A run with itself: every interval contains 0 and the shipped gates
     // pass; the Markdown also lands in --out.
     let md = dir.path().join("cmp.md");
     let shipped = common::root().join("eval/gates.toml");
-    compare_cmd::execute(&args(base.path(), base.path(), Some(shipped.clone()), Some(md.clone())))
-        .await
-        .unwrap();
+    compare_gated(&args(base.path(), base.path(), Some(shipped.clone()), Some(md.clone()))).unwrap();
     assert!(std::fs::read_to_string(&md).unwrap().contains("All gates pass"));
     let same = compare(base.path(), base.path(), &gates::load(&shipped).unwrap(), None, None).unwrap();
     assert!(!same.metrics.is_empty());
@@ -101,7 +112,7 @@ async fn bad_gate_files_and_missing_runs_are_errors() {
 #[test]
 fn the_committed_baseline_parses_and_covers_the_toy_dataset() {
     let base = common::root().join("eval/baselines/toy");
-    let scores = compare_cmd::read_scores(&base).unwrap();
+    let scores = compare::read_scores(&base).unwrap();
     let toy = std::fs::read_to_string(common::root().join("eval/datasets/toy.jsonl")).unwrap();
     assert_eq!(scores.len(), toy.lines().filter(|l| !l.trim().is_empty()).count());
     assert!(scores.iter().all(|s| s.ok && s.metrics.contains_key("latency_ms")));

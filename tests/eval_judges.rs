@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use meshops::config::{MeshSpec, ModelProfile, Provider};
-use meshops::eval::compare_cmd::{self, Args};
+use meshops::eval::compare::{self, CompareOptions};
 use meshops::eval::evaluators::{ColumnMap, EvaluatorSet};
 use meshops::eval::publish;
 use meshops::eval::report::{ScoreRecord, Summary};
@@ -399,7 +399,7 @@ async fn publish_copies_a_run_once_and_compare_finds_it_by_id() {
     assert_eq!(publish::read_index(results.path()).unwrap().len(), 2);
 
     // compare takes run ids from the index.
-    let args = Args {
+    let args = CompareOptions {
         run_a: PathBuf::from(&p.run_id),
         run_b: PathBuf::from(&p.run_id),
         gates: Some(common::root().join("eval/gates.toml")),
@@ -408,8 +408,8 @@ async fn publish_copies_a_run_once_and_compare_finds_it_by_id() {
         variant_b: Some("no_critic".into()),
         results: Some(results.path().to_path_buf()),
     };
-    compare_cmd::execute(&args).await.unwrap();
-    let missing = Args { run_a: PathBuf::from("nope-123"), ..args };
-    let err = compare_cmd::execute(&missing).await.unwrap_err().to_string();
+    compare::run(&args).and_then(|c| c.gate_result()).unwrap();
+    let missing = CompareOptions { run_a: PathBuf::from("nope-123"), ..args };
+    let err = compare::run(&missing).and_then(|c| c.gate_result()).unwrap_err().to_string();
     assert!(err.contains("nope-123") && err.contains("index.jsonl"), "{err}");
 }

@@ -6,12 +6,11 @@
 //! - [`runner`]: the workers that claim waiting items and run them, within
 //!   `batch.workers` overall and `batch.per_job_concurrency` per job,
 //!   outside the gateway's real-time slots.
-//! - [`cli`]: `meshops batch submit|status|results|cancel`, a gRPC client.
 //!
 //! The gateway's `Batch` service validates requests and converts them; this
-//! module sees no proto type.
+//! module sees no proto type. `meshops batch submit|status|results|cancel`,
+//! a gRPC client of that service, lives in the binary (`cli::batch`).
 
-pub mod cli;
 pub mod runner;
 pub mod store;
 

@@ -31,75 +31,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::EvalError;
+use super::dataset::check_canonical;
+// The column map is read with the evaluators file; it lives with the
+// dataset it renames.
+pub use super::dataset::{CANONICAL_FIELDS, ColumnMap};
 use super::judge;
 
-/// Canonical dataset fields a column map may fill.
-pub const CANONICAL_FIELDS: &[&str] =
-    &["id", "query", "ground_truth", "context", "relevant_doc_ids", "response", "retrieved_doc_ids"];
-
-/// Canonical field → the dataset's own field name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ColumnMap(pub BTreeMap<String, String>);
-
-impl ColumnMap {
-    /// Parses `--map canonical=field` arguments.
-    pub fn from_args(args: &[String]) -> Result<ColumnMap, EvalError> {
-        let mut map = BTreeMap::new();
-        for a in args {
-            let bad = |message: String| EvalError::Input { path: "--map".into(), message };
-            let Some((canon, field)) = a.split_once('=') else {
-                return Err(bad(format!("`{a}`: expected CANONICAL=FIELD, e.g. query=question")));
-            };
-            let (canon, field) = (canon.trim(), field.trim());
-            check_canonical(canon).map_err(bad)?;
-            if field.is_empty() {
-                return Err(bad(format!("`{a}`: the dataset field name is empty")));
-            }
-            map.insert(canon.to_string(), field.to_string());
-        }
-        Ok(ColumnMap(map))
-    }
-
-    /// This map with `other`'s entries winning.
-    pub fn merged(&self, other: &ColumnMap) -> ColumnMap {
-        let mut m = self.0.clone();
-        m.extend(other.0.clone());
-        ColumnMap(m)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Renames the mapped fields of one JSON row to their canonical names.
-    /// A canonical field already present is replaced by the mapped one.
-    pub fn apply(&self, row: &mut serde_json::Map<String, Value>) {
-        for (canon, field) in &self.0 {
-            if canon == field {
-                continue;
-            }
-            if let Some(v) = row.remove(field) {
-                row.insert(canon.clone(), v);
-            }
-        }
-    }
-
-    /// How a missing canonical field is called in the dataset, for errors.
-    pub fn describe(&self, canon: &str) -> String {
-        match self.0.get(canon) {
-            Some(f) => format!("`{f}` (mapped to {canon})"),
-            None => format!("`{canon}`"),
-        }
-    }
-}
-
-fn check_canonical(canon: &str) -> Result<(), String> {
-    if CANONICAL_FIELDS.contains(&canon) {
-        Ok(())
-    } else {
-        Err(format!("unknown canonical field `{canon}`; known: {}", CANONICAL_FIELDS.join(", ")))
-    }
-}
+/// Metrics the harness computes itself, always present on successful rows.
+pub const OWN_METRICS: &[&str] =
+    &["ok", "latency_ms", "cost_usd", "input_tokens", "output_tokens", "intent_match"];
 
 /// What every metric in `scores.jsonl` is; listed in `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -262,9 +202,7 @@ struct RawEvaluator {
 
 /// Names the standard metrics, judges and harness metrics take.
 fn reserved(name: &str) -> bool {
-    super::metrics::metric_info(name).is_some()
-        || judge::is_judge(name)
-        || super::report::OWN_METRICS.contains(&name)
+    super::metrics::metric_info(name).is_some() || judge::is_judge(name) || OWN_METRICS.contains(&name)
 }
 
 impl EvaluatorSet {
@@ -343,69 +281,11 @@ impl EvaluatorSet {
                     &format!("does not apply to kind `{kind_name}` (it takes: {})", allowed.join(", ")),
                 ));
             }
-            let kind = match kind_name.as_str() {
-                "contains" => {
-                    let (strings, all) = match (r.any, r.all) {
-                        (Some(s), None) => (s, false),
-                        (None, Some(s)) => (s, true),
-                        _ => {
-                            return Err(field_err(
-                                "any",
-                                "give exactly one of `any` or `all` (a list of strings)",
-                            ));
-                        }
-                    };
-                    if strings.is_empty() || strings.iter().any(String::is_empty) {
-                        return Err(field_err(
-                            if all { "all" } else { "any" },
-                            "must list non-empty strings",
-                        ));
-                    }
-                    CustomKind::Contains { strings, all, case_sensitive: r.case_sensitive.unwrap_or(false) }
-                }
-                "regex" => {
-                    let p = r.pattern.ok_or_else(|| field_err("pattern", "required for kind `regex`"))?;
-                    let regex = regex::Regex::new(&p)
-                        .map_err(|e| field_err("pattern", &format!("invalid regex: {e}")))?;
-                    CustomKind::Regex { regex, must_match: r.must_match.unwrap_or(true) }
-                }
-                "json_schema" => {
-                    let schema = match (r.schema, r.schema_file) {
-                        (Some(s), None) => {
-                            serde_json::to_value(s).map_err(|e| field_err("schema", &e.to_string()))?
-                        }
-                        (None, Some(f)) => {
-                            let f = if f.is_absolute() {
-                                f
-                            } else {
-                                path.parent().unwrap_or(Path::new(".")).join(f)
-                            };
-                            let text = std::fs::read_to_string(&f)
-                                .map_err(|e| field_err("schema_file", &format!("{}: {e}", f.display())))?;
-                            serde_json::from_str(&text)
-                                .map_err(|e| field_err("schema_file", &format!("{}: {e}", f.display())))?
-                        }
-                        _ => {
-                            return Err(field_err(
-                                "schema",
-                                "give exactly one of `schema` (inline) or `schema_file`",
-                            ));
-                        }
-                    };
-                    super::schema::check(&schema, "schema").map_err(|m| field_err("schema", &m))?;
-                    CustomKind::JsonSchema { schema }
-                }
-                _ => {
-                    let rubric = r
-                        .rubric
-                        .filter(|s| !s.trim().is_empty())
-                        .ok_or_else(|| field_err("rubric", "required for kind `llm_rubric`"))?;
-                    CustomKind::LlmRubric { rubric }
-                }
-            };
+            let (given_threshold, version) = (r.threshold, r.version.clone());
+            let kind = custom_kind(&kind_name, r, path, &field_err)?;
             let (lo, hi) =
                 if matches!(kind, CustomKind::LlmRubric { .. }) { judge::JUDGE_SCALE } else { (0.0, 1.0) };
-            let threshold = r.threshold.unwrap_or(if matches!(kind, CustomKind::LlmRubric { .. }) {
+            let threshold = given_threshold.unwrap_or(if matches!(kind, CustomKind::LlmRubric { .. }) {
                 judge::DEFAULT_JUDGE_THRESHOLD
             } else {
                 1.0
@@ -413,7 +293,7 @@ impl EvaluatorSet {
             if !(lo..=hi).contains(&threshold) {
                 return Err(field_err("threshold", &format!("must lie on the evaluator's scale {lo}–{hi}")));
             }
-            let version = r.version.unwrap_or_else(|| "1".into());
+            let version = version.unwrap_or_else(|| "1".into());
             evaluators.push(Custom { name, version, threshold, kind });
         }
         Ok(EvaluatorSet {
@@ -428,6 +308,67 @@ impl EvaluatorSet {
     pub fn get(&self, name: &str) -> Option<&Custom> {
         self.evaluators.iter().find(|e| e.name == name)
     }
+}
+
+/// The check of one custom evaluator of kind `kind_name` (already checked
+/// to be known, with only its own fields set) from its raw fields;
+/// `schema_file` is read relative to the evaluators file at `path`.
+fn custom_kind(
+    kind_name: &str,
+    r: RawEvaluator,
+    path: &Path,
+    field_err: &dyn Fn(&str, &str) -> EvalError,
+) -> Result<CustomKind, EvalError> {
+    Ok(match kind_name {
+        "contains" => {
+            let (strings, all) = match (r.any, r.all) {
+                (Some(s), None) => (s, false),
+                (None, Some(s)) => (s, true),
+                _ => {
+                    return Err(field_err("any", "give exactly one of `any` or `all` (a list of strings)"));
+                }
+            };
+            if strings.is_empty() || strings.iter().any(String::is_empty) {
+                return Err(field_err(if all { "all" } else { "any" }, "must list non-empty strings"));
+            }
+            CustomKind::Contains { strings, all, case_sensitive: r.case_sensitive.unwrap_or(false) }
+        }
+        "regex" => {
+            let p = r.pattern.ok_or_else(|| field_err("pattern", "required for kind `regex`"))?;
+            let regex =
+                regex::Regex::new(&p).map_err(|e| field_err("pattern", &format!("invalid regex: {e}")))?;
+            CustomKind::Regex { regex, must_match: r.must_match.unwrap_or(true) }
+        }
+        "json_schema" => {
+            let schema = match (r.schema, r.schema_file) {
+                (Some(s), None) => {
+                    serde_json::to_value(s).map_err(|e| field_err("schema", &e.to_string()))?
+                }
+                (None, Some(f)) => {
+                    let f = if f.is_absolute() { f } else { path.parent().unwrap_or(Path::new(".")).join(f) };
+                    let text = std::fs::read_to_string(&f)
+                        .map_err(|e| field_err("schema_file", &format!("{}: {e}", f.display())))?;
+                    serde_json::from_str(&text)
+                        .map_err(|e| field_err("schema_file", &format!("{}: {e}", f.display())))?
+                }
+                _ => {
+                    return Err(field_err(
+                        "schema",
+                        "give exactly one of `schema` (inline) or `schema_file`",
+                    ));
+                }
+            };
+            super::schema::check(&schema, "schema").map_err(|m| field_err("schema", &m))?;
+            CustomKind::JsonSchema { schema }
+        }
+        _ => {
+            let rubric = r
+                .rubric
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| field_err("rubric", "required for kind `llm_rubric`"))?;
+            CustomKind::LlmRubric { rubric }
+        }
+    })
 }
 
 /// Name, kind, version, scale and threshold of `name` among the harness,
@@ -575,20 +516,5 @@ threshold = 4
             let err = parse(text).unwrap_err();
             assert!(err.contains("ev.toml") && err.contains(want), "{text}: {err}");
         }
-    }
-
-    #[test]
-    fn column_maps_rename_fields() {
-        let m = ColumnMap::from_args(&["query=question".into(), "ground_truth = answer".into()]).unwrap();
-        let mut row =
-            serde_json::json!({"id": "1", "question": "q?", "answer": "a"}).as_object().cloned().unwrap();
-        m.apply(&mut row);
-        assert_eq!(row["query"], "q?");
-        assert_eq!(row["ground_truth"], "a");
-        assert!(!row.contains_key("question"));
-        assert!(ColumnMap::from_args(&["queryquestion".into()]).unwrap_err().to_string().contains("--map"));
-        assert!(
-            ColumnMap::from_args(&["prompt=x".into()]).unwrap_err().to_string().contains("unknown canonical")
-        );
     }
 }

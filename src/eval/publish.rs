@@ -136,7 +136,7 @@ pub fn publish(run_dir: &Path, dir: &Path) -> Result<Published, EvalError> {
             return Err(e);
         }
     }
-    let now = super::runner::rfc3339(std::time::SystemTime::now());
+    let now = super::records::rfc3339(std::time::SystemTime::now());
     let mut lines = String::new();
     for (variant, v) in &s.variants {
         let mut headline: BTreeMap<String, f64> = HEADLINE
@@ -161,7 +161,7 @@ pub fn publish(run_dir: &Path, dir: &Path) -> Result<Published, EvalError> {
             cut_short: s.cut_short,
             headline,
         };
-        lines.push_str(&serde_json::to_string(&entry).map_err(|e| EvalError::Run(e.to_string()))?);
+        lines.push_str(&serde_json::to_string(&entry).map_err(EvalError::Encode)?);
         lines.push('\n');
     }
     let index = dir.join("index.jsonl");

@@ -165,6 +165,34 @@ fn walk(schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
             errors.push(format!("{here}: expected {c}, got {v}"));
         }
     }
+    walk_value(map, v, at, errors);
+    if let Some(Value::Array(all)) = map.get("allOf") {
+        for s in all {
+            walk(s, v, at, errors);
+        }
+    }
+    if let Some(Value::Array(any)) = map.get("anyOf") {
+        if !any.iter().any(|s| validate_at(s, v, at).is_empty()) {
+            errors.push(format!("{here}: matches none of anyOf"));
+        }
+    }
+    if let Some(Value::Array(one)) = map.get("oneOf") {
+        let matching = one.iter().filter(|s| validate_at(s, v, at).is_empty()).count();
+        if matching != 1 {
+            errors.push(format!("{here}: matches {matching} of oneOf, not exactly one"));
+        }
+    }
+    if let Some(not) = map.get("not") {
+        if validate_at(not, v, at).is_empty() {
+            errors.push(format!("{here}: matches the schema under `not`"));
+        }
+    }
+}
+
+/// The keywords that depend on the value's kind: properties of an object,
+/// items of an array, length and pattern of a string, bounds of a number.
+fn walk_value(map: &serde_json::Map<String, Value>, v: &Value, at: &str, errors: &mut Vec<String>) {
+    let here = if at.is_empty() { "/" } else { at };
     match v {
         Value::Object(obj) => {
             if let Some(Value::Array(req)) = map.get("required") {
@@ -238,27 +266,6 @@ fn walk(schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
             }
         }
         _ => {}
-    }
-    if let Some(Value::Array(all)) = map.get("allOf") {
-        for s in all {
-            walk(s, v, at, errors);
-        }
-    }
-    if let Some(Value::Array(any)) = map.get("anyOf") {
-        if !any.iter().any(|s| validate_at(s, v, at).is_empty()) {
-            errors.push(format!("{here}: matches none of anyOf"));
-        }
-    }
-    if let Some(Value::Array(one)) = map.get("oneOf") {
-        let matching = one.iter().filter(|s| validate_at(s, v, at).is_empty()).count();
-        if matching != 1 {
-            errors.push(format!("{here}: matches {matching} of oneOf, not exactly one"));
-        }
-    }
-    if let Some(not) = map.get("not") {
-        if validate_at(not, v, at).is_empty() {
-            errors.push(format!("{here}: matches the schema under `not`"));
-        }
     }
 }
 

@@ -93,54 +93,6 @@ pub fn event(e: MeshEvent) -> proto::AskEvent {
     proto::AskEvent { event: Some(event) }
 }
 
-/// The inverse of [`answer`], for clients of a deployed gateway (the eval
-/// harness with `--target`).
-pub fn answer_from_proto(r: proto::AskResponse) -> Answer {
-    use crate::mesh::{Citation, Usage, Verdict};
-    let usage = r.usage.unwrap_or_default();
-    Answer {
-        answer: r.answer,
-        citations: r
-            .citations
-            .into_iter()
-            .map(|c| Citation { doc_id: c.doc_id, chunk_id: c.chunk_id, text: c.text, score: c.score })
-            .collect(),
-        intent: r.intent,
-        verdict: r.verdict.map(|v| Verdict {
-            accepted: v.accepted,
-            scores: v.scores.into_iter().collect(),
-            feedback: v.feedback,
-        }),
-        steps: r
-            .steps
-            .into_iter()
-            .map(|s| StepRecord {
-                agent: s.agent,
-                kind: s.kind,
-                model: s.model,
-                attempt: s.attempt,
-                latency_ms: s.latency_ms,
-                input_tokens: s.input_tokens,
-                output_tokens: s.output_tokens,
-                tokens_estimated: s.tokens_estimated,
-                cost_usd: s.cost_usd,
-                summary: s.summary,
-                model_attempts: s.model_attempts,
-                failed_model_attempts: s.failed_model_attempts,
-            })
-            .collect(),
-        usage: Usage {
-            input_tokens: usage.input_tokens,
-            output_tokens: usage.output_tokens,
-            cost_usd: usage.cost_usd,
-            model_calls: usage.model_calls,
-            latency_ms: usage.latency_ms,
-        },
-        trace_id: r.trace_id,
-        variant: r.variant,
-    }
-}
-
 fn usage(u: crate::mesh::Usage) -> proto::Usage {
     proto::Usage {
         input_tokens: u.input_tokens,
@@ -293,6 +245,7 @@ pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::answer_from_proto;
     use crate::mesh::{Citation, Usage, Verdict};
 
     #[test]

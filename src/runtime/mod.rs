@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::config::MeshSpec;
 use crate::llm::SharedLlm;
+use crate::llm::traced::TracedClient;
 use crate::mesh::{MeshError, MeshHandle, MeshThreads, Resources};
 use crate::retrieval::{self, RetrievalError, SharedStore};
 
@@ -68,7 +69,12 @@ pub async fn start(spec: Arc<MeshSpec>, options: Options) -> Result<Runtime, Run
     let (store, embedder) = retrieval::open(&spec).await?;
     retrieval::ingest::ingest_if_empty(&spec, embedder.as_ref(), store.as_ref()).await?;
     let mut resources = Resources::build(&spec, store.clone(), embedder)?;
-    resources.models.extend(options.models);
+    // Traced like the configured clients: every model call gets its span
+    // and metrics, whoever built the client.
+    let telemetry = &spec.settings.telemetry;
+    resources
+        .models
+        .extend(options.models.into_iter().map(|(name, llm)| (name, TracedClient::wrap(llm, telemetry))));
     // Starting actors blocks until each arbiter has taken its replicas.
     let mesh = tokio::task::spawn_blocking(move || match options.threads {
         Some(threads) => MeshHandle::start_on(threads, spec, resources),

@@ -1,5 +1,5 @@
-//! `meshops eval score`: score an existing JSONL file of responses with the
-//! standard metrics, without running the mesh.
+//! Scoring an existing JSONL file of responses with the standard metrics,
+//! without running the mesh (`meshops eval score`).
 //!
 //! Input rows may carry `id` (required, string or number), `response`,
 //! `ground_truth`, `context`, `query`, `retrieved_doc_ids` and
@@ -23,35 +23,30 @@ use super::EvalError;
 use super::evaluators::{ColumnMap, Custom, EvaluatorSet};
 use super::metrics::{self, ScoreInput};
 
-/// Arguments of `meshops eval score`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
+/// What to score (the options of `meshops eval score`).
+#[derive(Debug, Clone, Default)]
+pub struct ScoreOptions {
     /// JSONL file with `id`, `response`, `ground_truth`, `retrieved_doc_ids`,
     /// `relevant_doc_ids`, ... per line.
-    #[arg(long, value_name = "FILE.jsonl")]
     pub input: PathBuf,
-    /// Metrics to compute, comma-separated or repeated (`--metrics f1,bleu
-    /// --metrics ndcg@5`). Default: every metric whose fields appear in at
-    /// least one input row (text metrics need response + ground_truth,
-    /// hit_rate/mrr/ndcg need retrieved_doc_ids + relevant_doc_ids).
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    /// Metrics to compute, in order. Empty: every metric whose fields
+    /// appear in at least one input row (text metrics need response +
+    /// ground_truth, hit_rate/mrr/ndcg need retrieved_doc_ids +
+    /// relevant_doc_ids).
     pub metrics: Vec<String>,
     /// Output JSONL: one line per input row with `id` and one field per metric.
-    #[arg(long, value_name = "FILE.jsonl")]
     pub out: PathBuf,
-    /// Field renames, CANONICAL=FIELD (repeatable), e.g. `--map
-    /// response=prediction --map ground_truth=answer`.
-    #[arg(long = "map", value_name = "CANONICAL=FIELD")]
+    /// Field renames, CANONICAL=FIELD, e.g. `response=prediction`.
     pub map: Vec<String>,
     /// Evaluators file: its rule-based evaluators (contains, regex,
-    /// json_schema) add one field each; its `[columns]` apply under `--map`.
-    #[arg(long, value_name = "FILE")]
+    /// json_schema) add one field each; its `[columns]` apply under `map`.
     pub evaluators: Option<PathBuf>,
 }
 
 /// Mean of one metric over the rows it applied to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricSummary {
+    /// The metric's name, as in the output.
     pub name: String,
     /// Rows the metric applied to.
     pub count: usize,
@@ -62,7 +57,9 @@ pub struct MetricSummary {
 /// What a scoring run did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreSummary {
+    /// Input rows scored.
     pub rows: usize,
+    /// Each metric's mean, in output order.
     pub metrics: Vec<MetricSummary>,
 }
 
@@ -82,40 +79,38 @@ impl fmt::Display for ScoreSummary {
 
 /// One parsed input row.
 struct InputRow {
+    /// Copied to the output line as it was (string or number).
     id: Value,
+    /// What the metrics read.
     input: ScoreInput,
 }
 
-/// Runs the subcommand: scores, writes `--out`, prints the summary.
-pub async fn execute(args: &Args) -> Result<(), EvalError> {
-    let owned = args.clone();
-    // File IO and scoring are blocking; keep them off the async workers.
-    let summary = tokio::task::spawn_blocking(move || score_file(&owned))
+/// [`score_file`] on a blocking thread, off the async workers.
+pub async fn run(opts: ScoreOptions) -> Result<ScoreSummary, EvalError> {
+    tokio::task::spawn_blocking(move || score_file(&opts))
         .await
-        .map_err(|e| EvalError::Run(format!("scoring task failed: {e}")))??;
-    print!("{summary}");
-    Ok(())
+        .map_err(|e| EvalError::Run(format!("scoring task failed: {e}")))?
 }
 
-/// Scores `args.input` into `args.out` and returns the summary.
-pub fn score_file(args: &Args) -> Result<ScoreSummary, EvalError> {
-    let requested = requested_metrics(&args.metrics)?;
-    let set = match &args.evaluators {
+/// Scores `opts.input` into `opts.out` and returns the summary.
+pub fn score_file(opts: &ScoreOptions) -> Result<ScoreSummary, EvalError> {
+    let requested = requested_metrics(&opts.metrics)?;
+    let set = match &opts.evaluators {
         Some(p) => EvaluatorSet::load(p)?,
         None => EvaluatorSet::default(),
     };
     if let Some(c) = set.evaluators.iter().find(|c| c.rubric().is_some()) {
         return Err(EvalError::Input {
-            path: args.evaluators.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            path: opts.evaluators.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             message: format!(
                 "evaluator `{}` is an llm_rubric: judges run with `meshops eval run`, which has the judge's model profile",
                 c.name
             ),
         });
     }
-    let columns = set.columns.merged(&ColumnMap::from_args(&args.map)?);
-    let input_path = args.input.display().to_string();
-    let text = std::fs::read_to_string(&args.input)
+    let columns = set.columns.merged(&ColumnMap::from_args(&opts.map)?);
+    let input_path = opts.input.display().to_string();
+    let text = std::fs::read_to_string(&opts.input)
         .map_err(|source| EvalError::Io { path: input_path.clone(), source })?;
     // Tolerate a UTF-8 byte order mark (some Windows editors add one).
     let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -159,7 +154,7 @@ pub fn score_file(args: &Args) -> Result<ScoreSummary, EvalError> {
         line.push('}');
         lines.push(line);
     }
-    write_atomically(&args.out, &lines)?;
+    write_atomically(&opts.out, &lines)?;
 
     let metrics = names
         .into_iter()
@@ -290,16 +285,9 @@ fn write_atomically(out: &Path, lines: &[String]) -> Result<(), EvalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
-    fn args(dir: &Path, metrics: &[&str]) -> Args {
-        Args {
+    fn args(dir: &Path, metrics: &[&str]) -> ScoreOptions {
+        ScoreOptions {
             input: dir.join("in.jsonl"),
             metrics: metrics.iter().map(|s| s.to_string()).collect(),
             out: dir.join("out.jsonl"),
@@ -320,24 +308,6 @@ mod tests {
 
     fn tempdir() -> tempfile::TempDir {
         tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
-    }
-
-    #[test]
-    fn metrics_flag_accepts_commas_and_repeats() {
-        let cli = Cli::try_parse_from([
-            "x",
-            "--input",
-            "a.jsonl",
-            "--metrics",
-            "f1,bleu",
-            "--metrics",
-            "ndcg@5",
-            "--out",
-            "b.jsonl",
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cli.args.metrics, vec!["f1", "bleu", "ndcg@5"]);
-        assert!(Cli::try_parse_from(["x", "--input", "a.jsonl"]).is_err(), "--out is required");
     }
 
     #[test]
@@ -457,12 +427,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn execute_writes_output() {
+    async fn run_writes_output() {
         let dir = tempdir();
         let a = args(dir.path(), &["bleu"]);
         std::fs::write(&a.input, "{\"id\":\"1\",\"response\":\"a b c d\",\"ground_truth\":\"a b c d\"}\n")
             .unwrap_or_else(|e| panic!("{e}"));
-        execute(&a).await.unwrap_or_else(|e| panic!("{e}"));
+        run(a.clone()).await.unwrap_or_else(|e| panic!("{e}"));
         let out = read_out(&a.out);
         assert!(out[0]["bleu"].as_f64().is_some_and(|b| (b - 1.0).abs() < 1e-12));
     }

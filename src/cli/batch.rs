@@ -1,15 +1,18 @@
 //! `meshops batch submit|status|results|cancel`: a client of a running
-//! gateway's `Batch` service (TLS and the API key as for `ask`). Submit reads JSONL rows like the evaluation
-//! datasets (`query`, optional `variant` and `session_id`; other fields
-//! are ignored).
+//! gateway's `Batch` service (TLS and the API key as for `ask`). Submit
+//! reads JSONL rows like the evaluation datasets (`query`, optional
+//! `variant` and `session_id`; other fields are ignored). Jobs and results
+//! are printed as JSON lines.
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Result;
+use meshops::batch::BatchError;
+use meshops::proto;
+use meshops::proto::batch_client::BatchClient;
 use tonic::transport::Channel;
 
-use super::BatchError;
-use crate::proto;
-use crate::proto::batch_client::BatchClient;
+use super::authorized;
 
 /// `meshops batch …`
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -46,6 +49,7 @@ pub enum Command {
     },
 }
 
+/// Which gateway a batch command talks to.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// Gateway URL (default: http:// + gateway.listen).
@@ -54,6 +58,7 @@ pub struct Target {
 }
 
 impl Command {
+    /// The `--target` given, if any.
     pub fn target(&self) -> Option<&str> {
         match self {
             Command::Submit { target, .. }
@@ -67,16 +72,19 @@ impl Command {
 /// One line of a batch file.
 #[derive(Debug, serde::Deserialize)]
 struct Row {
+    /// The question.
     query: String,
+    /// The variant to answer it with; the base mesh when absent.
     #[serde(default)]
     variant: Option<String>,
+    /// Makes the item a turn of that conversation.
     #[serde(default)]
     session_id: Option<String>,
 }
 
 /// Reads a JSONL batch file; blank lines are skipped, a bad line is an
 /// error naming the file and line.
-pub fn read_items(path: &Path) -> Result<Vec<proto::AskRequest>, BatchError> {
+fn read_items(path: &Path) -> Result<Vec<proto::AskRequest>, BatchError> {
     let shown = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|source| BatchError::Io { path: shown.clone(), source })?;
@@ -107,20 +115,8 @@ fn rpc(s: tonic::Status) -> BatchError {
     BatchError::Client(format!("{:?}: {}", s.code(), s.message()))
 }
 
-/// Wraps a message with `authorization: Bearer <key>` when there is a key.
-fn authorized<T>(message: T, api_key: Option<&str>) -> Result<tonic::Request<T>, BatchError> {
-    let mut request = tonic::Request::new(message);
-    if let Some(key) = api_key {
-        let value = format!("Bearer {key}").parse().map_err(|_| {
-            BatchError::Client("the API key holds characters a gRPC header cannot carry".into())
-        })?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    Ok(request)
-}
-
 /// Runs the command on a connected `channel`, printing to stdout.
-pub async fn execute(command: &Command, channel: Channel, api_key: Option<&str>) -> Result<(), BatchError> {
+pub async fn execute(command: &Command, channel: Channel, api_key: Option<&str>) -> Result<()> {
     let mut client = BatchClient::new(channel);
     let job = match command {
         Command::Submit { file, request_id, .. } => {
@@ -166,7 +162,7 @@ fn print_line(v: &serde_json::Value) -> Result<bool, BatchError> {
 }
 
 /// A job as one JSON object, field names as in the proto.
-pub fn job_json(j: &proto::BatchJob) -> serde_json::Value {
+fn job_json(j: &proto::BatchJob) -> serde_json::Value {
     let state = proto::BatchState::try_from(j.state)
         .map(|s| s.as_str_name().trim_start_matches("BATCH_STATE_").to_lowercase())
         .unwrap_or_else(|_| j.state.to_string());
@@ -193,12 +189,12 @@ pub fn job_json(j: &proto::BatchJob) -> serde_json::Value {
 }
 
 /// A result as one JSON object: the answer, or the error's code and message.
-pub fn result_json(r: proto::BatchResult) -> serde_json::Value {
+fn result_json(r: proto::BatchResult) -> serde_json::Value {
     use proto::batch_result::Outcome;
     let mut v = serde_json::json!({ "item_index": r.item_index, "offset": r.offset });
     match r.outcome {
         Some(Outcome::Response(answer)) => {
-            v["answer"] = serde_json::to_value(crate::gateway::convert::answer_from_proto(answer))
+            v["answer"] = serde_json::to_value(meshops::client::answer_from_proto(answer))
                 .unwrap_or(serde_json::Value::Null);
         }
         Some(Outcome::Error(e)) => {

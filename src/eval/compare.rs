@@ -1,7 +1,9 @@
-//! `meshops eval compare RUN_A RUN_B`: pairs rows by (id, repeat) present in
-//! both runs' `scores.jsonl`, reports per metric both means and the paired
-//! mean difference (B − A) with a seeded 95 % paired-bootstrap interval, and
-//! judges the gates. The Markdown is meant for a PR comment.
+//! Comparing two runs (`meshops eval compare RUN_A RUN_B`): pairs rows by
+//! (id, repeat) present in both runs' `scores.jsonl`, reports per metric
+//! both means and the paired mean difference (B − A) with a seeded 95 %
+//! paired-bootstrap interval, and judges the gates. The Markdown is meant
+//! for a PR comment. A failed gate is part of the result, not an error:
+//! the caller decides what it means (the CLI exits non-zero).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -12,28 +14,24 @@ use super::gates::{self, GateOutcome};
 use super::report::ScoreRecord;
 use super::stats::{self, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Bootstrap};
 
-/// Arguments of `meshops eval compare`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// Baseline: a run directory (with `scores.jsonl`) or a scores file.
+/// What to compare (the options of `meshops eval compare`).
+#[derive(Debug, Clone, Default)]
+pub struct CompareOptions {
+    /// Baseline: a run directory (with `scores.jsonl`), a scores file, or a
+    /// run id in `results`.
     pub run_a: PathBuf,
-    /// Candidate: a run directory or a scores file.
+    /// Candidate: as `run_a`.
     pub run_b: PathBuf,
-    /// Gates to judge (e.g. eval/gates.toml); none when omitted.
-    #[arg(long)]
+    /// Gates to judge (e.g. eval/gates.toml); none when `None`.
     pub gates: Option<PathBuf>,
     /// Also write the Markdown here.
-    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Variant of RUN_A to use when it holds several.
-    #[arg(long)]
+    /// Variant of `run_a` to use when it holds several.
     pub variant_a: Option<String>,
-    /// Variant of RUN_B to use when it holds several.
-    #[arg(long)]
+    /// Variant of `run_b` to use when it holds several.
     pub variant_b: Option<String>,
-    /// A results folder (see `eval run --publish`): RUN_A and RUN_B may
-    /// then be run ids from its index.jsonl.
-    #[arg(long, value_name = "DIR")]
+    /// A results folder (see `publish`): `run_a` and `run_b` may then be
+    /// run ids from its index.jsonl.
     pub results: Option<PathBuf>,
 }
 
@@ -60,24 +58,34 @@ fn locate(run: &Path, results: Option<&Path>) -> Result<PathBuf, EvalError> {
 /// One metric compared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricDiff {
+    /// The metric's name, or `latency_ms pNN` for a latency percentile.
     pub metric: String,
+    /// A's and B's mean (or percentile) over the paired rows.
     pub mean_a: f64,
     pub mean_b: f64,
     /// Mean of B − A over paired rows.
     pub diff: f64,
+    /// The 95 % paired-bootstrap interval of `diff`; a change is real when
+    /// it excludes 0.
     pub ci_low: f64,
     pub ci_high: f64,
+    /// Rows paired on this metric.
     pub n: usize,
 }
 
 /// The whole comparison.
 #[derive(Debug, Clone)]
 pub struct Comparison {
+    /// Every metric both runs have, then the latency percentiles.
     pub metrics: Vec<MetricDiff>,
+    /// Each gate's verdict, in the gates file's order.
     pub gates: Vec<GateOutcome>,
+    /// Rows present in both runs.
     pub paired: usize,
+    /// Rows present in one run only (left out of every statistic).
     pub only_a: usize,
     pub only_b: usize,
+    /// The report, for a PR comment.
     pub markdown: String,
 }
 
@@ -88,6 +96,14 @@ impl Comparison {
 
     pub fn metric(&self, name: &str) -> Option<&MetricDiff> {
         self.metrics.iter().find(|m| m.metric == name)
+    }
+
+    /// The gates' verdict as a result: [`EvalError::GateFailed`] naming
+    /// each failed gate and why, `Ok` when none failed.
+    pub fn gate_result(&self) -> Result<(), EvalError> {
+        let failed: Vec<String> =
+            self.failed_gates().iter().map(|g| format!("{} ({})", g.gate, g.detail)).collect();
+        if failed.is_empty() { Ok(()) } else { Err(EvalError::GateFailed(failed.join("; "))) }
     }
 }
 
@@ -219,18 +235,27 @@ pub fn compare(
         })
         .collect();
 
+    let mut c =
+        Comparison { metrics, gates: outcomes, paired: keys.len(), only_a, only_b, markdown: String::new() };
+    c.markdown = markdown(&c, (run_a, &va), (run_b, &vb));
+    Ok(c)
+}
+
+/// The comparison as Markdown: which runs, the metric table with
+/// intervals, and the gates.
+fn markdown(c: &Comparison, (run_a, va): (&Path, &str), (run_b, vb): (&Path, &str)) -> String {
     let mut md = String::from("## meshops eval compare\n\n");
     let _ = writeln!(
         md,
         "A (baseline): `{}` variant `{va}` · B (candidate): `{}` variant `{vb}`  \n{} rows paired by (id, repeat); {} only in A, {} only in B.\n",
         run_a.display(),
         run_b.display(),
-        keys.len(),
-        only_a,
-        only_b
+        c.paired,
+        c.only_a,
+        c.only_b
     );
     md.push_str("| metric | A | B | Δ (B − A) | 95 % CI | n |\n|---|---:|---:|---:|---|---:|\n");
-    for m in &metrics {
+    for m in &c.metrics {
         let mark = if m.ci_low > 0.0 || m.ci_high < 0.0 { " **≠**" } else { "" };
         let _ = writeln!(
             md,
@@ -243,9 +268,9 @@ pub fn compare(
         "\nA and B are means, except for `latency_ms pNN` (percentiles). **≠**: the interval excludes 0. Paired bootstrap, {BOOTSTRAP_RESAMPLES} resamples ({} for percentiles), fixed seed.\n",
         stats::BOOTSTRAP_RESAMPLES_PERCENTILE
     );
-    if !outcomes.is_empty() {
+    if !c.gates.is_empty() {
         md.push_str("### Gates\n\n| gate | result | detail |\n|---|---|---|\n");
-        for g in &outcomes {
+        for g in &c.gates {
             let result = match g.passed {
                 Some(true) => "pass",
                 Some(false) => "**FAIL**",
@@ -253,31 +278,35 @@ pub fn compare(
             };
             let _ = writeln!(md, "| {} | {result} | {} |", g.gate, g.detail.replace('|', "\\|"));
         }
-        let failed = outcomes.iter().filter(|g| g.failed()).count();
+        let failed = c.gates.iter().filter(|g| g.failed()).count();
         if failed == 0 {
             md.push_str("\nAll gates pass.\n");
         } else {
             let _ = writeln!(md, "\n**{failed} gate(s) failed.**");
         }
     }
-    Ok(Comparison { metrics, gates: outcomes, paired: keys.len(), only_a, only_b, markdown: md })
+    md
 }
 
-/// Runs the subcommand: prints the Markdown, writes `--out`, and returns
-/// [`EvalError::GateFailed`] naming each failed gate.
-pub async fn execute(args: &Args) -> Result<(), EvalError> {
-    let gates = match &args.gates {
+/// Loads the gates, finds both runs and compares them (see [`compare`]),
+/// then writes the Markdown to `opts.out` when given. Failed gates are in
+/// the result ([`Comparison::gate_result`]).
+pub fn run(opts: &CompareOptions) -> Result<Comparison, EvalError> {
+    let gates = match &opts.gates {
         Some(p) => gates::load(p)?,
         None => Vec::new(),
     };
-    let a = locate(&args.run_a, args.results.as_deref())?;
-    let b = locate(&args.run_b, args.results.as_deref())?;
-    let c = compare(&a, &b, &gates, args.variant_a.as_deref(), args.variant_b.as_deref())?;
-    println!("{}", c.markdown);
-    if let Some(out) = &args.out {
-        std::fs::write(out, &c.markdown)
-            .map_err(|source| EvalError::Io { path: out.display().to_string(), source })?;
+    let a = locate(&opts.run_a, opts.results.as_deref())?;
+    let b = locate(&opts.run_b, opts.results.as_deref())?;
+    let c = compare(&a, &b, &gates, opts.variant_a.as_deref(), opts.variant_b.as_deref())?;
+    if let Some(out) = &opts.out {
+        write_markdown(&c, out)?;
     }
-    let failed: Vec<String> = c.failed_gates().iter().map(|g| format!("{} ({})", g.gate, g.detail)).collect();
-    if failed.is_empty() { Ok(()) } else { Err(EvalError::GateFailed(failed.join("; "))) }
+    Ok(c)
+}
+
+/// Writes the comparison's Markdown to `out`.
+pub fn write_markdown(c: &Comparison, out: &Path) -> Result<(), EvalError> {
+    std::fs::write(out, &c.markdown)
+        .map_err(|source| EvalError::Io { path: out.display().to_string(), source })
 }

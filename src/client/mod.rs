@@ -1,6 +1,12 @@
-//! Client-side checks of a running gateway, for operators and deployment
-//! scripts: the standard gRPC health service and server reflection, spoken
-//! over the wire like any other client would (`meshops probe`).
+//! The client side of a running gateway: checks for operators and
+//! deployment scripts (the standard gRPC health service and server
+//! reflection, spoken over the wire like any other client would: `meshops
+//! probe`), and reading its answers back as mesh answers
+//! ([`answer_from_proto`]).
+
+mod answer;
+
+pub use answer::answer_from_proto;
 
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
