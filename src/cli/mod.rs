@@ -3,13 +3,21 @@
 //! `main.rs` it is the only place that prints or parses a command line; the
 //! library's functions take plain option structs and return values.
 //!
+//! - [`serve`]: `meshops serve`.
+//! - [`ask`]: `meshops ask`.
+//! - [`admin`]: `meshops validate|ingest|keys|probe`.
+//! - [`connect`]: how client commands reach a gateway (URL, TLS, API key).
 //! - [`eval`]: `meshops eval run|score|compare`.
 //! - [`batch`]: `meshops batch submit|status|results|cancel`.
 //! - [`bench`]: `meshops bench`, each figure beside its limit.
 
+pub mod admin;
+pub mod ask;
 pub mod batch;
 pub mod bench;
+pub mod connect;
 pub mod eval;
+pub mod serve;
 
 use anyhow::Result;
 

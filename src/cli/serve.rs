@@ -1,0 +1,51 @@
+//! `meshops serve`: the gateway until Ctrl-C or SIGTERM.
+
+use anyhow::{Context, Result};
+use meshops::config::MeshSpec;
+
+/// `meshops serve`: telemetry as configured, the gateway until Ctrl-C or
+/// SIGTERM, then a drain and a flush of buffered telemetry.
+pub async fn serve(mut spec: MeshSpec, listen: Option<String>) -> Result<()> {
+    let telemetry = meshops::telemetry::init(&spec.settings.telemetry)?;
+    if let Some(l) = listen {
+        spec.settings.gateway.listen = l;
+    }
+    let addr: std::net::SocketAddr = spec
+        .settings
+        .gateway
+        .listen
+        .parse()
+        .with_context(|| format!("listen address `{}`", spec.settings.gateway.listen))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    let mut server = meshops::gateway::start(spec, listener).await?;
+    eprintln!("meshops gateway serving on {} (Ctrl-C or SIGTERM to stop)", server.addr);
+    let result = tokio::select! {
+        r = shutdown_signal() => {
+            let signal = r?;
+            eprintln!("{signal}: shutting down (health NOT_SERVING, draining in-flight calls)");
+            server.shutdown().await.map_err(anyhow::Error::from)
+        }
+        r = server.wait() => r.map_err(anyhow::Error::from),
+    };
+    telemetry.shutdown();
+    result
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `docker stop` and
+/// Kubernetes send); returns the signal's name.
+async fn shutdown_signal() -> Result<&'static str> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C").map(|()| "SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        Ok("SIGINT")
+    }
+}
