@@ -181,13 +181,7 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
     let started = std::time::Instant::now();
     let variant = ask.input.variant.as_deref();
     if let Some(v) = variant {
-        if !plan.spec.settings.variants.contains_key(v) {
-            let known: Vec<&str> = plan.spec.settings.variants.keys().map(String::as_str).collect();
-            return Err(MeshError::UnknownVariant {
-                variant: v.to_string(),
-                known: if known.is_empty() { "(none)".into() } else { known.join(", ") },
-            });
-        }
+        check_variant(plan, v)?;
     }
     let query = ask.input.query.clone();
     let mut run = Run { plan, ask: &ask, home, steps: Vec::new(), intent: String::new() };
@@ -279,6 +273,32 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
         Some((_, a)) => a,
         None => flow.reply.clone().unwrap_or_else(|| "I can't help with that request.".to_string()),
     };
+    Ok(finish(&ask, answer, &passages, intent, verdict, run.steps, started))
+}
+
+/// An unknown variant is the caller's mistake, named with the known ones.
+fn check_variant(plan: &Plan, variant: &str) -> Result<(), MeshError> {
+    if plan.spec.settings.variants.contains_key(variant) {
+        return Ok(());
+    }
+    let known: Vec<&str> = plan.spec.settings.variants.keys().map(String::as_str).collect();
+    Err(MeshError::UnknownVariant {
+        variant: variant.to_string(),
+        known: if known.is_empty() { "(none)".into() } else { known.join(", ") },
+    })
+}
+
+/// The answer to `ask`: the final text with the passages it cites, and the
+/// steps' totals.
+fn finish(
+    ask: &Ask,
+    answer: String,
+    passages: &[Passage],
+    intent: String,
+    verdict: Option<Verdict>,
+    steps: Vec<StepRecord>,
+    started: std::time::Instant,
+) -> Answer {
     let citations = cited_indices(&answer, passages.len())
         .into_iter()
         .filter_map(|i| passages.get(i))
@@ -289,7 +309,6 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
             score: p.score,
         })
         .collect();
-    let steps = run.steps;
     let usage = Usage {
         input_tokens: steps.iter().map(|s| s.input_tokens).sum(),
         output_tokens: steps.iter().map(|s| s.output_tokens).sum(),
@@ -297,7 +316,7 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
         model_calls: steps.iter().filter(|s| s.kind != AgentKind::Retriever.as_str()).count() as u32,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
-    Ok(Answer {
+    Answer {
         answer,
         citations,
         intent,
@@ -306,5 +325,5 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
         usage,
         trace_id: ask.trace_id.clone(),
         variant: ask.input.variant.clone().unwrap_or_default(),
-    })
+    }
 }
