@@ -148,6 +148,30 @@ fn missing_prompt_file_names_agent_file_and_field() {
     );
 }
 
+/// A broken prompt file fails the load (so `meshops validate`), naming the
+/// agent file, its `prompt` field, the prompt file and the line or field.
+#[test]
+fn broken_prompt_file_names_agent_file_prompt_file_and_line() {
+    let dir = project_copy();
+    edit(&dir.path().join("prompts/critic.prompty"), "{% endfor %}", "{% endfr %}");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(
+        err.contains("critic.toml: field `prompt`: ")
+            && err.contains("critic.prompty: template: syntax error")
+            && err.contains("(line 43)"),
+        "{err}"
+    );
+
+    let dir = project_copy();
+    edit(&dir.path().join("prompts/critic.prompty"), "temperature: 0", "temperature: hot");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(
+        err.contains("critic.toml: field `prompt`: ")
+            && err.contains("critic.prompty: field `model.parameters.temperature`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn unknown_model_profile_names_file_field_and_known_profiles() {
     let dir = project_copy();

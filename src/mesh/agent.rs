@@ -17,7 +17,7 @@ use super::messages::{EventSink, MeshEvent, RunStep, StepInput, StepOutput};
 use super::{MeshError, Resources, StepRecord};
 use crate::config::{AgentKind, AgentProfile, AgentSpec, KindSettings};
 use crate::llm::{IntentChoice, LlmRequest, LlmResponse, ModelParams, Passage, Scores, SharedLlm, TaskHint};
-use crate::prompt::PreparedPrompt;
+use crate::prompt::{PreparedPrompt, PromptFileExt as _};
 use crate::retrieval::{SharedEmbedder, SharedStore};
 use crate::telemetry::attr;
 

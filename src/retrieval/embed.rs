@@ -54,10 +54,6 @@ impl Embedder for OfflineEmbedder {
     }
 }
 
-/// Texts per `/embeddings` request when the settings give no batch size:
-/// the same as ingest's batch, so one ingest batch is one request.
-pub const DEFAULT_BATCH_SIZE: usize = 64;
-
 /// An embedder on a model profile's OpenAI-compatible `/embeddings`
 /// endpoint. Texts go out in batches of `batch_size` per request, each
 /// request under the profile's timeout and retries (the profile's
