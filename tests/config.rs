@@ -119,6 +119,31 @@ fn bad_env_variable_names_the_variable() {
     );
 }
 
+/// An unknown key set by a variable names that variable as written and the
+/// field once (not `MESHOPS__BATCH__BACKEND__BACKEND`, `batch.backend.backend`).
+#[test]
+fn unknown_field_from_a_variable_names_the_variable_and_the_field_once() {
+    let opts = LoadOptions {
+        env_vars: vec![("MESHOPS__BATCH__BACKEND".into(), "bogus".into())],
+        ..LoadOptions::files_only(common::root())
+    };
+    let err = load_err(&opts);
+    assert!(
+        err.starts_with("environment variable MESHOPS__BATCH__BACKEND: field `batch.backend`: "),
+        "{err}"
+    );
+}
+
+/// An unknown key in a file is named once: ``field `gateway.max_query_char` ``.
+#[test]
+fn unknown_field_in_a_file_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = dir.path().join("extra.toml");
+    std::fs::write(&extra, "[gateway]\nmax_query_char = 5\n").unwrap();
+    let err = load_err(&LoadOptions { config_file: Some(extra), ..LoadOptions::files_only(common::root()) });
+    assert!(err.contains("extra.toml: field `gateway.max_query_char`: "), "{err}");
+}
+
 #[test]
 fn zero_batch_workers_names_the_field() {
     let opts = LoadOptions {

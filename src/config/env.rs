@@ -15,12 +15,19 @@ fn keys_of(name: &str) -> Option<Vec<String>> {
     Some(rest.split("__").map(str::to_lowercase).collect())
 }
 
-/// Whether some `MESHOPS__…` variable sets `path` or a prefix of it.
-pub(super) fn env_sets(vars: &[(String, String)], path: &[String]) -> bool {
-    vars.iter().any(|(k, _)| {
-        let Some(keys) = keys_of(k) else { return false };
-        keys.iter().zip(path).all(|(a, b)| a == b)
-    })
+/// The variable that sets `path` (the settings keys of a field), or a
+/// prefix or extension of it, so an error can name the variable the user
+/// wrote. A variable that names `path` exactly wins.
+pub(super) fn variable_setting<'v>(vars: &'v [(String, String)], path: &[String]) -> Option<&'v str> {
+    let mut related = vars.iter().filter_map(|(name, _)| {
+        let keys = keys_of(name)?;
+        keys.iter().zip(path).all(|(a, b)| a == b).then_some((name.as_str(), keys == path))
+    });
+    let first = related.next()?;
+    if first.1 {
+        return Some(first.0);
+    }
+    Some(related.find(|(_, exact)| *exact).map_or(first.0, |(name, _)| name))
 }
 
 /// Builds a TOML table from `MESHOPS__A__B=value` variables. Values parse
@@ -62,6 +69,14 @@ pub(super) fn env_overrides(vars: &[(String, String)]) -> Result<toml::Table, Co
 mod tests {
     use super::*;
 
+    fn vars(names: &[&str]) -> Vec<(String, String)> {
+        names.iter().map(|n| (n.to_string(), "x".to_string())).collect()
+    }
+
+    fn path(p: &str) -> Vec<String> {
+        p.split('.').map(str::to_string).collect()
+    }
+
     #[test]
     fn env_overrides_parse_values_and_nest() {
         let vars = vec![
@@ -71,5 +86,21 @@ mod tests {
         let t = env_overrides(&vars).unwrap();
         assert_eq!(t["retrieval"]["data_dir"].as_str(), Some("/x"));
         assert_eq!(t["gateway"]["max_query_chars"].as_integer(), Some(12));
+    }
+
+    #[test]
+    fn the_variable_setting_a_field_is_the_one_written() {
+        let v = vars(&["MESHOPS__GATEWAY__LISTEN", "MESHOPS__BATCH__BACKEND", "OTHER"]);
+        assert_eq!(variable_setting(&v, &path("batch.backend")), Some("MESHOPS__BATCH__BACKEND"));
+        assert_eq!(variable_setting(&v, &path("gateway.listen")), Some("MESHOPS__GATEWAY__LISTEN"));
+        assert_eq!(variable_setting(&v, &path("gateway.max_query_chars")), None);
+        // A whole section set by one variable, and an exact name preferred
+        // over a prefix.
+        let v = vars(&["MESHOPS__GATEWAY", "MESHOPS__GATEWAY__LISTEN"]);
+        assert_eq!(variable_setting(&v, &path("gateway.listen")), Some("MESHOPS__GATEWAY__LISTEN"));
+        assert_eq!(variable_setting(&v, &path("gateway.tls")), Some("MESHOPS__GATEWAY"));
+        // Names keep the case they were written in.
+        let v = vars(&["MESHOPS__batch__Backend"]);
+        assert_eq!(variable_setting(&v, &path("batch.backend")), Some("MESHOPS__batch__Backend"));
     }
 }

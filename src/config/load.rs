@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 
-use super::env::{ENV_NAME_VAR, ENV_PREFIX, env_overrides, env_sets};
+use super::env::{ENV_NAME_VAR, ENV_PREFIX, env_overrides, variable_setting};
 use super::error::{ConfigError, locate};
 use super::settings::Settings;
 
@@ -98,21 +98,80 @@ fn settings_files(opts: &LoadOptions) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(layers)
 }
 
-/// A figment error as a [`ConfigError`] naming the field and where it was
-/// set: the file figment names, else the `MESHOPS__…` variable that set
-/// it, else the layer whose TOML holds it.
+/// A figment error as a [`ConfigError`] naming the field (dotted, once) and
+/// where it was set: the file figment names, else the `MESHOPS__…`
+/// variable that set it, else the layer whose TOML holds it.
 fn located(err: &figment::Error, opts: &LoadOptions, layers: &[PathBuf], has_env: bool) -> ConfigError {
-    let mut path = err.path.clone();
-    if let figment::error::Kind::UnknownField(field, _) = &err.kind {
-        path.push(field.clone());
-    }
+    let path = field_path(err);
     let from_file = err.metadata.as_ref().and_then(|m| m.source.as_ref()).and_then(|s| s.file_path());
     let file = match from_file {
         Some(p) => p.display().to_string(),
-        None if has_env && env_sets(&opts.env_vars, &path) => {
-            format!("environment variable {ENV_PREFIX}{}", path.join("__").to_uppercase())
-        }
-        None => locate(&path, layers),
+        None => match variable_setting(&opts.env_vars, &path) {
+            Some(var) if has_env => format!("environment variable {var}"),
+            _ => locate(&path, layers),
+        },
     };
     ConfigError::field(file, path.join("."), err.kind.to_string())
+}
+
+/// The keys of the field an error is about. figment's path for an unknown
+/// field already ends with the field's name (the key failed to deserialize
+/// under its own name), so the name is added only when it is missing.
+fn field_path(err: &figment::Error) -> Vec<String> {
+    let mut path = err.path.clone();
+    if let figment::error::Kind::UnknownField(field, _) = &err.kind {
+        if path.last() != Some(field) {
+            path.push(field.clone());
+        }
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(vars: &[(&str, &str)]) -> LoadOptions {
+        let root = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        LoadOptions {
+            env_vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..LoadOptions::files_only(root)
+        }
+    }
+
+    fn error_of(opts: &LoadOptions) -> ConfigError {
+        match load_settings(opts) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn an_unknown_field_set_by_a_variable_names_the_variable_and_the_field_once() {
+        let err = error_of(&options(&[("MESHOPS__BATCH__BACKEND", "bogus")]));
+        let ConfigError::Field { file, field, .. } = &err else { panic!("{err}") };
+        assert_eq!(file, "environment variable MESHOPS__BATCH__BACKEND", "{err}");
+        assert_eq!(field, "batch.backend", "{err}");
+    }
+
+    #[test]
+    fn an_unknown_field_in_a_file_is_named_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = dir.path().join("extra.toml");
+        std::fs::write(&extra, "[gateway]\nmax_query_char = 5\n").unwrap();
+        let err = error_of(&LoadOptions { config_file: Some(extra.clone()), ..options(&[]) });
+        let ConfigError::Field { file, field, .. } = &err else { panic!("{err}") };
+        assert_eq!(file, &extra.display().to_string(), "{err}");
+        assert_eq!(field, "gateway.max_query_char", "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_from_a_variable_names_the_variable() {
+        let err = error_of(&options(&[("MESHOPS__GATEWAY__MAX_QUERY_CHARS", "lots")]));
+        let ConfigError::Field { file, field, .. } = &err else { panic!("{err}") };
+        assert_eq!(file, "environment variable MESHOPS__GATEWAY__MAX_QUERY_CHARS", "{err}");
+        assert_eq!(field, "gateway.max_query_chars", "{err}");
+    }
 }
