@@ -1,6 +1,11 @@
 //! Small text utilities shared by the offline embedder, the offline engine and
 //! the evaluators: tokenisation, stop words, a light stemmer, sentence
-//! splitting and a stable hash.
+//! splitting, a stable hash, hashed feature vectors and citation markers.
+//!
+//! The hashed vectors live here, not in `retrieval`, because two layers use
+//! them: the offline embedder (`retrieval::embed::OfflineEmbedder`) and the
+//! offline engine's router (`llm::offline`), and neither layer imports the
+//! other.
 //!
 //! Everything here is deterministic and allocation-light: these functions sit
 //! on the request path of the offline engine.
@@ -153,6 +158,116 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Weight of a whole content term: the main topical signal.
+const TERM_WEIGHT: f32 = 1.0;
+/// Weight of an adjacent content-term pair: rewards shared phrases, but a
+/// paraphrase rarely keeps word order, so it must not dominate.
+const BIGRAM_WEIGHT: f32 = 0.5;
+/// Weight of one character 3-gram: lets "retry"/"retries"/"retrying" and
+/// compound words partially meet where the light stemmer misses. There are
+/// many 3-grams per term, so each one counts little.
+const TRIGRAM_WEIGHT: f32 = 0.25;
+
+/// A deterministic vector of length `dimension` (at least 1: a zero
+/// dimension is raised to 1 rather than dividing by zero later) for `text`,
+/// by signed feature hashing ("the hashing trick") of its content terms,
+/// content-term bigrams and character 3-grams of each term. L2-normalised,
+/// so a dot product is the cosine similarity.
+///
+/// This is no semantic model, but texts about the same topic share stems
+/// and sub-word pieces, so cosine similarity ranks them close: enough for
+/// offline runs, tests and CI, where downloading a model is not an option.
+pub fn hashed_vector(text: &str, dimension: usize) -> Vec<f32> {
+    let dimension = dimension.max(1);
+    let counts = features(text);
+    let mut v = vec![0.0f32; dimension];
+    // Iterate in key order: float addition is not associative, and a
+    // HashMap's order is random per process; sorting keeps the vector
+    // bit-for-bit identical across runs.
+    let mut keys: Vec<(&String, &(f32, u32))> = counts.iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(b.0));
+    for (key, &(weight, count)) in keys {
+        let h = fnv1a64(key.as_bytes());
+        // `dimension` fits in u64 on every supported target; the modulo
+        // result is below `dimension`, so it fits back into usize.
+        let bucket = (h % dimension as u64) as usize;
+        // The sign comes from a high bit, independent of the low bits
+        // that pick the bucket, so collisions cancel out on average
+        // instead of piling up.
+        let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
+        // Sublinear tf: a term repeated ten times is more important than
+        // once, but not ten times more.
+        let tf = 1.0 + (count as f32).ln();
+        if let Some(slot) = v.get_mut(bucket) {
+            *slot += sign * weight * tf;
+        }
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > f32::EPSILON && norm.is_finite() {
+        for x in &mut v {
+            *x /= norm;
+        }
+        v
+    } else {
+        // No features (empty text, only stop words) or all features
+        // cancelled: a zero vector has no cosine and NaN would poison a
+        // store, so return a fixed unit vector instead.
+        let c = 1.0 / (dimension as f32).sqrt();
+        vec![c; dimension]
+    }
+}
+
+/// Feature key → (kind weight, occurrence count). Keys carry a kind prefix so
+/// the term "ing" and the 3-gram "ing" are different features.
+fn features(text: &str) -> std::collections::HashMap<String, (f32, u32)> {
+    let terms = content_terms(text);
+    let mut out: std::collections::HashMap<String, (f32, u32)> = std::collections::HashMap::new();
+    let mut add = |key: String, weight: f32| {
+        out.entry(key).or_insert((weight, 0)).1 += 1;
+    };
+    for term in &terms {
+        add(format!("w:{term}"), TERM_WEIGHT);
+        // Boundary markers make prefixes and suffixes distinct features.
+        let chars: Vec<char> = format!("<{term}>").chars().collect();
+        for gram in chars.windows(3) {
+            add(format!("c:{}", gram.iter().collect::<String>()), TRIGRAM_WEIGHT);
+        }
+    }
+    for pair in terms.windows(2) {
+        if let [a, b] = pair {
+            add(format!("b:{a} {b}"), BIGRAM_WEIGHT);
+        }
+    }
+    out
+}
+
+/// Removes `[n]` citation markers (`[1]`, `[2,3]`) from an answer, with the
+/// space before one when punctuation follows; other brackets stay.
+pub fn strip_citation_markers(answer: &str) -> String {
+    let mut out = String::with_capacity(answer.len());
+    let mut rest = answer;
+    while let Some(start) = rest.find('[') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find(']') {
+            Some(end)
+                if end > 0 && after[..end].chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') =>
+            {
+                rest = &after[end + 1..];
+                if out.ends_with(' ') && rest.starts_with(['.', '!', '?', ',', ' ']) {
+                    out.pop();
+                }
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Rough token count of `text` for models that do not report usage: about
 /// four characters per token, at least one per word. Callers must mark counts
 /// from here as estimated.
@@ -165,6 +280,11 @@ pub fn estimate_tokens(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strip_citation_markers_removes_citations_only() {
+        assert_eq!(strip_citation_markers("A b [1]. C [2,3]! [x]"), "A b. C! [x]");
+    }
 
     #[test]
     fn tokens_lowercase_and_split() {

@@ -119,6 +119,31 @@ fn bad_env_variable_names_the_variable() {
     );
 }
 
+/// An unknown key set by a variable names that variable as written and the
+/// field once (not `MESHOPS__BATCH__BACKEND__BACKEND`, `batch.backend.backend`).
+#[test]
+fn unknown_field_from_a_variable_names_the_variable_and_the_field_once() {
+    let opts = LoadOptions {
+        env_vars: vec![("MESHOPS__BATCH__BACKEND".into(), "bogus".into())],
+        ..LoadOptions::files_only(common::root())
+    };
+    let err = load_err(&opts);
+    assert!(
+        err.starts_with("environment variable MESHOPS__BATCH__BACKEND: field `batch.backend`: "),
+        "{err}"
+    );
+}
+
+/// An unknown key in a file is named once: ``field `gateway.max_query_char` ``.
+#[test]
+fn unknown_field_in_a_file_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = dir.path().join("extra.toml");
+    std::fs::write(&extra, "[gateway]\nmax_query_char = 5\n").unwrap();
+    let err = load_err(&LoadOptions { config_file: Some(extra), ..LoadOptions::files_only(common::root()) });
+    assert!(err.contains("extra.toml: field `gateway.max_query_char`: "), "{err}");
+}
+
 #[test]
 fn zero_batch_workers_names_the_field() {
     let opts = LoadOptions {
@@ -144,6 +169,30 @@ fn missing_prompt_file_names_agent_file_and_field() {
     let err = load_err(&LoadOptions::files_only(dir.path()));
     assert!(
         err.contains("critic.toml") && err.contains("field `prompt`") && err.contains("critic.prompty"),
+        "{err}"
+    );
+}
+
+/// A broken prompt file fails the load (so `meshops validate`), naming the
+/// agent file, its `prompt` field, the prompt file and the line or field.
+#[test]
+fn broken_prompt_file_names_agent_file_prompt_file_and_line() {
+    let dir = project_copy();
+    edit(&dir.path().join("prompts/critic.prompty"), "{% endfor %}", "{% endfr %}");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(
+        err.contains("critic.toml: field `prompt`: ")
+            && err.contains("critic.prompty: template: syntax error")
+            && err.contains("(line 43)"),
+        "{err}"
+    );
+
+    let dir = project_copy();
+    edit(&dir.path().join("prompts/critic.prompty"), "temperature: 0", "temperature: hot");
+    let err = load_err(&LoadOptions::files_only(dir.path()));
+    assert!(
+        err.contains("critic.toml: field `prompt`: ")
+            && err.contains("critic.prompty: field `model.parameters.temperature`"),
         "{err}"
     );
 }

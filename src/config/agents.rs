@@ -1,7 +1,14 @@
 //! The agent file model (`agents/<name>.toml`): an agent's kind, prompt,
-//! model profile, limits and kind-specific settings.
+//! model profile, limits and kind-specific settings; and the validated
+//! agent the mesh runs ([`AgentSpec`], one [`AgentProfile`] per variant).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use super::prompt_file::PromptFile;
 
 /// What an agent does in a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -137,4 +144,47 @@ pub enum KindSettings {
     Retriever(RetrieverSettings),
     Summarizer(SummarizerSettings),
     Critic(CriticSettings),
+}
+
+/// An agent as the mesh runs it for one variant (or the base mesh).
+#[derive(Debug, Clone)]
+pub struct AgentProfile {
+    /// The prompt file, read and checked at load (the `prompt` layer
+    /// compiles it when the agent starts); `None` for kinds that call no
+    /// model.
+    pub prompt: Option<Arc<PromptFile>>,
+    /// Prompt file, for descriptions.
+    pub prompt_file: Option<PathBuf>,
+    /// Model profile name; `None` for kinds that call no model.
+    pub model: Option<String>,
+    /// The kind's settings, with the variant's overrides applied.
+    pub settings: KindSettings,
+}
+
+/// One agent, validated.
+#[derive(Debug, Clone)]
+pub struct AgentSpec {
+    /// The agent's name: its file stem, which flows and tools refer to.
+    pub name: String,
+    /// What it does in a flow.
+    pub kind: AgentKind,
+    /// What the agent is for, shown by `DescribeMesh`.
+    pub description: String,
+    /// The file the agent came from, for error messages.
+    pub file: PathBuf,
+    /// Actor instances serving this agent.
+    pub replicas: usize,
+    /// Longest one step may take.
+    pub timeout_ms: u64,
+    /// The profile used when the request names no variant.
+    pub base: AgentProfile,
+    /// Profiles by variant name, for variants that override this agent.
+    pub variants: BTreeMap<String, AgentProfile>,
+}
+
+impl AgentSpec {
+    /// The profile in force for `variant`.
+    pub fn profile(&self, variant: Option<&str>) -> &AgentProfile {
+        variant.and_then(|v| self.variants.get(v)).unwrap_or(&self.base)
+    }
 }

@@ -8,8 +8,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::llm::ModelParams;
-
 /// All layered settings. Agents live in their own files (`agents/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -336,13 +334,19 @@ pub struct EmbedderSettings {
     pub batch_size: usize,
 }
 
+impl EmbedderSettings {
+    /// Texts per `/embeddings` request when the settings give no batch
+    /// size: the same as ingest's batch, so one ingest batch is one request.
+    pub const DEFAULT_BATCH_SIZE: usize = 64;
+}
+
 impl Default for EmbedderSettings {
     fn default() -> Self {
         Self {
             provider: EmbedderProvider::Offline,
             dimension: 384,
             model: None,
-            batch_size: crate::retrieval::embed::DEFAULT_BATCH_SIZE,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
         }
     }
 }
@@ -433,6 +437,27 @@ impl ModelProfile {
             parameters: ModelParams::default(),
         }
     }
+}
+
+/// Sampling parameters, merged from the prompt file's `model.parameters` and
+/// the model profile's `parameters`. `None` leaves the provider's default.
+/// Plain configuration data: the `llm` layer re-exports it for requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelParams {
+    /// Sampling temperature; lower is more deterministic.
+    pub temperature: Option<f64>,
+    /// Longest answer, in tokens, so a runaway answer costs a known amount.
+    pub max_tokens: Option<u32>,
+    /// Nucleus sampling share, for providers tuned that way.
+    pub top_p: Option<f64>,
+    /// Seed for providers that can repeat an answer, for evaluations.
+    pub seed: Option<i64>,
+    /// Sequences that end the answer.
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// `"json_object"` or `"text"`; passed to providers that support it.
+    pub response_format: Option<String>,
 }
 
 /// The steps run for one intent (`[flows.<intent>]`).

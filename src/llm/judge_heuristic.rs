@@ -59,7 +59,7 @@ fn verdict(share: f64, reason: String) -> String {
 /// rubric). An unknown criterion gets an answer that is not a verdict, so
 /// the caller records a failure instead of a made-up score.
 pub fn judge(task: &JudgeTask<'_>) -> String {
-    let plain = super::offline::strip_markers(task.response);
+    let plain = text::strip_citation_markers(task.response);
     let sentences = text::sentences(&plain);
     if let Some(rubric) = task.rubric {
         let wanted = terms(rubric);

@@ -21,6 +21,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+/// Sampling parameters are configuration (a model profile's `parameters`,
+/// a prompt file's `model.parameters`); requests carry them.
+pub use crate::config::ModelParams;
 use crate::config::{ModelProfile, Provider};
 
 /// Who speaks a chat message.
@@ -49,21 +52,6 @@ impl Role {
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
-}
-
-/// Sampling parameters, merged from the Prompty file's `model.parameters` and
-/// the model profile. `None` leaves the provider's default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelParams {
-    pub temperature: Option<f64>,
-    pub max_tokens: Option<u32>,
-    pub top_p: Option<f64>,
-    pub seed: Option<i64>,
-    #[serde(default)]
-    pub stop: Vec<String>,
-    /// `"json_object"` or `"text"`; passed to providers that support it.
-    pub response_format: Option<String>,
 }
 
 /// A passage handed to a model: what the retriever found, numbered `[n]` in

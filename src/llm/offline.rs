@@ -29,13 +29,13 @@ use serde_json::json;
 use super::{
     IntentChoice, LlmClient, LlmError, LlmRequest, LlmResponse, Passage, TaskHint, TokenSink, TokenUsage,
 };
-use crate::retrieval::embed::OfflineEmbedder;
 use crate::text;
 
 /// The model name the engine reports.
 pub const OFFLINE_MODEL: &str = "offline-extractive";
 
-/// Dimension of the embeddings the router compares.
+/// Dimension of the hashed vectors ([`text::hashed_vector`]) the router
+/// compares.
 const ROUTER_DIMENSION: usize = 384;
 
 /// The offline engine. Cheap to share; safe to call concurrently.
@@ -50,7 +50,6 @@ pub struct OfflineEngine {
     /// benchmarks) that callers are not serialized.
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
-    embedder: OfflineEmbedder,
     /// TEST ONLY fault hook (`panic_on_query`): panic on a query holding
     /// this text, so supervision can be tested end to end.
     panic_on_query: Option<String>,
@@ -73,7 +72,6 @@ impl OfflineEngine {
             calls: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
-            embedder: OfflineEmbedder::new(ROUTER_DIMENSION),
             panic_on_query: None,
             example_vectors: RwLock::new(HashMap::new()),
         }
@@ -115,7 +113,7 @@ impl OfflineEngine {
                 return v.clone();
             }
         }
-        let v = Arc::new(self.embedder.embed_text(text));
+        let v = Arc::new(text::hashed_vector(text, ROUTER_DIMENSION));
         // A poisoned lock only loses the cache; the vector is still right.
         if let Ok(mut cache) = self.example_vectors.write() {
             if cache.len() >= EXAMPLE_CACHE_LIMIT {
@@ -129,7 +127,7 @@ impl OfflineEngine {
     /// The most similar intent among those whose own threshold is met;
     /// the default intent when none is.
     fn route(&self, query: &str, intents: &[IntentChoice], default_intent: &str) -> String {
-        let q = self.embedder.embed_text(query);
+        let q = text::hashed_vector(query, ROUTER_DIMENSION);
         let mut best: Option<(&str, f64)> = None;
         let mut closest = f64::MIN;
         for intent in intents {
@@ -213,32 +211,6 @@ fn cite(sentence: &str, n: usize) -> String {
     }
 }
 
-/// Removes `[n]` markers from an answer.
-pub fn strip_markers(answer: &str) -> String {
-    let mut out = String::with_capacity(answer.len());
-    let mut rest = answer;
-    while let Some(start) = rest.find('[') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        match after.find(']') {
-            Some(end)
-                if end > 0 && after[..end].chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') =>
-            {
-                rest = &after[end + 1..];
-                if out.ends_with(' ') && rest.starts_with(['.', '!', '?', ',', ' ']) {
-                    out.pop();
-                }
-            }
-            _ => {
-                out.push('[');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 fn term_set(text: &str) -> BTreeSet<String> {
     text::content_terms(text).into_iter().collect()
 }
@@ -306,7 +278,7 @@ fn answer(
 }
 
 fn critique(query: &str, answer_text: &str, passages: &[Passage]) -> String {
-    let plain = strip_markers(answer_text);
+    let plain = text::strip_citation_markers(answer_text);
     let passage_terms: Vec<BTreeSet<String>> = passages.iter().map(|p| term_set(&p.text)).collect();
     let sentences = text::sentences(&plain);
     let mut supports = Vec::new();
@@ -479,11 +451,6 @@ mod tests {
             serde_json::from_str(&critique("gateway port retries", "Bananas grow on trees.", &ps)).unwrap();
         assert_eq!(v["accepted"], false);
         assert!(v["feedback"].as_str().unwrap().contains("retry"));
-    }
-
-    #[test]
-    fn strip_markers_removes_citations_only() {
-        assert_eq!(strip_markers("A b [1]. C [2,3]! [x]"), "A b. C! [x]");
     }
 
     #[test]

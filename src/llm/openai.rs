@@ -30,18 +30,14 @@ use futures::future::BoxFuture;
 
 use super::retry::{Attempt, AttemptFailure};
 use super::{LlmError, LlmRequest, LlmResponse, ModelParams, Role, TokenSink, TokenUsage};
+/// How `api_key_env` names its variable is configuration (validation reads
+/// it too); re-exported here, where the key is read.
+pub use crate::config::api_key_var;
 use crate::config::{ModelProfile, Provider};
 use crate::text;
 
 /// Where `provider = "openai"` goes when the profile names no `base_url`.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
-
-/// The environment variable named by `api_key_env`, accepting both `NAME`
-/// and `${env:NAME}`.
-pub fn api_key_var(api_key_env: &str) -> &str {
-    let trimmed = api_key_env.trim();
-    trimmed.strip_prefix("${env:").and_then(|rest| rest.strip_suffix('}')).map(str::trim).unwrap_or(trimmed)
-}
 
 /// An HTTP error status seen by our transport, carried through
 /// `async-openai` as a boxed error so its `Retry-After` survives.
@@ -278,7 +274,7 @@ pub(crate) fn endpoint(
     let resolve = |field: &str, value: &Option<String>| -> Result<Option<String>, LlmError> {
         match value {
             None => Ok(None),
-            Some(v) => crate::prompt::resolve_env_refs(v)
+            Some(v) => crate::config::resolve_env_refs(v)
                 .map(|s| Some(s.trim().trim_end_matches('/').to_string()))
                 .map_err(|e| fail(format!("`{field}`: {e}"))),
         }

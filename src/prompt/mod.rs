@@ -17,12 +17,15 @@
 //! {{question}}
 //! ```
 //!
-//! [`Prompty::load`] reads and validates the front matter and compiles the
-//! body once; [`Prompty::render`] then runs per request: it renders the body
-//! with minijinja and only afterwards splits the text into [`ChatMessage`]s at
-//! role marker lines (`system:`, `user:`, `assistant:`, …). Splitting after
-//! templating is what lets a `{% for %}` over a chat history produce one
-//! message per turn.
+//! The file itself — front matter as plain data, template text — is
+//! configuration: [`PromptFile`] (in `config`) reads and checks it, so
+//! `meshops validate` names every broken prompt before anything starts.
+//! This layer compiles the body ([`Prompty::compile`], once per prompt, when
+//! its agent or judge starts) and renders it per request
+//! ([`Prompty::render`]): it renders the body with minijinja and only
+//! afterwards splits the text into [`ChatMessage`]s at role marker lines
+//! (`system:`, `user:`, `assistant:`, …). Splitting after templating is
+//! what lets a `{% for %}` over a chat history produce one message per turn.
 //!
 //! Values interpolated with `{{ … }}` cannot introduce role markers: a line of
 //! an input value that looks like a marker is rendered as text, so a user
@@ -34,21 +37,26 @@
 //! memory and in errors); callers resolve them with [`resolve_env_refs`] when
 //! they build a client.
 
-mod env;
-mod front_matter;
 mod messages;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
-use crate::llm::{ChatMessage, ModelParams, Role};
+use crate::config::prompt_file::describe_template_error;
+use crate::llm::{ChatMessage, Role};
 
-pub use env::resolve_env_refs;
+/// The file model lives in `config`; these paths stay for callers that name
+/// them from here.
+pub use crate::config::{
+    PromptFile, PromptFileError, PromptyConfiguration, PromptyInput, PromptyModel, PromptyParameters,
+    resolve_env_refs,
+};
 
 /// The name the body is registered under in its private environment.
 const BODY_TEMPLATE: &str = "body";
@@ -57,135 +65,26 @@ const BODY_TEMPLATE: &str = "body";
 /// where there is one, the field, and says what would have been valid.
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
-    #[error("cannot read prompt file {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: front matter: {message}", path.display())]
-    FrontMatter { path: PathBuf, message: String },
-    #[error("{}: field `{field}`: {message}", path.display())]
-    Field { path: PathBuf, field: String, message: String },
-    #[error("{}: template: {message}", path.display())]
-    Template { path: PathBuf, message: String },
+    /// Reading or checking the file failed (front matter, template syntax).
+    #[error(transparent)]
+    File(#[from] PromptFileError),
+    /// Rendering failed (a bad input value, a template runtime error).
     #[error("{}: rendering failed: {message}", path.display())]
-    Render { path: PathBuf, message: String },
-    #[error("environment variable `{var}` is not set and its `${{env:{var}}}` reference has no default")]
-    Env { var: String },
+    Render {
+        /// The file, for the message.
+        path: PathBuf,
+        /// The template engine's message, with its line in the whole file.
+        message: String,
+    },
 }
 
-/// The `model` section: which API, which endpoint, which sampling parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromptyModel {
-    /// `chat` (the default) or `completion`.
-    pub api: String,
-    pub configuration: PromptyConfiguration,
-    pub parameters: PromptyParameters,
-    /// `first` or `all` (how many choices to return), when given.
-    pub response: Option<String>,
-    /// Other keys of `model`, kept as written.
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-impl Default for PromptyModel {
-    fn default() -> Self {
-        PromptyModel {
-            api: "chat".to_string(),
-            configuration: PromptyConfiguration::default(),
-            parameters: PromptyParameters::default(),
-            response: None,
-            extra: BTreeMap::new(),
-        }
-    }
-}
-
-/// `model.configuration`: where the model lives. Values are kept exactly as
-/// written, `${env:…}` references included.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PromptyConfiguration {
-    /// The YAML `type`: `azure_openai`, `openai`, `serverless`, …
-    pub kind: Option<String>,
-    pub azure_endpoint: Option<String>,
-    pub azure_deployment: Option<String>,
-    pub api_version: Option<String>,
-    pub api_key: Option<String>,
-    /// The model name (`openai` and `serverless` configurations).
-    pub name: Option<String>,
-    /// The YAML `base_url`, or its synonym `endpoint`.
-    pub base_url: Option<String>,
-    pub organization: Option<String>,
-    /// Keys this module does not interpret, kept for providers that do.
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-/// `model.parameters`: sampling parameters.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PromptyParameters {
-    pub temperature: Option<f64>,
-    pub max_tokens: Option<u32>,
-    pub top_p: Option<f64>,
-    pub seed: Option<i64>,
-    /// `stop` may be written as one string or a list; kept as a list.
-    pub stop: Vec<String>,
-    /// `text` or `json_object`, written as a string or `{type: …}`.
-    pub response_format: Option<String>,
-    /// Parameters this module does not interpret (`frequency_penalty`, …).
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-impl PromptyParameters {
-    /// The parameters [`ModelParams`] knows; `extra` has no place there and
-    /// is left for providers that read the Prompty file themselves.
-    pub fn to_model_params(&self) -> ModelParams {
-        ModelParams {
-            temperature: self.temperature,
-            max_tokens: self.max_tokens,
-            top_p: self.top_p,
-            seed: self.seed,
-            stop: self.stop.clone(),
-            response_format: self.response_format.clone(),
-        }
-    }
-}
-
-/// One declared input.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PromptyInput {
-    /// The YAML `type` (`string`, `array`, …), when declared.
-    pub kind: Option<String>,
-    pub description: Option<String>,
-    /// Used by [`Prompty::render`] when the caller does not give the input.
-    pub default: Option<serde_json::Value>,
-    /// An example value, for documentation and tests; never rendered.
-    pub sample: Option<serde_json::Value>,
-    /// Other keys of the declaration, kept as written.
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-/// A loaded Prompty file with its body compiled, ready to render.
+/// A Prompty file with its body compiled, ready to render. Derefs to its
+/// [`PromptFile`], so the front matter reads as `prompty.model`,
+/// `prompty.inputs`, `prompty.path`.
 #[derive(Debug, Clone)]
 pub struct Prompty {
-    /// `name`, or the file stem when the file has none.
-    pub name: String,
-    pub description: String,
-    pub authors: Vec<String>,
-    pub version: Option<String>,
-    pub tags: Vec<String>,
-    pub model: PromptyModel,
-    pub inputs: BTreeMap<String, PromptyInput>,
-    /// `outputs` as written (`Null` when absent).
-    pub outputs: serde_json::Value,
-    /// `sample` as written, or loaded from its `${file:…}`; an empty object
-    /// when absent.
-    pub sample: serde_json::Value,
-    /// Top-level keys this module does not interpret, kept as written.
-    pub extra: BTreeMap<String, serde_json::Value>,
-    /// The template text after the front matter.
-    pub body: String,
-    pub path: PathBuf,
-    /// Lines before the body, so template errors can report file lines.
-    body_line_offset: usize,
+    /// The file as configuration read it.
+    file: Arc<PromptFile>,
     /// The compiled body; shared so clones and renders never re-parse it.
     env: Arc<Environment<'static>>,
     /// The body cut at its role marker lines, each part compiled on its
@@ -193,6 +92,14 @@ pub struct Prompty {
     parts: Option<Arc<[Part]>>,
     /// The declared inputs' defaults as one template map, built once.
     defaults: Option<minijinja::Value>,
+}
+
+impl Deref for Prompty {
+    type Target = PromptFile;
+
+    fn deref(&self) -> &PromptFile {
+        &self.file
+    }
 }
 
 /// One message-sized part of a body: the template text after a role marker
@@ -231,21 +138,22 @@ impl PreparedPrompt {
 }
 
 impl Prompty {
-    /// Reads and parses a Prompty file.
+    /// Reads, checks and compiles a Prompty file.
     pub fn load(path: &Path) -> Result<Prompty, PromptError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PromptError::Io { path: path.to_path_buf(), source })?;
-        Prompty::parse(&text, path)
+        Prompty::compile(Arc::new(PromptFile::load(path)?))
     }
 
-    /// Parses Prompty text. `path` names the file in errors and anchors
-    /// `${file:…}` references.
+    /// Parses, checks and compiles Prompty text. `path` names the file in
+    /// errors and anchors `${file:…}` references.
     pub fn parse(text: &str, path: &Path) -> Result<Prompty, PromptError> {
-        let split = front_matter::split(text, path)?;
-        let header = front_matter::parse_header(split.yaml_padded.as_str(), path)?;
-        let mut env = compile(split.body, path, split.body_line_offset)?;
-        let parts = compile_parts(&mut env, split.body).map(Arc::from);
-        let defaults: BTreeMap<&str, minijinja::Value> = header
+        Prompty::compile(Arc::new(PromptFile::parse(text, path)?))
+    }
+
+    /// Compiles a file's body for rendering.
+    pub fn compile(file: Arc<PromptFile>) -> Result<Prompty, PromptError> {
+        let mut env = compile(&file.body, &file.path, file.body_line_offset)?;
+        let parts = compile_parts(&mut env, &file.body).map(Arc::from);
+        let defaults: BTreeMap<&str, minijinja::Value> = file
             .inputs
             .iter()
             .filter_map(|(name, i)| {
@@ -253,24 +161,12 @@ impl Prompty {
             })
             .collect();
         let defaults = (!defaults.is_empty()).then(|| minijinja::Value::from(defaults));
-        Ok(Prompty {
-            name: header.name,
-            description: header.description,
-            authors: header.authors,
-            version: header.version,
-            tags: header.tags,
-            model: header.model,
-            inputs: header.inputs,
-            outputs: header.outputs,
-            sample: header.sample,
-            extra: header.extra,
-            body: split.body.to_string(),
-            path: path.to_path_buf(),
-            body_line_offset: split.body_line_offset,
-            env: Arc::new(env),
-            parts,
-            defaults,
-        })
+        Ok(Prompty { file, env: Arc::new(env), parts, defaults })
+    }
+
+    /// The file this prompt was compiled from.
+    pub fn file(&self) -> &Arc<PromptFile> {
+        &self.file
     }
 
     /// Prepares this prompt for an agent whose `fixed` values (a map) are
@@ -401,7 +297,7 @@ fn compile(body: &str, path: &Path, line_offset: usize) -> Result<Environment<'s
     // Prompts are not HTML; escaping would corrupt `<`, `&` and quotes.
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_formatter(messages::format_value);
-    env.add_template_owned(BODY_TEMPLATE, body.to_string()).map_err(|e| PromptError::Template {
+    env.add_template_owned(BODY_TEMPLATE, body.to_string()).map_err(|e| PromptFileError::Template {
         path: path.to_path_buf(),
         message: describe_template_error(&e, line_offset),
     })?;
@@ -442,19 +338,6 @@ fn compile_parts(env: &mut Environment<'static>, body: &str) -> Option<Vec<Part>
     Some(parts)
 }
 
-/// A minijinja error as text, with its line counted in the whole file (the
-/// template only sees the body).
-fn describe_template_error(err: &minijinja::Error, line_offset: usize) -> String {
-    let what = match err.detail() {
-        Some(detail) => format!("{}: {detail}", err.kind()),
-        None => err.kind().to_string(),
-    };
-    match err.line() {
-        Some(line) => format!("{what} (line {})", line + line_offset),
-        None => what,
-    }
-}
-
 /// The JSON type of a value, for messages.
 fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
@@ -464,5 +347,25 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Compiling a [`PromptFile`] as configuration loaded it, for an agent that
+/// holds the file (`config::AgentProfile::prompt`) and prepares its prompt
+/// once when it starts.
+pub trait PromptFileExt {
+    /// Compiles the file's body ([`Prompty::compile`]).
+    fn compile(&self) -> Result<Arc<Prompty>, PromptError>;
+
+    /// Compiles the file's body and prepares it with the agent's `fixed`
+    /// values ([`Prompty::prepare`]).
+    fn prepare(&self, fixed: minijinja::Value) -> Result<PreparedPrompt, PromptError> {
+        self.compile()?.prepare(fixed)
+    }
+}
+
+impl PromptFileExt for Arc<PromptFile> {
+    fn compile(&self) -> Result<Arc<Prompty>, PromptError> {
+        Prompty::compile(self.clone()).map(Arc::new)
     }
 }

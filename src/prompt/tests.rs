@@ -1,12 +1,12 @@
 //! Data-driven tests over `tests/data/prompty/`, plus unit tests of the
-//! pieces (marker detection, env references).
+//! pieces (marker detection).
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::*;
-use crate::llm::{ChatMessage, Role};
+use crate::llm::{ChatMessage, ModelParams, Role};
 
 fn data(file: &str) -> PathBuf {
     // Run time first: a reused test binary may come from another checkout.
@@ -98,7 +98,7 @@ fn basic_renders_sample() {
          Use the following context to provide a more personalized response to Seth:\n\
          {TENT}"
     );
-    let sample = load("basic.prompty").sample;
+    let sample = load("basic.prompty").sample.clone();
     check(
         "basic.prompty",
         sample,
@@ -213,7 +213,7 @@ fn file_sample_is_loaded_relative_to_prompty() {
 #[test]
 fn unterminated_front_matter() {
     let err = check_error("unterminated.prompty", &["front matter", "line 1", "never closed"]);
-    assert!(matches!(err, PromptError::FrontMatter { .. }));
+    assert!(matches!(err, PromptError::File(PromptFileError::FrontMatter { .. })));
 }
 
 #[test]
@@ -222,25 +222,27 @@ fn bad_temperature_type() {
         "bad_temperature.prompty",
         &["model.parameters.temperature", "expected a number from 0 to 2", "got a string"],
     );
-    assert!(matches!(err, PromptError::Field { ref field, .. } if field == "model.parameters.temperature"));
+    assert!(
+        matches!(err, PromptError::File(PromptFileError::Field { ref field, .. }) if field == "model.parameters.temperature")
+    );
 }
 
 #[test]
 fn unknown_template_format() {
     let err = check_error("unknown_format.prompty", &["template.format", "`mustache`", "jinja2"]);
-    assert!(matches!(err, PromptError::Field { .. }));
+    assert!(matches!(err, PromptError::File(PromptFileError::Field { .. })));
 }
 
 #[test]
 fn template_syntax_error_has_file_line() {
     let err = check_error("syntax_error.prompty", &["template", "syntax error", "(line 9)"]);
-    assert!(matches!(err, PromptError::Template { .. }));
+    assert!(matches!(err, PromptError::File(PromptFileError::Template { .. })));
 }
 
 #[test]
 fn missing_file_is_io_error() {
     let err = check_error("no_such.prompty", &["cannot read"]);
-    assert!(matches!(err, PromptError::Io { .. }));
+    assert!(matches!(err, PromptError::File(PromptFileError::Io { .. })));
 }
 
 #[test]
@@ -302,7 +304,7 @@ fn front_matter_errors() {
             Ok(_) => panic!("should fail: {text:?}"),
             Err(e) => e,
         };
-        assert!(matches!(err, PromptError::FrontMatter { .. }), "{err}");
+        assert!(matches!(err, PromptError::File(PromptFileError::FrontMatter { .. })), "{err}");
         let message = err.to_string();
         assert!(message.contains("inline.prompty"), "{message}");
         for fragment in *fragments {
@@ -396,22 +398,6 @@ fn non_html_text_is_not_escaped() {
     let p = parse("---\n---\nuser:\n{{ q }}\n").unwrap();
     let messages = p.render(&json!({"q": "<a href=\"x\">&</a>"})).unwrap();
     assert_eq!(messages[0].content, "<a href=\"x\">&</a>");
-}
-
-#[test]
-fn env_refs() {
-    // PATH is set in any test environment; the other name is not.
-    let path = std::env::var("PATH").unwrap();
-    assert_eq!(resolve_env_refs("p=${env:PATH}!").unwrap(), format!("p={path}!"));
-    assert_eq!(
-        resolve_env_refs("${env:MESHOPS_SURELY_UNSET_VAR:http://localhost:8080}").unwrap(),
-        "http://localhost:8080"
-    );
-    assert_eq!(resolve_env_refs("${env:MESHOPS_SURELY_UNSET_VAR:}").unwrap(), "");
-    assert_eq!(resolve_env_refs("plain ${file:x} ${env:open").unwrap(), "plain ${file:x} ${env:open");
-    let err = resolve_env_refs("key=${env:MESHOPS_SURELY_UNSET_VAR}").unwrap_err();
-    assert!(matches!(err, PromptError::Env { ref var } if var == "MESHOPS_SURELY_UNSET_VAR"));
-    assert!(err.to_string().contains("MESHOPS_SURELY_UNSET_VAR"));
 }
 
 /// Every shipped prompt and every test file that loads: rendering part by

@@ -2,13 +2,12 @@
 //! [`OpenAiEmbedder`] calls a model profile's OpenAI-compatible
 //! `/embeddings` endpoint (OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp).
 //!
-//! It hashes lexical features into a fixed number of buckets ("the hashing
-//! trick"): content terms, content-term bigrams and character 3-grams of each
-//! term. This is no semantic model, but texts about the same topic share
-//! stems and sub-word pieces, so cosine similarity ranks them close — enough
-//! for offline runs, tests and CI, where downloading a model is not an option.
-
-use std::collections::HashMap;
+//! The offline embedder hashes lexical features into a fixed number of
+//! buckets ([`text::hashed_vector`]: content terms, their bigrams and
+//! character 3-grams). This is no semantic model, but texts about the same
+//! topic share stems and sub-word pieces, so cosine similarity ranks them
+//! close: enough for offline runs, tests and CI, where downloading a model is
+//! not an option.
 
 use async_openai::types::embeddings::{CreateEmbeddingRequest, EmbeddingInput};
 use futures::future::BoxFuture;
@@ -18,16 +17,6 @@ use crate::config::ModelProfile;
 use crate::llm::openai::{endpoint, map_error};
 use crate::llm::retry::RetryPolicy;
 use crate::text;
-
-/// Weight of a whole content term: the main topical signal.
-const TERM_WEIGHT: f32 = 1.0;
-/// Weight of an adjacent content-term pair: rewards shared phrases, but a
-/// paraphrase rarely keeps word order, so it must not dominate.
-const BIGRAM_WEIGHT: f32 = 0.5;
-/// Weight of one character 3-gram: lets "retry"/"retries"/"retrying" and
-/// compound words partially meet where the light stemmer misses. There are
-/// many 3-grams per term, so each one counts little.
-const TRIGRAM_WEIGHT: f32 = 0.25;
 
 /// A deterministic embedder based on signed feature hashing.
 #[derive(Debug, Clone)]
@@ -47,67 +36,8 @@ impl OfflineEmbedder {
     /// Embeds one text. The result is L2-normalised, so a dot product is the
     /// cosine similarity.
     pub fn embed_text(&self, text: &str) -> Vec<f32> {
-        let counts = features(text);
-        let mut v = vec![0.0f32; self.dimension];
-        // Iterate in key order: float addition is not associative, and a
-        // HashMap's order is random per process; sorting keeps the vector
-        // bit-for-bit identical across runs.
-        let mut keys: Vec<(&String, &(f32, u32))> = counts.iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, &(weight, count)) in keys {
-            let h = text::fnv1a64(key.as_bytes());
-            // `dimension` fits in u64 on every supported target; the modulo
-            // result is below `dimension`, so it fits back into usize.
-            let bucket = (h % self.dimension as u64) as usize;
-            // The sign comes from a high bit, independent of the low bits
-            // that pick the bucket, so collisions cancel out on average
-            // instead of piling up.
-            let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
-            // Sublinear tf: a term repeated ten times is more important than
-            // once, but not ten times more.
-            let tf = 1.0 + (count as f32).ln();
-            if let Some(slot) = v.get_mut(bucket) {
-                *slot += sign * weight * tf;
-            }
-        }
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        if norm > f32::EPSILON && norm.is_finite() {
-            for x in &mut v {
-                *x /= norm;
-            }
-            v
-        } else {
-            // No features (empty text, only stop words) or all features
-            // cancelled: a zero vector has no cosine and NaN would poison the
-            // store, so return a fixed unit vector instead.
-            let c = 1.0 / (self.dimension as f32).sqrt();
-            vec![c; self.dimension]
-        }
+        text::hashed_vector(text, self.dimension)
     }
-}
-
-/// Feature key → (kind weight, occurrence count). Keys carry a kind prefix so
-/// the term "ing" and the 3-gram "ing" are different features.
-fn features(text: &str) -> HashMap<String, (f32, u32)> {
-    let terms = text::content_terms(text);
-    let mut out: HashMap<String, (f32, u32)> = HashMap::new();
-    let mut add = |key: String, weight: f32| {
-        out.entry(key).or_insert((weight, 0)).1 += 1;
-    };
-    for term in &terms {
-        add(format!("w:{term}"), TERM_WEIGHT);
-        // Boundary markers make prefixes and suffixes distinct features.
-        let chars: Vec<char> = format!("<{term}>").chars().collect();
-        for gram in chars.windows(3) {
-            add(format!("c:{}", gram.iter().collect::<String>()), TRIGRAM_WEIGHT);
-        }
-    }
-    for pair in terms.windows(2) {
-        if let [a, b] = pair {
-            add(format!("b:{a} {b}"), BIGRAM_WEIGHT);
-        }
-    }
-    out
 }
 
 impl Embedder for OfflineEmbedder {
@@ -123,10 +53,6 @@ impl Embedder for OfflineEmbedder {
         Box::pin(async move { Ok(texts.iter().map(|t| self.embed_text(t)).collect()) })
     }
 }
-
-/// Texts per `/embeddings` request when the settings give no batch size:
-/// the same as ingest's batch, so one ingest batch is one request.
-pub const DEFAULT_BATCH_SIZE: usize = 64;
 
 /// An embedder on a model profile's OpenAI-compatible `/embeddings`
 /// endpoint. Texts go out in batches of `batch_size` per request, each

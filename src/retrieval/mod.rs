@@ -166,7 +166,7 @@ pub async fn open_store(spec: &MeshSpec, dimension: usize) -> Result<SharedStore
             let api_key = match &r.api_key_env {
                 None => None,
                 Some(env) => {
-                    let var = crate::llm::openai::api_key_var(env);
+                    let var = crate::config::api_key_var(env);
                     match std::env::var(var) {
                         Ok(key) if !key.trim().is_empty() => Some(key.trim().to_string()),
                         _ => {

@@ -12,7 +12,7 @@ use crate::config::{AgentKind, AgentProfile, AgentSpec};
 use crate::llm::{LlmError, LlmRequest, LlmResponse, ModelParams, SharedLlm, TaskHint};
 use crate::mesh::messages::{EventSink, MeshEvent, StepInput, StepOutput};
 use crate::mesh::{MeshError, Resources, StepRecord};
-use crate::prompt::PreparedPrompt;
+use crate::prompt::{PreparedPrompt, PromptFileExt as _};
 
 /// The logic of one agent kind, for one profile of one agent (its base
 /// profile, or a variant's).

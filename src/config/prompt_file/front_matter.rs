@@ -11,7 +11,8 @@ use std::path::Path;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{PromptError, PromptyConfiguration, PromptyInput, PromptyModel, PromptyParameters};
+use super::error::PromptFileError;
+use super::header::{PromptyConfiguration, PromptyInput, PromptyModel, PromptyParameters};
 
 /// A file cut into front matter and body.
 pub(crate) struct Split<'a> {
@@ -24,9 +25,9 @@ pub(crate) struct Split<'a> {
 
 /// Cuts `text` at its `---` lines. Leading blank lines and a BOM are allowed
 /// before the opening line.
-pub(crate) fn split<'a>(text: &'a str, path: &Path) -> Result<Split<'a>, PromptError> {
+pub(crate) fn split<'a>(text: &'a str, path: &Path) -> Result<Split<'a>, PromptFileError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let error = |message: String| PromptError::FrontMatter { path: path.to_path_buf(), message };
+    let error = |message: String| PromptFileError::FrontMatter { path: path.to_path_buf(), message };
     let mut pos = 0;
     let mut line_no = 0;
     let mut opening: Option<(usize, usize)> = None; // (line number, yaml start)
@@ -75,8 +76,9 @@ pub(crate) struct Header {
 }
 
 /// Parses and checks the front matter YAML.
-pub(crate) fn parse_header(yaml: &str, path: &Path) -> Result<Header, PromptError> {
-    let front_matter_error = |message: String| PromptError::FrontMatter { path: path.to_path_buf(), message };
+pub(crate) fn parse_header(yaml: &str, path: &Path) -> Result<Header, PromptFileError> {
+    let front_matter_error =
+        |message: String| PromptFileError::FrontMatter { path: path.to_path_buf(), message };
     let mut root: Value =
         serde_yaml_ng::from_str(yaml).map_err(|e| front_matter_error(format!("invalid YAML: {e}")))?;
     root.apply_merge().map_err(|e| front_matter_error(format!("invalid YAML merge key: {e}")))?;
@@ -136,36 +138,36 @@ struct Cx<'p> {
 }
 
 impl Cx<'_> {
-    fn error(&self, field: &str, message: impl Into<String>) -> PromptError {
-        PromptError::Field {
+    fn error(&self, field: &str, message: impl Into<String>) -> PromptFileError {
+        PromptFileError::Field {
             path: self.path.to_path_buf(),
             field: field.to_string(),
             message: message.into(),
         }
     }
 
-    fn expected(&self, field: &str, what: &str, got: &Value) -> PromptError {
+    fn expected(&self, field: &str, what: &str, got: &Value) -> PromptFileError {
         self.error(field, format!("expected {what}, got {}", yaml_kind(got)))
     }
 
     /// A mapping key, which must be a string; `parent` names the mapping.
-    fn key<'v>(&self, key: &'v Value, parent: &str) -> Result<&'v str, PromptError> {
+    fn key<'v>(&self, key: &'v Value, parent: &str) -> Result<&'v str, PromptFileError> {
         key.as_str().ok_or_else(|| {
             let field = if parent.is_empty() { "(top level)" } else { parent };
             self.error(field, format!("keys must be strings, got {}", yaml_kind(key)))
         })
     }
 
-    fn mapping<'v>(&self, value: &'v Value, field: &str) -> Result<&'v Mapping, PromptError> {
+    fn mapping<'v>(&self, value: &'v Value, field: &str) -> Result<&'v Mapping, PromptFileError> {
         value.as_mapping().ok_or_else(|| self.expected(field, "a mapping", value))
     }
 
-    fn string(&self, value: &Value, field: &str) -> Result<String, PromptError> {
+    fn string(&self, value: &Value, field: &str) -> Result<String, PromptFileError> {
         value.as_str().map(str::to_string).ok_or_else(|| self.expected(field, "a string", value))
     }
 
     /// A string, number or boolean as text (`version: 1.0` is common).
-    fn scalar_string(&self, value: &Value, field: &str) -> Result<String, PromptError> {
+    fn scalar_string(&self, value: &Value, field: &str) -> Result<String, PromptFileError> {
         match value {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
@@ -174,14 +176,14 @@ impl Cx<'_> {
         }
     }
 
-    fn string_list(&self, value: &Value, field: &str) -> Result<Vec<String>, PromptError> {
+    fn string_list(&self, value: &Value, field: &str) -> Result<Vec<String>, PromptFileError> {
         let items = value.as_sequence().ok_or_else(|| self.expected(field, "a list of strings", value))?;
         items.iter().enumerate().map(|(i, item)| self.string(item, &format!("{field}[{i}]"))).collect()
     }
 
     /// A string restricted to `valid` (compared case-insensitively, kept
     /// lowercase).
-    fn one_of(&self, value: &Value, field: &str, valid: &[&str]) -> Result<String, PromptError> {
+    fn one_of(&self, value: &Value, field: &str, valid: &[&str]) -> Result<String, PromptFileError> {
         let text = self.string(value, field)?.to_ascii_lowercase();
         if valid.contains(&text.as_str()) {
             Ok(text)
@@ -191,7 +193,7 @@ impl Cx<'_> {
         }
     }
 
-    fn number(&self, value: &Value, field: &str, min: f64, max: f64) -> Result<f64, PromptError> {
+    fn number(&self, value: &Value, field: &str, min: f64, max: f64) -> Result<f64, PromptFileError> {
         let number = value
             .as_f64()
             .ok_or_else(|| self.expected(field, &format!("a number from {min} to {max}"), value))?;
@@ -202,12 +204,12 @@ impl Cx<'_> {
         }
     }
 
-    fn json(&self, value: &Value, field: &str) -> Result<serde_json::Value, PromptError> {
+    fn json(&self, value: &Value, field: &str) -> Result<serde_json::Value, PromptFileError> {
         serde_json::to_value(value)
             .map_err(|e| self.error(field, format!("cannot be represented as JSON: {e}")))
     }
 
-    fn model(&self, value: &Value) -> Result<PromptyModel, PromptError> {
+    fn model(&self, value: &Value) -> Result<PromptyModel, PromptFileError> {
         let mut model = PromptyModel::default();
         for (key, value) in self.mapping(value, "model")? {
             let key = self.key(key, "model")?;
@@ -228,7 +230,7 @@ impl Cx<'_> {
         Ok(model)
     }
 
-    fn configuration(&self, value: &Value) -> Result<PromptyConfiguration, PromptError> {
+    fn configuration(&self, value: &Value) -> Result<PromptyConfiguration, PromptFileError> {
         let mut config = PromptyConfiguration::default();
         for (key, value) in self.mapping(value, "model.configuration")? {
             let key = self.key(key, "model.configuration")?;
@@ -264,7 +266,7 @@ impl Cx<'_> {
         Ok(config)
     }
 
-    fn parameters(&self, value: &Value) -> Result<PromptyParameters, PromptError> {
+    fn parameters(&self, value: &Value) -> Result<PromptyParameters, PromptFileError> {
         let mut params = PromptyParameters::default();
         for (key, value) in self.mapping(value, "model.parameters")? {
             let key = self.key(key, "model.parameters")?;
@@ -316,7 +318,7 @@ impl Cx<'_> {
         Ok(params)
     }
 
-    fn inputs(&self, value: &Value) -> Result<BTreeMap<String, PromptyInput>, PromptError> {
+    fn inputs(&self, value: &Value) -> Result<BTreeMap<String, PromptyInput>, PromptFileError> {
         const DECLARATION_KEYS: [&str; 4] = ["type", "description", "default", "sample"];
         let mut inputs = BTreeMap::new();
         for (key, value) in self.mapping(value, "inputs")? {
@@ -356,7 +358,7 @@ impl Cx<'_> {
 
     /// `sample`: a mapping, or `${file:relative.json}` (JSON, or YAML for
     /// `.yaml`/`.yml`) read relative to the Prompty file.
-    fn sample(&self, value: &Value) -> Result<serde_json::Value, PromptError> {
+    fn sample(&self, value: &Value) -> Result<serde_json::Value, PromptFileError> {
         const FIELD: &str = "sample";
         let reference = match value {
             Value::Mapping(_) => return self.json(value, FIELD),
@@ -395,7 +397,7 @@ impl Cx<'_> {
 
     /// `template`: `jinja2`, or `{format, parser}`. Only Jinja is rendered,
     /// and only the `prompty` role-marker parser exists.
-    fn template(&self, value: &Value) -> Result<(), PromptError> {
+    fn template(&self, value: &Value) -> Result<(), PromptFileError> {
         const FORMATS: [&str; 2] = ["jinja2", "jinja"];
         match value {
             Value::String(_) => self.one_of(value, "template", &FORMATS).map(drop),
