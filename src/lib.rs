@@ -2,21 +2,30 @@
 //! the MLOps around them.
 //!
 //! # Layout
-//! - [`client`]: client-side checks of a running gateway (health, reflection).
+//! Modules bottom-up: each imports only from the ones listed before it
+//! (or, within one line, one way), never from a later one.
 //! - [`config`]: loads `config/`, `agents/`, `prompts/` into one validated
-//!   [`config::MeshSpec`]; every error names the file and the field.
-//! - [`prompt`]: Prompty files, rendered with minijinja.
-//! - [`llm`]: the [`llm::LlmClient`] trait and the offline engine.
-//! - [`retrieval`]: embedders, vector stores (qdrant-edge), chunking, ingest.
-//! - [`mesh`]: the actix actors (orchestrator and agents) and their messages.
-//! - [`runtime`]: the one assembly (retrieval, ingest, model clients, agents)
-//!   that serve, eval, batch and bench start the mesh with.
-//! - [`gateway`]: the tonic services and the one error → `Status` map.
+//!   [`config::MeshSpec`]; every error names the file and the field. Plain
+//!   data: it imports no other module.
+//! - [`text`]: tokenisation, sentence splitting, hashed feature vectors.
+//! - [`telemetry`]: logs, OpenTelemetry traces and metrics, attribute names.
+//! - [`llm`]: the [`llm::LlmClient`] trait, its layers (traced, retrying),
+//!   the OpenAI-compatible client and the offline engine.
+//! - [`prompt`]: Prompty templates compiled and rendered with minijinja.
+//! - [`retrieval`]: embedders, vector stores (qdrant-edge, Qdrant server),
+//!   chunking, ingest.
+//! - [`mesh`]: the actix actors (orchestrator, one type per agent kind) and
+//!   their messages and errors.
+//! - [`runtime`]: the one assembly (retrieval, ingest, model clients,
+//!   agents) that serve, eval and bench start the mesh with.
+//! - [`client`]: a running gateway seen from outside (checks, answers).
+//! - [`gateway`]: the tonic services, admission, the error → `Status` map.
 //! - [`batch`]: durable batch jobs: the SQLite store and the workers.
 //! - [`eval`]: datasets, metrics, runs, comparisons and gates.
-//! - [`bench`]: `meshops bench`, benchmarks beside their comparisons.
-//! - [`telemetry`]: logs, OpenTelemetry traces and metrics, attribute names.
-//! - [`text`]: tokenisation and other small text helpers.
+//! - [`bench`]: `meshops bench`, figures beside their limits.
+//!
+//! The binary (`src/main.rs`, `src/cli/`) parses the command line and
+//! prints; nothing in this library does.
 
 pub mod batch;
 pub mod bench;
