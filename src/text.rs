@@ -268,6 +268,66 @@ pub fn strip_citation_markers(answer: &str) -> String {
     out
 }
 
+/// Renumbers an answer's `[n]` citation markers (1-based indices into
+/// `passages` passages) so that they index the passages the answer cites, in
+/// order of first citation: `[3] … [1] … [3]` becomes `[1] … [2] … [1]`, and
+/// the second value lists the cited passages' 0-based indices in that
+/// order. A marker naming no passage (`[9]` of three) is dropped, with the
+/// space before it when punctuation follows; brackets holding anything but
+/// numbers and commas (`[x]`, `[]`) stay as written.
+pub fn renumber_citations(answer: &str, passages: usize) -> (String, Vec<usize>) {
+    let mut cited: Vec<usize> = Vec::new();
+    let mut out = String::with_capacity(answer.len());
+    let mut rest = answer;
+    while let Some(start) = rest.find('[') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let group = after.find(']').map(|end| (end, &after[..end]));
+        match group {
+            Some((end, inner))
+                if !inner.trim().is_empty()
+                    && inner
+                        .split(',')
+                        .all(|p| !p.trim().is_empty() && p.trim().bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                let mut numbers: Vec<usize> = Vec::new();
+                for n in inner.split(',').filter_map(|p| p.trim().parse::<usize>().ok()) {
+                    if n == 0 || n > passages {
+                        continue;
+                    }
+                    let at = match cited.iter().position(|&i| i == n - 1) {
+                        Some(at) => at,
+                        None => {
+                            cited.push(n - 1);
+                            cited.len() - 1
+                        }
+                    };
+                    if !numbers.contains(&(at + 1)) {
+                        numbers.push(at + 1);
+                    }
+                }
+                rest = &after[end + 1..];
+                if numbers.is_empty() {
+                    if out.ends_with(' ') && rest.starts_with(['.', '!', '?', ',', ' ']) {
+                        out.pop();
+                    }
+                } else {
+                    let list: Vec<String> = numbers.iter().map(usize::to_string).collect();
+                    out.push('[');
+                    out.push_str(&list.join(", "));
+                    out.push(']');
+                }
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    (out, cited)
+}
+
 /// Rough token count of `text` for models that do not report usage: about
 /// four characters per token, at least one per word. Callers must mark counts
 /// from here as estimated.
@@ -280,6 +340,21 @@ pub fn estimate_tokens(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn citations_renumber_to_the_cited_passages_in_order() {
+        let (text, cited) = renumber_citations("B is so [3]. A too [1, 3]. Again [3].", 4);
+        assert_eq!(text, "B is so [1]. A too [2, 1]. Again [1].");
+        assert_eq!(cited, vec![2, 0]);
+        // Out of range markers go (with their space); other brackets stay.
+        let (text, cited) = renumber_citations("Gone [9]. Kept [x] and [] here [2,9].", 2);
+        assert_eq!(text, "Gone. Kept [x] and [] here [1].");
+        assert_eq!(cited, vec![1]);
+        // Already in order: unchanged.
+        let (text, cited) = renumber_citations("One [1]. Two [2].", 2);
+        assert_eq!(text, "One [1]. Two [2].");
+        assert_eq!(cited, vec![0, 1]);
+    }
 
     #[test]
     fn strip_citation_markers_removes_citations_only() {

@@ -28,6 +28,18 @@ async fn sample_questions_get_cited_answers_from_all_four_agents() {
         assert_eq!(a.intent, "question", "row {} routed to {}", row.id, a.intent);
         assert!(!a.answer.is_empty(), "row {}: empty answer", row.id);
         assert!(!a.citations.is_empty(), "row {}: no citations in {:?}", row.id, a.answer);
+        // Every `[n]` marker indexes a citation the response carries, and
+        // every citation is cited: markers are numbered 1..=citations.
+        let markers = citation_markers(&a.answer);
+        assert!(
+            markers.iter().all(|n| (1..=a.citations.len()).contains(n)),
+            "row {}: markers {markers:?} beyond {} citations in {:?}",
+            row.id,
+            a.citations.len(),
+            a.answer
+        );
+        let distinct: BTreeSet<usize> = markers.iter().copied().collect();
+        assert_eq!(distinct.len(), a.citations.len(), "row {}: {:?}", row.id, a.answer);
         let kinds: BTreeSet<&str> = a.steps.iter().map(|s| s.kind.as_str()).collect();
         assert_eq!(kinds, BTreeSet::from(["critic", "retriever", "router", "summarizer"]), "row {}", row.id);
         assert!(a.steps.iter().filter(|s| s.kind != "retriever").all(|s| s.model == OFFLINE_MODEL));
@@ -264,4 +276,17 @@ async fn concurrent_asks_overlap_inside_the_actors() {
     println!("{N} requests in {elapsed:?}; peak concurrent model calls {peak}");
     assert!(peak >= N * 9 / 10, "peak concurrent model calls {peak} of {N}: requests were serialized");
     t.server.shutdown().await.unwrap();
+}
+
+/// The numbers inside an answer's `[n]` / `[n, m]` markers, in order.
+fn citation_markers(answer: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for group in answer.split('[').skip(1) {
+        let Some((inner, _)) = group.split_once(']') else { continue };
+        let parts: Vec<&str> = inner.split(',').map(str::trim).collect();
+        if !parts.is_empty() && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+            out.extend(parts.iter().filter_map(|p| p.parse::<usize>().ok()));
+        }
+    }
+    out
 }

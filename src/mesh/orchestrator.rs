@@ -12,7 +12,6 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument as _;
 
 use super::agents::AgentActor;
-use super::agents::summarizer::cited_indices;
 use super::messages::{Ask, MeshEvent, RunStep, StepInput, StepOutput};
 use super::{Answer, Citation, MeshError, StepRecord, Usage, Verdict};
 use crate::config::{AgentKind, MeshSpec};
@@ -299,7 +298,10 @@ fn finish(
     steps: Vec<StepRecord>,
     started: std::time::Instant,
 ) -> Answer {
-    let citations = cited_indices(&answer, passages.len())
+    // The answer's `[n]` markers are renumbered to index the citations the
+    // response carries (only the cited passages, in order of first citation).
+    let (answer, cited) = crate::text::renumber_citations(&answer, passages.len());
+    let citations = cited
         .into_iter()
         .filter_map(|i| passages.get(i))
         .map(|p| Citation {
