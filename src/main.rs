@@ -109,6 +109,9 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        quiet_on_closed_stdout();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -119,10 +122,45 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command whose output is cut short by its reader (`meshops validate |
+/// head -3`) ends quietly, as other command-line tools do, instead of
+/// panicking in `println!`: Rust ignores SIGPIPE, so a write to a closed
+/// pipe fails; the default action ends the process. Not for `serve`, whose
+/// logs must never end the gateway. Sockets are unaffected: Rust and tokio
+/// send with `MSG_NOSIGNAL`.
+fn quiet_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: called at start-up, before any other thread exists; setting a
+    // signal's disposition to its default is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// An error and its causes on one line, each said once: many errors
+/// (tonic's transport errors, `io::Error`s wrapped by their callers)
+/// repeat their source's text in their own, and `{:#}` would print
+/// `tcp connect error: tcp connect error`.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || out.contains(text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(text);
+    }
+    out
 }
 
 fn load_options(cli: &Cli) -> Result<LoadOptions> {
@@ -179,4 +217,39 @@ async fn run(cli: Cli) -> Result<()> {
 /// The gateway URL a client command talks to (see [`cli::connect::target_url`]).
 fn target_url(cli: &Cli, target: Option<&str>) -> String {
     cli::connect::target_url(target, || load(cli).ok().map(|s| s.settings.gateway.listen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Leaf(String);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Wrapper {
+        text: String,
+        #[source]
+        source: Leaf,
+    }
+
+    #[test]
+    fn error_text_says_each_cause_once() {
+        let repeated = anyhow::Error::new(Wrapper {
+            text: "tcp connect error".into(),
+            source: Leaf("tcp connect error".into()),
+        })
+        .context("cannot connect to http://127.0.0.1:1");
+        assert_eq!(error_text(&repeated), "cannot connect to http://127.0.0.1:1: tcp connect error");
+        let contained = anyhow::Error::new(Wrapper {
+            text: "invalid peer certificate: UnknownIssuer".into(),
+            source: Leaf("UnknownIssuer".into()),
+        });
+        assert_eq!(error_text(&contained), "invalid peer certificate: UnknownIssuer");
+        let distinct = anyhow::Error::new(Leaf("No such file or directory (os error 2)".into()))
+            .context("reading a.pem");
+        assert_eq!(error_text(&distinct), "reading a.pem: No such file or directory (os error 2)");
+    }
 }

@@ -102,3 +102,27 @@ fn serve_then_ask_prints_a_cited_answer() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&streamed)).unwrap();
     assert_eq!(v["intent"], "greeting");
 }
+
+#[test]
+fn output_cut_short_by_its_reader_ends_quietly() {
+    use std::process::Stdio;
+    // `meshops validate | head -0`: the reader is gone before the first
+    // line is written. Every run must end without a panic (exit 101).
+    for _ in 0..3 {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshops"))
+            .arg("validate")
+            .current_dir(common::root())
+            .env("MESHOPS__RETRIEVAL__DATA_DIR", data.path())
+            .env_remove("MESHOPS_ENV")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -113,13 +113,21 @@ impl Admission {
         if self.keys.is_empty() {
             return Ok(None);
         }
-        let presented = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim);
-        let Some(presented) = presented else {
+        let Some(header) = metadata.get("authorization") else {
             return Err(Status::unauthenticated("missing `authorization: Bearer <key>` metadata"));
+        };
+        // Present but not a bearer token: say so, so a client sending
+        // `Basic …` or a bare key is not told the header is missing.
+        let presented = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        let Some(presented) = presented else {
+            return Err(Status::unauthenticated(
+                "malformed `authorization` metadata: expected `Bearer <key>`",
+            ));
         };
         let wanted = keys::digest(presented);
         // Every digest is compared, so the time taken does not depend on
@@ -240,6 +248,12 @@ mod tests {
             a.authenticate(&meta(Some("Bearer nope"))).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
+        assert!(a.authenticate(&meta(None)).unwrap_err().message().starts_with("missing"));
+        for malformed in ["k1", "Basic k1", "Bearer ", "Bearer    "] {
+            let err = a.authenticate(&meta(Some(malformed))).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{malformed}");
+            assert!(err.message().starts_with("malformed"), "{malformed}: {}", err.message());
+        }
         assert!(a.authenticate(&meta(Some("Bearer k1"))).is_ok());
         assert!(a.authenticate(&meta(Some("Bearer k1"))).is_ok());
         assert_eq!(
