@@ -45,6 +45,9 @@ fn validate_accepts_the_shipped_files_and_rejects_a_broken_one() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("bad.toml") && err.contains("retrieval.chunk_max_char"), "{err}");
+    // The field is named once, and the valid one it is closest to is named.
+    assert!(!err.contains("chunk_max_char.chunk_max_char"), "{err}");
+    assert!(err.contains("did you mean `chunk_max_chars`?"), "{err}");
 }
 
 #[test]

@@ -34,12 +34,51 @@ impl ConfigError {
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        Self::Field { file: file.to_string(), field: field.into(), message: message.into() }
+        Self::Field { file: file.to_string(), field: field.into(), message: with_suggestion(message.into()) }
     }
 
     pub(super) fn file(file: impl fmt::Display, message: impl Into<String>) -> Self {
-        Self::File { file: file.to_string(), message: message.into() }
+        Self::File { file: file.to_string(), message: with_suggestion(message.into()) }
     }
+}
+
+/// `message` with "did you mean `x`?" added when it is a deserializer's
+/// unknown-field (or unknown-variant) error — `unknown field `max_query_char`,
+/// expected one of `listen`, `max_query_chars`, …` — and one of the expected
+/// names is close to the unknown one: a typo is the usual cause, and the
+/// list alone makes the reader find it.
+fn with_suggestion(message: String) -> String {
+    let Some((unknown, expected)) = unknown_and_expected(&message) else { return message };
+    match closest(unknown, &expected) {
+        Some(best) => format!("{message}; did you mean `{best}`?"),
+        None => message,
+    }
+}
+
+/// The unknown name and the expected ones, from serde's wording (figment
+/// and toml both use it).
+fn unknown_and_expected(message: &str) -> Option<(&str, Vec<&str>)> {
+    let start =
+        ["unknown field `", "unknown variant `"].iter().find_map(|p| message.find(p).map(|i| i + p.len()))?;
+    let rest = &message[start..];
+    let end = rest.find('`')?;
+    let unknown = &rest[..end];
+    let tail = &rest[end + 1..];
+    let expected_at = tail.find("expected")?;
+    let expected: Vec<&str> = tail[expected_at..].split('`').skip(1).step_by(2).collect();
+    Some((unknown, expected))
+}
+
+/// The expected name nearest to `unknown` by edit distance, if it is near
+/// enough to be a typo (at most a third of its length, and at least 1).
+fn closest<'a>(unknown: &str, expected: &[&'a str]) -> Option<&'a str> {
+    let limit = (unknown.chars().count() / 3).max(1);
+    expected
+        .iter()
+        .map(|name| (strsim::damerau_levenshtein(unknown, name), *name))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, name)| name)
 }
 
 /// Every problem found while loading, reported together so one
@@ -97,4 +136,21 @@ pub(super) fn locate_at(path: &[&str], layers: &[PathBuf]) -> String {
 pub(super) fn known<V>(map: &BTreeMap<String, V>) -> String {
     let names: Vec<&str> = map.keys().map(String::as_str).collect();
     if names.is_empty() { "(none)".into() } else { names.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_field_near_a_valid_one_is_suggested() {
+        let m = "unknown field `max_query_char`, expected one of `listen`, `max_query_chars`, `tls`";
+        assert_eq!(with_suggestion(m.into()), format!("{m}; did you mean `max_query_chars`?"));
+        let variant = "unknown variant `sqllite`, expected `sqlite` or `postgres`";
+        assert!(with_suggestion(variant.into()).ends_with("did you mean `sqlite`?"));
+        // Nothing close: the message stays as it is.
+        let far = "unknown field `colour`, expected one of `listen`, `tls`";
+        assert_eq!(with_suggestion(far.into()), far);
+        assert_eq!(with_suggestion("missing field `x`".into()), "missing field `x`");
+    }
 }

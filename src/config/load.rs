@@ -111,7 +111,21 @@ fn located(err: &figment::Error, opts: &LoadOptions, layers: &[PathBuf], has_env
             _ => locate(&path, layers),
         },
     };
-    ConfigError::field(file, path.join("."), err.kind.to_string())
+    ConfigError::field(file, path.join("."), kind_message(&err.kind))
+}
+
+/// figment's message for an error, but an unknown field in serde's
+/// wording (`unknown field `x`, expected one of `a`, `b``): figment's own
+/// (`found `x`, expected `one of `a`, …``) nests its quotes.
+fn kind_message(kind: &figment::error::Kind) -> String {
+    match kind {
+        figment::error::Kind::UnknownField(field, expected) if !expected.is_empty() => {
+            let list: Vec<String> = expected.iter().map(|e| format!("`{e}`")).collect();
+            format!("unknown field `{field}`, expected one of {}", list.join(", "))
+        }
+        figment::error::Kind::UnknownField(field, _) => format!("unknown field `{field}`, there are no fields"),
+        other => other.to_string(),
+    }
 }
 
 /// The keys of the field an error is about. figment's path for an unknown
@@ -165,6 +179,15 @@ mod tests {
         let ConfigError::Field { file, field, .. } = &err else { panic!("{err}") };
         assert_eq!(file, &extra.display().to_string(), "{err}");
         assert_eq!(field, "gateway.max_query_char", "{err}");
+    }
+
+    #[test]
+    fn a_mistyped_variable_names_the_field_it_was_probably_meant_for() {
+        let err = error_of(&options(&[("MESHOPS__GATEWAY__MAX_QUERY_CHAR", "5")]));
+        let ConfigError::Field { file, field, message } = &err else { panic!("{err}") };
+        assert_eq!(file, "environment variable MESHOPS__GATEWAY__MAX_QUERY_CHAR", "{err}");
+        assert_eq!(field, "gateway.max_query_char", "{err}");
+        assert!(message.ends_with("did you mean `max_query_chars`?"), "{err}");
     }
 
     #[test]
