@@ -187,7 +187,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => cli::bench::execute(args, load_options(&cli)?).await,
         Command::Eval(cli::eval::Command::Score(args)) => cli::eval::score(args).await,
         Command::Eval(cli::eval::Command::Compare(args)) => cli::eval::compare(args),
-        Command::Validate => cli::admin::validate(&load(&cli)?),
+        Command::Validate => cli::admin::validate(&load(&cli)?, &load_options(&cli)?),
         Command::Serve { .. } => Ok(()),
         Command::Probe { target, timeout, conn } => {
             cli::admin::probe(target_url(&cli, target.as_deref()), *timeout, conn).await

@@ -331,3 +331,36 @@ fn local_llm_overlay_points_agents_at_the_local_server() {
     );
     assert!(err.contains("mesh.agent_models.retriever") && err.contains("calls no chat model"), "{err}");
 }
+
+#[test]
+fn validate_checks_every_overlay_even_one_not_in_force() {
+    let dir = project_copy();
+    let data = tempfile::tempdir().unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshops"))
+            .args(["validate", "--root"])
+            .arg(dir.path())
+            .env("MESHOPS__RETRIEVAL__DATA_DIR", data.path())
+            .env_remove("MESHOPS_ENV")
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let ok = run();
+    let stdout = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(ok.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&ok.stderr));
+    for overlay in ["dev", "qa", "prod"] {
+        assert!(stdout.contains(&format!("overlay {overlay}: OK")), "{stdout}");
+    }
+    // A key an overlay needs at run time is noted, not an error.
+    assert!(stdout.contains("overlay openai: OK (needs OPENAI_API_KEY"), "{stdout}");
+
+    // A typo in the prod overlay fails validation although MESHOPS_ENV is
+    // not prod, naming the overlay, the file and the field.
+    edit(&dir.path().join("config/prod.toml"), "[mesh]", "[mesh]\narbiterz = 2");
+    let bad = run();
+    let stderr = String::from_utf8_lossy(&bad.stderr).into_owned();
+    assert!(!bad.status.success(), "{}", String::from_utf8_lossy(&bad.stdout));
+    assert!(stderr.contains("overlay `prod`") && stderr.contains("prod.toml"), "{stderr}");
+    assert!(stderr.contains("mesh.arbiterz") && stderr.contains("did you mean `arbiters`?"), "{stderr}");
+}

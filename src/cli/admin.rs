@@ -4,13 +4,40 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use meshops::config::MeshSpec;
+use meshops::config::{LoadOptions, MeshSpec};
 
 use super::connect::{ConnectArgs, connect};
 
-/// `meshops validate`: the loaded configuration, one line per part, and
-/// the judges' prompts (loading them checks them).
-pub fn validate(spec: &MeshSpec) -> Result<()> {
+/// `meshops validate`: the loaded configuration, one line per part, the
+/// judges' prompts (loading them checks them), and every overlay in
+/// `config/` layered over `meshops.toml` on its own (an overlay is checked
+/// even when `MESHOPS_ENV` does not name it).
+pub fn validate(spec: &MeshSpec, opts: &LoadOptions) -> Result<()> {
+    print_spec(spec)?;
+    let mut failed = Vec::new();
+    for name in MeshSpec::overlays(&opts.root) {
+        let overlay = LoadOptions { env: Some(name.clone()), ..LoadOptions::files_only(opts.root.clone()) };
+        match MeshSpec::load(&overlay) {
+            Ok(_) => println!("  overlay {name}: OK"),
+            // Its files are right; it needs a secret this machine lacks.
+            Err(e) if e.0.iter().all(|e| e.missing_variable().is_some()) => {
+                let vars: Vec<&str> = e.0.iter().filter_map(|e| e.missing_variable()).collect();
+                println!("  overlay {name}: OK (needs {} set where it runs)", vars.join(", "));
+            }
+            Err(e) => {
+                println!("  overlay {name}: INVALID");
+                failed.push(format!("overlay `{name}`:\n{e}"));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("invalid configuration:\n{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+/// The loaded configuration, one line per part, and the judges' prompts.
+fn print_spec(spec: &MeshSpec) -> Result<()> {
     println!("configuration OK");
     for layer in &spec.layers {
         println!("  settings: {}", layer.display());

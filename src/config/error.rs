@@ -18,6 +18,21 @@ pub enum ConfigError {
         /// What is wrong and what would be valid.
         message: String,
     },
+    /// A field names an environment variable (an API key's) that is not set
+    /// in this process: the files are right, the environment is not (yet).
+    /// `meshops validate` reports it for the active configuration and
+    /// notes it for an overlay checked on a machine it does not run on.
+    #[error("{file}: field `{field}`: {message}")]
+    Environment {
+        /// The file that named the variable.
+        file: String,
+        /// The dotted field naming it.
+        field: String,
+        /// The variable that is not set.
+        variable: String,
+        /// What is needed.
+        message: String,
+    },
     /// The file itself could not be read or parsed.
     #[error("{file}: {message}")]
     File {
@@ -35,6 +50,29 @@ impl ConfigError {
         message: impl Into<String>,
     ) -> Self {
         Self::Field { file: file.to_string(), field: field.into(), message: with_suggestion(message.into()) }
+    }
+
+    pub(super) fn environment(
+        file: impl fmt::Display,
+        field: impl Into<String>,
+        variable: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Environment {
+            file: file.to_string(),
+            field: field.into(),
+            variable: variable.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The environment variable this error waits for, when that is all it
+    /// is about.
+    pub fn missing_variable(&self) -> Option<&str> {
+        match self {
+            Self::Environment { variable, .. } => Some(variable),
+            Self::Field { .. } | Self::File { .. } => None,
+        }
     }
 
     pub(super) fn file(file: impl fmt::Display, message: impl Into<String>) -> Self {

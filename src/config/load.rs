@@ -123,7 +123,9 @@ fn kind_message(kind: &figment::error::Kind) -> String {
             let list: Vec<String> = expected.iter().map(|e| format!("`{e}`")).collect();
             format!("unknown field `{field}`, expected one of {}", list.join(", "))
         }
-        figment::error::Kind::UnknownField(field, _) => format!("unknown field `{field}`, there are no fields"),
+        figment::error::Kind::UnknownField(field, _) => {
+            format!("unknown field `{field}`, there are no fields")
+        }
         other => other.to_string(),
     }
 }

@@ -87,6 +87,22 @@ impl MeshSpec {
         }
     }
 
+    /// The overlay names under `root/config/` (`dev`, `qa`, `prod`, …: every
+    /// `*.toml` but `meshops.toml`), sorted, for `meshops validate`, which
+    /// checks each one layered over `meshops.toml`.
+    pub fn overlays(root: &Path) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(root.join("config")) else { return Vec::new() };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(str::to_string))
+            .filter(|stem| stem != "meshops")
+            .collect();
+        names.sort();
+        names
+    }
+
     /// A path from settings, resolved against the project root.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() { path.to_path_buf() } else { self.root.join(path) }

@@ -265,9 +265,10 @@ fn validate_qdrant(r: &RetrievalSettings, file: &str, errors: &mut Vec<ConfigErr
                 "must name an environment variable",
             ));
         } else if std::env::var(var).map(|v| v.trim().is_empty()).unwrap_or(true) {
-            errors.push(ConfigError::field(
+            errors.push(ConfigError::environment(
                 file,
                 "retrieval.api_key_env",
+                var,
                 format!(
                     "the Qdrant server's API key must be in environment variable `{var}`, which is not set"
                 ),
@@ -371,9 +372,10 @@ fn validate_remote_model(name: &str, m: &ModelProfile, file: &str, errors: &mut 
         if var.is_empty() {
             errors.push(ConfigError::field(file, field("api_key_env"), "must name an environment variable"));
         } else if std::env::var(var).map(|v| v.trim().is_empty()).unwrap_or(true) {
-            errors.push(ConfigError::field(
+            errors.push(ConfigError::environment(
                 file,
                 field("api_key_env"),
+                var,
                 format!("model profile `{name}` needs the API key in environment variable `{var}`, which is not set"),
             ));
         }
