@@ -182,7 +182,8 @@ fn check_config(overlay: &str, env: Vec<(String, String)>) -> Result<(), TestCas
         prop_assert!(!errors.0.is_empty());
         for e in &errors.0 {
             let (file, message) = match e {
-                ConfigError::Field { file, field, message } => {
+                ConfigError::Field { file, field, message }
+                | ConfigError::Environment { file, field, message, .. } => {
                     prop_assert!(!field.trim().is_empty(), "{e}");
                     (file, message)
                 }
