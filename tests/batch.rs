@@ -334,7 +334,7 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
-    assert!(lines.iter().all(|l| l["answer"]["variant"] == "concise"), "{lines:?}");
+    assert!(lines.iter().all(|l| l["response"]["variant"] == "concise"), "{lines:?}");
     let out = cli(&["status", &job_id]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((status["state"].as_str(), status["done"].as_u64()), (Some("completed"), Some(3)));

@@ -38,19 +38,31 @@ pub async fn execute(args: AskArgs<'_>) -> Result<()> {
         let mut events =
             client.ask_stream(authorized(request, key)?).await.map_err(status_error)?.into_inner();
         let mut last = None;
+        // On a terminal, tokens (stdout) and step lines (stderr) share one
+        // screen: a step line must not continue the answer's last line.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let mut mid_line = false;
+        let end_line = |mid_line: &mut bool| {
+            if terminal && std::mem::take(mid_line) {
+                println!();
+            }
+        };
         while let Some(event) = events.message().await.map_err(status_error)? {
             use proto::ask_event::Event;
             match event.event {
                 Some(Event::StepStarted(s)) => {
+                    end_line(&mut mid_line);
                     eprintln!("→ {} ({}) attempt {}", s.agent, s.kind, s.attempt)
                 }
                 Some(Event::StepFinished(f)) => {
                     if let Some(s) = f.step {
+                        end_line(&mut mid_line);
                         eprintln!("✓ {} {:.1} ms: {}", s.agent, s.latency_ms, s.summary)
                     }
                 }
                 Some(Event::Token(t)) if !json => {
                     print!("{}", t.text);
+                    mid_line = !t.text.ends_with('\n');
                     // Show each token as it arrives, not at the end.
                     std::io::Write::flush(&mut std::io::stdout()).context("stdout")?;
                 }
@@ -173,22 +185,25 @@ fn print_answer(a: &proto::AskResponse, with_text: bool) {
         .unwrap_or_default();
     println!("\nintent {}{verdict}, trace {}", a.intent, a.trace_id);
     for s in &a.steps {
+        // `~` marks a step whose token counts are estimates (the offline
+        // engine, or a server that reports no usage).
+        let mark = if s.tokens_estimated { "~" } else { " " };
         println!(
-            "  {:<11} {:<20} attempt {} {:>8.2} ms  {}",
+            "  {:<11} {:<20} attempt {} {:>8.2} ms {mark} {}",
             s.agent, s.model, s.attempt, s.latency_ms, s.summary
         );
     }
     if let Some(u) = &a.usage {
         let cost = u.cost_usd.map(|c| format!("${c:.6}")).unwrap_or_else(|| "unknown".into());
-        println!(
-            "  tokens in {} out {} (estimated where marked), cost {cost}",
-            u.input_tokens, u.output_tokens
-        );
+        let estimated =
+            if a.steps.iter().any(|s| s.tokens_estimated) { " (estimated where marked ~)" } else { "" };
+        println!("  tokens in {} out {}{estimated}, cost {cost}", u.input_tokens, u.output_tokens);
     }
 }
 
-/// The response as JSON, field names as in the proto.
-fn response_json(a: &proto::AskResponse) -> serde_json::Value {
+/// The response as JSON, field names as in the proto (`ask --json`, and
+/// each batch result's `response`).
+pub fn response_json(a: &proto::AskResponse) -> serde_json::Value {
     serde_json::json!({
         "answer": a.answer,
         "citations": a.citations.iter().map(|c| serde_json::json!({

@@ -188,20 +188,40 @@ fn job_json(j: &proto::BatchJob) -> serde_json::Value {
     })
 }
 
-/// A result as one JSON object: the answer, or the error's code and message.
+/// The canonical name of a gRPC status code (`CANCELLED`), as the gRPC
+/// spec, grpcurl and the README write it.
+fn code_name(code: i32) -> &'static str {
+    use tonic::Code;
+    match Code::from_i32(code) {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A result as one JSON object, with the proto's field names: the
+/// `response`, or the `error`'s code (by name) and message.
 fn result_json(r: proto::BatchResult) -> serde_json::Value {
     use proto::batch_result::Outcome;
     let mut v = serde_json::json!({ "item_index": r.item_index, "offset": r.offset });
     match r.outcome {
-        Some(Outcome::Response(answer)) => {
-            v["answer"] = serde_json::to_value(meshops::client::answer_from_proto(answer))
-                .unwrap_or(serde_json::Value::Null);
-        }
+        Some(Outcome::Response(answer)) => v["response"] = super::ask::response_json(&answer),
         Some(Outcome::Error(e)) => {
-            v["error"] = serde_json::json!({
-                "code": format!("{:?}", tonic::Code::from_i32(e.code)),
-                "message": e.message,
-            });
+            v["error"] = serde_json::json!({ "code": code_name(e.code), "message": e.message });
         }
         None => {}
     }
@@ -211,6 +231,28 @@ fn result_json(r: proto::BatchResult) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_use_the_proto_names_and_grpc_code_names() {
+        use proto::batch_result::Outcome;
+        let failed = proto::BatchResult {
+            item_index: 3,
+            offset: 7,
+            outcome: Some(Outcome::Error(proto::BatchItemError { code: 1, message: "cancelled".into() })),
+        };
+        let v = result_json(failed);
+        assert_eq!(v["error"]["code"], "CANCELLED", "{v}");
+        assert_eq!((v["item_index"].as_u64(), v["offset"].as_u64()), (Some(3), Some(7)));
+        let answered = proto::BatchResult {
+            outcome: Some(Outcome::Response(proto::AskResponse {
+                answer: "yes".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(result_json(answered)["response"]["answer"], "yes");
+        assert_eq!(code_name(4), "DEADLINE_EXCEEDED");
+    }
 
     #[test]
     fn reads_rows_and_names_the_bad_line() {
