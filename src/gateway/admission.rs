@@ -32,7 +32,16 @@ pub struct Admission {
     /// bounded by the key list, never by the callers seen.
     buckets: Vec<Mutex<KeyBuckets>>,
     draining: AtomicBool,
+    /// Failed authentications are logged at most once per
+    /// [`AUTH_LOG_INTERVAL`] (a client retrying a bad key, or a scan, must
+    /// not flood the log); this counts those not logged since.
+    auth_failures_unlogged: AtomicUsize,
+    /// When a failed authentication was last logged.
+    auth_logged_at: Mutex<Option<Instant>>,
 }
+
+/// The least time between two log lines about failed authentications.
+const AUTH_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The token buckets of one key.
 struct KeyBuckets {
@@ -72,7 +81,33 @@ impl Admission {
             tpm,
             buckets,
             draining: AtomicBool::new(false),
+            auth_failures_unlogged: AtomicUsize::new(0),
+            auth_logged_at: Mutex::new(None),
         }
+    }
+
+    /// Logs a failed authentication (why, never the key: an unknown key is
+    /// as secret as a known one), at most once per [`AUTH_LOG_INTERVAL`],
+    /// with the count of those not logged in between.
+    fn auth_failed(&self, reason: &'static str) -> Status {
+        let now = Instant::now();
+        let due = match self.auth_logged_at.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|t| now.duration_since(t) >= AUTH_LOG_INTERVAL);
+                if due {
+                    *last = Some(now);
+                }
+                due
+            }
+            Err(_) => false,
+        };
+        if due {
+            let suppressed = self.auth_failures_unlogged.swap(0, Ordering::Relaxed);
+            tracing::warn!(reason, suppressed, "authentication failed");
+        } else {
+            self.auth_failures_unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+        Status::unauthenticated(reason)
     }
 
     /// Hashes plain keys (from the environment or a test) for [`Admission::new`].
@@ -114,7 +149,7 @@ impl Admission {
             return Ok(None);
         }
         let Some(header) = metadata.get("authorization") else {
-            return Err(Status::unauthenticated("missing `authorization: Bearer <key>` metadata"));
+            return Err(self.auth_failed("missing `authorization: Bearer <key>` metadata"));
         };
         // Present but not a bearer token: say so, so a client sending
         // `Basic …` or a bare key is not told the header is missing.
@@ -125,9 +160,7 @@ impl Admission {
             .map(str::trim)
             .filter(|k| !k.is_empty());
         let Some(presented) = presented else {
-            return Err(Status::unauthenticated(
-                "malformed `authorization` metadata: expected `Bearer <key>`",
-            ));
+            return Err(self.auth_failed("malformed `authorization` metadata: expected `Bearer <key>`"));
         };
         let wanted = keys::digest(presented);
         // Every digest is compared, so the time taken does not depend on
@@ -139,7 +172,7 @@ impl Admission {
             }
         }
         let Some(index) = found else {
-            return Err(Status::unauthenticated("API key not recognised"));
+            return Err(self.auth_failed("API key not recognised"));
         };
         let Some(bucket) = self.buckets.get(index) else {
             return Err(Status::internal("rate limiter state missing for a configured key"));
@@ -237,6 +270,19 @@ mod tests {
             m.insert("authorization", a.parse().unwrap());
         }
         m
+    }
+
+    #[test]
+    fn failed_authentications_are_logged_at_most_once_per_interval() {
+        let a = Admission::new(&GatewaySettings::default(), Admission::plain_keys(&["k1".into()], "test"));
+        for _ in 0..5 {
+            assert!(a.authenticate(&meta(Some("Bearer wrong"))).is_err());
+        }
+        // The first was logged; the next four wait for the next line.
+        assert_eq!(a.auth_failures_unlogged.load(Ordering::Relaxed), 4);
+        // A good key is not a failure.
+        assert!(a.authenticate(&meta(Some("Bearer k1"))).is_ok());
+        assert_eq!(a.auth_failures_unlogged.load(Ordering::Relaxed), 4);
     }
 
     #[test]
