@@ -84,6 +84,38 @@ async fn sample_run_writes_every_file_and_a_rerun_resumes_without_rescoring() {
     assert!(std::fs::read_to_string(out.path().join("report.html")).unwrap().contains("<svg"));
     assert!(std::fs::read_to_string(out.path().join("report.md")).unwrap().contains("Worst rows"));
 
+    // `eval score` takes the run's own outputs: the answers, joined by id
+    // with the ground truth of the dataset its summary names, score as the
+    // run scored them.
+    let scored = out.path().join("rescored.jsonl");
+    let opts_score = meshops::eval::score::ScoreOptions {
+        input: out.path().join("outputs.jsonl"),
+        metrics: vec!["f1".into(), "hit_rate".into()],
+        out: scored.clone(),
+        ..Default::default()
+    };
+    let rescored = meshops::eval::score::run(opts_score).await.unwrap();
+    let f1 = &rescored.metrics[0];
+    let with_truth = rows.iter().filter(|r| !r.ground_truth.is_empty()).count();
+    assert_eq!((f1.name.as_str(), f1.count), ("f1", with_truth), "{rescored}");
+    let run_f1 = base.metrics["f1"].mean;
+    assert!((f1.mean.unwrap() - run_f1).abs() < 1e-9, "eval score f1 {:?} vs the run's {run_f1}", f1.mean);
+    assert!(rescored.metrics[1].count > 0, "{rescored}");
+    // Without the summary beside it and no --dataset, nothing can be
+    // scored: an error, not a table of n/a.
+    let lone = tempfile::tempdir().unwrap();
+    std::fs::copy(out.path().join("outputs.jsonl"), lone.path().join("outputs.jsonl")).unwrap();
+    let err = meshops::eval::score::run(meshops::eval::score::ScoreOptions {
+        input: lone.path().join("outputs.jsonl"),
+        metrics: vec!["f1".into()],
+        out: lone.path().join("s.jsonl"),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--dataset"), "{err}");
+
     let again = runner::run(common::spec(data.path()), opts("sample.jsonl", out.path())).await.unwrap();
     assert_eq!(again.attempted, 0);
     assert_eq!(again.summary.counts.skipped, rows.len());

@@ -92,6 +92,11 @@ pub struct ScoreArgs {
     /// json_schema) add one field each; its `[columns]` apply under `--map`.
     #[arg(long, value_name = "FILE")]
     pub evaluators: Option<PathBuf>,
+    /// Dataset (JSONL) whose ground truth and gold ids fill in rows that
+    /// lack them, joined by `id`. Default for an `eval run`'s
+    /// `outputs.jsonl`: the dataset its `summary.json` names.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub dataset: Option<PathBuf>,
 }
 
 /// Arguments of `meshops eval compare`.
@@ -236,6 +241,7 @@ pub async fn score(args: &ScoreArgs) -> Result<()> {
         out: args.out.clone(),
         map: args.map.clone(),
         evaluators: args.evaluators.clone(),
+        dataset: args.dataset.clone(),
     };
     let summary = score::run(opts).await?;
     print!("{summary}");

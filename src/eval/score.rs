@@ -10,6 +10,15 @@
 //! (the row lacks its fields) is **omitted** from that row, never written as
 //! `null`, so every present value is a real score.
 //!
+//! An `eval run`'s own `outputs.jsonl` is accepted as it is: its `answer`
+//! is the response, its cited `retrieved_doc_ids` are used, and the
+//! ground truth, gold ids, context and query come from the dataset the run
+//! read (`--dataset`, else the one its `summary.json` names), joined by
+//! `id`.
+//!
+//! A run where none of the metrics applies to any row is an error, not a
+//! table of `n/a`: nothing was scored.
+//!
 //! The output is written to a temporary file next to `--out` and renamed into
 //! place at the end: a failed run never leaves a half-written file.
 
@@ -41,6 +50,11 @@ pub struct ScoreOptions {
     /// Evaluators file: its rule-based evaluators (contains, regex,
     /// json_schema) add one field each; its `[columns]` apply under `map`.
     pub evaluators: Option<PathBuf>,
+    /// The dataset whose `ground_truth`, `relevant_doc_ids`, `context` and
+    /// `query` fill in rows that lack them, joined by `id`. For an `eval
+    /// run`'s `outputs.jsonl` it defaults to the dataset its `summary.json`
+    /// names.
+    pub dataset: Option<PathBuf>,
 }
 
 /// Mean of one metric over the rows it applied to.
@@ -81,6 +95,8 @@ impl fmt::Display for ScoreSummary {
 struct InputRow {
     /// Copied to the output line as it was (string or number).
     id: Value,
+    /// The line is an `eval run` output record.
+    from_run: bool,
     /// What the metrics read.
     input: ScoreInput,
 }
@@ -114,7 +130,7 @@ pub fn score_file(opts: &ScoreOptions) -> Result<ScoreSummary, EvalError> {
         .map_err(|source| EvalError::Io { path: input_path.clone(), source })?;
     // Tolerate a UTF-8 byte order mark (some Windows editors add one).
     let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut rows = Vec::new();
+    let mut rows: Vec<InputRow> = Vec::new();
     for (i, line) in body.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -122,6 +138,9 @@ pub fn score_file(opts: &ScoreOptions) -> Result<ScoreSummary, EvalError> {
         let row = parse_row(line, &columns)
             .map_err(|message| EvalError::Input { path: format!("{input_path}:{}", i + 1), message })?;
         rows.push(row);
+    }
+    if let Some(dataset) = dataset_for(opts, &rows)? {
+        join_dataset(&mut rows, &dataset, &columns)?;
     }
     let names = match requested {
         Some(names) => names,
@@ -153,6 +172,25 @@ pub fn score_file(opts: &ScoreOptions) -> Result<ScoreSummary, EvalError> {
         }
         line.push('}');
         lines.push(line);
+    }
+    if !names.is_empty() && sums.iter().all(|(count, _)| *count == 0) {
+        return Err(EvalError::Input {
+            path: input_path,
+            message: format!(
+                "none of the metrics ({}) applies to any row: text metrics need `response` (an eval run's \
+                 `answer`) and `ground_truth` (from the row or --dataset), retrieval metrics \
+                 `retrieved_doc_ids` and `relevant_doc_ids`",
+                names.join(", ")
+            ),
+        });
+    }
+    if names.is_empty() {
+        return Err(EvalError::Input {
+            path: input_path,
+            message: "no metric applies to any row: no row has `response` and `ground_truth`, or \
+                      `retrieved_doc_ids` and `relevant_doc_ids` (see --map and --dataset)"
+                .into(),
+        });
     }
     write_atomically(&opts.out, &lines)?;
 
@@ -210,6 +248,13 @@ fn parse_row(line: &str, columns: &ColumnMap) -> Result<InputRow, String> {
         return Err("expected a JSON object".into());
     };
     columns.apply(&mut obj);
+    // An `eval run` output line: its `answer` is the response.
+    let from_run = obj.contains_key("answer") && obj.contains_key("config_hash");
+    if from_run && !obj.contains_key("response") {
+        if let Some(answer) = obj.remove("answer") {
+            obj.insert("response".into(), answer);
+        }
+    }
     let id = match obj.get("id") {
         Some(v @ (Value::String(_) | Value::Number(_))) => v.clone(),
         Some(_) => return Err("`id` must be a string or a number".into()),
@@ -241,6 +286,7 @@ fn parse_row(line: &str, columns: &ColumnMap) -> Result<InputRow, String> {
     };
     Ok(InputRow {
         id,
+        from_run,
         input: ScoreInput {
             query: text("query")?,
             response: text("response")?,
@@ -250,6 +296,68 @@ fn parse_row(line: &str, columns: &ColumnMap) -> Result<InputRow, String> {
             relevant_doc_ids: ids("relevant_doc_ids")?,
         },
     })
+}
+
+/// The dataset to join: `--dataset`, else (for an `eval run`'s outputs)
+/// the one named by the `summary.json` beside the input.
+fn dataset_for(opts: &ScoreOptions, rows: &[InputRow]) -> Result<Option<PathBuf>, EvalError> {
+    if let Some(d) = &opts.dataset {
+        return Ok(Some(d.clone()));
+    }
+    if !rows.iter().any(|r| r.from_run) {
+        return Ok(None);
+    }
+    let summary = opts.input.with_file_name("summary.json");
+    let Ok(text) = std::fs::read_to_string(&summary) else {
+        return Err(EvalError::Input {
+            path: opts.input.display().to_string(),
+            message: format!(
+                "an eval run's outputs carry no ground truth, and {} is missing: give the dataset with --dataset",
+                summary.display()
+            ),
+        });
+    };
+    let named = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("dataset").and_then(Value::as_str).map(PathBuf::from));
+    match named {
+        Some(path) if path.is_file() => Ok(Some(path)),
+        other => Err(EvalError::Input {
+            path: summary.display().to_string(),
+            message: format!(
+                "the run's dataset {} cannot be read from here: give it with --dataset",
+                other.map(|p| format!("`{}`", p.display())).unwrap_or_else(|| "(not named)".into())
+            ),
+        }),
+    }
+}
+
+/// Fills the fields a row lacks from the dataset row with the same id.
+fn join_dataset(rows: &mut [InputRow], dataset: &Path, columns: &ColumnMap) -> Result<(), EvalError> {
+    let (data, _) = super::dataset::read_dataset(dataset, columns)?;
+    let by_id: std::collections::HashMap<&str, &super::dataset::Row> =
+        data.iter().map(|r| (r.id.as_str(), r)).collect();
+    for row in rows.iter_mut() {
+        let id = match &row.id {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let Some(d) = by_id.get(id.as_str()) else { continue };
+        let input = &mut row.input;
+        if input.ground_truth.is_none() {
+            input.ground_truth = d.ground_truth.clone();
+        }
+        if input.relevant_doc_ids.is_none() {
+            input.relevant_doc_ids = d.relevant_doc_ids.clone();
+        }
+        if input.context.is_none() {
+            input.context = d.context.clone();
+        }
+        if input.query.is_none() {
+            input.query = Some(d.query.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Writes `lines` to a temporary file beside `out`, then renames it over
@@ -293,6 +401,7 @@ mod tests {
             out: dir.join("out.jsonl"),
             map: Vec::new(),
             evaluators: None,
+            dataset: None,
         }
     }
 
