@@ -1,15 +1,18 @@
 //! The local commands that look at files and the store, and the probe of
 //! a running gateway: `validate`, `ingest`, `keys hash`, `probe`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use meshops::config::{LoadOptions, MeshSpec};
+use meshops::config::{LoadOptions, MeshSpec, PromptFile};
 
 use super::connect::{ConnectArgs, connect};
 
 /// `meshops validate`: the loaded configuration, one line per part, the
-/// judges' prompts (loading them checks them), and every overlay in
+/// judges' prompts (loading them checks them), a warning line for each
+/// prompt that uses features meshops does not support (they load, and are
+/// ignored or approximated as the line says), and every overlay in
 /// `config/` layered over `meshops.toml` on its own (an overlay is checked
 /// even when `MESHOPS_ENV` does not name it).
 pub fn validate(spec: &MeshSpec, opts: &LoadOptions) -> Result<()> {
@@ -64,6 +67,25 @@ fn print_spec(spec: &MeshSpec) -> Result<()> {
         meshops::eval::judge::prompts_dir(spec).display(),
         spec.settings.eval.judge_model
     );
+    let mut prompts: BTreeMap<&Path, &PromptFile> = BTreeMap::new();
+    for a in spec.agents.values() {
+        for profile in std::iter::once(&a.base).chain(a.variants.values()) {
+            if let Some(p) = &profile.prompt {
+                prompts.insert(&p.path, p);
+            }
+        }
+    }
+    for judge in judges.values() {
+        prompts.insert(&judge.path, judge.file());
+    }
+    for p in prompts.values().filter(|p| !p.unsupported.is_empty()) {
+        println!(
+            "  warning: prompt {} ({}) uses {}: not supported (ignored)",
+            p.name,
+            p.path.display(),
+            p.unsupported.join(", ")
+        );
+    }
     Ok(())
 }
 

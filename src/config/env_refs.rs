@@ -53,10 +53,14 @@ pub fn resolve_env_refs(value: &str) -> Result<String, EnvRefError> {
 }
 
 /// The environment variable named by an `api_key_env` setting, accepting
-/// both `NAME` and `${env:NAME}`.
+/// `NAME`, `${env:NAME}` and `${env:NAME:default}` (a key has no useful
+/// default, so the default is ignored here: the variable is what to set).
 pub fn api_key_var(api_key_env: &str) -> &str {
     let trimmed = api_key_env.trim();
-    trimmed.strip_prefix("${env:").and_then(|rest| rest.strip_suffix('}')).map(str::trim).unwrap_or(trimmed)
+    match trimmed.strip_prefix("${env:").and_then(|rest| rest.strip_suffix('}')) {
+        Some(reference) => reference.split_once(':').map_or(reference, |(var, _)| var).trim(),
+        None => trimmed,
+    }
 }
 
 #[cfg(test)]
@@ -84,5 +88,6 @@ mod tests {
         assert_eq!(api_key_var("OPENAI_API_KEY"), "OPENAI_API_KEY");
         assert_eq!(api_key_var("${env:OPENAI_API_KEY}"), "OPENAI_API_KEY");
         assert_eq!(api_key_var("  ${env: KEY }  "), "KEY");
+        assert_eq!(api_key_var("${env:OPENAI_API_KEY:sk-none}"), "OPENAI_API_KEY");
     }
 }

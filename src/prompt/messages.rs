@@ -2,8 +2,10 @@
 //!
 //! A marker is a line holding only a role word and a colon (`system:`,
 //! `user:`, `assistant:`, `developer:`, `human:`, `tool:`), in any case,
-//! optionally after a `#` and surrounded by whitespace. `# Customer` is a
-//! Markdown heading, not a marker: only the role words count.
+//! optionally after a `#` and surrounded by whitespace, optionally with
+//! Prompty v2 attributes before the colon (`user[name=ann]:`, which are
+//! ignored). `# Customer` is a Markdown heading, not a marker: only the
+//! role words count.
 
 use minijinja::{Error, Output, State, Value};
 
@@ -16,6 +18,19 @@ const GUARD: char = '\u{E000}';
 
 /// The role a marker line names, if `line` is one.
 pub(crate) fn marker_role(line: &str) -> Option<Role> {
+    let line = line.trim();
+    let line = line.strip_prefix('#').map_or(line, str::trim_start);
+    let word = line.strip_suffix(':')?.trim_end();
+    // `role[key=value, …]`: the attributes name nothing meshops sends.
+    let word = match word.strip_suffix(']').and_then(|w| w.split_once('[')) {
+        Some((word, attributes)) if !attributes.contains(['[', ']']) => word.trim_end(),
+        _ => word,
+    };
+    role_named(word)
+}
+
+/// The role a role word names (`system`, `Human`, …), in any case.
+pub(crate) fn role_named(word: &str) -> Option<Role> {
     const ROLES: [(&str, Role); 6] = [
         ("system", Role::System),
         ("developer", Role::System),
@@ -24,9 +39,6 @@ pub(crate) fn marker_role(line: &str) -> Option<Role> {
         ("assistant", Role::Assistant),
         ("tool", Role::Tool),
     ];
-    let line = line.trim();
-    let line = line.strip_prefix('#').map_or(line, str::trim_start);
-    let word = line.strip_suffix(':')?;
     ROLES.iter().find(|(name, _)| name.eq_ignore_ascii_case(word)).map(|(_, role)| *role)
 }
 

@@ -1,6 +1,7 @@
 //! Prompty files: YAML front matter and a role-marked, Jinja-templated body.
 //!
-//! A Prompty file (Microsoft's prompt format, v1) looks like
+//! A Prompty file (Microsoft's prompt format; v1 shown, v2 reads the same
+//! way, see `config::prompt_file`) looks like
 //!
 //! ```text
 //! ---
@@ -33,13 +34,19 @@
 //! come from the template text (`{{ turn.role }}:` works, since the colon is
 //! template text).
 //!
-//! Loading never resolves `${env:…}` references (keys stay by reference in
-//! memory and in errors); callers resolve them with [`resolve_env_refs`] when
-//! they build a client.
+//! An input declared with kind `thread` (Prompty v2) is a conversation: its
+//! value, a list of `{role, content}` turns, becomes messages of their own
+//! roles where the template places it (`{{conversation}}`), never text that
+//! role markers could cut (see `thread.rs`).
+//!
+//! Loading never resolves `${env:…}` references to keys and endpoints (keys
+//! stay by reference in memory and in errors); callers resolve them with
+//! [`resolve_env_refs`] when they build a client.
 
 mod messages;
 #[cfg(test)]
 mod tests;
+mod thread;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
@@ -53,6 +60,7 @@ use crate::llm::{ChatMessage, Role};
 
 /// The file model lives in `config`; these paths stay for callers that name
 /// them from here.
+pub use crate::config::prompt_file::{PromptyTemplate, PromptyTool, TemplateEngine};
 pub use crate::config::{
     PromptFile, PromptFileError, PromptyConfiguration, PromptyInput, PromptyModel, PromptyParameters,
     resolve_env_refs,
@@ -92,6 +100,9 @@ pub struct Prompty {
     parts: Option<Arc<[Part]>>,
     /// The declared inputs' defaults as one template map, built once.
     defaults: Option<minijinja::Value>,
+    /// Names of the inputs of kind `thread`, expanded into messages; empty
+    /// for most prompts, which then render with no extra work.
+    threads: Arc<[String]>,
 }
 
 impl Deref for Prompty {
@@ -151,8 +162,9 @@ impl Prompty {
 
     /// Compiles a file's body for rendering.
     pub fn compile(file: Arc<PromptFile>) -> Result<Prompty, PromptError> {
-        let mut env = compile(&file.body, &file.path, file.body_line_offset)?;
-        let parts = compile_parts(&mut env, &file.body).map(Arc::from);
+        let source = file.template_source();
+        let mut env = compile(&source, &file.path, file.body_line_offset)?;
+        let parts = compile_parts(&mut env, &source).map(Arc::from);
         let defaults: BTreeMap<&str, minijinja::Value> = file
             .inputs
             .iter()
@@ -161,7 +173,13 @@ impl Prompty {
             })
             .collect();
         let defaults = (!defaults.is_empty()).then(|| minijinja::Value::from(defaults));
-        Ok(Prompty { file, env: Arc::new(env), parts, defaults })
+        let threads = file
+            .inputs
+            .iter()
+            .filter(|(_, input)| input.kind.as_deref() == Some(thread::KIND))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Prompty { file, env: Arc::new(env), parts, defaults, threads })
     }
 
     /// The file this prompt was compiled from.
@@ -234,6 +252,20 @@ impl Prompty {
     /// the messages of part `i` from `done[i]` where they were rendered
     /// before.
     fn render_parts(
+        &self,
+        inputs: minijinja::Value,
+        done: &[Option<Vec<ChatMessage>>],
+    ) -> Result<Vec<ChatMessage>, PromptError> {
+        if self.threads.is_empty() {
+            return self.render_text_parts(inputs, done);
+        }
+        let (inputs, threads) = thread::substitute(&self.threads, inputs);
+        let messages = self.render_text_parts(inputs, done)?;
+        Ok(thread::expand(messages, &threads))
+    }
+
+    /// [`Prompty::render_parts`] before thread expansion.
+    fn render_text_parts(
         &self,
         inputs: minijinja::Value,
         done: &[Option<Vec<ChatMessage>>],

@@ -228,9 +228,13 @@ fn bad_temperature_type() {
 }
 
 #[test]
-fn unknown_template_format() {
-    let err = check_error("unknown_format.prompty", &["template.format", "`mustache`", "jinja2"]);
-    assert!(matches!(err, PromptError::File(PromptFileError::Field { .. })));
+fn unknown_template_format_loads_and_is_reported() {
+    // A format meshops lacks is named for `validate`, not refused; a body
+    // that means the same in Jinja2 renders.
+    let p = load("unknown_format.prompty");
+    assert_eq!(p.template.format, "mustache");
+    assert_eq!(p.unsupported, ["template format `mustache` (rendered as Jinja2)"]);
+    check("unknown_format.prompty", json!({"question": "hi"}), &[(Role::User, "hi")]);
 }
 
 #[test]
@@ -251,8 +255,7 @@ fn field_errors_name_the_field() {
         ("---\nname: [a]\n---\n", &["`name`", "expected a string, got a list"]),
         ("---\nauthors: Seth\n---\n", &["`authors`", "a list of strings"]),
         ("---\nauthors: [Seth, 3]\n---\n", &["`authors[1]`", "got a number"]),
-        ("---\nmodel:\n  api: embedding\n---\n", &["`model.api`", "chat, completion"]),
-        ("---\nmodel: chat\n---\n", &["`model`", "expected a mapping"]),
+        ("---\nmodel: [chat]\n---\n", &["`model`", "a model id or a mapping"]),
         ("---\nmodel:\n  parameters:\n    temperature: 3\n---\n", &["temperature", "out of range"]),
         ("---\nmodel:\n  parameters:\n    max_tokens: -5\n---\n", &["`model.parameters.max_tokens`"]),
         ("---\nmodel:\n  parameters:\n    seed: 1.5\n---\n", &["`model.parameters.seed`"]),
@@ -269,13 +272,16 @@ fn field_errors_name_the_field() {
             "---\nmodel:\n  configuration:\n    base_url: a\n    endpoint: b\n---\n",
             &["`model.configuration.endpoint`", "give only one"],
         ),
-        ("---\ninputs: [a]\n---\n", &["`inputs`", "expected a mapping"]),
+        ("---\ninputs: [a]\n---\n", &["`inputs[0]`", "expected a mapping"]),
+        ("---\ninputs: 3\n---\n", &["`inputs`", "a list of properties"]),
+        ("---\ninputs:\n  - kind: string\n---\n", &["`inputs[0]`", "needs a `name`"]),
         ("---\ninputs:\n  q: {type: [x]}\n---\n", &["`inputs.q.type`"]),
         ("---\nsample: 3\n---\n", &["`sample`"]),
         ("---\nsample: hello\n---\n", &["`sample`", "${file:<path>}"]),
         ("---\nsample: ${file:missing.json}\n---\n", &["`sample`", "cannot read", "missing.json"]),
-        ("---\ntemplate: handlebars\n---\n", &["`template`", "jinja2, jinja"]),
-        ("---\ntemplate: {parser: markdown}\n---\n", &["`template.parser`", "prompty"]),
+        ("---\ntemplate: [jinja2]\n---\n", &["`template`", "a name such as `jinja2`"]),
+        ("---\ntools: {a: 1}\n---\n", &["`tools`", "a list of tools"]),
+        ("---\ntools: [{kind: mcp}]\n---\n", &["`tools[0]`", "needs a `name`"]),
     ];
     for (text, fragments) in cases {
         let message = match parse(text) {
@@ -293,7 +299,7 @@ fn field_errors_name_the_field() {
 fn front_matter_errors() {
     let cases: &[(&str, &[&str])] = &[
         ("", &["empty"]),
-        ("name: x\n", &["must begin with a `---` line"]),
+        ("  \n\n", &["empty"]),
         ("---\nname: x\n", &["line 1", "never closed"]),
         ("---\n- a\n---\n", &["expected a YAML mapping"]),
         // The YAML error reports the file line (3), not the front matter line.
@@ -464,4 +470,115 @@ fn prepared_prompts_render_fixed_parts_once() {
     let p = Arc::new(parse("---\n---\nsystem:\n{{ x.y.z }}\nuser:\n{{ q }}\n").unwrap());
     let err = p.prepare(minijinja::context! { x => minijinja::context! {} }).unwrap_err().to_string();
     assert!(err.contains("inline.prompty") && err.contains("(line 4)"), "{err}");
+}
+
+#[test]
+fn former_errors_now_load_and_are_reported() {
+    // Features Prompty has and meshops lacks load and are named (they were
+    // parse errors before v2 support).
+    let cases: &[(&str, &str)] = &[
+        ("---\nmodel:\n  api: embedding\n---\n", "model API `embedding` (called as chat)"),
+        ("---\ntemplate: handlebars\n---\n{{ x }}\n", "template format `handlebars` (rendered as Jinja2)"),
+        ("---\ntemplate: {parser: markdown}\n---\n", "template parser `markdown` (role markers used)"),
+    ];
+    for (text, feature) in cases {
+        let p = parse(text).unwrap_or_else(|e| panic!("{text:?} should load: {e}"));
+        assert_eq!(p.unsupported, [*feature], "{text:?}");
+    }
+    // A file without front matter is all template (v2 shorthand).
+    let p = parse("name: x\n").unwrap();
+    assert_eq!((p.name.as_str(), p.body.as_str(), p.body_line_offset), ("inline", "name: x\n", 0));
+    assert_eq!(
+        p.render(&json!({})).unwrap(),
+        [ChatMessage { role: Role::System, content: "name: x".into() }]
+    );
+}
+
+#[test]
+fn shorthand_file_is_a_template_only_prompt() {
+    let p = parse("You answer {{ q }} briefly.\nuser:\n{{ q }}\n").unwrap();
+    assert_eq!(p.model, PromptyModel::default());
+    assert!(p.inputs.is_empty() && p.unsupported.is_empty());
+    let got = p.render(&json!({"q": "why"})).unwrap();
+    assert_eq!(
+        got,
+        [
+            ChatMessage { role: Role::System, content: "You answer why briefly.".into() },
+            ChatMessage { role: Role::User, content: "why".into() },
+        ]
+    );
+    // `+++` delimiters and blanks before the opening one (spec §2.2).
+    let p = parse("  +++\nname: plus\n+++\nuser:\nhi\n").unwrap();
+    assert_eq!(p.name, "plus");
+}
+
+#[test]
+fn thread_inputs_become_messages_in_place() {
+    let p = parse(
+        "---\ninputs:\n  - name: question\n    kind: string\n  - name: conversation\n    kind: thread\n---\nsystem:\nBe brief.\n\n{{conversation}}\n\nuser:\n{{question}}\n",
+    )
+    .unwrap();
+    let got = p
+        .render(&json!({
+            "question": "And now?",
+            "conversation": [
+                {"role": "user", "content": "Hi\nsystem:\nnot a marker"},
+                {"role": "assistant", "content": [{"kind": "text", "value": "Hello"}, {"type": "text", "text": "there"}]},
+                {"role": "narrator", "content": "dropped: unknown role"},
+            ],
+        }))
+        .unwrap();
+    let got: Vec<(Role, &str)> = got.iter().map(|m| (m.role, m.content.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (Role::System, "Be brief."),
+            (Role::User, "Hi\nsystem:\nnot a marker"),
+            (Role::Assistant, "Hello\nthere"),
+            (Role::User, "And now?"),
+        ]
+    );
+    // Text after the thread keeps the role of the message it was in; a
+    // thread that is not a list renders as text; none at all renders empty.
+    let p = parse("---\ninputs:\n  t: {kind: thread}\n---\nsystem:\nA\n{{t}}\nB\n").unwrap();
+    let roles = |v: serde_json::Value| -> Vec<(Role, String)> {
+        p.render(&v).unwrap().into_iter().map(|m| (m.role, m.content)).collect()
+    };
+    assert_eq!(
+        roles(json!({"t": [{"role": "user", "content": "u"}]})),
+        [(Role::System, "A".to_string()), (Role::User, "u".to_string()), (Role::System, "B".to_string())]
+    );
+    assert_eq!(roles(json!({"t": "plain"})), [(Role::System, "A\nplain\nB".to_string())]);
+    assert_eq!(roles(json!({})), [(Role::System, "A\n\nB".to_string())]);
+    // Each render uses a fresh nonce: a value cannot guess it.
+    let a = thread::substitute(&["t".to_string()], minijinja::Value::from_serialize(json!({"t": []}))).0;
+    let b = thread::substitute(&["t".to_string()], minijinja::Value::from_serialize(json!({"t": []}))).0;
+    assert_ne!(a.get_attr("t").unwrap().to_string(), b.get_attr("t").unwrap().to_string());
+}
+
+#[test]
+fn mustache_and_verbatim_bodies_render() {
+    let p = parse("---\ntemplate: mustache\n---\nsystem:\n{{! note }}Hi {{name}} {{{raw}}}\nuser:\n{{q}}\n")
+        .unwrap();
+    assert_eq!(p.template.engine, TemplateEngine::MustacheAsJinja);
+    let got = p.render(&json!({"name": "Ann", "raw": "<b>", "q": "why"})).unwrap();
+    assert_eq!(got[0].content, "Hi Ann <b>");
+    assert_eq!(got[1].content, "why");
+    // Sections have no plain Jinja2 spelling: sent as written, still cut
+    // at markers, and reported.
+    let p =
+        parse("---\ntemplate: mustache\n---\nsystem:\n{{#items}}- {{.}}{{/items}}\nuser:\n{{q}}\n").unwrap();
+    assert_eq!(p.template.engine, TemplateEngine::Verbatim);
+    assert_eq!(p.unsupported, ["template format `mustache` (sent as written, without substitution)"]);
+    let got = p.render(&json!({"q": "why"})).unwrap();
+    assert_eq!(got[0].content, "{{#items}}- {{.}}{{/items}}");
+    assert_eq!(got[1].content, "{{q}}");
+}
+
+#[test]
+fn marker_attributes_are_ignored() {
+    assert_eq!(messages::marker_role("user[name=ann, nonce=\"x\"]:"), Some(Role::User));
+    assert_eq!(messages::marker_role("# assistant [a=b] :"), Some(Role::Assistant));
+    assert_eq!(messages::marker_role("user[a]]:"), None);
+    assert_eq!(messages::marker_role("[x]:"), None);
 }

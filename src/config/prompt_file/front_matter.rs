@@ -1,5 +1,6 @@
 //! The YAML front matter of a Prompty file: finding it, then reading each
-//! known field with its own type check.
+//! known field with its own type check (the model in `model.rs`, inputs,
+//! outputs and tools in `properties.rs`).
 //!
 //! Fields are read from a generic YAML value rather than through serde
 //! derive so that every error names the exact field
@@ -12,19 +13,30 @@ use std::path::Path;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::error::PromptFileError;
-use super::header::{PromptyConfiguration, PromptyInput, PromptyModel, PromptyParameters};
+use super::header::{PromptyInput, PromptyModel, PromptyTemplate, PromptyTool};
+use super::refs;
 
 /// A file cut into front matter and body.
 pub(crate) struct Split<'a> {
-    /// The YAML, preceded by blank lines so YAML errors report file lines.
-    pub yaml_padded: String,
+    /// The YAML, preceded by blank lines so YAML errors report file lines;
+    /// `None` for a file without front matter (all body).
+    pub yaml_padded: Option<String>,
+    /// The template text after the front matter.
     pub body: &'a str,
     /// Lines of the file before the body.
     pub body_line_offset: usize,
 }
 
-/// Cuts `text` at its `---` lines. Leading blank lines and a BOM are allowed
-/// before the opening line.
+/// Whether `line` is a front matter delimiter: `---` (or `+++`, which the
+/// v2 spec allows), with surrounding blanks.
+fn is_delimiter(line: &str) -> bool {
+    matches!(line.trim(), "---" | "+++")
+}
+
+/// Cuts `text` at its delimiter lines. Leading blank lines and a BOM are
+/// allowed before the opening line. A file whose first non-blank line is
+/// not a delimiter has no front matter: it is all template (a v2
+/// "shorthand" prompt).
 pub(crate) fn split<'a>(text: &'a str, path: &Path) -> Result<Split<'a>, PromptFileError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let error = |message: String| PromptFileError::FrontMatter { path: path.to_path_buf(), message };
@@ -36,16 +48,12 @@ pub(crate) fn split<'a>(text: &'a str, path: &Path) -> Result<Split<'a>, PromptF
         pos += line.len();
         match opening {
             None if line.trim().is_empty() => {}
-            None if line.trim_end() == "---" => opening = Some((line_no, pos)),
-            None => {
-                return Err(error(format!(
-                    "line {line_no}: a Prompty file must begin with a `---` line opening its YAML front matter"
-                )));
-            }
-            Some((open_line, yaml_start)) if line.trim_end() == "---" => {
+            None if is_delimiter(line) => opening = Some((line_no, pos)),
+            None => return Ok(Split { yaml_padded: None, body: text, body_line_offset: 0 }),
+            Some((open_line, yaml_start)) if is_delimiter(line) => {
                 let yaml = &text[yaml_start..pos - line.len()];
                 return Ok(Split {
-                    yaml_padded: format!("{}{yaml}", "\n".repeat(open_line)),
+                    yaml_padded: Some(format!("{}{yaml}", "\n".repeat(open_line))),
                     body: &text[pos..],
                     body_line_offset: line_no,
                 });
@@ -57,7 +65,10 @@ pub(crate) fn split<'a>(text: &'a str, path: &Path) -> Result<Split<'a>, PromptF
         Some((open_line, _)) => {
             format!("the `---` on line {open_line} is never closed by another `---` line")
         }
-        None => "the file is empty; expected YAML front matter between `---` lines".to_string(),
+        None => {
+            "the file is empty; expected a template, with or without YAML front matter between `---` lines"
+                .to_string()
+        }
     }))
 }
 
@@ -71,42 +82,59 @@ pub(crate) struct Header {
     pub model: PromptyModel,
     pub inputs: BTreeMap<String, PromptyInput>,
     pub outputs: serde_json::Value,
+    pub output_schema: Option<serde_json::Value>,
     pub sample: serde_json::Value,
+    pub template: PromptyTemplate,
+    pub tools: Vec<PromptyTool>,
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// Features the file uses that meshops does not support, by name.
+    pub unsupported: Vec<String>,
 }
 
-/// Parses and checks the front matter YAML.
+impl Header {
+    /// The header of a file with no front matter (or an empty one).
+    pub(crate) fn empty(path: &Path) -> Header {
+        Header {
+            name: path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default(),
+            description: String::new(),
+            authors: Vec::new(),
+            version: None,
+            tags: Vec::new(),
+            model: PromptyModel::default(),
+            inputs: BTreeMap::new(),
+            outputs: serde_json::Value::Null,
+            output_schema: None,
+            sample: serde_json::Value::Object(serde_json::Map::new()),
+            template: PromptyTemplate::default(),
+            tools: Vec::new(),
+            extra: BTreeMap::new(),
+            unsupported: Vec::new(),
+        }
+    }
+}
+
+/// Parses and checks the front matter YAML: references first (`refs`),
+/// then each known field with its own reader. Prompty v1 and v2 spellings
+/// both read; unknown top-level keys are kept in `extra`.
 pub(crate) fn parse_header(yaml: &str, path: &Path) -> Result<Header, PromptFileError> {
     let front_matter_error =
         |message: String| PromptFileError::FrontMatter { path: path.to_path_buf(), message };
     let mut root: Value =
         serde_yaml_ng::from_str(yaml).map_err(|e| front_matter_error(format!("invalid YAML: {e}")))?;
     root.apply_merge().map_err(|e| front_matter_error(format!("invalid YAML merge key: {e}")))?;
+    if !matches!(root, Value::Null | Value::Mapping(_)) {
+        return Err(front_matter_error(format!(
+            "expected a YAML mapping of fields, got {}",
+            yaml_kind(&root)
+        )));
+    }
+    refs::resolve(&mut root, path)?;
     let empty = Mapping::new();
-    let root = match &root {
-        Value::Null => &empty,
-        Value::Mapping(map) => map,
-        other => {
-            return Err(front_matter_error(format!(
-                "expected a YAML mapping of fields, got {}",
-                yaml_kind(other)
-            )));
-        }
-    };
+    let root = root.as_mapping().unwrap_or(&empty);
 
-    let cx = Cx { path };
-    let mut header = Header {
-        name: path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default(),
-        description: String::new(),
-        authors: Vec::new(),
-        version: None,
-        tags: Vec::new(),
-        model: PromptyModel::default(),
-        inputs: BTreeMap::new(),
-        outputs: serde_json::Value::Null,
-        sample: serde_json::Value::Object(serde_json::Map::new()),
-        extra: BTreeMap::new(),
-    };
+    let mut cx = Cx { path, unsupported: Vec::new(), tools: Vec::new(), response_schema: None };
+    let mut header = Header::empty(path);
+    let mut outputs: Option<(&str, &Value)> = None;
     for (key, value) in root {
         let key = cx.key(key, "")?;
         // An empty field (`description:`) means "not given".
@@ -114,31 +142,89 @@ pub(crate) fn parse_header(yaml: &str, path: &Path) -> Result<Header, PromptFile
             continue;
         }
         match key {
-            "name" => header.name = cx.string(value, key)?,
-            "description" => header.description = cx.string(value, key)?,
+            "name" => header.name = cx.scalar_string(value, key)?,
+            "description" => header.description = cx.scalar_string(value, key)?,
             "authors" => header.authors = cx.string_list(value, key)?,
             "version" => header.version = Some(cx.scalar_string(value, key)?),
             "tags" => header.tags = cx.string_list(value, key)?,
             "model" => header.model = cx.model(value)?,
-            "inputs" => header.inputs = cx.inputs(value)?,
-            "outputs" => header.outputs = cx.json(value, key)?,
+            "inputs" | "inputSchema" => header.inputs = cx.inputs(value, key)?,
+            "outputs" | "outputSchema" => {
+                header.outputs = cx.json(value, key)?;
+                outputs = Some((key, value));
+            }
             "sample" => header.sample = cx.sample(value)?,
-            "template" => cx.template(value)?,
+            "template" => header.template = cx.template(value)?,
+            "tools" => {
+                let tools = cx.tools(value, key)?;
+                cx.tools.extend(tools);
+            }
             _ => {
                 header.extra.insert(key.to_string(), cx.json(value, key)?);
             }
         }
     }
+    if let Some((key, value)) = outputs {
+        header.output_schema = cx.output_schema(value, key)?;
+    }
+    if header.output_schema.is_none() {
+        header.output_schema = cx.response_schema.take();
+    }
+    lift_metadata(&mut header);
+    header.tools = std::mem::take(&mut cx.tools);
+    header.unsupported = cx.unsupported;
     Ok(header)
 }
 
+/// v2 keeps `authors`, `tags` and `version` under `metadata`; they fill the
+/// typed fields a v1 file sets at the top level (`metadata` stays in
+/// `extra` as written).
+fn lift_metadata(header: &mut Header) {
+    let Some(meta) = header.extra.get("metadata").and_then(serde_json::Value::as_object) else {
+        return;
+    };
+    let strings = |key: &str| -> Vec<String> {
+        meta.get(key)
+            .and_then(serde_json::Value::as_array)
+            .map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    if header.authors.is_empty() {
+        header.authors = strings("authors");
+    }
+    if header.tags.is_empty() {
+        header.tags = strings("tags");
+    }
+    if header.version.is_none() {
+        header.version = match meta.get("version") {
+            Some(serde_json::Value::String(v)) => Some(v.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+    }
+}
+
 /// Field readers; each error names `path` and the field.
-struct Cx<'p> {
-    path: &'p Path,
+pub(crate) struct Cx<'p> {
+    /// The file, for errors.
+    pub(crate) path: &'p Path,
+    /// Features met that meshops does not support, by name.
+    pub(crate) unsupported: Vec<String>,
+    /// Tools from `tools` and from v1's `model.parameters.tools`.
+    pub(crate) tools: Vec<PromptyTool>,
+    /// The JSON Schema of a v1 `response_format: {type: json_schema}`.
+    pub(crate) response_schema: Option<serde_json::Value>,
 }
 
 impl Cx<'_> {
-    fn error(&self, field: &str, message: impl Into<String>) -> PromptFileError {
+    /// Notes a feature meshops does not support; `validate` lists them.
+    pub(crate) fn unsupported(&mut self, feature: String) {
+        if !self.unsupported.contains(&feature) {
+            self.unsupported.push(feature);
+        }
+    }
+
+    pub(crate) fn error(&self, field: &str, message: impl Into<String>) -> PromptFileError {
         PromptFileError::Field {
             path: self.path.to_path_buf(),
             field: field.to_string(),
@@ -146,28 +232,28 @@ impl Cx<'_> {
         }
     }
 
-    fn expected(&self, field: &str, what: &str, got: &Value) -> PromptFileError {
+    pub(crate) fn expected(&self, field: &str, what: &str, got: &Value) -> PromptFileError {
         self.error(field, format!("expected {what}, got {}", yaml_kind(got)))
     }
 
     /// A mapping key, which must be a string; `parent` names the mapping.
-    fn key<'v>(&self, key: &'v Value, parent: &str) -> Result<&'v str, PromptFileError> {
+    pub(crate) fn key<'v>(&self, key: &'v Value, parent: &str) -> Result<&'v str, PromptFileError> {
         key.as_str().ok_or_else(|| {
             let field = if parent.is_empty() { "(top level)" } else { parent };
             self.error(field, format!("keys must be strings, got {}", yaml_kind(key)))
         })
     }
 
-    fn mapping<'v>(&self, value: &'v Value, field: &str) -> Result<&'v Mapping, PromptFileError> {
+    pub(crate) fn mapping<'v>(&self, value: &'v Value, field: &str) -> Result<&'v Mapping, PromptFileError> {
         value.as_mapping().ok_or_else(|| self.expected(field, "a mapping", value))
     }
 
-    fn string(&self, value: &Value, field: &str) -> Result<String, PromptFileError> {
+    pub(crate) fn string(&self, value: &Value, field: &str) -> Result<String, PromptFileError> {
         value.as_str().map(str::to_string).ok_or_else(|| self.expected(field, "a string", value))
     }
 
     /// A string, number or boolean as text (`version: 1.0` is common).
-    fn scalar_string(&self, value: &Value, field: &str) -> Result<String, PromptFileError> {
+    pub(crate) fn scalar_string(&self, value: &Value, field: &str) -> Result<String, PromptFileError> {
         match value {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
@@ -176,14 +262,19 @@ impl Cx<'_> {
         }
     }
 
-    fn string_list(&self, value: &Value, field: &str) -> Result<Vec<String>, PromptFileError> {
+    pub(crate) fn string_list(&self, value: &Value, field: &str) -> Result<Vec<String>, PromptFileError> {
         let items = value.as_sequence().ok_or_else(|| self.expected(field, "a list of strings", value))?;
         items.iter().enumerate().map(|(i, item)| self.string(item, &format!("{field}[{i}]"))).collect()
     }
 
     /// A string restricted to `valid` (compared case-insensitively, kept
     /// lowercase).
-    fn one_of(&self, value: &Value, field: &str, valid: &[&str]) -> Result<String, PromptFileError> {
+    pub(crate) fn one_of(
+        &self,
+        value: &Value,
+        field: &str,
+        valid: &[&str],
+    ) -> Result<String, PromptFileError> {
         let text = self.string(value, field)?.to_ascii_lowercase();
         if valid.contains(&text.as_str()) {
             Ok(text)
@@ -193,7 +284,13 @@ impl Cx<'_> {
         }
     }
 
-    fn number(&self, value: &Value, field: &str, min: f64, max: f64) -> Result<f64, PromptFileError> {
+    pub(crate) fn number(
+        &self,
+        value: &Value,
+        field: &str,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, PromptFileError> {
         let number = value
             .as_f64()
             .ok_or_else(|| self.expected(field, &format!("a number from {min} to {max}"), value))?;
@@ -204,203 +301,32 @@ impl Cx<'_> {
         }
     }
 
-    fn json(&self, value: &Value, field: &str) -> Result<serde_json::Value, PromptFileError> {
+    pub(crate) fn json(&self, value: &Value, field: &str) -> Result<serde_json::Value, PromptFileError> {
         serde_json::to_value(value)
             .map_err(|e| self.error(field, format!("cannot be represented as JSON: {e}")))
     }
 
-    fn model(&self, value: &Value) -> Result<PromptyModel, PromptFileError> {
-        let mut model = PromptyModel::default();
-        for (key, value) in self.mapping(value, "model")? {
-            let key = self.key(key, "model")?;
-            if value.is_null() {
-                continue;
-            }
-            let field = format!("model.{key}");
-            match key {
-                "api" => model.api = self.one_of(value, &field, &["chat", "completion"])?,
-                "configuration" => model.configuration = self.configuration(value)?,
-                "parameters" => model.parameters = self.parameters(value)?,
-                "response" => model.response = Some(self.one_of(value, &field, &["first", "all"])?),
-                _ => {
-                    model.extra.insert(key.to_string(), self.json(value, &field)?);
-                }
-            }
-        }
-        Ok(model)
-    }
-
-    fn configuration(&self, value: &Value) -> Result<PromptyConfiguration, PromptFileError> {
-        let mut config = PromptyConfiguration::default();
-        for (key, value) in self.mapping(value, "model.configuration")? {
-            let key = self.key(key, "model.configuration")?;
-            if value.is_null() {
-                continue;
-            }
-            let field = format!("model.configuration.{key}");
-            let slot = match key {
-                "type" => &mut config.kind,
-                "azure_endpoint" => &mut config.azure_endpoint,
-                "azure_deployment" => &mut config.azure_deployment,
-                "api_version" => &mut config.api_version,
-                "api_key" => &mut config.api_key,
-                "name" => &mut config.name,
-                "organization" => &mut config.organization,
-                "base_url" | "endpoint" => {
-                    let url = self.string(value, &field)?;
-                    // Both spellings given with different values is ambiguous.
-                    if config.base_url.as_ref().is_some_and(|old| *old != url) {
-                        return Err(self
-                            .error(&field, "`base_url` and `endpoint` are the same setting; give only one"));
-                    }
-                    config.base_url = Some(url);
-                    continue;
-                }
-                _ => {
-                    config.extra.insert(key.to_string(), self.json(value, &field)?);
-                    continue;
-                }
-            };
-            *slot = Some(self.string(value, &field)?);
-        }
-        Ok(config)
-    }
-
-    fn parameters(&self, value: &Value) -> Result<PromptyParameters, PromptFileError> {
-        let mut params = PromptyParameters::default();
-        for (key, value) in self.mapping(value, "model.parameters")? {
-            let key = self.key(key, "model.parameters")?;
-            if value.is_null() {
-                continue;
-            }
-            let field = format!("model.parameters.{key}");
-            match key {
-                "temperature" => params.temperature = Some(self.number(value, &field, 0.0, 2.0)?),
-                "top_p" => params.top_p = Some(self.number(value, &field, 0.0, 1.0)?),
-                "max_tokens" => {
-                    let tokens =
-                        value.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0).ok_or_else(
-                            || self.expected(&field, "a whole number from 1 to 4294967295", value),
-                        )?;
-                    params.max_tokens = Some(tokens);
-                }
-                "seed" => {
-                    let seed =
-                        value.as_i64().ok_or_else(|| self.expected(&field, "a whole number", value))?;
-                    params.seed = Some(seed);
-                }
-                "stop" => {
-                    params.stop = match value {
-                        Value::String(one) => vec![one.clone()],
-                        Value::Sequence(_) => self.string_list(value, &field)?,
-                        other => {
-                            return Err(self.expected(&field, "a string or a list of strings", other));
-                        }
-                    };
-                }
-                "response_format" => {
-                    let format = match value {
-                        Value::Mapping(map) => {
-                            let kind = map
-                                .get("type")
-                                .ok_or_else(|| self.error(&field, "a mapping needs a `type` key"))?;
-                            self.one_of(kind, &format!("{field}.type"), &["text", "json_object"])?
-                        }
-                        other => self.one_of(other, &field, &["text", "json_object"])?,
-                    };
-                    params.response_format = Some(format);
-                }
-                _ => {
-                    params.extra.insert(key.to_string(), self.json(value, &field)?);
-                }
-            }
-        }
-        Ok(params)
-    }
-
-    fn inputs(&self, value: &Value) -> Result<BTreeMap<String, PromptyInput>, PromptFileError> {
-        const DECLARATION_KEYS: [&str; 4] = ["type", "description", "default", "sample"];
-        let mut inputs = BTreeMap::new();
-        for (key, value) in self.mapping(value, "inputs")? {
-            let name = self.key(key, "inputs")?;
-            let field = format!("inputs.{name}");
-            let mut input = PromptyInput::default();
-            // A mapping with a declaration key declares the input; anything
-            // else (an object included) is a plain default value.
-            let declaration =
-                value.as_mapping().filter(|map| DECLARATION_KEYS.iter().any(|k| map.contains_key(*k)));
-            match declaration {
-                Some(map) => {
-                    for (key, value) in map {
-                        let key = self.key(key, &field)?;
-                        let sub = format!("{field}.{key}");
-                        match key {
-                            "type" if !value.is_null() => input.kind = Some(self.string(value, &sub)?),
-                            "description" if !value.is_null() => {
-                                input.description = Some(self.string(value, &sub)?);
-                            }
-                            "default" if !value.is_null() => input.default = Some(self.json(value, &sub)?),
-                            "sample" if !value.is_null() => input.sample = Some(self.json(value, &sub)?),
-                            "type" | "description" | "default" | "sample" => {}
-                            _ => {
-                                input.extra.insert(key.to_string(), self.json(value, &sub)?);
-                            }
-                        }
-                    }
-                }
-                None if value.is_null() => {}
-                None => input.default = Some(self.json(value, &field)?),
-            }
-            inputs.insert(name.to_string(), input);
-        }
-        Ok(inputs)
-    }
-
-    /// `sample`: a mapping, or `${file:relative.json}` (JSON, or YAML for
-    /// `.yaml`/`.yml`) read relative to the Prompty file.
+    /// `sample`: a mapping of input values (a `${file:…}` reference was
+    /// read by `refs`).
     fn sample(&self, value: &Value) -> Result<serde_json::Value, PromptFileError> {
         const FIELD: &str = "sample";
-        let reference = match value {
-            Value::Mapping(_) => return self.json(value, FIELD),
-            Value::String(text) => text.trim(),
-            other => return Err(self.expected(FIELD, "a mapping or `${file:<path>}`", other)),
-        };
-        let relative = reference
-            .strip_prefix("${file:")
-            .and_then(|rest| rest.strip_suffix('}'))
-            .map(str::trim)
-            .filter(|rel| !rel.is_empty())
-            .ok_or_else(|| {
-                self.error(
-                    FIELD,
-                    format!("expected a mapping or `${{file:<path>}}`, got the string `{reference}`"),
-                )
-            })?;
-        let file = self.path.parent().unwrap_or(Path::new("")).join(relative);
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| self.error(FIELD, format!("cannot read {}: {e}", file.display())))?;
-        let is_yaml = file
-            .extension()
-            .is_some_and(|ext| ext.eq_ignore_ascii_case("yaml") || ext.eq_ignore_ascii_case("yml"));
-        let sample: serde_json::Value = if is_yaml {
-            serde_yaml_ng::from_str(&text).map_err(|e| e.to_string())
-        } else {
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        }
-        .map_err(|e| self.error(FIELD, format!("cannot parse {}: {e}", file.display())))?;
-        if sample.is_object() {
-            Ok(sample)
-        } else {
-            Err(self.error(FIELD, format!("{} must hold an object of input values", file.display())))
+        match value {
+            Value::Mapping(_) => self.json(value, FIELD),
+            Value::String(text) => Err(self.error(
+                FIELD,
+                format!("expected a mapping or `${{file:<path>}}`, got the string `{}`", text.trim()),
+            )),
+            other => Err(self.expected(FIELD, "a mapping or `${file:<path>}` of input values", other)),
         }
     }
 
-    /// `template`: `jinja2`, or `{format, parser}`. Only Jinja is rendered,
-    /// and only the `prompty` role-marker parser exists.
-    fn template(&self, value: &Value) -> Result<(), PromptFileError> {
-        const FORMATS: [&str; 2] = ["jinja2", "jinja"];
+    /// `template`: a format name (`jinja2`), or `{format, parser}` where
+    /// each is a name (v1) or `{kind: name}` (v2). Formats and parsers
+    /// meshops lacks are reported, not refused: the body is then rendered as
+    /// `template::engine_for` decides, and always cut at role markers.
+    fn template(&mut self, value: &Value) -> Result<PromptyTemplate, PromptFileError> {
+        let mut template = PromptyTemplate::default();
         match value {
-            Value::String(_) => self.one_of(value, "template", &FORMATS).map(drop),
             Value::Mapping(map) => {
                 for (key, value) in map {
                     let key = self.key(key, "template")?;
@@ -409,24 +335,37 @@ impl Cx<'_> {
                     }
                     let field = format!("template.{key}");
                     match key {
-                        "format" => self.one_of(value, &field, &FORMATS).map(drop)?,
-                        "parser" => self.one_of(value, &field, &["prompty"]).map(drop)?,
-                        _ => {
-                            return Err(self.error(&field, "unknown key; expected `format` or `parser`"));
-                        }
+                        "format" => template.format = self.kind_name(value, &field)?,
+                        "parser" => template.parser = self.kind_name(value, &field)?,
+                        _ => self.unsupported(format!("`{field}`")),
                     }
                 }
-                Ok(())
             }
-            other => {
-                Err(self.expected("template", "a format name such as `jinja2`, or {format, parser}", other))
-            }
+            other => template.format = self.kind_name(other, "template")?,
         }
+        if template.parser != "prompty" {
+            self.unsupported(format!("template parser `{}` (role markers used)", template.parser));
+        }
+        Ok(template)
+    }
+
+    /// A kind written as a name or as `{kind: name}` (v2), lowercase.
+    pub(crate) fn kind_name(&self, value: &Value, field: &str) -> Result<String, PromptFileError> {
+        let name = match value {
+            Value::Mapping(map) => match map.get("kind").or_else(|| map.get("type")) {
+                Some(kind) => self.string(kind, &format!("{field}.kind"))?,
+                None => return Err(self.error(field, "expected a name or `{kind: <name>}`")),
+            },
+            other => self
+                .string(other, field)
+                .map_err(|_| self.expected(field, "a name such as `jinja2`, or `{kind: <name>}`", other))?,
+        };
+        Ok(name.trim().to_ascii_lowercase())
     }
 }
 
 /// The YAML type of a value, for messages.
-fn yaml_kind(value: &Value) -> &'static str {
+pub(crate) fn yaml_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

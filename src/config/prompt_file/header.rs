@@ -1,18 +1,34 @@
 //! The data a Prompty file's front matter declares: model, parameters,
-//! inputs. Plain values, kept as written (`${env:…}` references included).
+//! inputs, template, tools. Plain values, kept as written (`${env:…}`
+//! references to keys and endpoints included). Prompty v1 and v2 spell
+//! several of these differently; both read into the same types.
 
 use std::collections::BTreeMap;
 
 use crate::config::settings::ModelParams;
 
 /// The `model` section: which API, which endpoint, which sampling parameters.
+/// Which endpoint meshops calls is the agent's model profile's choice: `id`,
+/// `provider`, `connection` and `configuration` are kept for descriptions
+/// and never switch endpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptyModel {
-    /// `chat` (the default) or `completion`.
+    /// v1 `api` or v2 `apiType`, lowercase: `chat` (the default, and the
+    /// only one meshops calls), `completion`, `embedding`, `image`,
+    /// `responses`.
     pub api: String,
+    /// v2 `id` (or `model: <id>` written as a string): the model the prompt
+    /// was written for.
+    pub id: Option<String>,
+    /// v2 `provider` (`openai`, `azure`, `anthropic`, …), lowercase.
+    pub provider: Option<String>,
+    /// v2 `connection`, as written (`${env:…}` references kept): the file's
+    /// idea of an endpoint, shown and never used.
+    pub connection: Option<serde_json::Value>,
     /// Where the model lives, for providers that read the file itself.
     pub configuration: PromptyConfiguration,
-    /// Sampling parameters the prompt was written for.
+    /// Sampling parameters the prompt was written for: v1 `parameters` or
+    /// v2 `options` (`maxOutputTokens` read as `max_tokens`, …).
     pub parameters: PromptyParameters,
     /// `first` or `all` (how many choices to return), when given.
     pub response: Option<String>,
@@ -24,6 +40,9 @@ impl Default for PromptyModel {
     fn default() -> Self {
         PromptyModel {
             api: "chat".to_string(),
+            id: None,
+            provider: None,
+            connection: None,
             configuration: PromptyConfiguration::default(),
             parameters: PromptyParameters::default(),
             response: None,
@@ -94,14 +113,100 @@ impl PromptyParameters {
 /// One declared input.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PromptyInput {
-    /// The YAML `type` (`string`, `array`, …), when declared.
+    /// v1 `type` or v2 `kind` (`string`, `array`, `thread`, …), when
+    /// declared or inferred from a shorthand default.
     pub kind: Option<String>,
     /// What the input is, for documentation.
     pub description: Option<String>,
     /// Used when rendering if the caller does not give the input.
     pub default: Option<serde_json::Value>,
-    /// An example value, for documentation and tests; never rendered.
+    /// v1 `sample` or v2 `example`: an example value, for documentation and
+    /// tests; never rendered.
     pub sample: Option<serde_json::Value>,
+    /// v2 `required`: documentation for callers (rendering stays lenient,
+    /// so a missing input renders empty as before).
+    pub required: bool,
+    /// v2 `enumValues` (or `enum`): the allowed values, for documentation.
+    pub enum_values: Vec<serde_json::Value>,
     /// Other keys of the declaration, kept as written.
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// `template`: which engine renders the body and which parser cuts it into
+/// messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptyTemplate {
+    /// The format kind as written, lowercase (`jinja2` when absent).
+    pub format: String,
+    /// The parser kind as written, lowercase (`prompty` when absent).
+    pub parser: String,
+    /// How meshops renders the body, decided at load from `format` and the
+    /// body itself.
+    pub engine: TemplateEngine,
+}
+
+impl Default for PromptyTemplate {
+    fn default() -> Self {
+        PromptyTemplate {
+            format: "jinja2".to_string(),
+            parser: "prompty".to_string(),
+            engine: TemplateEngine::Jinja2,
+        }
+    }
+}
+
+/// How a body is rendered. Only Jinja2 is supported; a body in another
+/// format is rendered by Jinja2 where its syntax means the same there, and
+/// sent as written otherwise (reported at `meshops validate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateEngine {
+    /// Jinja2, the body as written.
+    Jinja2,
+    /// A Mustache body that uses only variables and comments, rewritten to
+    /// the equivalent Jinja2.
+    MustacheAsJinja,
+    /// The body sent as written, without substitution (role markers still
+    /// cut it into messages).
+    Verbatim,
+}
+
+/// One entry of `tools` (v2), or of v1's `model.parameters.tools` in
+/// OpenAI's wire form. Kept as plain data: the kinds meshops can bind
+/// (`function`, `mcp`) are there for the agent that runs the prompt; other
+/// kinds are reported at `meshops validate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptyTool {
+    /// The tool's name, unique within the prompt.
+    pub name: String,
+    /// `function`, `mcp`, `openapi`, `prompty`, or a custom kind as written.
+    pub kind: String,
+    /// What the tool does, for the model.
+    pub description: String,
+    /// The arguments as a JSON Schema object (v2 property lists converted,
+    /// v1 wire schemas as written); `None` when the tool declares none.
+    pub parameters: Option<serde_json::Value>,
+    /// `strict`: the model must follow `parameters` exactly.
+    pub strict: bool,
+    /// `bindings`: arguments filled from the prompt's inputs (or fixed
+    /// values), never shown to the model.
+    pub bindings: BTreeMap<String, serde_json::Value>,
+    /// `connection` (mcp, openapi and custom kinds), as written.
+    pub connection: Option<serde_json::Value>,
+    /// Other keys (`serverName`, `specification`, `path`, `mode`, …), as
+    /// written.
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl PromptyTool {
+    /// `parameters` without the bound arguments: what a model is shown.
+    pub fn parameters_for_model(&self) -> Option<serde_json::Value> {
+        let mut schema = self.parameters.clone()?;
+        if let Some(props) = schema.get_mut("properties").and_then(serde_json::Value::as_object_mut) {
+            props.retain(|name, _| !self.bindings.contains_key(name));
+        }
+        if let Some(required) = schema.get_mut("required").and_then(serde_json::Value::as_array_mut) {
+            required.retain(|name| name.as_str().is_none_or(|n| !self.bindings.contains_key(n)));
+        }
+        Some(schema)
+    }
 }
