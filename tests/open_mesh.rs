@@ -468,3 +468,50 @@ fn validate_names_an_llm_agent_whose_outputs_cannot_be_a_schema() {
     let err = load_errors(dir.path(), "");
     assert!(err.contains("classify.toml") && err.contains("yaml"), "{err}");
 }
+
+const JUDGED_LLM: &str = r#"
+[variants.judged.flows.question]
+steps = ["retriever", "answer_a", "critic"]
+max_revisions = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_critic_judges_an_llm_agents_text_and_sends_it_back_to_that_agent() {
+    let dir = researcher_copy();
+    // Any draft is rejected, so every revision goes back to the writer.
+    let mut t = start_in(dir.path(), JUDGED_LLM, |spec| {
+        if let Some(critic) = spec.agents.get_mut("critic") {
+            if let meshops::config::KindSettings::Critic(c) = &mut critic.base.settings {
+                c.accept_threshold = 1.0;
+                c.min_coverage = 1.0;
+            }
+        }
+    })
+    .await;
+    let request = AskRequest {
+        query: "How does the critic agent decide to accept a draft?".into(),
+        variant: "judged".into(),
+        ..Default::default()
+    };
+    let a = t.client.ask(request).await.unwrap().into_inner();
+    let steps: Vec<(&str, u32)> = a.steps.iter().map(|s| (s.agent.as_str(), s.attempt)).collect();
+    assert_eq!(
+        steps,
+        [
+            ("router", 1),
+            ("retriever", 1),
+            ("answer_a", 1),
+            ("critic", 1),
+            ("answer_a", 2),
+            ("critic", 2),
+            ("answer_a", 3),
+            ("critic", 3)
+        ]
+    );
+    assert!(
+        a.steps.iter().filter(|s| s.agent == "answer_a").skip(1).all(|s| s.summary.ends_with("(revised)"))
+    );
+    let verdict = a.verdict.expect("the critic's verdict");
+    assert!(!verdict.accepted);
+    assert!(!a.answer.is_empty());
+}
