@@ -71,6 +71,7 @@ fn request() -> LlmRequest {
         ],
         params: ModelParams { temperature: Some(0.2), max_tokens: Some(400), ..Default::default() },
         hint: TaskHint::Freeform,
+        response_schema: None,
     }
 }
 

@@ -153,9 +153,10 @@ pub async fn run(mut spec: MeshSpec, opts: &Options) -> Result<OverheadFigures, 
         Some(crate::config::KindSettings::Router(r)) => r.default_intent.clone(),
         _ => return Err(fail("overhead", "the router agent is missing")),
     };
-    spec.settings
-        .flows
-        .insert(intent, FlowSpec { steps: vec![summarizer_name.clone()], max_revisions: 0, reply: None });
+    spec.settings.flows.insert(
+        intent,
+        FlowSpec { steps: vec![summarizer_name.clone().into()], max_revisions: 0, ..Default::default() },
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| fail("bind gateway", e))?;
     let server = crate::gateway::start(spec, listener).await.map_err(|e| fail("gateway start", e))?;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))

@@ -55,7 +55,8 @@ fn print_spec(spec: &MeshSpec) -> Result<()> {
         );
     }
     for (intent, f) in &spec.settings.flows {
-        println!("  flow  {intent:<12} {}", f.steps.join(" -> "));
+        let steps: Vec<String> = f.steps.iter().map(ToString::to_string).collect();
+        println!("  flow  {intent:<12} {}", steps.join(" -> "));
     }
     for name in spec.settings.variants.keys() {
         println!("  variant {name}");

@@ -18,6 +18,9 @@ pub enum AgentKind {
     Retriever,
     Summarizer,
     Critic,
+    /// A generic model-calling agent: its prompt and model are all there
+    /// is to it, so a researcher adds a role with files only.
+    Llm,
 }
 
 impl AgentKind {
@@ -27,6 +30,7 @@ impl AgentKind {
             AgentKind::Retriever => "retriever",
             AgentKind::Summarizer => "summarizer",
             AgentKind::Critic => "critic",
+            AgentKind::Llm => "llm",
         }
     }
 }
@@ -40,7 +44,7 @@ pub struct AgentFile {
     #[serde(default)]
     pub description: String,
     /// Prompt file, relative to `prompts_dir`. Required for kinds that call
-    /// a model (router, summarizer, critic); the retriever calls none.
+    /// a model (router, summarizer, critic, llm); the retriever calls none.
     pub prompt: Option<String>,
     /// Model profile name from `[models.<profile>]`; required with `prompt`.
     pub model: Option<String>,
@@ -54,6 +58,8 @@ pub struct AgentFile {
     pub retriever: Option<RetrieverSettings>,
     pub summarizer: Option<SummarizerSettings>,
     pub critic: Option<CriticSettings>,
+    /// `[llm]`, for a generic model-calling agent: text or JSON output.
+    pub llm: Option<LlmSettings>,
 }
 
 fn one() -> usize {
@@ -136,6 +142,35 @@ impl Default for CriticSettings {
     }
 }
 
+/// `[llm]`: what a generic model-calling agent returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmSettings {
+    /// `"text"` or `"json"`. Unset: JSON when the agent's prompt declares
+    /// `outputs`, else text (see [`crate::config::output_spec`]).
+    pub output: Option<LlmOutput>,
+}
+
+/// The shape of an `llm` agent's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmOutput {
+    /// Free text: an answer candidate, streamed as it is written.
+    Text,
+    /// A JSON value, checked against the prompt's `outputs` schema when it
+    /// declares one.
+    Json,
+}
+
+impl LlmOutput {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LlmOutput::Text => "text",
+            LlmOutput::Json => "json",
+        }
+    }
+}
+
 /// Kind-specific settings after validation: exactly the table of the
 /// agent's kind, with defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +179,9 @@ pub enum KindSettings {
     Retriever(RetrieverSettings),
     Summarizer(SummarizerSettings),
     Critic(CriticSettings),
+    /// As written: what the output is depends on the profile's prompt too,
+    /// which [`crate::config::output_spec`] combines.
+    Llm(LlmSettings),
 }
 
 /// An agent as the mesh runs it for one variant (or the base mesh).

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::agents::{AgentFile, AgentKind, AgentProfile, AgentSpec, KindSettings};
 use super::error::{ConfigError, known, locate_at};
+use super::llm_output::output_spec;
 use super::prompt_file::{PromptFile, PromptFileError};
 use super::settings::{AgentOverride, Settings};
 
@@ -136,6 +137,7 @@ impl AgentLoader<'_> {
         let model = self.model(&name, &shown, &agent, needs_model, errors);
         let base = AgentProfile { prompt, prompt_file, model, settings: settings? };
         let variants = self.variant_profiles(&name, &base, errors);
+        self.check_llm_outputs(&name, &shown, &base, &variants, errors);
         (errors.len() == before).then(|| AgentSpec {
             name,
             kind: agent.kind,
@@ -229,6 +231,42 @@ impl AgentLoader<'_> {
         agent.model.clone()
     }
 
+    /// An llm agent's output (text, or JSON and its schema) must follow
+    /// from its settings and each profile's prompt `outputs`; a variant is
+    /// checked only where it brings a prompt of its own.
+    fn check_llm_outputs(
+        &self,
+        name: &str,
+        shown: &str,
+        base: &AgentProfile,
+        variants: &BTreeMap<String, AgentProfile>,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let check = |profile: &AgentProfile| match &profile.settings {
+            KindSettings::Llm(ls) => output_spec(ls, profile.prompt.as_deref()).err(),
+            _ => None,
+        };
+        if let Some(e) = check(base) {
+            errors.push(ConfigError::field(shown, "prompt", e));
+        }
+        for (vname, profile) in variants {
+            let own_prompt = match (&profile.prompt, &base.prompt) {
+                (Some(p), Some(b)) => !Arc::ptr_eq(p, b),
+                (p, b) => p.is_some() != b.is_some(),
+            };
+            if !own_prompt {
+                continue;
+            }
+            if let Some(e) = check(profile) {
+                errors.push(ConfigError::field(
+                    locate_at(&["variants", vname], self.layers),
+                    format!("variants.{vname}.agents.{name}.prompt"),
+                    e,
+                ));
+            }
+        }
+    }
+
     /// One profile per variant that overrides agent `name`: `base` with the
     /// variant's prompt, model and kind settings.
     fn variant_profiles(
@@ -305,6 +343,7 @@ fn kind_settings(file: &str, agent: &AgentFile, errors: &mut Vec<ConfigError>) -
         ("retriever", agent.retriever.is_some(), AgentKind::Retriever),
         ("summarizer", agent.summarizer.is_some(), AgentKind::Summarizer),
         ("critic", agent.critic.is_some(), AgentKind::Critic),
+        ("llm", agent.llm.is_some(), AgentKind::Llm),
     ];
     for (table, is_set, kind) in present {
         if is_set && kind != agent.kind {
@@ -380,6 +419,9 @@ fn kind_settings(file: &str, agent: &AgentFile, errors: &mut Vec<ConfigError>) -
             }
             KindSettings::Critic(c)
         }
+        // What an llm agent returns depends on its prompt too: checked per
+        // profile once the prompts are read (`check_llm_outputs`).
+        AgentKind::Llm => KindSettings::Llm(agent.llm.unwrap_or_default()),
     };
     Some(settings)
 }
@@ -422,7 +464,7 @@ fn apply_override(
                 c.min_coverage = t;
             }
         }
-        KindSettings::Router(_) => {}
+        KindSettings::Router(_) | KindSettings::Llm(_) => {}
     }
     let kind_fields = [
         ("top_k", ov.top_k.is_some(), matches!(settings, KindSettings::Retriever(_))),

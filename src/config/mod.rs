@@ -18,7 +18,10 @@
 //! - `load.rs`: layering with figment ([`LoadOptions`]); `env.rs`:
 //!   `MESHOPS__…` overrides; `env_refs.rs`: `${env:…}` references.
 //! - `validate.rs`: checks of the settings; `agents_load.rs`: agent files,
-//!   their prompts, models and variant overrides; `flows.rs`: flow checks.
+//!   their prompts, models and variant overrides; `flow_spec.rs`: the flow
+//!   graph model (steps, fan-out groups, conditions); `flows.rs`: flow
+//!   checks; `llm_output.rs`: what an `llm` agent returns (text, or JSON
+//!   fitting the schema its prompt's `outputs` declare).
 //! - `error.rs`: [`ConfigError`]; `tls.rs`, `keys.rs`: files the gateway
 //!   reads, checked here.
 
@@ -27,8 +30,10 @@ mod agents_load;
 mod env;
 mod env_refs;
 mod error;
+pub mod flow_spec;
 mod flows;
 pub mod keys;
+pub mod llm_output;
 mod load;
 pub mod prompt_file;
 pub mod settings;
@@ -39,12 +44,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use agents::{
-    AgentFile, AgentKind, AgentProfile, AgentSpec, CriticSettings, IntentSpec, KindSettings,
-    RetrieverSettings, RouterSettings, SummarizerSettings,
+    AgentFile, AgentKind, AgentProfile, AgentSpec, CriticSettings, IntentSpec, KindSettings, LlmOutput,
+    LlmSettings, RetrieverSettings, RouterSettings, SummarizerSettings,
 };
 pub use env::{ENV_NAME_VAR, ENV_PREFIX};
 pub use env_refs::{EnvRefError, api_key_var, resolve_env_refs};
 pub use error::{ConfigError, ConfigErrors};
+pub use flow_spec::{Condition, FlowStep, StepAgent};
+pub use llm_output::{OutputSpec, output_spec};
 pub use load::LoadOptions;
 pub use prompt_file::{
     PromptFile, PromptFileError, PromptyConfiguration, PromptyInput, PromptyModel, PromptyParameters,

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// The flow model lives beside the settings, in `flow_spec.rs`.
+pub use super::flow_spec::FlowSpec;
+
 /// All layered settings. Agents live in their own files (`agents/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -458,26 +461,6 @@ pub struct ModelParams {
     pub stop: Vec<String>,
     /// `"json_object"` or `"text"`; passed to providers that support it.
     pub response_format: Option<String>,
-}
-
-/// The steps run for one intent (`[flows.<intent>]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FlowSpec {
-    /// Agent names in order. A critic after a summarizer sends rejected
-    /// drafts back to that summarizer.
-    #[serde(default)]
-    pub steps: Vec<String>,
-    /// How many times a rejected draft is revised before it is returned
-    /// with the critic's rejection.
-    #[serde(default = "default_max_revisions")]
-    pub max_revisions: u32,
-    /// Fixed answer for flows without a summarizer (a polite refusal).
-    pub reply: Option<String>,
-}
-
-fn default_max_revisions() -> u32 {
-    1
 }
 
 /// A named variant (`[variants.<name>]`): overrides for an experiment.

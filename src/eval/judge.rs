@@ -311,6 +311,7 @@ impl Judge {
                 ground_truth: input.ground_truth.clone(),
                 rubric: rubric.map(str::to_string),
             },
+            response_schema: None,
         };
         match self.client.complete(&request, None).await {
             Ok(resp) => JudgeOutcome {

@@ -200,7 +200,9 @@ pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
             .iter()
             .map(|(intent, f)| proto::FlowInfo {
                 intent: intent.clone(),
-                steps: f.steps.clone(),
+                // A group run at once shows as `(a | b)`, a conditional
+                // step as `agent (when step.field == value)`.
+                steps: f.steps.iter().map(ToString::to_string).collect(),
                 max_revisions: f.max_revisions,
             })
             .collect(),

@@ -107,8 +107,56 @@ pub enum TaskHint {
         ground_truth: Option<String>,
         rubric: Option<String>,
     },
+    /// An `llm` agent's step: whatever its prompt asks, from the query,
+    /// the passages and the earlier steps' `outputs` (agent name and output
+    /// as JSON, in the order they ran). The offline engine answers it
+    /// extractively: see [`offline`].
+    Generate {
+        query: String,
+        intent: String,
+        passages: Arc<[Passage]>,
+        outputs: Arc<[(String, serde_json::Value)]>,
+        feedback: Option<String>,
+        previous: Option<String>,
+        /// The answer must be JSON (fitting the request's
+        /// `response_schema`, when it has one).
+        json: bool,
+    },
     /// Free-form completion with no structure (custom agents).
     Freeform,
+}
+
+/// The JSON schema a structured answer must match: OpenAI-compatible
+/// clients send it as `response_format` `json_schema` (servers such as
+/// llama.cpp's constrain their grammar by it); the caller validates the
+/// answer against it in any case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseSchema {
+    /// The schema's name for the provider: ASCII letters, digits, `_` and
+    /// `-`, at most 64 (what OpenAI accepts).
+    pub name: String,
+    /// The JSON schema.
+    pub schema: serde_json::Value,
+    /// Ask the provider to follow the schema exactly (only when the schema
+    /// meets its strict rules: every object closed, every property
+    /// required).
+    pub strict: bool,
+}
+
+impl ResponseSchema {
+    /// A schema named after `name`, with characters a provider refuses
+    /// replaced by `_` and cut to 64.
+    pub fn new(name: &str, schema: serde_json::Value, strict: bool) -> Self {
+        let mut clean: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .take(64)
+            .collect();
+        if clean.is_empty() {
+            clean.push_str("output");
+        }
+        Self { name: clean, schema, strict }
+    }
 }
 
 /// One call to a model.
@@ -119,6 +167,10 @@ pub struct LlmRequest {
     pub messages: Vec<ChatMessage>,
     pub params: ModelParams,
     pub hint: TaskHint,
+    /// The schema a structured answer must match; `None` for free text or
+    /// a format the agent parses itself. Shared by every request of the
+    /// agent (built once, at start-up).
+    pub response_schema: Option<Arc<ResponseSchema>>,
 }
 
 /// Token usage of one call.

@@ -12,6 +12,17 @@
 //!   with its `[n]` marker.
 //! - **Judge**: the heuristics of [`super::judge_heuristic`], for the
 //!   evaluation harness's LLM judges.
+//! - **Generate** (an `llm` agent): extractive over its inputs. For text,
+//!   the first sentence of the latest earlier text output (a headline of
+//!   the draft, its `[n]` markers kept), else an extractive answer from the
+//!   passages like **Answer**'s, else the query plainly marked as not
+//!   answered. For JSON, a value built from the request's schema: each
+//!   field its `const`, first `enum` value, `default` or first example
+//!   when the schema gives one, else a placeholder of its type (strings
+//!   take the text above, numbers their minimum or 0, booleans `false`,
+//!   lists their fewest items); with no schema, `{"text": <the text>}`.
+//!   Nothing is made up: a schema it cannot fill (a `pattern`, a `$ref`)
+//!   gets a value that fails validation, which the agent reports.
 //! - **Critique**: groundedness (how much of each answer sentence the
 //!   passages support) and coverage (how many of the query's content words
 //!   the answer covers), with feedback naming what is missing.
@@ -277,6 +288,88 @@ fn answer(
     chosen.iter().map(|(pi, s, _)| cite(s, pi + 1)).collect::<Vec<_>>().join(" ")
 }
 
+/// Sentences of an `llm` agent's offline text when its passages give any.
+const GENERATE_SENTENCES: usize = 3;
+
+/// An `llm` agent's text, extractively (see the module docs).
+fn generate_text(
+    query: &str,
+    intent: &str,
+    passages: &[Passage],
+    outputs: &[(String, serde_json::Value)],
+    feedback: Option<&str>,
+) -> String {
+    let latest_text = outputs.iter().rev().filter_map(|(_, v)| v.as_str()).find(|t| !t.trim().is_empty());
+    if let Some(first) = latest_text.and_then(|t| text::sentences(t).into_iter().next()) {
+        return first;
+    }
+    if !passages.is_empty() {
+        return answer(query, intent, passages, feedback, GENERATE_SENTENCES);
+    }
+    format!("[{OFFLINE_MODEL} cannot write free text] {query}")
+}
+
+/// Deepest schema nesting the placeholder follows; deeper parts are null.
+const PLACEHOLDER_DEPTH: usize = 16;
+
+/// A value fitting `schema` where it can be read without inventing
+/// anything: declared values first, else a placeholder of the type.
+fn placeholder(schema: &serde_json::Value, text: &str, depth: usize) -> serde_json::Value {
+    use serde_json::Value;
+    let Some(s) = schema.as_object() else { return Value::Null };
+    if depth > PLACEHOLDER_DEPTH {
+        return Value::Null;
+    }
+    if let Some(c) = s.get("const") {
+        return c.clone();
+    }
+    let first = |key: &str| s.get(key).and_then(Value::as_array).and_then(|a| a.first());
+    if let Some(v) = first("enum").or_else(|| s.get("default")).or_else(|| first("examples")) {
+        return v.clone();
+    }
+    if let Some(sub) = first("anyOf").or_else(|| first("oneOf")).or_else(|| first("allOf")) {
+        return placeholder(sub, text, depth + 1);
+    }
+    let ty = match s.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        // A nullable type (`["string", "null"]`) gets its other type.
+        Some(Value::Array(ts)) => {
+            ts.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null")
+        }
+        _ if s.contains_key("properties") => "object",
+        _ if s.contains_key("items") => "array",
+        _ => "null",
+    };
+    let bound = |key: &str| s.get(key).and_then(Value::as_f64);
+    match ty {
+        "object" => {
+            let props = s.get("properties").and_then(Value::as_object);
+            let fields =
+                props.into_iter().flatten().map(|(k, v)| (k.clone(), placeholder(v, text, depth + 1)));
+            Value::Object(fields.collect())
+        }
+        "array" => {
+            let n = s.get("minItems").and_then(Value::as_u64).unwrap_or(0).min(16) as usize;
+            let item = s.get("items").map(|i| placeholder(i, text, depth + 1)).unwrap_or(Value::Null);
+            Value::Array(vec![item; n])
+        }
+        "string" => {
+            let max = s.get("maxLength").and_then(Value::as_u64).map(|m| m as usize);
+            Value::from(match max {
+                Some(m) => text.chars().take(m).collect::<String>(),
+                None => text.to_string(),
+            })
+        }
+        "integer" => {
+            let min = bound("minimum").map(f64::ceil).or(bound("exclusiveMinimum").map(|m| m.floor() + 1.0));
+            Value::from(min.unwrap_or(0.0) as i64)
+        }
+        "number" => Value::from(bound("minimum").unwrap_or(0.0)),
+        "boolean" => Value::Bool(false),
+        _ => Value::Null,
+    }
+}
+
 fn critique(query: &str, answer_text: &str, passages: &[Passage]) -> String {
     let plain = text::strip_citation_markers(answer_text);
     let passage_terms: Vec<BTreeSet<String>> = passages.iter().map(|p| term_set(&p.text)).collect();
@@ -352,6 +445,7 @@ impl LlmClient for OfflineEngine {
                     TaskHint::Route { query, .. }
                     | TaskHint::Answer { query, .. }
                     | TaskHint::Critique { query, .. }
+                    | TaskHint::Generate { query, .. }
                     | TaskHint::Judge { query, .. } => query.as_str(),
                     TaskHint::Freeform => "",
                 };
@@ -373,6 +467,14 @@ impl LlmClient for OfflineEngine {
                     answer(query, intent, passages, feedback.as_deref(), *max_sentences)
                 }
                 TaskHint::Critique { query, answer, passages } => critique(query, answer, passages),
+                TaskHint::Generate { query, intent, passages, outputs, feedback, json, .. } => {
+                    let text = generate_text(query, intent, passages, outputs, feedback.as_deref());
+                    match (json, &request.response_schema) {
+                        (false, _) => text,
+                        (true, Some(s)) => placeholder(&s.schema, &text, 0).to_string(),
+                        (true, None) => json!({ "text": text }).to_string(),
+                    }
+                }
                 TaskHint::Judge { criterion, query, response, context, ground_truth, rubric } => {
                     super::judge_heuristic::judge(&super::judge_heuristic::JudgeTask {
                         criterion,
@@ -451,6 +553,49 @@ mod tests {
             serde_json::from_str(&critique("gateway port retries", "Bananas grow on trees.", &ps)).unwrap();
         assert_eq!(v["accepted"], false);
         assert!(v["feedback"].as_str().unwrap().contains("retry"));
+    }
+
+    #[test]
+    fn generate_heads_the_latest_text_output_or_extracts_from_the_passages() {
+        let outputs = vec![
+            ("classify".to_string(), json!({"needs_search": true})),
+            (
+                "summarizer".to_string(),
+                json!("The gateway listens on port 50051 [1]. It checks requests [1]."),
+            ),
+        ];
+        assert_eq!(
+            generate_text("q", "question", &[], &outputs, None),
+            "The gateway listens on port 50051 [1]."
+        );
+        let ps = vec![passage("Gateway\nThe gateway listens on port 50051 by default.")];
+        let a = generate_text("Which port does the gateway listen on?", "question", &ps, &outputs[..1], None);
+        assert_eq!(a, "The gateway listens on port 50051 by default [1].");
+        let none = generate_text("What is up?", "question", &[], &[], None);
+        assert_eq!(none, "[offline-extractive cannot write free text] What is up?");
+    }
+
+    #[test]
+    fn placeholders_take_declared_values_then_types() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "maxLength": 3},
+                "needs_search": {"type": "boolean", "default": true},
+                "tone": {"enum": ["plain", "bold"]},
+                "count": {"type": "integer", "minimum": 2.5},
+                "score": {"type": ["number", "null"]},
+                "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "nested": {"properties": {"ok": {"const": 1}}},
+            },
+        });
+        assert_eq!(
+            placeholder(&schema, "Headline", 0),
+            json!({
+                "title": "Hea", "needs_search": true, "tone": "plain", "count": 3, "score": 0.0,
+                "tags": ["Headline"], "nested": {"ok": 1},
+            })
+        );
     }
 
     #[test]

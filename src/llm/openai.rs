@@ -23,7 +23,7 @@ use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestToolMessage, ChatCompletionRequestUserMessage, ChatCompletionStreamOptions,
-    CreateChatCompletionRequest, FinishReason, ResponseFormat, StopConfiguration,
+    CreateChatCompletionRequest, FinishReason, ResponseFormat, ResponseFormatJsonSchema, StopConfiguration,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -128,11 +128,7 @@ impl OpenAiClient {
                 1 => p.stop.first().cloned().map(StopConfiguration::String),
                 _ => Some(StopConfiguration::StringArray(p.stop.clone())),
             },
-            response_format: match p.response_format.as_deref() {
-                Some("json_object") => Some(ResponseFormat::JsonObject),
-                Some("text") => Some(ResponseFormat::Text),
-                _ => None,
-            },
+            response_format: response_format(request, &p),
             stream: stream.then_some(true),
             stream_options: stream.then_some(ChatCompletionStreamOptions {
                 include_usage: Some(true),
@@ -399,6 +395,27 @@ pub(crate) fn map_error(profile: &str, model: &str, err: OpenAIError) -> Attempt
     }
 }
 
+/// The wire `response_format`: the request's schema as `json_schema` when
+/// it has one (the agent needs that shape whatever the parameters say),
+/// else the parameters' `json_object` or `text`.
+fn response_format(request: &LlmRequest, params: &ModelParams) -> Option<ResponseFormat> {
+    if let Some(s) = &request.response_schema {
+        return Some(ResponseFormat::JsonSchema {
+            json_schema: ResponseFormatJsonSchema {
+                description: None,
+                name: s.name.clone(),
+                schema: s.schema.clone(),
+                strict: Some(s.strict),
+            },
+        });
+    }
+    match params.response_format.as_deref() {
+        Some("json_object") => Some(ResponseFormat::JsonObject),
+        Some("text") => Some(ResponseFormat::Text),
+        _ => None,
+    }
+}
+
 /// The prompt's parameters with the profile's laid over them: a parameter
 /// set in the profile wins (operators tune models per deployment).
 pub fn merge_params(prompt: &ModelParams, profile: &ModelParams) -> ModelParams {
@@ -518,6 +535,30 @@ mod tests {
         assert_eq!(m.max_tokens, Some(400));
         assert_eq!(m.seed, Some(7));
         assert_eq!(m.stop, vec!["\n\n".to_string()]);
+    }
+
+    #[test]
+    fn a_response_schema_goes_on_the_wire_as_json_schema() {
+        let schema = serde_json::json!({"type": "object", "properties": {"t": {"type": "string"}}});
+        let mut request = super::super::LlmRequest {
+            agent: "headline".into(),
+            messages: vec![],
+            params: ModelParams { response_format: Some("json_object".into()), ..Default::default() },
+            hint: super::super::TaskHint::Freeform,
+            response_schema: Some(Arc::new(super::super::ResponseSchema::new(
+                "head line",
+                schema.clone(),
+                true,
+            ))),
+        };
+        let wire = serde_json::to_value(response_format(&request, &request.params)).unwrap();
+        assert_eq!(
+            wire,
+            serde_json::json!({"type": "json_schema", "json_schema": {"name": "head_line", "schema": schema, "strict": true}})
+        );
+        request.response_schema = None;
+        let wire = serde_json::to_value(response_format(&request, &request.params)).unwrap();
+        assert_eq!(wire, serde_json::json!({"type": "json_object"}));
     }
 
     #[test]

@@ -169,6 +169,7 @@ mod tests {
             messages: vec![],
             params: ModelParams::default(),
             hint: TaskHint::Critique { query: "q".into(), answer: "a".into(), passages: Vec::new().into() },
+            response_schema: None,
         };
         let want = inner.complete(&request, None).await.unwrap();
         assert_eq!(traced.complete(&request, None).await.unwrap(), want);

@@ -41,6 +41,8 @@ fn reply(hint: &TaskHint) -> String {
         TaskHint::Answer { .. } => "A zero-work answer.".to_string(),
         TaskHint::Critique { .. } => VERDICT.to_string(),
         TaskHint::Judge { .. } => r#"{"score": 3, "reason": "zero-work judge"}"#.to_string(),
+        TaskHint::Generate { json: true, .. } => "{}".to_string(),
+        TaskHint::Generate { .. } => "A zero-work answer.".to_string(),
         TaskHint::Freeform => String::new(),
     }
 }
@@ -89,8 +91,13 @@ mod tests {
     #[tokio::test]
     async fn replies_are_well_formed_for_each_task() {
         let m = ZeroModel::new(ZERO_MODEL, 0);
-        let ask =
-            |hint| LlmRequest { agent: "a".into(), messages: vec![], params: ModelParams::default(), hint };
+        let ask = |hint| LlmRequest {
+            agent: "a".into(),
+            messages: vec![],
+            params: ModelParams::default(),
+            hint,
+            response_schema: None,
+        };
         let route = ask(TaskHint::Route {
             query: "q".into(),
             intents: Vec::new().into(),

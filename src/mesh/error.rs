@@ -39,6 +39,10 @@ pub enum MeshError {
         #[source]
         source: PromptError,
     },
+    /// An `llm` agent with JSON output got a reply that is not JSON, or
+    /// does not fit the schema its prompt's `outputs` declare.
+    #[error("agent `{agent}` (model {model}): the reply does not fit the declared outputs: {message}")]
+    StructuredOutput { agent: String, model: String, message: String },
     #[error("agent `{agent}` did not finish within {timeout_ms} ms")]
     AgentTimeout { agent: String, timeout_ms: u64 },
     #[error("request deadline exceeded")]
@@ -112,6 +116,13 @@ impl MeshError {
             // variant existed it left as a rejected model call, which maps to
             // FAILED_PRECONDITION too.)
             MeshError::Prompt { .. } => ErrorClass::FailedPrecondition,
+            // FAILED_PRECONDITION, not UNAVAILABLE: the deployed model and
+            // prompt do not produce the outputs the prompt declares (a small
+            // model that never closes its JSON, a schema the prompt does
+            // not explain). The operator fixes the prompt, the schema or the
+            // model; a client retrying the same request is told not to.
+            // Not INTERNAL either: meshops did what it was set up to do.
+            MeshError::StructuredOutput { .. } => ErrorClass::FailedPrecondition,
             MeshError::AgentTimeout { .. } => ErrorClass::Unavailable,
             MeshError::DeadlineExceeded => ErrorClass::DeadlineExceeded,
             MeshError::Cancelled => ErrorClass::Cancelled,
@@ -184,6 +195,7 @@ pub fn error_kind(e: &MeshError) -> &'static str {
         MeshError::Model { source, .. } => crate::llm::traced::error_type(source),
         MeshError::Retrieval { .. } => "retrieval",
         MeshError::Prompt { .. } => "prompt",
+        MeshError::StructuredOutput { .. } => "structured_output",
         MeshError::AgentTimeout { .. } => "agent_timeout",
         MeshError::DeadlineExceeded => "deadline_exceeded",
         MeshError::Cancelled => "cancelled",

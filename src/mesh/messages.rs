@@ -104,7 +104,26 @@ pub enum StepInput {
         answer: String,
         passages: Arc<[Passage]>,
     },
+    /// An `llm` agent's step.
+    Generate {
+        query: String,
+        intent: String,
+        /// Every passage retrieved so far in the flow.
+        passages: Arc<[Passage]>,
+        /// The earlier steps' outputs, agent name and output as JSON, in
+        /// the order they ran (see [`StepOutput::as_json`]).
+        outputs: StepOutputs,
+        /// The critic's feedback, when this agent's text is being revised.
+        feedback: Option<String>,
+        /// The text being revised.
+        previous: Option<String>,
+    },
 }
+
+/// Earlier steps' outputs as an `llm` step sees them: agent name and
+/// output as JSON, in the order they ran (a later output of the same agent
+/// comes later).
+pub type StepOutputs = Arc<[(String, serde_json::Value)]>;
 
 impl StepInput {
     /// The step's name, for errors (`route`, `retrieve`, …).
@@ -114,6 +133,7 @@ impl StepInput {
             StepInput::Retrieve { .. } => "retrieve",
             StepInput::Summarize { .. } => "summarize",
             StepInput::Critique { .. } => "critique",
+            StepInput::Generate { .. } => "generate",
         }
     }
 }
@@ -121,10 +141,44 @@ impl StepInput {
 /// What one agent step produced.
 #[derive(Debug, Clone)]
 pub enum StepOutput {
-    Routed { intent: String },
-    Retrieved { passages: Vec<Passage> },
-    Drafted { answer: String },
-    Judged { accepted: bool, scores: Scores, feedback: String },
+    Routed {
+        intent: String,
+    },
+    Retrieved {
+        passages: Vec<Passage>,
+    },
+    Drafted {
+        answer: String,
+    },
+    Judged {
+        accepted: bool,
+        scores: Scores,
+        feedback: String,
+    },
+    /// An `llm` agent's output: its text, and the parsed value when its
+    /// output is JSON (validated against its schema).
+    Generated {
+        text: String,
+        json: Option<serde_json::Value>,
+    },
+}
+
+impl StepOutput {
+    /// The output as JSON, as later `llm` steps and flow conditions see
+    /// it: a draft or a text as a string, a JSON output as its value, a
+    /// verdict as `{accepted, scores, feedback}`, passages as a list.
+    pub fn as_json(&self) -> serde_json::Value {
+        match self {
+            StepOutput::Routed { intent } => serde_json::json!({ "intent": intent }),
+            StepOutput::Retrieved { passages } => serde_json::to_value(passages).unwrap_or_default(),
+            StepOutput::Drafted { answer } => serde_json::Value::from(answer.as_str()),
+            StepOutput::Judged { accepted, scores, feedback } => {
+                serde_json::json!({ "accepted": accepted, "scores": scores, "feedback": feedback })
+            }
+            StepOutput::Generated { json: Some(v), .. } => v.clone(),
+            StepOutput::Generated { text, json: None } => serde_json::Value::from(text.as_str()),
+        }
+    }
 }
 
 /// Asks an agent to run one step.

@@ -2,7 +2,8 @@
 //!
 //! An [`orchestrator::Orchestrator`] actor receives [`messages::Ask`], runs
 //! the router agent, then the flow configured for the routed intent (for
-//! example retriever → summarizer ⇄ critic), and returns an [`Answer`] with
+//! example retriever → summarizer ⇄ critic; flows may also run agents at
+//! once and on conditions, see [`flow`]), and returns an [`Answer`] with
 //! one [`StepRecord`] per step. Each agent is an [`agents::AgentActor`]
 //! with at least one replica on every worker arbiter ([`MeshThreads`]), so a
 //! request runs on one thread. Handlers return futures, so one actor serves
@@ -14,6 +15,7 @@
 
 pub mod agents;
 pub mod error;
+pub mod flow;
 pub mod messages;
 pub mod orchestrator;
 
@@ -26,7 +28,7 @@ use actix::{Actor, Addr, Arbiter};
 use serde::{Deserialize, Serialize};
 
 pub use error::{ErrorClass, MeshError};
-pub use messages::{Ask, AskInput, EventSink, MeshEvent, RunStep, StepInput, StepOutput};
+pub use messages::{Ask, AskInput, EventSink, MeshEvent, RunStep, StepInput, StepOutput, StepOutputs};
 
 use crate::config::{AgentKind, MeshSpec};
 use crate::llm::{Scores, SharedLlm};
@@ -330,7 +332,7 @@ fn start_actors(
     if agents.get(&router).is_none_or(|p| p.kind != AgentKind::Router) {
         return Err(MeshError::Startup(format!("router agent `{router}` is missing")));
     }
-    let plan = Arc::new(orchestrator::Plan { spec, agents, router });
+    let plan = Arc::new(orchestrator::Plan::new(spec, agents, router)?);
     let orchestrators = arbiters
         .iter()
         .enumerate()

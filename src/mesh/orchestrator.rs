@@ -1,8 +1,10 @@
 //! The orchestrator: routes each request, then runs the flow configured for
-//! the routed intent, with the critic's revision loop. The flow runner is a
-//! plain async function over a shared [`Plan`]; the actor only hands each
-//! request to it as a future.
+//! the routed intent: its steps in order, groups of agents at once,
+//! conditional steps when their condition holds, and the critic's revision
+//! loop. The flow runner is a plain async function over a shared [`Plan`];
+//! the actor only hands each request to it as a future.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument as _;
 
 use super::agents::AgentActor;
+use super::flow::{self, FlowPlan, Flows, PlannedAgent, PlannedStep};
 use super::messages::{Ask, MeshEvent, RunStep, StepInput, StepOutput};
 use super::{Answer, Citation, MeshError, StepRecord, Usage, Verdict};
 use crate::config::{AgentKind, MeshSpec};
@@ -52,6 +55,22 @@ pub struct Plan {
     pub spec: Arc<MeshSpec>,
     pub agents: HashMap<String, AgentPool>,
     pub router: String,
+    /// Every flow (the base mesh's and the variants'), compiled at
+    /// start-up against the agents.
+    pub flows: Flows,
+}
+
+impl Plan {
+    /// The plan of `spec` run by `agents`, its flows compiled; fails (at
+    /// start-up) when a flow names an agent that did not start.
+    pub fn new(
+        spec: Arc<MeshSpec>,
+        agents: HashMap<String, AgentPool>,
+        router: String,
+    ) -> Result<Plan, MeshError> {
+        let flows = Flows::compile(&spec, |name| agents.get(name).map(|p| p.kind))?;
+        Ok(Plan { spec, agents, router, flows })
+    }
 }
 
 /// The orchestrator actor. There is one per worker arbiter; each prefers
@@ -120,7 +139,22 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Runs one step and records it.
     async fn step(&mut self, agent: &str, input: StepInput, attempt: u32) -> Result<StepOutput, MeshError> {
+        let (output, record) = self.send(agent, input, attempt).await?;
+        self.steps.push(record);
+        Ok(output)
+    }
+
+    /// Runs one step on a replica of `agent` (with its events) and returns
+    /// its output and record; the caller records it, so steps of a group
+    /// can run at once and be recorded in the order written.
+    async fn send(
+        &self,
+        agent: &str,
+        input: StepInput,
+        attempt: u32,
+    ) -> Result<(StepOutput, StepRecord), MeshError> {
         // Flows are validated against the agents at load, and every agent
         // gets a replica per arbiter: a miss here is a bug, not an outage.
         let pool = self
@@ -158,8 +192,13 @@ impl Run<'_> {
         if let Some(sink) = &self.ask.events {
             emit(sink, MeshEvent::StepFinished(record.clone()));
         }
-        self.steps.push(record);
-        Ok(output)
+        Ok((output, record))
+    }
+
+    /// The attempt number of `agent`'s next step: one more than its steps
+    /// so far.
+    fn next_attempt(&self, agent: &str) -> u32 {
+        self.steps.iter().filter(|r| r.agent == agent).count() as u32 + 1
     }
 }
 
@@ -174,6 +213,110 @@ fn emit(sink: &UnboundedSender<MeshEvent>, event: MeshEvent) {
 /// get past.
 fn unexpected(agent: &str, wanted: &str) -> MeshError {
     MeshError::internal(Some(agent), format!("returned no {wanted}"))
+}
+
+/// The latest answer candidate: a summarizer's draft or an `llm` agent's
+/// text, and who wrote it (a critic sends it back there).
+#[derive(Clone)]
+struct Draft {
+    agent: String,
+    kind: AgentKind,
+    text: String,
+}
+
+/// What a flow has produced so far in one request.
+struct FlowState<'f> {
+    /// The flow being run.
+    flow: &'f FlowPlan,
+    query: String,
+    intent: String,
+    /// Every passage retrieved so far: shared by the steps that read them,
+    /// one copy per request.
+    passages: Arc<[Passage]>,
+    /// The latest answering step's text.
+    draft: Option<Draft>,
+    /// The declared answer agent's latest text (only with `answer = …`).
+    declared: Option<String>,
+    /// The last critic's verdict.
+    verdict: Option<Verdict>,
+    /// Summarizer steps so far, across the flow's summarizers: their
+    /// attempt numbers.
+    summarizer_attempts: u32,
+    /// Each step's output as JSON, in the order they ran; kept only when
+    /// the flow reads it (`FlowPlan::keeps_outputs`).
+    outputs: Vec<(String, serde_json::Value)>,
+}
+
+impl FlowState<'_> {
+    /// Whether `agent`'s condition (if any) holds now.
+    fn runs(&self, agent: &PlannedAgent) -> bool {
+        agent.when.as_ref().is_none_or(|c| flow::holds(c, &self.outputs))
+    }
+
+    /// The input of a step of `agent` (a critic's comes from its loop).
+    fn input(
+        &self,
+        agent: &str,
+        kind: AgentKind,
+        feedback: Option<String>,
+        previous: Option<String>,
+    ) -> Result<StepInput, MeshError> {
+        Ok(match kind {
+            AgentKind::Retriever => StepInput::Retrieve { query: self.query.clone() },
+            AgentKind::Summarizer => StepInput::Summarize {
+                query: self.query.clone(),
+                intent: self.intent.clone(),
+                passages: self.passages.clone(),
+                feedback,
+                previous,
+            },
+            AgentKind::Llm => StepInput::Generate {
+                query: self.query.clone(),
+                intent: self.intent.clone(),
+                passages: self.passages.clone(),
+                outputs: self.outputs.as_slice().into(),
+                feedback,
+                previous,
+            },
+            AgentKind::Router | AgentKind::Critic => {
+                return Err(MeshError::internal(Some(agent), "not a step here (validated at load)"));
+            }
+        })
+    }
+
+    /// Takes `agent`'s output into the flow: passages, the draft, the
+    /// declared answer, the outputs later steps read. The name is copied
+    /// only where it is kept (a revision hands over the draft's own).
+    fn take(&mut self, agent: Cow<'_, str>, kind: AgentKind, output: StepOutput) -> Result<(), MeshError> {
+        if self.flow.keeps_outputs {
+            self.outputs.push((agent.to_string(), output.as_json()));
+        }
+        match (kind, output) {
+            (AgentKind::Retriever, StepOutput::Retrieved { passages: found }) => {
+                self.passages = if self.passages.is_empty() {
+                    found.into()
+                } else {
+                    self.passages.iter().cloned().chain(found).collect()
+                };
+            }
+            (AgentKind::Summarizer, StepOutput::Drafted { answer: text })
+            | (AgentKind::Llm, StepOutput::Generated { text, json: None }) => {
+                if self.flow.answer.as_deref() == Some(&*agent) {
+                    self.declared = Some(text.clone());
+                }
+                self.draft = Some(Draft { agent: agent.into_owned(), kind, text });
+            }
+            // A JSON output is read by later steps and conditions only.
+            (AgentKind::Llm, StepOutput::Generated { json: Some(_), .. }) => {}
+            (AgentKind::Retriever, _) => return Err(unexpected(&agent, "passages")),
+            (AgentKind::Summarizer, _) => return Err(unexpected(&agent, "draft")),
+            (AgentKind::Llm, _) => return Err(unexpected(&agent, "generated output")),
+            (AgentKind::Router | AgentKind::Critic, _) => {
+                return Err(MeshError::internal(Some(&*agent), "not a step here (validated at load)"));
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshError> {
@@ -195,84 +338,118 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
     ask.span.record("meshops.intent", intent.as_str());
     run.intent = intent.clone();
     let flow =
-        plan.spec.flow(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
+        plan.flows.get(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
 
-    // Shared by the summarizer and critic steps: one copy per request.
-    let mut passages: Arc<[Passage]> = Arc::from(Vec::new());
-    let mut draft: Option<(String, String)> = None; // (summarizer agent, answer)
-    let mut verdict: Option<Verdict> = None;
-    let mut summarizer_attempts = 0u32;
+    let mut state = FlowState {
+        flow,
+        query,
+        intent,
+        passages: Arc::from(Vec::new()),
+        draft: None,
+        declared: None,
+        verdict: None,
+        summarizer_attempts: 0,
+        outputs: Vec::new(),
+    };
     for step in &flow.steps {
-        let kind = plan.agents.get(step).map(|p| p.kind);
-        match kind {
-            Some(AgentKind::Retriever) => {
-                match run.step(step, StepInput::Retrieve { query: query.clone() }, 1).await? {
-                    StepOutput::Retrieved { passages: found } => {
-                        passages = if passages.is_empty() {
-                            found.into()
-                        } else {
-                            passages.iter().cloned().chain(found).collect()
-                        };
-                    }
-                    _ => return Err(unexpected(step, "passages")),
-                }
+        match step {
+            PlannedStep::One(a) if !state.runs(a) => {}
+            PlannedStep::One(a) if a.kind == AgentKind::Critic => critique(&mut run, &mut state, a).await?,
+            PlannedStep::One(a) => {
+                let attempt = attempt_of(&run, &mut state, a);
+                let input = state.input(&a.name, a.kind, None, None)?;
+                let output = run.step(&a.name, input, attempt).await?;
+                state.take(Cow::Borrowed(&a.name), a.kind, output)?;
             }
-            Some(AgentKind::Summarizer) => {
-                summarizer_attempts += 1;
-                let input = StepInput::Summarize {
-                    query: query.clone(),
-                    intent: intent.clone(),
-                    passages: passages.clone(),
-                    feedback: None,
-                    previous: None,
-                };
-                match run.step(step, input, summarizer_attempts).await? {
-                    StepOutput::Drafted { answer } => draft = Some((step.clone(), answer)),
-                    _ => return Err(unexpected(step, "draft")),
-                }
-            }
-            Some(AgentKind::Critic) => {
-                let mut revisions = 0u32;
-                while let Some((summarizer, answer)) = draft.clone() {
-                    let input = StepInput::Critique {
-                        query: query.clone(),
-                        answer: answer.clone(),
-                        passages: passages.clone(),
-                    };
-                    let (accepted, scores, feedback) = match run.step(step, input, revisions + 1).await? {
-                        StepOutput::Judged { accepted, scores, feedback } => (accepted, scores, feedback),
-                        _ => return Err(unexpected(step, "verdict")),
-                    };
-                    verdict = Some(Verdict { accepted, scores, feedback: feedback.clone() });
-                    if accepted || revisions >= flow.max_revisions {
-                        break;
-                    }
-                    revisions += 1;
-                    summarizer_attempts += 1;
-                    let input = StepInput::Summarize {
-                        query: query.clone(),
-                        intent: intent.clone(),
-                        passages: passages.clone(),
-                        feedback: Some(feedback),
-                        previous: Some(answer),
-                    };
-                    match run.step(&summarizer, input, summarizer_attempts).await? {
-                        StepOutput::Drafted { answer } => draft = Some((summarizer, answer)),
-                        _ => return Err(unexpected(&summarizer, "draft")),
-                    }
-                }
-            }
-            Some(AgentKind::Router) | None => {
-                return Err(MeshError::internal(Some(step), "not a flow step (validated at load)"));
-            }
+            PlannedStep::Parallel(group) => fan_out(&mut run, &mut state, group).await?,
         }
     }
 
-    let answer = match draft {
-        Some((_, a)) => a,
-        None => flow.reply.clone().unwrap_or_else(|| "I can't help with that request.".to_string()),
+    let text = match &flow.answer {
+        Some(_) => state.declared,
+        None => state.draft.map(|d| d.text),
     };
-    Ok(finish(&ask, answer, &passages, intent, verdict, run.steps, started))
+    let answer = text.unwrap_or_else(|| {
+        flow.reply.clone().unwrap_or_else(|| "I can't help with that request.".to_string())
+    });
+    Ok(finish(&ask, answer, &state.passages, state.intent, state.verdict, run.steps, started))
+}
+
+/// The attempt number of `agent`'s next step: summarizers count together
+/// (as they always have), other agents each on their own.
+fn attempt_of(run: &Run<'_>, state: &mut FlowState<'_>, agent: &PlannedAgent) -> u32 {
+    match agent.kind {
+        AgentKind::Summarizer => {
+            state.summarizer_attempts += 1;
+            state.summarizer_attempts
+        }
+        AgentKind::Retriever => 1,
+        _ => run.next_attempt(&agent.name),
+    }
+}
+
+/// A critic step: judges the latest draft and, while it rejects and
+/// revisions are left, sends it back to the agent that wrote it with the
+/// critic's feedback.
+async fn critique(
+    run: &mut Run<'_>,
+    state: &mut FlowState<'_>,
+    critic: &PlannedAgent,
+) -> Result<(), MeshError> {
+    let mut revisions = 0u32;
+    while let Some(draft) = state.draft.clone() {
+        let input = StepInput::Critique {
+            query: state.query.clone(),
+            answer: draft.text.clone(),
+            passages: state.passages.clone(),
+        };
+        let output = run.step(&critic.name, input, revisions + 1).await?;
+        if state.flow.keeps_outputs {
+            state.outputs.push((critic.name.clone(), output.as_json()));
+        }
+        let StepOutput::Judged { accepted, scores, feedback } = output else {
+            return Err(unexpected(&critic.name, "verdict"));
+        };
+        state.verdict = Some(Verdict { accepted, scores, feedback: feedback.clone() });
+        if accepted || revisions >= state.flow.max_revisions {
+            break;
+        }
+        revisions += 1;
+        let writer = PlannedAgent { name: draft.agent, kind: draft.kind, when: None };
+        let attempt = attempt_of(run, state, &writer);
+        let input = state.input(&writer.name, writer.kind, Some(feedback), Some(draft.text))?;
+        let output = run.step(&writer.name, input, attempt).await?;
+        state.take(Cow::Owned(writer.name), writer.kind, output)?;
+    }
+    Ok(())
+}
+
+/// A group of agents run at once: each sees what the steps before the
+/// group produced; their records and outputs are taken in the order
+/// written. The first failure fails the request (the others are dropped).
+async fn fan_out(
+    run: &mut Run<'_>,
+    state: &mut FlowState<'_>,
+    group: &[PlannedAgent],
+) -> Result<(), MeshError> {
+    let mut calls = Vec::with_capacity(group.len());
+    for a in group {
+        if !state.runs(a) {
+            continue;
+        }
+        let attempt = attempt_of(run, state, a);
+        calls.push((a, state.input(&a.name, a.kind, None, None)?, attempt));
+    }
+    let shared: &Run<'_> = run;
+    let results = futures::future::try_join_all(calls.into_iter().map(|(a, input, attempt)| async move {
+        shared.send(&a.name, input, attempt).await.map(|done| (a, done))
+    }))
+    .await?;
+    for (a, (output, record)) in results {
+        run.steps.push(record);
+        state.take(Cow::Borrowed(&a.name), a.kind, output)?;
+    }
+    Ok(())
 }
 
 /// An unknown variant is the caller's mistake, named with the known ones.

@@ -8,6 +8,7 @@
 
 mod actor;
 pub mod critic;
+pub mod llm;
 pub mod retriever;
 pub mod router;
 pub mod step;
@@ -30,6 +31,7 @@ pub const KINDS: &[(AgentKind, Build)] = &[
     (AgentKind::Retriever, AgentLogic::of::<retriever::Retriever>),
     (AgentKind::Summarizer, AgentLogic::of::<summarizer::Summarizer>),
     (AgentKind::Critic, AgentLogic::of::<critic::Critic>),
+    (AgentKind::Llm, AgentLogic::of::<llm::Llm>),
 ];
 
 impl AgentLogic {
@@ -55,7 +57,13 @@ mod tests {
 
     #[test]
     fn every_kind_is_registered_once() {
-        for kind in [AgentKind::Router, AgentKind::Retriever, AgentKind::Summarizer, AgentKind::Critic] {
+        for kind in [
+            AgentKind::Router,
+            AgentKind::Retriever,
+            AgentKind::Summarizer,
+            AgentKind::Critic,
+            AgentKind::Llm,
+        ] {
             assert_eq!(KINDS.iter().filter(|(k, _)| *k == kind).count(), 1, "{kind:?}");
         }
     }

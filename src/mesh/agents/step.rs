@@ -4,12 +4,13 @@
 //! part a kind prepares once per profile.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use minijinja::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentKind, AgentProfile, AgentSpec};
-use crate::llm::{LlmError, LlmRequest, LlmResponse, ModelParams, SharedLlm, TaskHint};
+use crate::llm::{LlmError, LlmRequest, LlmResponse, ModelParams, ResponseSchema, SharedLlm, TaskHint};
 use crate::mesh::messages::{EventSink, MeshEvent, StepInput, StepOutput};
 use crate::mesh::{MeshError, Resources, StepRecord};
 use crate::prompt::{PreparedPrompt, PromptFileExt as _};
@@ -138,8 +139,13 @@ impl<'a> StepContext<'a> {
             .prompt
             .render(vars)
             .map_err(|source| MeshError::Prompt { agent: self.agent.to_string(), source })?;
-        let request =
-            LlmRequest { agent: self.agent.to_string(), messages, params: model.params.clone(), hint };
+        let request = LlmRequest {
+            agent: self.agent.to_string(),
+            messages,
+            params: model.params.clone(),
+            hint,
+            response_schema: model.response_schema.clone(),
+        };
         let tokens = match (stream, self.events) {
             (true, Some(sink)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -230,6 +236,9 @@ pub struct Model {
     /// From the prompt's front matter; cloned into each request, which
     /// owns its parameters.
     params: ModelParams,
+    /// The schema structured answers must match, shared by every request
+    /// (an `llm` agent with JSON output sets it; `None` costs nothing).
+    response_schema: Option<Arc<ResponseSchema>>,
 }
 
 impl Model {
@@ -260,7 +269,21 @@ impl Model {
             profile: name.clone(),
             prompt: prepared,
             params: prompt.model.parameters.to_model_params(),
+            response_schema: None,
         })
+    }
+
+    /// The same model asked for JSON: fitting `schema` when there is one
+    /// (sent to providers that take a schema), else any JSON object (the
+    /// `json_object` format, unless the prompt names a format itself).
+    pub fn with_json_output(mut self, schema: Option<ResponseSchema>) -> Model {
+        match schema {
+            Some(s) => self.response_schema = Some(Arc::new(s)),
+            None => {
+                self.params.response_format.get_or_insert_with(|| "json_object".to_string());
+            }
+        }
+        self
     }
 }
 

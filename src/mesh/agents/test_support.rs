@@ -9,7 +9,10 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::step::{KindLogic, StepContext};
-use crate::config::{AgentSpec, LoadOptions, MeshSpec, TelemetrySettings};
+use crate::config::{
+    AgentKind, AgentProfile, AgentSpec, KindSettings, LlmOutput, LlmSettings, LoadOptions, MeshSpec,
+    PromptFile, TelemetrySettings,
+};
 use crate::llm::{LlmClient, LlmError, LlmRequest, LlmResponse, Passage, SharedLlm, TokenSink, TokenUsage};
 use crate::mesh::messages::{StepInput, StepOutput};
 use crate::mesh::{MeshError, Resources, StepRecord};
@@ -96,11 +99,79 @@ impl Harness {
         agent: &str,
         input: StepInput,
     ) -> Result<(StepOutput, StepRecord), MeshError> {
+        self.run_spec(logic, self.agent(agent), input).await
+    }
+
+    /// [`Harness::run`] for an agent that is not shipped.
+    pub async fn run_spec<K: KindLogic>(
+        &self,
+        logic: &K,
+        spec: &AgentSpec,
+        input: StepInput,
+    ) -> Result<(StepOutput, StepRecord), MeshError> {
         let started = Instant::now();
         let (events, cancel) = (None, CancellationToken::new());
-        let mut ctx = StepContext::new(agent, self.agent(agent).kind, 1, &events, &cancel);
+        let mut ctx = StepContext::new(&spec.name, spec.kind, 1, &events, &cancel);
         let output = logic.step(&mut ctx, input).await?;
         Ok((output, ctx.finish(started)))
+    }
+}
+
+/// An `llm` agent `name` on the `offline` profile with the prompt file
+/// `prompt` (its text) and `[llm] output = output`.
+pub fn llm_agent(name: &str, prompt: &str, output: Option<LlmOutput>) -> AgentSpec {
+    let file = match PromptFile::parse(prompt, std::path::Path::new("test.prompty")) {
+        Ok(f) => f,
+        Err(e) => panic!("the test prompt must load: {e}"),
+    };
+    let mut spec = shipped().agents["summarizer"].clone();
+    spec.name = name.to_string();
+    spec.kind = AgentKind::Llm;
+    spec.variants.clear();
+    spec.base = AgentProfile {
+        prompt: Some(Arc::new(file)),
+        prompt_file: None,
+        model: Some("offline".into()),
+        settings: KindSettings::Llm(LlmSettings { output }),
+    };
+    spec
+}
+
+/// A model that answers every call with its prompt's last user message
+/// (its model name is `echo`): what a test reads to see what a prompt
+/// was given.
+pub fn echo() -> SharedLlm {
+    Arc::new(Echo)
+}
+
+/// See [`echo`].
+struct Echo;
+
+impl LlmClient for Echo {
+    fn model(&self) -> &str {
+        "echo"
+    }
+
+    fn provider(&self) -> &str {
+        "test"
+    }
+
+    fn complete<'a>(
+        &'a self,
+        request: &'a LlmRequest,
+        _tokens: Option<TokenSink>,
+    ) -> BoxFuture<'a, Result<LlmResponse, LlmError>> {
+        let last = request.messages.iter().rev().find(|m| m.role == crate::llm::Role::User);
+        let resp = LlmResponse {
+            text: last.map(|m| m.content.trim().to_string()).unwrap_or_default(),
+            model: "echo".into(),
+            usage: TokenUsage::default(),
+            cost_usd: None,
+            finish_reason: Some("stop".into()),
+            attempts: 1,
+            failed_attempts: Vec::new(),
+        };
+        Box::pin(async move { Ok(resp) })
     }
 }
 
