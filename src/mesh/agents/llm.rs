@@ -257,11 +257,13 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_outputs_declaration_fails_at_start_up() {
-        let h = Harness::offline();
-        let spec = llm_agent("bad", "---\nname: B\noutputs: 3\n---\nuser:\n{{ query }}\n", None);
-        let Err(err) = Llm::prepare(&spec, &spec.base, &h.resources) else { panic!("must fail") };
-        assert!(matches!(err, MeshError::Startup(_)), "{err:?}");
-        assert!(err.to_string().contains("agent `bad`: `outputs` must be a map"), "{err}");
+    fn an_unusable_outputs_declaration_fails_before_start_up() {
+        // The prompt file itself is refused when it loads (so `validate`
+        // names it): no agent is ever built from it.
+        let text = "---\nname: B\noutputs: 3\n---\nuser:\n{{ query }}\n";
+        let Err(err) = crate::config::PromptFile::parse(text, std::path::Path::new("test.prompty")) else {
+            panic!("must fail")
+        };
+        assert!(err.to_string().contains("field `outputs`"), "{err}");
     }
 }
