@@ -459,7 +459,12 @@ fn validate_names_an_llm_agent_whose_outputs_cannot_be_a_schema() {
         "---\nname: C\noutputs: 3\n---\nuser:\n{{ query }}\n",
     );
     let err = load_errors(dir.path(), "");
-    assert!(err.contains("classify.toml: field `prompt`: `outputs` must be a map"), "{err}");
+    // Refused when the prompt file loads: the agent file and the prompt's
+    // field are both named.
+    assert!(
+        err.contains("classify.toml: field `prompt`") && err.contains("classify.prompty: field `outputs`"),
+        "{err}"
+    );
     write(
         &dir.path().join("agents"),
         "classify.toml",
