@@ -520,3 +520,29 @@ async fn the_critic_judges_an_llm_agents_text_and_sends_it_back_to_that_agent() 
     assert!(!verdict.accepted);
     assert!(!a.answer.is_empty());
 }
+
+/// `examples/planner/`, set up as its README section says: its agents and
+/// prompts copied in, its variant layered with `--config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_example_runs_as_the_readme_says() {
+    let dir = project_copy();
+    let example = common::root().join("examples/planner");
+    copy_dir(&example.join("agents"), &dir.path().join("agents"));
+    copy_dir(&example.join("prompts"), &dir.path().join("prompts"));
+    let variant = std::fs::read_to_string(example.join("planner.toml")).unwrap();
+    let mut t = start_in(dir.path(), &variant, |_| {}).await;
+    let request = AskRequest {
+        query: "How does the critic agent decide to accept a draft?".into(),
+        variant: "planner".into(),
+        ..Default::default()
+    };
+    let a = t.client.ask(request).await.unwrap().into_inner();
+    let agents: Vec<&str> = a.steps.iter().map(|s| s.agent.as_str()).collect();
+    // The planner's declared default says search: the retriever runs, the
+    // writer answers, the critic reviews (and may send it back once).
+    assert_eq!(&agents[..5], ["router", "planner", "retriever", "writer", "critic"], "{agents:?}");
+    assert_eq!(a.steps[1].summary, "JSON {needs_search, focus}", "{:?}", a.steps[1]);
+    assert!(!a.answer.is_empty() && !a.citations.is_empty(), "{a:?}");
+    assert!(a.verdict.is_some(), "the critic judged the writer's answer");
+    assert_eq!(a.variant, "planner");
+}
