@@ -10,24 +10,7 @@ use meshops::config::{LoadOptions, MeshSpec};
 /// Copies the shipped config/, agents/ and prompts/ into a temp dir so a test
 /// can break one file.
 fn project_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for sub in ["config", "agents", "prompts"] {
-        copy_dir(&common::root().join(sub), &dir.path().join(sub));
-    }
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    common::project_copy(&["config", "agents", "prompts"])
 }
 
 fn edit(path: &Path, from: &str, to: &str) {

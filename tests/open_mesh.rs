@@ -20,24 +20,7 @@ use tonic::Code;
 /// A copy of the project's researcher files (`agents/`, `prompts/`,
 /// `config/`) and its corpus in a temporary folder.
 fn project_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for part in ["agents", "prompts", "config", "corpus"] {
-        copy_dir(&common::root().join(part), &dir.path().join(part));
-    }
-    dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    common::project_copy(&["agents", "prompts", "config", "corpus"])
 }
 
 fn write(dir: &Path, file: &str, text: &str) {
@@ -527,8 +510,8 @@ async fn the_critic_judges_an_llm_agents_text_and_sends_it_back_to_that_agent() 
 async fn the_planner_example_runs_as_the_readme_says() {
     let dir = project_copy();
     let example = common::root().join("examples/planner");
-    copy_dir(&example.join("agents"), &dir.path().join("agents"));
-    copy_dir(&example.join("prompts"), &dir.path().join("prompts"));
+    common::copy_dir(&example.join("agents"), &dir.path().join("agents"));
+    common::copy_dir(&example.join("prompts"), &dir.path().join("prompts"));
     let variant = std::fs::read_to_string(example.join("planner.toml")).unwrap();
     let mut t = start_in(dir.path(), &variant, |_| {}).await;
     let request = AskRequest {

@@ -66,3 +66,28 @@ pub fn sample_rows() -> Vec<Row> {
     let text = std::fs::read_to_string(root().join("eval/datasets/sample.jsonl")).unwrap();
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+
+/// Copies `from` into `to`, folders included (a project copy a test may
+/// change).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A temporary copy of the project's `parts` (e.g. `config`, `agents`,
+/// `prompts`).
+pub fn project_copy(parts: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for part in parts {
+        copy_dir(&root().join(part), &dir.path().join(part));
+    }
+    dir
+}

@@ -67,11 +67,7 @@ impl KindLogic for Llm {
             }
             other => return Err(ctx.cannot_run(&other)),
         };
-        let numbered: Vec<minijinja::Value> = passages
-            .iter()
-            .enumerate()
-            .map(|(i, p)| context! {n => i + 1, doc_id => p.doc_id, chunk_id => p.chunk_id, text => p.text})
-            .collect();
+        let numbered = super::step::numbered_passages(&passages);
         // By name, the latest output of an agent that ran twice wins.
         let by_agent: BTreeMap<&str, &Value> = outputs.iter().map(|(a, v)| (a.as_str(), v)).collect();
         let vars = context! {

@@ -296,6 +296,16 @@ pub fn wrong_settings(agent: &AgentSpec) -> MeshError {
     )
 }
 
+/// The passages as a prompt sees them: numbered from 1 (the `[n]` an
+/// answer cites), with their document, chunk and text.
+pub fn numbered_passages(passages: &[crate::llm::Passage]) -> Vec<Value> {
+    passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| minijinja::context! {n => i + 1, doc_id => p.doc_id, chunk_id => p.chunk_id, text => p.text})
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use minijinja::context;

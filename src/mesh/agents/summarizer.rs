@@ -36,11 +36,7 @@ impl KindLogic for Summarizer {
             }
             other => return Err(ctx.cannot_run(&other)),
         };
-        let numbered: Vec<minijinja::Value> = passages
-            .iter()
-            .enumerate()
-            .map(|(i, p)| context! {n => i + 1, doc_id => p.doc_id, chunk_id => p.chunk_id, text => p.text})
-            .collect();
+        let numbered = super::step::numbered_passages(&passages);
         let vars = context! {
             query => query, intent => intent, passages => numbered,
             feedback => feedback, previous => previous,
