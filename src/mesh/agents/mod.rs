@@ -14,6 +14,7 @@ pub mod router;
 pub mod step;
 pub mod summarizer;
 #[cfg(test)]
+#[path = "tests/support.rs"]
 mod test_support;
 
 pub use actor::{AgentActor, AgentLogic};
