@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use meshops::config::{LoadOptions, MeshSpec};
-use meshops::gateway::Overrides;
 use meshops::proto::gateway_client::GatewayClient;
 use meshops::proto::{AskRequest, AskResponse, ask_event::Event};
 use serde_json::json;
@@ -183,29 +182,7 @@ async fn a_new_llm_agent_joins_a_variant_flow_with_files_only_in_the_shipped_bin
     assert!(base.steps.iter().all(|s| s.agent != "headline"), "the base flow is unchanged");
 }
 
-/// Starts the gateway in-process on the files of `dir` (with `extra` as
-/// the `--config` file) and `overrides`.
-async fn start_in(dir: &Path, extra: &str, tweak: impl FnOnce(&mut MeshSpec)) -> common::TestServer {
-    let file = dir.join("extra.toml");
-    std::fs::write(&file, extra).unwrap();
-    let opts =
-        LoadOptions { root: dir.to_path_buf(), env: None, config_file: Some(file), env_vars: Vec::new() };
-    let mut spec = match MeshSpec::load(&opts) {
-        Ok(s) => s,
-        Err(e) => panic!("the test configuration must load:\n{e}"),
-    };
-    let data = tempfile::tempdir().unwrap();
-    spec.settings.retrieval.data_dir = data.path().to_path_buf();
-    tweak(&mut spec);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = meshops::gateway::start_with(spec, listener, Overrides::default()).await.unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    common::TestServer { server, client: GatewayClient::new(channel.clone()), channel, _data: data }
-}
+use common::{load_errors, start_in};
 
 /// The debate and classifier agents in a project copy.
 fn researcher_copy() -> tempfile::TempDir {
@@ -367,18 +344,6 @@ async fn declared_outputs_go_to_the_provider_as_a_json_schema_and_bind_its_repli
     );
 }
 
-/// The load errors of the copy with `extra` as its `--config` file.
-fn load_errors(dir: &Path, extra: &str) -> String {
-    let file = dir.join("extra.toml");
-    std::fs::write(&file, extra).unwrap();
-    let opts =
-        LoadOptions { root: dir.to_path_buf(), env: None, config_file: Some(file), env_vars: Vec::new() };
-    match MeshSpec::load(&opts) {
-        Ok(_) => panic!("{extra} must not load"),
-        Err(e) => e.to_string(),
-    }
-}
-
 #[test]
 fn validate_names_the_file_and_flow_of_a_broken_graph() {
     let dir = researcher_copy();
@@ -398,7 +363,7 @@ fn validate_names_the_file_and_flow_of_a_broken_graph() {
         ),
         (
             r#"steps = ["retriever", ["summarizer", "critic"]]"#,
-            "steps[1][1]`: critic `critic` cannot run in a group",
+            "steps[1][1]`: judge `critic` cannot run in a group",
         ),
         (
             r#"steps = ["retriever", "classify", "critic"]"#,

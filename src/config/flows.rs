@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::agents::{AgentKind, AgentSpec, KindSettings, LlmOutput};
 use super::error::{ConfigError, known, locate, locate_at};
-use super::flow_spec::{FlowStep, StepAgent};
+use super::flow_spec::{Condition, FlowStep, Repeat, StepAgent};
 use super::llm_output::output_spec;
 use super::settings::{FlowSpec, Settings};
 
@@ -87,6 +87,167 @@ pub(super) fn answers(agent: &AgentSpec, variant: Option<&str>) -> bool {
     }
 }
 
+/// Whether `agent` can judge another step's text (`judges = …`): a
+/// critic, or an `llm` agent whose JSON output declares a boolean
+/// `accepted` (under `variant`'s profile).
+pub(super) fn judges(agent: &AgentSpec, variant: Option<&str>) -> bool {
+    match agent.kind {
+        AgentKind::Critic => true,
+        AgentKind::Llm => {
+            let profile = agent.profile(variant);
+            let KindSettings::Llm(ls) = &profile.settings else { return false };
+            output_spec(ls, profile.prompt.as_deref()).is_ok_and(|o| {
+                o.output == LlmOutput::Json
+                    && o.schema.as_ref().and_then(|s| s.pointer("/properties/accepted/type"))
+                        == Some(&serde_json::Value::from("boolean"))
+            })
+        }
+        AgentKind::Router | AgentKind::Retriever | AgentKind::Summarizer => false,
+    }
+}
+
+/// Most rounds a repeat may run, and most revisions a judge may ask for.
+const MAX_ROUNDS: u32 = 10;
+
+/// One flow being checked: where it is, the agents, and what the steps
+/// checked so far make available.
+struct FlowCheck<'a> {
+    field: &'a str,
+    file: &'a str,
+    agents: &'a BTreeMap<String, AgentSpec>,
+    variant: Option<&'a str>,
+    /// Agents of the steps checked so far: what a condition may test.
+    earlier: Vec<&'a str>,
+    /// Earlier agents whose output is an answer: what a judge may judge.
+    answering: Vec<&'a str>,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl<'a> FlowCheck<'a> {
+    fn error(&mut self, at: String, message: String) {
+        self.errors.push(ConfigError::field(self.file, at, message));
+    }
+
+    /// Checks `steps` (a flow's, or a repeat's at `at`).
+    fn steps(&mut self, steps: &'a [FlowStep], at: &str, in_repeat: bool) {
+        for (i, step) in steps.iter().enumerate() {
+            let at = format!("{at}[{i}]");
+            match step {
+                FlowStep::One(member) => {
+                    self.member(member, &at, false);
+                    self.ran(std::slice::from_ref(member));
+                }
+                FlowStep::Parallel(group) => {
+                    if group.members.is_empty() {
+                        self.error(at.clone(), "a group run at once needs at least one agent".into());
+                    }
+                    for (j, member) in group.members.iter().enumerate() {
+                        self.member(member, &format!("{at}[{j}]"), true);
+                    }
+                    self.ran(&group.members);
+                }
+                FlowStep::Repeat(r) => self.repeat(r, &at, in_repeat),
+            }
+        }
+    }
+
+    fn repeat(&mut self, r: &'a Repeat, at: &str, in_repeat: bool) {
+        if in_repeat {
+            self.error(at.to_string(), "a repeat cannot hold another repeat".into());
+        }
+        if r.repeat.is_empty() {
+            self.error(format!("{at}.repeat"), "a repeat needs at least one step".into());
+        }
+        match r.max_rounds {
+            None => self.error(
+                format!("{at}.max_rounds"),
+                format!(
+                    "flow `{}` has a cycle without a bound: a repeat needs `max_rounds` (1 to {MAX_ROUNDS})",
+                    self.field
+                ),
+            ),
+            Some(n) if n == 0 || n > MAX_ROUNDS => {
+                self.error(format!("{at}.max_rounds"), format!("must be 1 to {MAX_ROUNDS}"))
+            }
+            Some(_) => {}
+        }
+        self.steps(&r.repeat, &format!("{at}.repeat"), true);
+        if let Some(c) = &r.until {
+            // Tested after each round: the repeat's own agents count.
+            self.condition(c, &format!("{at}.until"));
+        }
+    }
+
+    /// Takes the agents of a step that ran into what later steps may use.
+    fn ran(&mut self, members: &'a [StepAgent]) {
+        for m in members {
+            self.earlier.push(m.agent.as_str());
+            if self.agents.get(&m.agent).is_some_and(|a| answers(a, self.variant)) {
+                self.answering.push(m.agent.as_str());
+            }
+        }
+    }
+
+    fn condition(&mut self, c: &Condition, at: &str) {
+        if !self.earlier.contains(&c.step.as_str()) {
+            self.error(
+                format!("{at}.step"),
+                format!("`{}` is not an agent of an earlier step of this flow", c.step),
+            );
+        }
+        if c.equals.is_some() == c.not_equals.is_some() {
+            self.error(at.to_string(), "give exactly one of `equals` and `not_equals`".into());
+        }
+    }
+
+    /// Checks one agent of a step (`group`: a member of a group run at
+    /// once).
+    fn member(&mut self, member: &StepAgent, at: &str, group: bool) {
+        let StepAgent { agent: name, when, judges: judged } = member;
+        let agents = self.agents;
+        match agents.get(name) {
+            None => self.error(at.to_string(), format!("no agent named `{name}`; known: {}", known(agents))),
+            Some(a) if a.kind == AgentKind::Router => self
+                .error(at.to_string(), "a router cannot be a flow step (it runs before every flow)".into()),
+            Some(a) if (a.kind == AgentKind::Critic || judged.is_some()) && group => self.error(
+                at.to_string(),
+                format!("judge `{name}` cannot run in a group: its revisions run one after another"),
+            ),
+            Some(a) if judged.is_some() && !judges(a, self.variant) => self.error(
+                format!("{at}.judges"),
+                format!(
+                    "`{name}` is a {} that cannot judge; a judge is a critic, or an llm agent whose \
+                     outputs declare a boolean `accepted` (and optionally `feedback`)",
+                    a.kind.as_str()
+                ),
+            ),
+            Some(a) if a.kind == AgentKind::Critic && judged.is_none() && self.answering.is_empty() => self
+                .error(
+                    at.to_string(),
+                    format!(
+                        "critic `{name}` needs an answering step before it in the flow \
+                     (a summarizer, or an llm agent with text output)"
+                    ),
+                ),
+            Some(_) => {}
+        }
+        if let Some(judged) = judged {
+            if !self.answering.contains(&judged.as_str()) {
+                self.error(
+                    format!("{at}.judges"),
+                    format!(
+                        "`{judged}` is not an earlier answering step of this flow (a summarizer, or \
+                         an llm agent with text output)"
+                    ),
+                );
+            }
+        }
+        if let Some(c) = when {
+            self.condition(c, &format!("{at}.when"));
+        }
+    }
+}
+
 /// The checks of one flow, `field` naming it (`flows.question`,
 /// `variants.v.flows.question`) in `file`.
 fn check_flow(
@@ -97,59 +258,14 @@ fn check_flow(
     variant: Option<&str>,
     errors: &mut Vec<ConfigError>,
 ) {
-    let mut error = |at: String, message: String| errors.push(ConfigError::field(file, at, message));
-    // Agents of the steps checked so far: what a condition may test.
-    let mut earlier: Vec<&str> = Vec::new();
-    let mut seen_answering = false;
-    for (i, step) in flow.steps.iter().enumerate() {
-        let group = matches!(step, FlowStep::Parallel(_));
-        if let FlowStep::Parallel(members) = step {
-            if members.is_empty() {
-                error(format!("{field}.steps[{i}]"), "a group run at once needs at least one agent".into());
-            }
-        }
-        let mut answering_here = false;
-        for (j, member) in step.members().iter().enumerate() {
-            let at = if group { format!("{field}.steps[{i}][{j}]") } else { format!("{field}.steps[{i}]") };
-            let StepAgent { agent: name, when } = member;
-            match agents.get(name) {
-                None => error(at.clone(), format!("no agent named `{name}`; known: {}", known(agents))),
-                Some(a) if a.kind == AgentKind::Router => {
-                    error(at.clone(), "a router cannot be a flow step (it runs before every flow)".into())
-                }
-                Some(a) if a.kind == AgentKind::Critic && group => error(
-                    at.clone(),
-                    format!("critic `{name}` cannot run in a group: its revisions run one after another"),
-                ),
-                Some(a) if a.kind == AgentKind::Critic && !seen_answering => error(
-                    at.clone(),
-                    format!(
-                        "critic `{name}` needs an answering step before it in the flow \
-                         (a summarizer, or an llm agent with text output)"
-                    ),
-                ),
-                Some(a) => answering_here |= answers(a, variant),
-            }
-            if let Some(c) = when {
-                if !earlier.contains(&c.step.as_str()) {
-                    error(
-                        format!("{at}.when.step"),
-                        format!("`{}` is not an agent of an earlier step of this flow", c.step),
-                    );
-                }
-                if c.equals.is_some() == c.not_equals.is_some() {
-                    error(format!("{at}.when"), "give exactly one of `equals` and `not_equals`".into());
-                }
-            }
-        }
-        seen_answering |= answering_here;
-        earlier.extend(step.members().iter().map(|m| m.agent.as_str()));
-    }
+    let mut check =
+        FlowCheck { field, file, agents, variant, earlier: Vec::new(), answering: Vec::new(), errors };
+    check.steps(&flow.steps, &format!("{field}.steps"), false);
     if let Some(answer) = &flow.answer {
-        let in_flow = flow.agents().any(|m| &m.agent == answer);
+        let in_flow = flow.agents().iter().any(|m| &m.agent == answer);
         match agents.get(answer) {
             Some(a) if in_flow && answers(a, variant) => {}
-            Some(a) if in_flow => error(
+            Some(a) if in_flow => check.error(
                 format!("{field}.answer"),
                 format!(
                     "`{answer}` is a {} whose output is not an answer; name a summarizer or an llm \
@@ -157,10 +273,10 @@ fn check_flow(
                     a.kind.as_str()
                 ),
             ),
-            _ => error(format!("{field}.answer"), format!("`{answer}` is not a step of this flow")),
+            _ => check.error(format!("{field}.answer"), format!("`{answer}` is not a step of this flow")),
         }
     }
-    if flow.max_revisions > 10 {
-        error(format!("{field}.max_revisions"), "must be at most 10".into());
+    if flow.max_revisions > MAX_ROUNDS {
+        check.error(format!("{field}.max_revisions"), format!("must be at most {MAX_ROUNDS}"));
     }
 }

@@ -118,6 +118,9 @@ pub enum TaskHint {
         outputs: Arc<[(String, serde_json::Value)]>,
         feedback: Option<String>,
         previous: Option<String>,
+        /// A judge step's draft under judgment: the offline engine scores
+        /// it as its critic does.
+        judged: Option<String>,
         /// The answer must be JSON (fitting the request's
         /// `response_schema`, when it has one).
         json: bool,

@@ -38,7 +38,8 @@ use futures::future::BoxFuture;
 use serde_json::json;
 
 use super::{
-    IntentChoice, LlmClient, LlmError, LlmRequest, LlmResponse, Passage, TaskHint, TokenSink, TokenUsage,
+    IntentChoice, LlmClient, LlmError, LlmRequest, LlmResponse, Passage, ResponseSchema, TaskHint, TokenSink,
+    TokenUsage,
 };
 use crate::text;
 
@@ -370,6 +371,24 @@ fn placeholder(schema: &serde_json::Value, text: &str, depth: usize) -> serde_js
     }
 }
 
+/// An `llm` judge's JSON: the critic's verdict on `draft` (`accepted`,
+/// `scores`, `feedback`) in the fields the schema declares, the others
+/// filled like any JSON output.
+fn judge_verdict(query: &str, draft: &str, passages: &[Passage], schema: Option<&ResponseSchema>) -> String {
+    let verdict: serde_json::Value =
+        serde_json::from_str(&critique(query, draft, passages)).unwrap_or_default();
+    let Some(schema) = schema else { return verdict.to_string() };
+    let mut value = placeholder(&schema.schema, draft, 0);
+    if let (Some(fields), Some(known)) = (value.as_object_mut(), verdict.as_object()) {
+        for (key, v) in known {
+            if let Some(slot) = fields.get_mut(key) {
+                *slot = v.clone();
+            }
+        }
+    }
+    value.to_string()
+}
+
 fn critique(query: &str, answer_text: &str, passages: &[Passage]) -> String {
     let plain = text::strip_citation_markers(answer_text);
     let passage_terms: Vec<BTreeSet<String>> = passages.iter().map(|p| term_set(&p.text)).collect();
@@ -467,6 +486,9 @@ impl LlmClient for OfflineEngine {
                     answer(query, intent, passages, feedback.as_deref(), *max_sentences)
                 }
                 TaskHint::Critique { query, answer, passages } => critique(query, answer, passages),
+                TaskHint::Generate { query, passages, judged: Some(draft), json: true, .. } => {
+                    judge_verdict(query, draft, passages, request.response_schema.as_deref())
+                }
                 TaskHint::Generate { query, intent, passages, outputs, feedback, json, .. } => {
                     let text = generate_text(query, intent, passages, outputs, feedback.as_deref());
                     match (json, &request.response_schema) {

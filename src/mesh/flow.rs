@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::MeshError;
-use crate::config::{AgentKind, Condition, FlowSpec, FlowStep, MeshSpec};
+use crate::config::{AgentKind, Condition, FlowSpec, FlowStep, Merge, MeshSpec, OnReject, StepAgent};
 
 /// An agent of a flow step, resolved.
 pub struct PlannedAgent {
@@ -22,6 +22,16 @@ pub struct PlannedAgent {
     pub kind: AgentKind,
     /// Runs only when this holds.
     pub when: Option<Condition>,
+    /// A judge step: the agent whose latest text it judges (a critic
+    /// without it judges the latest draft).
+    pub judges: Option<String>,
+}
+
+impl PlannedAgent {
+    /// Whether this step judges a draft (and may send it back).
+    pub fn is_judge(&self) -> bool {
+        self.kind == AgentKind::Critic || self.judges.is_some()
+    }
 }
 
 /// A flow step, resolved.
@@ -29,7 +39,10 @@ pub enum PlannedStep {
     /// One agent.
     One(PlannedAgent),
     /// Agents run at once, their outputs taken in the order written.
-    Parallel(Vec<PlannedAgent>),
+    Parallel { members: Vec<PlannedAgent>, merge: Merge },
+    /// Steps (agents and groups) run in rounds until `until` holds after
+    /// one, at most `max_rounds` times.
+    Repeat { steps: Vec<PlannedStep>, until: Option<Condition>, max_rounds: u32 },
 }
 
 /// One flow, ready to run.
@@ -43,9 +56,11 @@ pub struct FlowPlan {
     /// The agent whose output is the answer; `None`: the last answering
     /// step.
     pub answer: Option<String>,
-    /// Whether any step reads earlier outputs (an `llm` step or a
-    /// condition): only such flows keep each step's output as JSON, so the
-    /// shipped flows pay nothing for it.
+    /// What is answered when the last verdict rejects.
+    pub on_reject: OnReject,
+    /// Whether any step reads earlier outputs (an `llm` step, a
+    /// condition, a judge of a named step, a repeat): only such flows keep
+    /// each step's output as JSON, so the shipped flows pay nothing for it.
     pub keeps_outputs: bool,
 }
 
@@ -94,38 +109,52 @@ fn compile(
     kind_of: &impl Fn(&str) -> Option<AgentKind>,
     at: &str,
 ) -> Result<FlowPlan, MeshError> {
-    let resolve = |a: &crate::config::StepAgent| match kind_of(&a.agent) {
-        Some(kind) => Ok(PlannedAgent { name: a.agent.clone(), kind, when: a.when.clone() }),
-        None => Err(MeshError::Startup(format!("{at}: no agent `{}` in the mesh", a.agent))),
-    };
-    let mut steps = Vec::with_capacity(flow.steps.len());
-    for step in &flow.steps {
-        steps.push(match step {
-            FlowStep::One(a) => PlannedStep::One(resolve(a)?),
-            FlowStep::Parallel(group) => {
-                PlannedStep::Parallel(group.iter().map(resolve).collect::<Result<_, _>>()?)
-            }
-        });
-    }
-    let keeps_outputs =
-        steps.iter().flat_map(PlannedStep::members).any(|a| a.kind == AgentKind::Llm || a.when.is_some());
+    let steps = flow.steps.iter().map(|s| compile_step(s, kind_of, at)).collect::<Result<Vec<_>, _>>()?;
+    let keeps_outputs = flow.steps.iter().any(|s| matches!(s, FlowStep::Repeat(_)))
+        || flow
+            .agents()
+            .iter()
+            .any(|a| a.when.is_some() || a.judges.is_some() || kind_of(&a.agent) == Some(AgentKind::Llm));
     Ok(FlowPlan {
         steps,
         max_revisions: flow.max_revisions,
         reply: flow.reply.clone(),
         answer: flow.answer.clone(),
+        on_reject: flow.on_reject,
         keeps_outputs,
     })
 }
 
-impl PlannedStep {
-    /// The agents of this step.
-    pub fn members(&self) -> &[PlannedAgent] {
-        match self {
-            PlannedStep::One(a) => std::slice::from_ref(a),
-            PlannedStep::Parallel(group) => group,
+fn compile_step(
+    step: &FlowStep,
+    kind_of: &impl Fn(&str) -> Option<AgentKind>,
+    at: &str,
+) -> Result<PlannedStep, MeshError> {
+    let resolve = |a: &StepAgent| match kind_of(&a.agent) {
+        Some(kind) => {
+            Ok(PlannedAgent { name: a.agent.clone(), kind, when: a.when.clone(), judges: a.judges.clone() })
         }
-    }
+        None => Err(MeshError::Startup(format!("{at}: no agent `{}` in the mesh", a.agent))),
+    };
+    Ok(match step {
+        FlowStep::One(a) => PlannedStep::One(resolve(a)?),
+        FlowStep::Parallel(group) => PlannedStep::Parallel {
+            members: group.members.iter().map(resolve).collect::<Result<_, _>>()?,
+            merge: group.merge,
+        },
+        FlowStep::Repeat(r) => {
+            // Validation refuses a repeat without a bound; were one to get
+            // here, it fails the start rather than loop for ever.
+            let max_rounds = r.max_rounds.ok_or_else(|| {
+                MeshError::Startup(format!("{at}: a repeat without `max_rounds` (validated at load)"))
+            })?;
+            PlannedStep::Repeat {
+                steps: r.repeat.iter().map(|s| compile_step(s, kind_of, at)).collect::<Result<_, _>>()?,
+                until: r.until.clone(),
+                max_rounds,
+            }
+        }
+    })
 }
 
 /// Whether `cond` holds over the earlier `outputs` (agent name and output

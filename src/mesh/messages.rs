@@ -117,6 +117,8 @@ pub enum StepInput {
         feedback: Option<String>,
         /// The text being revised.
         previous: Option<String>,
+        /// A judge step's draft under judgment (its prompt's `answer`).
+        judged: Option<String>,
     },
 }
 

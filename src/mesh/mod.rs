@@ -16,6 +16,7 @@
 pub mod agents;
 pub mod error;
 pub mod flow;
+mod flow_steps;
 pub mod messages;
 pub mod orchestrator;
 
@@ -104,6 +105,10 @@ pub struct Resources {
     pub embedder: SharedEmbedder,
     /// One client per model profile, traced (`llm::build_clients`).
     pub models: HashMap<String, SharedLlm>,
+    /// Each profile's retries (`max_retries`, else the default): an `llm`
+    /// agent also asks again this often for a reply that misses its
+    /// output schema.
+    pub retries: HashMap<String, u32>,
 }
 
 impl Resources {
@@ -113,7 +118,13 @@ impl Resources {
     pub fn build(spec: &MeshSpec, store: SharedStore, embedder: SharedEmbedder) -> Result<Self, MeshError> {
         let models = crate::llm::build_clients(&spec.settings.models, &spec.settings.telemetry)
             .map_err(MeshError::ModelClients)?;
-        Ok(Self { store, embedder, models })
+        let retries = spec
+            .settings
+            .models
+            .iter()
+            .map(|(name, p)| (name.clone(), crate::llm::retry::RetryPolicy::of(p).max_retries))
+            .collect();
+        Ok(Self { store, embedder, models, retries })
     }
 }
 

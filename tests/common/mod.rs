@@ -91,3 +91,37 @@ pub fn project_copy(parts: &[&str]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// Starts the gateway in-process on the project files in `dir` (a
+/// [`project_copy`]), with `extra` as its `--config` file and `tweak`
+/// applied to the loaded spec; its data dir is a fresh temporary one.
+pub async fn start_in(dir: &Path, extra: &str, tweak: impl FnOnce(&mut MeshSpec)) -> TestServer {
+    let file = dir.join("extra.toml");
+    std::fs::write(&file, extra).unwrap();
+    let opts =
+        LoadOptions { root: dir.to_path_buf(), env: None, config_file: Some(file), env_vars: Vec::new() };
+    let mut spec = match MeshSpec::load(&opts) {
+        Ok(s) => s,
+        Err(e) => panic!("the test configuration must load:\n{e}"),
+    };
+    let data = tempfile::tempdir().unwrap();
+    spec.settings.retrieval.data_dir = data.path().to_path_buf();
+    tweak(&mut spec);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = meshops::gateway::start_with(spec, listener, Overrides::default()).await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+    TestServer { server, client: GatewayClient::new(channel.clone()), channel, _data: data }
+}
+
+/// The load errors of the project files in `dir` with `extra` as the
+/// `--config` file; panics when it loads.
+pub fn load_errors(dir: &Path, extra: &str) -> String {
+    let file = dir.join("extra.toml");
+    std::fs::write(&file, extra).unwrap();
+    let opts =
+        LoadOptions { root: dir.to_path_buf(), env: None, config_file: Some(file), env_vars: Vec::new() };
+    match MeshSpec::load(&opts) {
+        Ok(_) => panic!("{extra} must not load"),
+        Err(e) => e.to_string(),
+    }
+}

@@ -46,7 +46,9 @@ struct Property {
     name: String,
     kind: Option<String>,
     description: Option<String>,
-    required: bool,
+    /// As written; unset means optional for inputs and tool parameters,
+    /// required for outputs (a declared output is expected).
+    required: Option<bool>,
     default: Option<serde_json::Value>,
     example: Option<serde_json::Value>,
     enum_values: Vec<serde_json::Value>,
@@ -73,12 +75,12 @@ fn infer_kind(value: &Value) -> Option<&'static str> {
 /// The JSON Schema type of a property kind.
 fn json_type(kind: &str) -> Option<&'static str> {
     match kind {
-        "string" => Some("string"),
-        "integer" => Some("integer"),
-        "float" | "number" => Some("number"),
-        "boolean" => Some("boolean"),
-        "array" => Some("array"),
-        "object" => Some("object"),
+        "string" | "str" => Some("string"),
+        "integer" | "int" | "long" => Some("integer"),
+        "float" | "double" | "number" => Some("number"),
+        "boolean" | "bool" => Some("boolean"),
+        "array" | "list" => Some("array"),
+        "object" | "dict" | "map" => Some("object"),
         _ => None,
     }
 }
@@ -101,7 +103,7 @@ impl Cx<'_> {
                 description: p.description,
                 default: p.default,
                 sample: p.example,
-                required: p.required,
+                required: p.required.unwrap_or(false),
                 enum_values: p.enum_values,
                 extra: p.extra,
             };
@@ -111,12 +113,24 @@ impl Cx<'_> {
     }
 
     /// `outputs` (or `outputSchema`) as the JSON Schema of the answer;
-    /// `None` when it declares nothing.
+    /// `None` when it declares nothing. A JSON Schema written as one is
+    /// kept as written (`$ref`s, `oneOf` and all); the Prompty forms become
+    /// a closed object where every output is required unless it says
+    /// `required: false`.
     pub(crate) fn output_schema(
         &mut self,
         value: &Value,
         field: &str,
     ) -> Result<Option<serde_json::Value>, PromptFileError> {
+        if let Some(map) = value.as_mapping().filter(|m| is_json_schema(m)) {
+            let mut schema = self.json(value, field)?;
+            if let serde_json::Value::Object(obj) = &mut schema {
+                if !obj.contains_key("type") && map.contains_key("properties") {
+                    obj.insert("type".to_string(), "object".into());
+                }
+            }
+            return Ok(Some(schema));
+        }
         let properties = self.properties(value, field)?;
         if properties.is_empty() {
             return Ok(None);
@@ -126,7 +140,7 @@ impl Cx<'_> {
                 self.unsupported(format!("output `{}` of kind `{kind}` (left untyped)", p.name));
             }
         }
-        Ok(Some(object_schema(&properties, true)))
+        Ok(Some(object_schema(&properties, true, true)))
     }
 
     /// A property collection in any of its spellings (see the module doc).
@@ -154,7 +168,8 @@ impl Cx<'_> {
                     // JSON Schema's `required: [names]` beside `properties`.
                     if let Some(Value::Sequence(names)) = map.get("required") {
                         for p in &mut properties {
-                            p.required |= names.iter().any(|n| n.as_str() == Some(p.name.as_str()));
+                            let listed = names.iter().any(|n| n.as_str() == Some(p.name.as_str()));
+                            p.required = Some(p.required.unwrap_or(false) || listed);
                         }
                     }
                     return Ok(properties);
@@ -197,9 +212,12 @@ impl Cx<'_> {
                 "name" => {}
                 "type" | "kind" => p.kind = Some(self.string(value, &sub)?.trim().to_ascii_lowercase()),
                 "description" => p.description = Some(self.scalar_string(value, &sub)?),
+                // A JSON Schema object's own `required: [names]`, read with
+                // its `properties` (below).
+                "required" if value.is_sequence() => {}
                 "required" => {
                     p.required =
-                        value.as_bool().ok_or_else(|| self.expected(&sub, "true or false", value))?;
+                        Some(value.as_bool().ok_or_else(|| self.expected(&sub, "true or false", value))?);
                 }
                 "default" => p.default = Some(self.json(value, &sub)?),
                 "sample" | "example" => p.example = Some(self.json(value, &sub)?),
@@ -207,7 +225,15 @@ impl Cx<'_> {
                     serde_json::Value::Array(values) => p.enum_values = values,
                     _ => return Err(self.expected(&sub, "a list of allowed values", value)),
                 },
-                "properties" => p.properties = self.properties(value, &sub)?,
+                "properties" => {
+                    p.properties = self.properties(value, &sub)?;
+                    if let Some(Value::Sequence(names)) = map.get("required") {
+                        for q in &mut p.properties {
+                            let listed = names.iter().any(|n| n.as_str() == Some(q.name.as_str()));
+                            q.required = Some(q.required.unwrap_or(false) || listed);
+                        }
+                    }
+                }
                 "items" => {
                     let item = value.as_mapping().ok_or_else(|| self.expected(&sub, "a mapping", value))?;
                     p.items = Some(Box::new(self.property(item, "items".to_string(), &sub)?));
@@ -273,7 +299,7 @@ impl Cx<'_> {
                         tool.strict |= strict;
                     }
                     let properties = self.properties(value, &sub)?;
-                    tool.parameters = Some(object_schema(&properties, false));
+                    tool.parameters = Some(object_schema(&properties, false, false));
                 }
                 "strict" => {
                     tool.strict =
@@ -348,14 +374,26 @@ fn wrapped_properties(map: &Mapping) -> Option<&Value> {
     }
 }
 
+/// Whether an `outputs` mapping is a JSON Schema written as one (kept as
+/// written) rather than a Prompty mapping of output names: it says
+/// `$schema`, or it is `type: object` with `properties` written as a
+/// mapping (a v2 `kind: object` with a list is Prompty's own form).
+fn is_json_schema(map: &Mapping) -> bool {
+    map.contains_key("$schema")
+        || (map.get("type").and_then(Value::as_str) == Some("object")
+            && map.get("properties").is_some_and(Value::is_mapping))
+}
+
 /// The JSON Schema of an object with `properties` (spec §7.1.4);
-/// `closed` adds `additionalProperties: false` (structured output, §7.1.6).
-fn object_schema(properties: &[Property], closed: bool) -> serde_json::Value {
+/// `closed` adds `additionalProperties: false` (structured output, §7.1.6);
+/// `required_by_default` (outputs) makes a property that does not say
+/// otherwise required.
+fn object_schema(properties: &[Property], closed: bool, required_by_default: bool) -> serde_json::Value {
     let mut props = serde_json::Map::new();
     let mut required = Vec::new();
     for p in properties {
-        props.insert(p.name.clone(), property_schema(p));
-        if p.required {
+        props.insert(p.name.clone(), property_schema(p, required_by_default));
+        if p.required.unwrap_or(required_by_default) {
             required.push(serde_json::Value::String(p.name.clone()));
         }
     }
@@ -371,8 +409,9 @@ fn object_schema(properties: &[Property], closed: bool) -> serde_json::Value {
     schema.into()
 }
 
-/// The JSON Schema of one property.
-fn property_schema(p: &Property) -> serde_json::Value {
+/// The JSON Schema of one property (with its `default` and `examples`,
+/// which a stand-in model fills a reply from).
+fn property_schema(p: &Property, required_by_default: bool) -> serde_json::Value {
     let kind = p.kind.as_deref().unwrap_or(if !p.properties.is_empty() {
         "object"
     } else if p.items.is_some() {
@@ -381,7 +420,8 @@ fn property_schema(p: &Property) -> serde_json::Value {
         ""
     });
     let mut schema = match kind {
-        "object" if !p.properties.is_empty() => match object_schema(&p.properties, true) {
+        "object" if !p.properties.is_empty() => match object_schema(&p.properties, true, required_by_default)
+        {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
         },
@@ -397,7 +437,13 @@ fn property_schema(p: &Property) -> serde_json::Value {
         schema.insert("enum".to_string(), p.enum_values.clone().into());
     }
     if let (Some(items), "array") = (&p.items, kind) {
-        schema.insert("items".to_string(), property_schema(items));
+        schema.insert("items".to_string(), property_schema(items, required_by_default));
+    }
+    if let Some(default) = &p.default {
+        schema.insert("default".to_string(), default.clone());
+    }
+    if let Some(example) = &p.example {
+        schema.insert("examples".to_string(), vec![example.clone()].into());
     }
     for keyword in SCHEMA_KEYWORDS {
         if let Some(value) = p.extra.get(keyword) {

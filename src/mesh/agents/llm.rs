@@ -38,6 +38,9 @@ pub struct Llm {
     json: bool,
     /// The compiled schema a JSON reply must fit; `None`: any JSON.
     validator: Option<jsonschema::Validator>,
+    /// How often a reply that misses the schema is asked for again: the
+    /// model profile's retries.
+    retries: u32,
 }
 
 impl KindLogic for Llm {
@@ -57,13 +60,14 @@ impl KindLogic for Llm {
             let schema = spec.schema.map(|s| ResponseSchema::new(&agent.name, s, spec.strict));
             model = model.with_json_output(schema);
         }
-        Ok(Llm { model, json, validator })
+        let retries = profile.model.as_ref().and_then(|m| resources.retries.get(m)).copied().unwrap_or(0);
+        Ok(Llm { model, json, validator, retries })
     }
 
     async fn step(&self, ctx: &mut StepContext<'_>, input: StepInput) -> Result<StepOutput, MeshError> {
-        let (query, intent, passages, outputs, feedback, previous) = match input {
-            StepInput::Generate { query, intent, passages, outputs, feedback, previous } => {
-                (query, intent, passages, outputs, feedback, previous)
+        let (query, intent, passages, outputs, feedback, previous, judged) = match input {
+            StepInput::Generate { query, intent, passages, outputs, feedback, previous, judged } => {
+                (query, intent, passages, outputs, feedback, previous, judged)
             }
             other => return Err(ctx.cannot_run(&other)),
         };
@@ -73,25 +77,61 @@ impl KindLogic for Llm {
         let vars = context! {
             query => query, intent => intent, passages => numbered,
             outputs => minijinja::Value::from_serialize(&by_agent),
-            feedback => feedback, previous => previous,
+            feedback => feedback, previous => previous, answer => judged,
         };
         let revised = if feedback.is_some() { " (revised)" } else { "" };
-        let hint =
-            TaskHint::Generate { query, intent, passages, outputs, feedback, previous, json: self.json };
+        let hint = TaskHint::Generate {
+            query,
+            intent,
+            passages,
+            outputs,
+            feedback,
+            previous,
+            judged,
+            json: self.json,
+        };
         if !self.json {
             let resp = ctx.call_streaming(&self.model, vars, hint).await?;
             let text = resp.text.trim().to_string();
             ctx.record.summary = format!("text of {} chars{revised}", text.chars().count());
             return Ok(StepOutput::Generated { text, json: None });
         }
-        let resp = ctx.call(&self.model, vars, hint).await?;
-        let failed = |message: String| MeshError::StructuredOutput {
-            agent: ctx.agent().to_string(),
-            model: ctx.record.model.clone(),
-            message,
+        // A reply that misses the schema is asked for again, as often as
+        // the profile retries a failed call; the last miss is the error.
+        let mut misses = 0;
+        let value = loop {
+            let resp = ctx.call(&self.model, vars.clone(), hint.clone()).await?;
+            match self.check(&resp.text) {
+                Ok(value) => break value,
+                Err(message) if misses < self.retries => {
+                    misses += 1;
+                    tracing::warn!(agent = %ctx.agent(), model = %ctx.record.model, %message, "reply misses the output schema; asking again");
+                    ctx.record.failed_model_attempts.push("structured_output".to_string());
+                }
+                Err(message) => {
+                    return Err(MeshError::StructuredOutput {
+                        agent: ctx.agent().to_string(),
+                        model: ctx.record.model.clone(),
+                        message,
+                    });
+                }
+            }
         };
-        let Some(value) = parse_json(&resp.text) else {
-            return Err(failed(format!("the reply is not JSON: {}", preview(&resp.text))));
+        ctx.record.summary = match &value {
+            Value::Object(map) => {
+                format!("JSON {{{}}}{revised}", map.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
+            }
+            _ => format!("JSON value{revised}"),
+        };
+        Ok(StepOutput::Generated { text: value.to_string(), json: Some(value) })
+    }
+}
+
+impl Llm {
+    /// The reply as JSON fitting the schema, or what is wrong with it.
+    fn check(&self, reply: &str) -> Result<Value, String> {
+        let Some(value) = parse_json(reply) else {
+            return Err(format!("the reply is not JSON: {}", preview(reply)));
         };
         if let Some(validator) = &self.validator {
             let violations: Vec<String> = validator
@@ -103,16 +143,10 @@ impl KindLogic for Llm {
                 })
                 .collect();
             if !violations.is_empty() {
-                return Err(failed(violations.join("; ")));
+                return Err(violations.join("; "));
             }
         }
-        ctx.record.summary = match &value {
-            Value::Object(map) => {
-                format!("JSON {{{}}}{revised}", map.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
-            }
-            _ => format!("JSON value{revised}"),
-        };
-        Ok(StepOutput::Generated { text: value.to_string(), json: Some(value) })
+        Ok(value)
     }
 }
 
@@ -157,6 +191,7 @@ mod tests {
             outputs: outputs.into(),
             feedback: None,
             previous: None,
+            judged: None,
         }
     }
 

@@ -49,6 +49,7 @@ impl Harness {
             store: Arc::new(ZeroStore::new("test")),
             embedder: Arc::new(ZeroEmbedder::new(8)),
             models,
+            retries: Default::default(),
         };
         Harness { resources, _dir: None }
     }
