@@ -84,8 +84,8 @@ async fn the_offline_judge_scores_every_answer_with_reasons_and_says_what_it_is(
         assert_eq!(row.passed["f1"], row.metrics["f1"] >= s.evaluators["f1"].threshold.unwrap());
     }
     // A cited, extractive answer is grounded in its passages.
-    let q01 = sc.iter().find(|r| r.id == "q01").unwrap();
-    assert!(q01.metrics["groundedness"] >= 4.0, "{:?}", q01.reasons);
+    let q03 = sc.iter().find(|r| r.id == "q03").unwrap();
+    assert!(q03.metrics["groundedness"] >= 4.0, "{:?}", q03.reasons);
     let base = &s.variants["base"];
     let pass = base.metrics["fluency"].pass_rate.unwrap();
     let passed = sc.iter().filter(|r| r.passed["fluency"]).count();

@@ -58,9 +58,18 @@ async fn sample_run_writes_every_file_and_a_rerun_resumes_without_rescoring() {
     let outs = outputs(out.path());
     assert_eq!(outs.len(), rows.len());
     // Answerable questions cite documents; the ids are kept in order.
-    let q01 = outs.iter().find(|o| o.id == "q01").unwrap();
-    assert!(!q01.retrieved_doc_ids.is_empty() && q01.answer.as_deref().is_some_and(|a| !a.is_empty()));
-    assert!(q01.steps.iter().any(|st| st.agent == "critic") && q01.verdict.is_some());
+    let q02 = outs.iter().find(|o| o.id == "q02").unwrap();
+    assert!(!q02.retrieved_doc_ids.is_empty() && q02.answer.as_deref().is_some_and(|a| !a.is_empty()));
+    assert!(q02.steps.iter().any(|st| st.agent == "critic") && q02.verdict.is_some());
+    // The report shows every agent, its kind, prompt, model and flows.
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(
+        report.contains("| critic | critic | prompts/critic.prompty | offline-extractive (offline) | question |")
+            && report.contains("| summarizer | summarizer | prompts/summarizer.prompty | offline-extractive (offline) | greeting, question, no_critic:question |")
+            && report.contains("| router | router |"),
+        "{report}"
+    );
+    assert_eq!(s.agents.len(), 4, "{:?}", s.agents);
 
     let sc = scores(out.path());
     assert_eq!(sc.len(), rows.len());

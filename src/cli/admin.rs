@@ -46,17 +46,27 @@ fn print_spec(spec: &MeshSpec) -> Result<()> {
         println!("  settings: {}", layer.display());
     }
     for a in spec.agents.values() {
+        let prompt = a.base.prompt_file.as_ref().map(|p| p.strip_prefix(&spec.root).unwrap_or(p).display());
+        let flows = spec.flows_using(&a.name);
         println!(
-            "  agent {:<12} {:<10} model={} replicas={}",
+            "  agent {:<12} {:<10} prompt={} model={} replicas={} flows={}",
             a.name,
             a.kind.as_str(),
+            prompt.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             a.base.model.as_deref().unwrap_or("-"),
-            a.replicas
+            spec.running_replicas(a),
+            if flows.is_empty() { "(none)".to_string() } else { flows.join(",") }
         );
     }
     for (intent, f) in &spec.settings.flows {
         let steps: Vec<String> = f.steps.iter().map(ToString::to_string).collect();
         println!("  flow  {intent:<12} {}", steps.join(" -> "));
+    }
+    for (v, settings) in &spec.settings.variants {
+        for (intent, f) in &settings.flows {
+            let steps: Vec<String> = f.steps.iter().map(ToString::to_string).collect();
+            println!("  flow  {:<12} {}", format!("{v}:{intent}"), steps.join(" -> "));
+        }
     }
     for name in spec.settings.variants.keys() {
         println!("  variant {name}");

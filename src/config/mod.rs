@@ -127,4 +127,26 @@ impl MeshSpec {
     pub fn model(&self, name: &str) -> Option<&ModelProfile> {
         self.settings.models.get(name)
     }
+
+    /// The flows that run `agent`: `question` for the base mesh's,
+    /// `debate:question` for a variant's; the router runs before every
+    /// flow, so it is listed as `(every flow)`.
+    pub fn flows_using(&self, agent: &str) -> Vec<String> {
+        if agent == self.settings.mesh.router {
+            return vec!["(every flow)".to_string()];
+        }
+        let uses = |f: &FlowSpec| f.agents().iter().any(|a| a.agent == agent);
+        let base = self.settings.flows.iter().filter(|(_, f)| uses(f)).map(|(intent, _)| intent.clone());
+        let variants = self.settings.variants.iter().flat_map(|(v, settings)| {
+            settings.flows.iter().filter(|(_, f)| uses(f)).map(move |(intent, _)| format!("{v}:{intent}"))
+        });
+        base.chain(variants).collect()
+    }
+
+    /// How many replicas of `agent` run: the file's `replicas`, and at
+    /// least one per mesh thread (`mesh.arbiters`), so every thread's
+    /// orchestrator has one beside it.
+    pub fn running_replicas(&self, agent: &AgentSpec) -> usize {
+        agent.replicas.max(self.settings.mesh.arbiters.max(1))
+    }
 }

@@ -191,19 +191,30 @@ pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
                 prompt: show(&a.base.prompt_file),
                 model_profile: a.base.model.clone().unwrap_or_default(),
                 model: model_name(&a.base.model),
-                replicas: a.replicas as u32,
+                replicas: spec.running_replicas(a) as u32,
+                flows: spec.flows_using(&a.name),
             })
             .collect(),
         flows: spec
             .settings
             .flows
             .iter()
-            .map(|(intent, f)| proto::FlowInfo {
+            .map(|(intent, f)| ("", intent, f))
+            .chain(spec.settings.variants.iter().flat_map(|(v, settings)| {
+                settings.flows.iter().map(move |(intent, f)| (v.as_str(), intent, f))
+            }))
+            .map(|(variant, intent, f)| proto::FlowInfo {
                 intent: intent.clone(),
                 // A group run at once shows as `(a | b)`, a conditional
                 // step as `agent (when step.field == value)`.
                 steps: f.steps.iter().map(ToString::to_string).collect(),
                 max_revisions: f.max_revisions,
+                variant: variant.to_string(),
+                answer: f.answer.clone().unwrap_or_default(),
+                on_reject: match f.on_reject {
+                    crate::config::OnReject::Draft => "draft".into(),
+                    crate::config::OnReject::Reply => "reply".into(),
+                },
             })
             .collect(),
         models: models

@@ -63,6 +63,20 @@ pub fn markdown(s: &Summary, scored: &[(ScoreRecord, &OutputRecord)]) -> String 
     if !s.metrics_unavailable.is_empty() {
         let _ = writeln!(md, "Metrics not available in this build: {}.\n", s.metrics_unavailable.join(", "));
     }
+    if !s.agents.is_empty() {
+        let _ = writeln!(md, "| agent | kind | prompt | model | flows |\n|---|---|---|---|---|");
+        for a in &s.agents {
+            let model = if a.model_profile.is_empty() {
+                "–".to_string()
+            } else {
+                format!("{} ({})", a.model, a.model_profile)
+            };
+            let prompt = if a.prompt.is_empty() { "–" } else { a.prompt.as_str() };
+            let flows = if a.flows.is_empty() { "(none)".to_string() } else { a.flows.join(", ") };
+            let _ = writeln!(md, "| {} | {} | {prompt} | {model} | {flows} |", a.name, a.kind);
+        }
+        md.push('\n');
+    }
     if let Some(j) = &s.judge {
         let _ = writeln!(
             md,

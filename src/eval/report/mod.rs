@@ -23,7 +23,8 @@ pub use crate::eval::evaluators::OWN_METRICS;
 pub use html::{histogram_svg, scale_histogram_svg};
 pub use scores::{ScoreRecord, ScoringSetup, evaluator_infos, score};
 pub use summary::{
-    Cost, Counts, JudgeSummary, Latency, MetricSummary, Summary, VariantSummary, summarize_variant,
+    AgentSummary, Cost, Counts, JudgeSummary, Latency, MetricSummary, Summary, VariantSummary,
+    summarize_variant,
 };
 
 /// What the runner knows that the records do not.
@@ -49,6 +50,8 @@ pub struct Context {
     pub target: Option<String>,
     /// Canonical field ← dataset field renames applied.
     pub columns: BTreeMap<String, String>,
+    /// The agents of the mesh run in process (none with `--target`).
+    pub agents: Vec<summary::AgentSummary>,
 }
 
 /// Writes `scores.jsonl`, `summary.json`, `report.md`, `report.html` and
@@ -120,6 +123,7 @@ pub fn write_all(
         judge_model: setup.judge_model.clone(),
         judge,
         columns: ctx.columns.clone(),
+        agents: ctx.agents.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).map_err(EvalError::Encode)?;
     write(&out.join("summary.json"), &format!("{json}\n"))?;

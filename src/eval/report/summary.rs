@@ -129,6 +129,49 @@ pub struct Summary {
     /// Canonical field ← dataset field renames applied to the dataset.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// The mesh's agents as configured for the run (in-process runs; a
+    /// `--target` run leaves it empty, the deployed mesh is its own).
+    #[serde(default)]
+    pub agents: Vec<AgentSummary>,
+}
+
+/// One agent of the mesh a run drove: what it is and where it runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    pub name: String,
+    pub kind: String,
+    /// The prompt file, relative to the project root; empty for none.
+    pub prompt: String,
+    /// The model profile and its model.
+    pub model_profile: String,
+    pub model: String,
+    /// The flows that run it (`question`, `debate:question`).
+    pub flows: Vec<String>,
+}
+
+impl AgentSummary {
+    /// Every agent of `spec`, by name.
+    pub fn of(spec: &crate::config::MeshSpec) -> Vec<AgentSummary> {
+        spec.agents
+            .values()
+            .map(|a| {
+                let profile = a.base.model.clone().unwrap_or_default();
+                AgentSummary {
+                    name: a.name.clone(),
+                    kind: a.kind.as_str().to_string(),
+                    prompt: a
+                        .base
+                        .prompt_file
+                        .as_ref()
+                        .map(|p| p.strip_prefix(&spec.root).unwrap_or(p).display().to_string())
+                        .unwrap_or_default(),
+                    model: spec.model(&profile).map(|m| m.model.clone()).unwrap_or_default(),
+                    model_profile: profile,
+                    flows: spec.flows_using(&a.name),
+                }
+            })
+            .collect()
+    }
 }
 
 /// What the judges did, over the planned rows.

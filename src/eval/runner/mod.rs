@@ -115,6 +115,7 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
         variants,
         target: opts.target.clone(),
         columns: columns.0.clone(),
+        agents: if opts.target.is_none() { report::AgentSummary::of(&spec) } else { Vec::new() },
     };
     let setup = ScoringSetup {
         metrics: opts.metrics.clone(),
