@@ -161,12 +161,16 @@ fn missing_prompt_file_names_agent_file_and_field() {
 #[test]
 fn broken_prompt_file_names_agent_file_prompt_file_and_line() {
     let dir = project_copy();
-    edit(&dir.path().join("prompts/critic.prompty"), "{% endfor %}", "{% endfr %}");
+    let file = dir.path().join("prompts/critic.prompty");
+    // The line of the file the broken tag is on (1-based).
+    let line =
+        std::fs::read_to_string(&file).unwrap().lines().position(|l| l.contains("{% endfor %}")).unwrap() + 1;
+    edit(&file, "{% endfor %}", "{% endfr %}");
     let err = load_err(&LoadOptions::files_only(dir.path()));
     assert!(
         err.contains("critic.toml: field `prompt`: ")
             && err.contains("critic.prompty: template: syntax error")
-            && err.contains("(line 43)"),
+            && err.contains(&format!("(line {line})")),
         "{err}"
     );
 

@@ -282,3 +282,32 @@ fn validate_refuses_cycles_without_a_bound_and_judges_that_cannot_judge() {
         assert!(err.contains(wanted), "{flow}:\n{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_critic_asks_for_its_declared_verdict_as_a_json_schema() {
+    use common::fake_openai::{FakeOpenAi, completion};
+    let verdict = r#"{"accepted": true, "scores": {"groundedness": 0.9, "coverage": 0.9}, "feedback": ""}"#;
+    let server = FakeOpenAi::start(move |_, _| completion(verdict, "fake-critic", Some((80, 20)))).await;
+    let base_url = server.base_url();
+    let dir = copy_with_answerers();
+    let mut t = start_in(dir.path(), "", move |spec| {
+        let mut remote = spec.settings.models["offline"].clone();
+        remote.provider = meshops::config::Provider::OpenaiCompatible;
+        remote.model = "fake-critic".into();
+        remote.base_url = Some(base_url);
+        spec.settings.models.insert("remote".into(), remote);
+        spec.agents.get_mut("critic").unwrap().base.model = Some("remote".into());
+    })
+    .await;
+    let a = ask(&mut t, "").await;
+    assert!(a.verdict.unwrap().accepted);
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    let format = &seen[0].body["response_format"];
+    assert_eq!(format["type"], "json_schema", "{format}");
+    assert_eq!(format["json_schema"]["name"], "critic");
+    let schema = &format["json_schema"]["schema"];
+    assert_eq!(schema["properties"]["accepted"]["type"], "boolean", "{schema}");
+    assert_eq!(schema["properties"]["scores"]["properties"]["coverage"]["type"], "number", "{schema}");
+    assert_eq!(format["json_schema"]["strict"], true, "every field is required and every object closed");
+}

@@ -41,13 +41,13 @@ pub fn output_spec(settings: &LlmSettings, prompt: Option<&PromptFile>) -> Resul
     if let Some(s) = &schema {
         jsonschema::validator_for(s).map_err(|e| format!("`outputs` is not a valid JSON schema: {e}"))?;
     }
-    let strict = schema.as_ref().is_some_and(is_strict);
+    let strict = schema.as_ref().is_some_and(is_strict_schema);
     Ok(OutputSpec { output, schema, strict })
 }
 
 /// Whether every object in `schema` is closed and requires all its
 /// properties (OpenAI's `strict` structured outputs need both).
-fn is_strict(schema: &Value) -> bool {
+pub fn is_strict_schema(schema: &Value) -> bool {
     let Some(map) = schema.as_object() else { return true };
     let is_object =
         map.get("type").and_then(Value::as_str) == Some("object") || map.contains_key("properties");
@@ -60,11 +60,11 @@ fn is_strict(schema: &Value) -> bool {
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let all_required = props.is_none_or(|p| p.keys().all(|k| required.contains(&k.as_str())));
-        if !closed || !all_required || !props.is_none_or(|p| p.values().all(is_strict)) {
+        if !closed || !all_required || !props.is_none_or(|p| p.values().all(is_strict_schema)) {
             return false;
         }
     }
-    map.get("items").is_none_or(is_strict)
+    map.get("items").is_none_or(is_strict_schema)
 }
 
 #[cfg(test)]

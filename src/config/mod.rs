@@ -51,7 +51,7 @@ pub use env::{ENV_NAME_VAR, ENV_PREFIX};
 pub use env_refs::{EnvRefError, api_key_var, resolve_env_refs};
 pub use error::{ConfigError, ConfigErrors};
 pub use flow_spec::{Condition, FlowStep, Group, Merge, NOT_FOUND_REPLY, OnReject, Repeat, StepAgent};
-pub use llm_output::{OutputSpec, output_spec};
+pub use llm_output::{OutputSpec, is_strict_schema, output_spec};
 pub use load::LoadOptions;
 pub use prompt_file::{
     PromptFile, PromptFileError, PromptyConfiguration, PromptyInput, PromptyModel, PromptyParameters,

@@ -6,7 +6,7 @@ use minijinja::context;
 
 use super::step::{KindLogic, Model, StepContext, wrong_settings};
 use crate::config::{AgentProfile, AgentSpec, KindSettings};
-use crate::llm::{Scores, TaskHint};
+use crate::llm::{ResponseSchema, Scores, TaskHint};
 use crate::mesh::messages::{StepInput, StepOutput};
 use crate::mesh::{MeshError, Resources};
 
@@ -25,7 +25,15 @@ impl KindLogic for Critic {
         let KindSettings::Critic(cs) = &profile.settings else {
             return Err(wrong_settings(agent));
         };
-        let model = Model::prepare(agent, profile, resources, context! {})?;
+        let mut model = Model::prepare(agent, profile, resources, context! {})?;
+        // A prompt that declares the verdict's shape (`outputs`) asks for
+        // it as a JSON schema: servers that constrain their output by it
+        // (llama.cpp's grammar, OpenAI's structured outputs) then always
+        // close the object. The reply is read leniently either way.
+        if let Some(schema) = profile.prompt.as_ref().and_then(|p| p.output_schema.clone()) {
+            let strict = crate::config::is_strict_schema(&schema);
+            model = model.with_json_output(Some(ResponseSchema::new(&agent.name, schema, strict)));
+        }
         Ok(Critic { model, accept_threshold: cs.accept_threshold, min_coverage: cs.min_coverage })
     }
 
