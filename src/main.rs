@@ -36,6 +36,10 @@ enum Command {
         /// Listen address, overriding gateway.listen.
         #[arg(long)]
         listen: Option<String>,
+        /// Serve the OpenAI-compatible HTTP API on this address too,
+        /// overriding gateway.http_listen.
+        #[arg(long)]
+        http_listen: Option<String>,
     },
     /// Ask a running gateway a question.
     Ask {
@@ -176,8 +180,8 @@ fn load(cli: &Cli) -> Result<MeshSpec> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if let Command::Serve { listen } = &cli.command {
-        return cli::serve::serve(load(&cli)?, listen.clone()).await;
+    if let Command::Serve { listen, http_listen } = &cli.command {
+        return cli::serve::serve(load(&cli)?, listen.clone(), http_listen.clone()).await;
     }
     // Tools log to the terminal only; the gateway's telemetry follows its config.
     let local = meshops::config::TelemetrySettings { export: false, ..Default::default() };

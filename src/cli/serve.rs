@@ -5,10 +5,17 @@ use meshops::config::MeshSpec;
 
 /// `meshops serve`: telemetry as configured, the gateway until Ctrl-C or
 /// SIGTERM, then a drain and a flush of buffered telemetry.
-pub async fn serve(mut spec: MeshSpec, listen: Option<String>) -> Result<()> {
+pub async fn serve(mut spec: MeshSpec, listen: Option<String>, http_listen: Option<String>) -> Result<()> {
     let telemetry = meshops::telemetry::init(&spec.settings.telemetry)?;
     if let Some(l) = listen {
         spec.settings.gateway.listen = l;
+    }
+    if let Some(h) = http_listen {
+        anyhow::ensure!(
+            spec.settings.gateway.tls.is_none(),
+            "--http-listen: the HTTP API serves plaintext and [gateway.tls] is set; terminate TLS in front of it"
+        );
+        spec.settings.gateway.http_listen = Some(h);
     }
     let addr: std::net::SocketAddr = spec
         .settings
@@ -19,6 +26,9 @@ pub async fn serve(mut spec: MeshSpec, listen: Option<String>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
     let mut server = meshops::gateway::start(spec, listener).await?;
     eprintln!("meshops gateway serving on {} (Ctrl-C or SIGTERM to stop)", server.addr);
+    if let Some(http) = server.http_addr {
+        eprintln!("OpenAI-compatible HTTP API on http://{http}/v1");
+    }
     let result = tokio::select! {
         r = shutdown_signal() => {
             let signal = r?;

@@ -159,6 +159,9 @@ pub struct GatewaySettings {
     pub max_metadata_entries: usize,
     /// TLS for the gateway; absent: plaintext (the default, for loopback).
     pub tls: Option<TlsSettings>,
+    /// Where the OpenAI-compatible HTTP API (`/v1/models`,
+    /// `/v1/chat/completions`) listens, beside gRPC; unset: not served.
+    pub http_listen: Option<String>,
 }
 
 /// The gateway's TLS identity and, optionally, the CA that client
@@ -193,6 +196,7 @@ impl Default for GatewaySettings {
             max_message_bytes: 4 * 1024 * 1024,
             max_metadata_entries: 64,
             tls: None,
+            http_listen: None,
         }
     }
 }

@@ -37,6 +37,23 @@ fn validate_gateway(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigErr
             ),
         ));
     }
+    if let Some(http) = &s.gateway.http_listen {
+        if http.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(ConfigError::field(
+                at(&["gateway", "http_listen"]),
+                "gateway.http_listen",
+                format!("`{http}` is not a socket address; expected HOST:PORT such as 127.0.0.1:8000"),
+            ));
+        }
+        if s.gateway.tls.is_some() {
+            errors.push(ConfigError::field(
+                at(&["gateway", "http_listen"]),
+                "gateway.http_listen",
+                "the HTTP API serves plaintext, and [gateway.tls] is set: it would bypass TLS; terminate \
+                 TLS in front of it (an ingress) and leave [gateway.tls] unset, or unset http_listen",
+            ));
+        }
+    }
     if s.gateway.max_query_chars == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.max_query_chars", "must be at least 1"));
     }

@@ -184,11 +184,14 @@ impl Admission {
             *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * tpm / 60.0).min(tpm);
             *last = now;
             if *tokens <= 0.0 {
-                return Err(Status::resource_exhausted(format!(
-                    "token limit of {tpm} model tokens per minute for this API key \
-                     (gateway.rate_limit_tpm) exceeded; retry after {:.0} s",
-                    ((1.0 - *tokens) * 60.0 / tpm).ceil()
-                )));
+                let wait = ((1.0 - *tokens) * 60.0 / tpm).ceil();
+                return Err(retry_after(
+                    Status::resource_exhausted(format!(
+                        "token limit of {tpm} model tokens per minute for this API key \
+                         (gateway.rate_limit_tpm) exceeded; retry after {wait:.0} s"
+                    )),
+                    wait,
+                ));
             }
         }
         if let Some((rps, burst)) = self.rate {
@@ -196,11 +199,15 @@ impl Admission {
             *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rps).min(burst);
             *last = now;
             if *tokens < 1.0 {
-                return Err(Status::resource_exhausted(format!(
-                    "rate limit of {rps} requests/s for this API key (gateway.rate_limit_rps) exceeded; \
-                     retry after {:.0} ms",
-                    (1.0 - *tokens) / rps * 1000.0
-                )));
+                let wait = (1.0 - *tokens) / rps;
+                return Err(retry_after(
+                    Status::resource_exhausted(format!(
+                        "rate limit of {rps} requests/s for this API key (gateway.rate_limit_rps) exceeded; \
+                         retry after {:.0} ms",
+                        wait * 1000.0
+                    )),
+                    wait,
+                ));
             }
             *tokens -= 1.0;
         }
@@ -258,6 +265,16 @@ impl Admission {
         }
         true
     }
+}
+
+/// `status` with a `retry-after` entry: whole seconds (at least 1) before
+/// the caller may try again, for clients and the HTTP API's `Retry-After`.
+fn retry_after(mut status: Status, seconds: f64) -> Status {
+    let whole = seconds.ceil().max(1.0) as u64;
+    if let Ok(value) = whole.to_string().parse() {
+        status.metadata_mut().insert("retry-after", value);
+    }
+    status
 }
 
 #[cfg(test)]

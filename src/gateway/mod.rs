@@ -12,6 +12,7 @@ pub mod batch;
 pub mod convert;
 pub mod error;
 pub mod limits;
+pub mod openai;
 pub mod server;
 
 use std::pin::Pin;

@@ -78,6 +78,10 @@ fn tls_config(
 pub struct ServerHandle {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// Where the OpenAI-compatible HTTP API listens, when it is served.
+    pub http_addr: Option<SocketAddr>,
+    /// The HTTP API's server task.
+    http_task: Option<JoinHandle<std::io::Result<()>>>,
     health: HealthReporter,
     shutdown: Option<watch::Sender<bool>>,
     /// Done when the server instances on all mesh threads are.
@@ -101,6 +105,9 @@ impl Drop for ServerHandle {
         // threads (the server instances on them hold the mesh).
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
+        }
+        if let Some(http) = self.http_task.take() {
+            http.abort();
         }
         self.threads.stop();
     }
@@ -138,6 +145,12 @@ impl ServerHandle {
             Ok(served) => served?,
             Err(_) => Ok(()),
         };
+        if let Some(mut http) = self.http_task.take() {
+            // Streams still open after the grace period are cut.
+            if tokio::time::timeout(self.grace, &mut http).await.is_err() {
+                http.abort();
+            }
+        }
         // Whatever still runs on the mesh's threads (connections left open
         // past the grace period) stops with them.
         self.threads.stop();
@@ -244,6 +257,26 @@ pub async fn start_with(
         tokio::task::spawn_blocking(move || MeshThreads::start(count)).await??
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (http_addr, http_task) = match &spec.settings.gateway.http_listen {
+        Some(http) => {
+            let variants = spec.settings.variants.keys().cloned().collect();
+            let api = super::openai::HttpApi::new(services.gateway.clone(), variants);
+            let router = api.router(spec.settings.gateway.max_message_bytes);
+            let listener = TcpListener::bind(http.as_str()).await?;
+            let http_addr = listener.local_addr()?;
+            let mut stop = shutdown_rx.clone();
+            let task = tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            });
+            tracing::info!(%http_addr, "OpenAI-compatible HTTP API listening");
+            (Some(http_addr), Some(task))
+        }
+        None => (None, None),
+    };
     let task = serve_on_threads(&mesh_threads, listener, Arc::new(services), shutdown_rx)?;
 
     let options = crate::runtime::Options { models: overrides.models, threads: Some(mesh_threads.clone()) };
@@ -258,6 +291,8 @@ pub async fn start_with(
     let grace = std::time::Duration::from_millis(spec.settings.gateway.shutdown_grace_ms);
     Ok(ServerHandle {
         addr,
+        http_addr,
+        http_task,
         health,
         shutdown: Some(shutdown_tx),
         task,
