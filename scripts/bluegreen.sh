@@ -19,8 +19,10 @@ one slot with the label slot=SLOT; each slot also has its own Service
 
 status    live slot, previous slot, image and ready replicas of each slot
 live-slot prints the live slot (empty when no live Service exists yet)
-deploy    refuses the live slot; applies k8s/bluegreen/SLOT with IMAGE, waits
-          for the rollout, then validates the slot (see validate)
+deploy    refuses the live slot; pins IMAGE (NAME@sha256:DIGEST) in the prod
+          overlay (scripts/set-image.sh prod IMAGE), applies
+          k8s/bluegreen/SLOT, waits for the rollout, then validates the slot
+          (see validate)
 validate  port-forwards svc/meshops-SLOT (or, for `validate live`, the
           live svc/meshops) to a local port and runs
           scripts/validate-deployment.sh against it (health, reflection,
@@ -66,7 +68,8 @@ previous_slot() {
 ensure_live_services() {
   if ! k get service meshops >/dev/null 2>&1; then
     log "live Services missing in $NAMESPACE: creating them (live slot: blue)"
-    "$REPO_ROOT/scripts/k8s-render.sh" bluegreen/live | kchange apply -f -
+    rendered="$("$REPO_ROOT/scripts/k8s-render.sh" bluegreen/live)"
+    kchange apply -f - <<<"$rendered"
   fi
 }
 
@@ -146,7 +149,11 @@ case "$cmd" in
       die "slot $slot is live; deploy to $(other "$slot") and switch (FORCE=1 overrides)"
     fi
     log "deploying $image to slot $slot in $NAMESPACE"
-    "$REPO_ROOT/scripts/k8s-render.sh" "bluegreen/$slot" --image "$image" | kchange apply -f -
+    # Both slots build on k8s/overlays/prod; only this slot's manifests are
+    # applied, so the live slot keeps its image until the switch.
+    "$REPO_ROOT/scripts/set-image.sh" prod "$image" >/dev/null
+    rendered="$("$REPO_ROOT/scripts/k8s-render.sh" "bluegreen/$slot")"
+    kchange apply -f - <<<"$rendered"
     kchange rollout status "deployment/meshops-$slot" --timeout "$ROLLOUT_TIMEOUT"
     if [[ "${DRY_RUN:-0}" != 1 ]]; then validate "$slot"; fi
     log "slot $slot runs $image and is validated; make it live with: $0 switch $slot"

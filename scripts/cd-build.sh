@@ -6,9 +6,11 @@ source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'USAGE'
-usage: scripts/cd-build.sh dev|qa IMAGE     deploy the overlay (deploy.sh), validate through
-                                            a port-forward to svc/meshops
-       scripts/cd-build.sh prod IMAGE       scripts/promote.sh: validate the idle slot, switch,
+usage: scripts/cd-build.sh dev|qa IMAGE     set the overlay's image and deploy it (deploy.sh
+                                            --image), validate through a port-forward to
+                                            svc/meshops
+       scripts/cd-build.sh prod IMAGE       scripts/promote.sh: pin IMAGE (by digest only) in
+                                            k8s/overlays/prod, validate the idle slot, switch,
                                             validate live, roll back on failure
        scripts/cd-build.sh local [ENV]      no cluster: deploy.sh ENV --local (default dev),
                                             validate it the same way, stop it
@@ -18,6 +20,9 @@ Validation (dev, qa, local): scripts/validate-deployment.sh (health SERVING,
 reflection lists the Gateway, toy-dataset questions answered with
 citations, p95 latency), then `meshops eval run --target` on the toy
 dataset, results in RESULTS.
+
+IMAGE is the reference scripts/verify-image.sh printed after `cosign verify`
+(NAME@sha256:DIGEST); the CD workflow never deploys an unverified image.
 
 Environment: KUBECTL (default kubectl), NAMESPACE (default meshops-ENV),
 RESULTS (default eval/results/cd-ENV), MESHOPS_BIN (the client).

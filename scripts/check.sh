@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's checks, shared by .ci/run and the GitHub workflows:
-# formatting, lints, then the README's test command.
+# generated copies, formatting, lints, then the README's test command.
 set -euo pipefail
 
 usage() {
@@ -8,6 +8,7 @@ usage() {
 usage: scripts/check.sh [--help]
 
 Runs, from the repository root:
+  scripts/sync-k8s-config.sh --check   (k8s/base/configmaps matches config/, agents/, prompts/)
   cargo fmt --check
   cargo clippy --all-targets -- -D warnings
   cargo test
@@ -22,6 +23,8 @@ case "${1:-}" in
 esac
 
 cd "$(dirname "$0")/.."
+echo "== scripts/sync-k8s-config.sh --check"
+scripts/sync-k8s-config.sh --check
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the builds need beyond a Rust toolchain: rustfmt, clippy and
-# the pinned validators of scripts/validators.txt. Idempotent.
+# Installs, or checks, every tool the builds and the tests need beyond a
+# Rust toolchain: rustfmt, clippy, the pinned validators of
+# scripts/validators.txt, buf, kubectl and the system tools the tests call.
+# Idempotent. Under CI=true a test whose tool is missing fails (tests/common
+# `require_tool`), so this script is the place that makes them present.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -16,6 +19,12 @@ kubernetes-validate, hadolint, shellcheck, actionlint) and npm-installs buf
 pinned version is missing. Puts buf on PATH: through $GITHUB_PATH in GitHub
 Actions; elsewhere add $MESHOPS_TOOLS_DIR/node_modules/.bin to PATH (as
 .ci/run does).
+
+Checks what no package registry here can install: kubectl (its built-in
+kustomize renders k8s/; at least the pinned minimum version below) and the
+system tools the tests run (bash, python3, tar, sha256sum, diff, kill).
+Fails with how to install whatever is missing. Prints every tool's version
+at the end.
 USAGE
 }
 case "${1:-}" in
@@ -53,4 +62,41 @@ fi
 if [[ -n "${GITHUB_PATH:-}" ]]; then
   echo "$tools/node_modules/.bin" >>"$GITHUB_PATH"
 fi
-log "validators ready"
+
+# kubectl: not on any package registry these builds use, so it is checked,
+# never downloaded. 1.27 is the first kubectl with kustomize v5, which the
+# manifests are written and tested for.
+KUBECTL_MIN_VERSION=1.27
+have kubectl || die "kubectl is not installed; tests/delivery.rs renders k8s/ with it. \
+Install kubectl $KUBECTL_MIN_VERSION or newer from your system's packages or \
+https://kubernetes.io/docs/tasks/tools/ (GitHub's ubuntu runners have it), then run this again"
+kubectl_version="$(kubectl version --client -o json 2>/dev/null \
+  | python3 -c 'import json, sys; v = json.load(sys.stdin)["clientVersion"]; print(v["major"].rstrip("+") + "." + v["minor"].rstrip("+"))')" \
+  || die "cannot read kubectl's client version (kubectl version --client -o json)"
+min_minor="${KUBECTL_MIN_VERSION#*.}"
+[[ "${kubectl_version%%.*}" == 1 && "${kubectl_version#*.}" -ge "$min_minor" ]] \
+  || die "kubectl $kubectl_version is older than $KUBECTL_MIN_VERSION (kustomize v5); upgrade it"
+
+# System tools the tests run directly.
+for tool in bash python3 tar sha256sum diff kill; do
+  # type -P: an executable on PATH (the tests cannot use bash's builtin kill).
+  [[ -n "$(type -P "$tool")" ]] || die "$tool is not installed; the tests run it (install it with the system's packages)"
+done
+
+log "tool versions"
+version() { printf '  %-20s %s\n' "$1" "$(head -n 1 <<<"$2")"; }
+version rustfmt "$(cargo fmt --version)"
+version clippy "$(cargo clippy --version)"
+version kubectl "$kubectl_version ($(kubectl version --client 2>/dev/null | head -n 1))"
+version kubernetes-validate "$(python3 -m pip show kubernetes-validate 2>/dev/null | sed -n 's/^Version: //p')"
+version check-jsonschema "$(check-jsonschema --version)"
+version actionlint "$(actionlint -version)"
+version hadolint "$(hadolint --version)"
+version shellcheck "$(shellcheck --version | sed -n 's/^version: //p')"
+version buf "$("$buf" --version)"
+version python3 "$(python3 --version 2>&1)"
+version bash "$BASH_VERSION"
+version tar "$(tar --version)"
+version sha256sum "$(sha256sum --version)"
+version diff "$(diff --version)"
+log "tools ready"

@@ -13,9 +13,11 @@ usage: scripts/deploy.sh ENV [--image IMAGE]             apply k8s/overlays/ENV,
 
 ENV is dev, qa or prod.
 
-Cluster: renders k8s/overlays/ENV (scripts/k8s-render.sh, --image replaces
-the meshops image), applies it with kubectl into NAMESPACE and waits for
-`rollout status deployment/meshops`. Then validate it with:
+Cluster: --image first sets the overlay's image (scripts/set-image.sh ENV
+IMAGE: NAME@sha256:DIGEST, or NAME:TAG), then renders k8s/overlays/ENV
+(scripts/k8s-render.sh: plain `kubectl kustomize`, after checking that
+k8s/base/configmaps matches config/, agents/, prompts/), applies it with
+kubectl into NAMESPACE and waits for `rollout status deployment/meshops`. Then validate it with:
   kubectl -n NAMESPACE port-forward svc/meshops 50051:50051 &
   scripts/validate-deployment.sh http://127.0.0.1:50051
 prod is deployed with blue/green instead: scripts/promote.sh.
@@ -28,7 +30,8 @@ port; the URL is also written to ${TMPDIR:-/tmp}/meshops-deploy-ENV.url.
 
 Environment: KUBECTL (default kubectl), NAMESPACE (default meshops-ENV),
 ROLLOUT_TIMEOUT (default 300s), DRY_RUN=1 prints the manifests instead of
-applying them.
+applying them (--image still sets the overlay's image: that is a file
+change, not a cluster change).
 USAGE
 }
 
@@ -85,7 +88,10 @@ fi
 KUBECTL="${KUBECTL:-kubectl}"
 NAMESPACE="${NAMESPACE:-meshops-$env}"
 have "$KUBECTL" || die "$KUBECTL not found (set KUBECTL=..., or use --local)"
-rendered="$("$REPO_ROOT/scripts/k8s-render.sh" "$env" ${image:+--image "$image"})"
+if [[ -n "$image" ]]; then
+  "$REPO_ROOT/scripts/set-image.sh" "$env" "$image" >/dev/null
+fi
+rendered="$("$REPO_ROOT/scripts/k8s-render.sh" "$env")"
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   log "DRY_RUN: would apply these manifests to namespace $NAMESPACE"
   printf '%s\n' "$rendered"

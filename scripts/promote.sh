@@ -9,9 +9,12 @@ usage() {
 usage: scripts/promote.sh IMAGE
        scripts/promote.sh --help
 
+IMAGE is pinned by digest (NAME@sha256:DIGEST, as scripts/verify-image.sh
+prints it): a tag is refused.
+
 1. finds the live slot (blue or green) and takes the other one as idle
-2. deploys IMAGE to the idle slot and validates it there
-   (scripts/bluegreen.sh deploy: rollout, then scripts/validate-deployment.sh
+2. pins IMAGE in k8s/overlays/prod (scripts/set-image.sh), deploys it to
+   the idle slot and validates it there (scripts/bluegreen.sh deploy: rollout, then scripts/validate-deployment.sh
    through svc/meshops-IDLE); on failure stops here, live traffic untouched
 3. switches the live Services to the idle slot (validated once more first)
 4. validates the live Service (svc/meshops) after the switch
@@ -32,6 +35,8 @@ while (( $# )); do
   esac
 done
 [[ -n "$image" ]] || { usage >&2; exit 2; }
+[[ "$image" =~ @sha256:[0-9a-f]{64}$ ]] \
+  || die "prod takes an image pinned by digest (NAME@sha256:DIGEST), not '$image' (scripts/verify-image.sh prints it)"
 bg="$REPO_ROOT/scripts/bluegreen.sh"
 
 live="$("$bg" live-slot)"

@@ -2,12 +2,12 @@
 //! and the scripts, checked by real validators that run offline
 //! (hadolint, kubernetes-validate, check-jsonschema, shellcheck, kubectl's
 //! built-in kustomize) plus structural checks of the properties that matter.
-//! A validator that is not installed is skipped with a printed SKIP line;
-//! `.ci/run` installs them all (`scripts/validators.txt`).
+//! A validator that is not installed fails the test under `CI=true` and is
+//! skipped with a printed SKIP line elsewhere (`common::require::require_tool`);
+//! `.ci/run` installs or checks them all (`scripts/ci-setup.sh`).
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -17,35 +17,11 @@ fn root() -> PathBuf {
     common::root()
 }
 
-/// The executable `name` on PATH, or in the npm tools folder that
-/// scripts/ci-setup.sh installs into, if any.
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let tools = std::env::var_os("MESHOPS_TOOLS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/meshops-tools")));
-    std::env::split_paths(&path)
-        .chain(tools.map(|t| t.join("node_modules/.bin")))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Prints a SKIP line that `cargo test` shows even for passing tests (the
-/// test harness captures `println!`, not writes to the stderr handle).
-fn skip(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIP {message}");
-}
-
-/// `tool(name)`, or prints why the check is skipped.
+/// The tool `name` for `check`: a failure under CI=true, a printed SKIP
+/// (and `None`) elsewhere; see tests/common/require.rs.
+#[track_caller]
 fn require(name: &str, check: &str) -> Option<PathBuf> {
-    let found = tool(name);
-    if found.is_none() {
-        skip(&format!(
-            "{check}: `{name}` is not installed (scripts/ci-setup.sh installs it; .ci/run runs that)"
-        ));
-    }
-    found
+    common::require::require_tool(name, check)
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -104,14 +80,19 @@ fn named<'a>(docs: &'a [Value], k: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {k} {name}"))
 }
 
-/// Renders a folder of k8s/ with kubectl's built-in kustomize (the
-/// ConfigMaps read ../../config etc. in place, hence LoadRestrictionsNone).
+/// Renders a folder of k8s/ with kubectl's built-in kustomize and no flags,
+/// as Argo CD, Flux and `kubectl apply -k` build it.
+#[track_caller]
 fn render(rel: &str) -> Option<String> {
-    let kubectl = require("kubectl", &format!("kustomize build k8s/{rel}"))?;
-    let out = run(Command::new(kubectl)
-        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
-        .arg(root().join("k8s").join(rel)));
-    assert!(out.status.success(), "kustomize k8s/{rel} failed:\n{}", text(&out));
+    render_in(&root().join("k8s"), rel)
+}
+
+/// `render` for the k8s/ folder `k8s` (a project copy's).
+#[track_caller]
+fn render_in(k8s: &std::path::Path, rel: &str) -> Option<String> {
+    let kubectl = require("kubectl", &format!("kubectl kustomize k8s/{rel}"))?;
+    let out = run(Command::new(kubectl).arg("kustomize").arg(k8s.join(rel)));
+    assert!(out.status.success(), "kubectl kustomize k8s/{rel} failed:\n{}", text(&out));
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -205,6 +186,9 @@ fn every_script_parses_passes_shellcheck_and_answers_help() {
         "ab.sh",
         "k8s-render.sh",
         "check.sh",
+        "sync-k8s-config.sh",
+        "set-image.sh",
+        "verify-image.sh",
     ] {
         assert!(scripts.iter().any(|p| p.ends_with(required)), "scripts/{required} is missing");
     }
@@ -366,6 +350,146 @@ fn workflows_pass_actionlint_pin_actions_and_limit_permissions() {
     assert!(cd.contains("release:") && cd.contains("environment: prod"), "{cd}");
 }
 
+/// In cd.yml every job that deploys first installs cosign, then runs
+/// scripts/verify-image.sh (`cosign verify`), and deploys the digest that
+/// step printed, never the tag; prod verifies the digest QA validated.
+#[test]
+fn cd_workflow_verifies_the_image_signature_before_every_deploy() {
+    let doc: Value = serde_yaml_ng::from_str(&read(".github/workflows/cd.yml")).unwrap();
+    let jobs = get(&doc, "jobs").as_mapping().unwrap();
+    let mut deploying = 0;
+    for (job, spec) in jobs {
+        let steps = get(spec, "steps").as_sequence().unwrap();
+        let position = |pred: &dyn Fn(&Value) -> bool| steps.iter().position(pred);
+        let runs = |needle: &'static str| {
+            move |st: &Value| st.get("run").and_then(Value::as_str).is_some_and(|r| r.contains(needle))
+        };
+        let Some(deploy) = position(&runs("scripts/cd-build.sh")) else { continue };
+        deploying += 1;
+        let verify = position(&runs("scripts/verify-image.sh"))
+            .unwrap_or_else(|| panic!("cd.yml {job:?} deploys without scripts/verify-image.sh"));
+        let cosign = position(&|st: &Value| {
+            st.get("uses")
+                .and_then(Value::as_str)
+                .is_some_and(|u| u.starts_with("sigstore/cosign-installer@"))
+        })
+        .unwrap_or_else(|| panic!("cd.yml {job:?} does not install cosign"));
+        assert!(cosign < verify && verify < deploy, "cd.yml {job:?}: install cosign, verify, then deploy");
+        let id = s(&steps[verify], "id");
+        let image = steps[deploy]
+            .get("env")
+            .and_then(|e| e.as_mapping())
+            .map(|m| m.values().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        assert!(
+            image.contains(&format!("steps.{id}.outputs.image")),
+            "cd.yml {job:?}: deploy the verified digest (steps.{id}.outputs.image), not `{image}`"
+        );
+        assert!(!s(&steps[deploy], "run").contains("RELEASE_IMAGE"), "cd.yml {job:?} deploys the tag");
+    }
+    assert_eq!(deploying, 2, "cd.yml: the qa and prod jobs deploy");
+    let prod = get(get(&doc, "jobs"), "prod");
+    let verify = get(prod, "steps")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|st| st.get("run").and_then(Value::as_str).is_some_and(|r| r.contains("verify-image.sh")))
+        .unwrap();
+    assert!(
+        s(verify, "env.QA_IMAGE").contains("needs.qa.outputs.image"),
+        "prod verifies and deploys the digest QA validated"
+    );
+}
+
+/// A stand-in for cosign: logs its arguments, fails when FAKE_COSIGN_FAIL
+/// is set, else prints the simple-signing payloads of FAKE_DIGESTS (one
+/// signature per digest, as `cosign verify --output json` does).
+const FAKE_COSIGN: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+printf '%s\n' "$@" >"$FAKE_STATE/cosign-args"
+[[ -z "${FAKE_COSIGN_FAIL:-}" ]] || { echo "Error: no matching signatures" >&2; exit 1; }
+sep="" out="["
+for d in $FAKE_DIGESTS; do
+  out+="$sep{\"critical\":{\"identity\":{\"docker-reference\":\"x\"},\"image\":{\"docker-manifest-digest\":\"$d\"},\"type\":\"cosign container image signature\"},\"optional\":null}"
+  sep=","
+done
+echo "$out]"
+"#;
+
+/// scripts/verify-image.sh with a stand-in cosign: a tag is verified once
+/// and pinned by the digest the signature names (printed and written to
+/// $GITHUB_OUTPUT), with this repository's ci.yml as the required signer;
+/// a failed verification, a digest other than the one asked for, and
+/// signatures naming two digests are all refused.
+#[test]
+fn verify_image_pins_the_digest_cosign_verified() {
+    if require("python3", "scripts/verify-image.sh reads cosign's JSON").is_none() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let cosign = state.path().join("cosign");
+    std::fs::write(&cosign, FAKE_COSIGN).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cosign, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let output = state.path().join("github-output");
+    let verify = |image: &str, envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(root().join("scripts/verify-image.sh"));
+        cmd.arg(image)
+            .env("COSIGN", &cosign)
+            .env("FAKE_STATE", state.path())
+            .env("FAKE_DIGESTS", digest('b'))
+            .env("GITHUB_REPOSITORY", "acme/meshops")
+            .env("GITHUB_OUTPUT", &output)
+            .env_remove("COSIGN_IDENTITY_REGEXP")
+            .env_remove("FAKE_COSIGN_FAIL");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    };
+    let pinned = format!("ghcr.io/acme/meshops@{}", digest('b'));
+
+    let out = verify("ghcr.io/acme/meshops:0123abc", &[]);
+    assert!(out.status.success(), "verify-image:\n{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pinned);
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), format!("image={pinned}\n"));
+    let args = std::fs::read_to_string(state.path().join("cosign-args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(args[0], "verify", "{args:?}");
+    let flag = |f: &str| args.iter().position(|a| *a == f).map(|i| args[i + 1]);
+    assert_eq!(
+        flag("--certificate-identity-regexp"),
+        Some(r"^https://github\.com/acme/meshops/\.github/workflows/ci\.yml@refs/heads/main$")
+    );
+    assert_eq!(flag("--certificate-oidc-issuer"), Some("https://token.actions.githubusercontent.com"));
+    assert_eq!(args.last(), Some(&"ghcr.io/acme/meshops:0123abc"), "cosign resolves the tag once");
+
+    let out = verify(&pinned, &[]);
+    assert!(out.status.success(), "verify-image by digest:\n{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pinned);
+
+    std::fs::remove_file(&output).unwrap();
+    for (image, envs, why) in [
+        ("ghcr.io/acme/meshops:0123abc", vec![("FAKE_COSIGN_FAIL", "1")], "cosign verify failed"),
+        (&*format!("ghcr.io/acme/meshops@{}", digest('c')), vec![], "not the requested"),
+        (
+            "ghcr.io/acme/meshops:0123abc",
+            vec![("FAKE_DIGESTS", &*format!("{} {}", digest('b'), digest('d')))],
+            "2 digests",
+        ),
+    ] {
+        let out = verify(image, &envs);
+        let t = text(&out);
+        assert!(!out.status.success(), "verify-image {image} {envs:?} passed:\n{t}");
+        assert!(t.contains(why), "expected `{why}`:\n{t}");
+        assert!(out.stdout.is_empty(), "a refused image was printed:\n{t}");
+        assert!(!output.exists(), "a refused image reached $GITHUB_OUTPUT");
+    }
+}
+
 // --------------------------------------------------------------------- API
 
 /// `buf lint` with the rules buf.yaml states, and `buf breaking` against
@@ -400,41 +524,220 @@ fn proto_passes_buf_lint_and_buf_breaking_against_the_released_api() {
 
 // --------------------------------------------------------------- kubernetes
 
-/// Every file researchers edit is in the base's configMapGenerator, and the
-/// folders are flat (a ConfigMap cannot hold sub-folders).
-#[test]
-fn config_map_generator_lists_every_config_agent_and_prompt_file() {
-    let k: Value = serde_yaml_ng::from_str(&read("k8s/base/kustomization.yaml")).unwrap();
-    let mut listed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for generator in get(&k, "configMapGenerator").as_sequence().unwrap() {
-        let files = get(generator, "files").as_sequence().unwrap();
-        listed.insert(
-            s(generator, "name").to_string(),
-            files.iter().map(|f| f.as_str().unwrap().trim_start_matches("../../").to_string()).collect(),
-        );
-    }
-    for (map, dir) in
-        [("meshops-config", "config"), ("meshops-agents", "agents"), ("meshops-prompts", "prompts")]
-    {
-        let mut on_disk = Vec::new();
-        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
-            let p = entry.unwrap().path();
-            // The judges' prompts are read by `meshops eval`, never by the
-            // gateway: the image carries them, the ConfigMap need not.
-            if p == root().join("prompts/eval") {
-                continue;
-            }
-            assert!(
-                !p.is_dir(),
-                "{} is a folder: a ConfigMap is flat; give it its own configMapGenerator and volume",
-                p.display()
+/// The ConfigMaps' sources: (ConfigMap, source folder), in generator order.
+const CONFIG_MAPS: [(&str, &str); 3] =
+    [("meshops-config", "config"), ("meshops-agents", "agents"), ("meshops-prompts", "prompts")];
+
+/// The files of `dir` (under `base`) that go into its ConfigMap, sorted.
+/// The folders are flat (a ConfigMap cannot hold sub-folders); the judges'
+/// prompts (`prompts/eval/`) are read by `meshops eval`, never by the
+/// gateway: the image carries them, the ConfigMap need not.
+fn config_map_sources(base: &std::path::Path, dir: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(base.join(dir)).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() {
+            assert_eq!(
+                format!("{dir}/{name}"),
+                "prompts/eval",
+                "a folder: a ConfigMap is flat; give it its own configMapGenerator and volume"
             );
-            on_disk.push(format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()));
+            continue;
         }
-        on_disk.sort();
-        let mut got = listed.get(map).cloned().unwrap_or_default();
-        got.sort();
-        assert_eq!(got, on_disk, "k8s/base/kustomization.yaml {map} must list every file of {dir}/");
+        files.push(name);
+    }
+    files.sort();
+    files
+}
+
+/// The copy of config/, agents/ and prompts/ under k8s/base/configmaps
+/// (what plain `kubectl kustomize` may read) is byte for byte the sources,
+/// with nothing more, and its generator lists every file: a change to a
+/// source without `scripts/sync-k8s-config.sh` fails here, and the script's
+/// own `--check` agrees.
+#[test]
+fn k8s_config_copy_is_up_to_date_with_config_agents_and_prompts() {
+    let copy = root().join("k8s/base/configmaps");
+    let k: Value = serde_yaml_ng::from_str(&read("k8s/base/configmaps/kustomization.yaml")).unwrap();
+    let generators = get(&k, "configMapGenerator").as_sequence().unwrap();
+    assert_eq!(generators.len(), CONFIG_MAPS.len(), "{generators:?}");
+    let stale = "k8s/base/configmaps is stale: run scripts/sync-k8s-config.sh and commit the result";
+    for (generator, (map, dir)) in generators.iter().zip(CONFIG_MAPS) {
+        assert_eq!(s(generator, "name"), map);
+        let sources = config_map_sources(&root(), dir);
+        let listed: Vec<String> = get(generator, "files")
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect();
+        let wanted: Vec<String> = sources.iter().map(|f| format!("{dir}/{f}")).collect();
+        assert_eq!(listed, wanted, "{map} must list every file of {dir}/: {stale}");
+        let mut copied: Vec<String> = std::fs::read_dir(copy.join(dir))
+            .unwrap_or_else(|e| panic!("k8s/base/configmaps/{dir}: {e}: {stale}"))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        copied.sort();
+        assert_eq!(copied, sources, "k8s/base/configmaps/{dir} holds other files than {dir}/: {stale}");
+        for f in &sources {
+            let source = std::fs::read(root().join(dir).join(f)).unwrap();
+            let copied = std::fs::read(copy.join(dir).join(f)).unwrap();
+            assert!(source == copied, "k8s/base/configmaps/{dir}/{f} differs from {dir}/{f}: {stale}");
+        }
+    }
+    let base: Value = serde_yaml_ng::from_str(&read("k8s/base/kustomization.yaml")).unwrap();
+    let resources = get(&base, "resources").as_sequence().unwrap();
+    assert!(resources.iter().any(|r| r.as_str() == Some("configmaps")), "the base must include configmaps");
+    let out = run(Command::new(root().join("scripts/sync-k8s-config.sh")).arg("--check"));
+    assert!(out.status.success(), "scripts/sync-k8s-config.sh --check:\n{}", text(&out));
+}
+
+/// No kustomization reads a file outside its own tree and nothing asks for
+/// `--load-restrictor`: plain `kubectl kustomize` (Argo CD, Flux) must do.
+#[test]
+fn kustomizations_read_nothing_outside_k8s() {
+    let mut stack = vec![root().join("k8s")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "kustomization.yaml") {
+                let body = std::fs::read_to_string(&p).unwrap();
+                assert!(!body.contains("../../config/"), "{} reads config/ in place", p.display());
+                assert!(!body.contains("../../agents/"), "{} reads agents/ in place", p.display());
+                assert!(!body.contains("../../prompts/"), "{} reads prompts/ in place", p.display());
+            }
+        }
+    }
+    for f in files_in("scripts", "sh").iter().chain(files_in(".github/workflows", "yml").iter()) {
+        let body = std::fs::read_to_string(f).unwrap();
+        assert!(!body.contains("load-restrictor"), "{} still passes --load-restrictor", f.display());
+    }
+}
+
+/// scripts/sync-k8s-config.sh on a project copy: `--check` passes on the
+/// committed state, fails naming the files once a prompt is edited and one
+/// is added (and `k8s-render.sh` then refuses to render); the sync brings the
+/// copy up to date, a second run changes nothing, and the rendered
+/// ConfigMap carries the new content. A sub-folder is refused.
+#[test]
+fn sync_k8s_config_detects_a_stale_copy_and_brings_it_up_to_date() {
+    let project = common::project_copy(&["scripts", "config", "agents", "prompts", "k8s"]);
+    let p = project.path();
+    let sync = |args: &[&str]| run(Command::new(p.join("scripts/sync-k8s-config.sh")).args(args));
+    let check = sync(&["--check"]);
+    assert!(check.status.success(), "--check on the committed state:\n{}", text(&check));
+
+    let edited = "\n{# a researcher's edit #}\n";
+    let critic = p.join("prompts/critic.prompty");
+    let mut body = std::fs::read_to_string(&critic).unwrap();
+    body.push_str(edited);
+    std::fs::write(&critic, &body).unwrap();
+    std::fs::copy(p.join("prompts/router.prompty"), p.join("prompts/router_v2.prompty")).unwrap();
+    let check = sync(&["--check"]);
+    let t = text(&check);
+    assert_eq!(check.status.code(), Some(1), "--check passed a stale copy:\n{t}");
+    assert!(t.contains("critic.prompty") && t.contains("router_v2.prompty") && t.contains("stale"), "{t}");
+    let render = run(Command::new(p.join("scripts/k8s-render.sh")).arg("dev"));
+    assert!(!render.status.success(), "k8s-render.sh rendered a stale copy:\n{}", text(&render));
+
+    let first = sync(&[]);
+    assert!(first.status.success(), "sync:\n{}", text(&first));
+    let kustomization = p.join("k8s/base/configmaps/kustomization.yaml");
+    let after_first = std::fs::read_to_string(&kustomization).unwrap();
+    assert!(after_first.contains("prompts/router_v2.prompty"), "{after_first}");
+    let second = sync(&[]);
+    assert!(second.status.success() && text(&second).contains("up to date"), "{}", text(&second));
+    assert_eq!(std::fs::read_to_string(&kustomization).unwrap(), after_first);
+    let check = sync(&["--check"]);
+    assert!(check.status.success(), "--check after the sync:\n{}", text(&check));
+
+    if let Some(yaml) = render_in(&p.join("k8s"), "overlays/dev") {
+        let docs = yaml_docs(&yaml);
+        let prompts = kind(&docs, "ConfigMap")
+            .into_iter()
+            .find(|d| s(d, "metadata.name").starts_with("meshops-prompts-"))
+            .expect("the prompts ConfigMap");
+        let data = get(prompts, "data");
+        let critic = data.get("critic.prompty").and_then(Value::as_str);
+        assert_eq!(critic, Some(body.as_str()), "the edit reached the ConfigMap");
+        assert!(data.get("router_v2.prompty").is_some(), "the new prompt is in the ConfigMap");
+    }
+
+    std::fs::create_dir(p.join("agents/extra")).unwrap();
+    let out = sync(&[]);
+    assert!(!out.status.success() && text(&out).contains("is a folder"), "{}", text(&out));
+}
+
+/// A made-up digest: 64 hex digits of `c`.
+fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+/// scripts/set-image.sh on a project copy: prod takes an image pinned by
+/// digest (a tag on the same reference is dropped) and renders it as
+/// NAME@DIGEST in both blue/green slots; the same call again changes no
+/// byte; a tag or a malformed digest for prod is refused and leaves the
+/// overlay alone; dev takes a tag.
+#[test]
+fn set_image_pins_the_prod_overlay_by_digest() {
+    let project = common::project_copy(&["scripts", "config", "agents", "prompts", "k8s"]);
+    let p = project.path();
+    let set = |env: &str, image: &str| run(Command::new(p.join("scripts/set-image.sh")).args([env, image]));
+    let overlay = p.join("k8s/overlays/prod/kustomization.yaml");
+    let pinned = format!("ghcr.io/acme/meshops@{}", digest('a'));
+
+    let out = set("prod", &format!("ghcr.io/acme/meshops:1.2.0@{}", digest('a')));
+    assert!(out.status.success(), "set-image prod:\n{}", text(&out));
+    let once = std::fs::read_to_string(&overlay).unwrap();
+    let k: Value = serde_yaml_ng::from_str(&once).unwrap();
+    let images = get(&k, "images").as_sequence().unwrap();
+    assert_eq!(images.len(), 1, "{images:?}");
+    assert_eq!(s(&images[0], "name"), "ghcr.io/meshops/meshops");
+    assert_eq!(s(&images[0], "newName"), "ghcr.io/acme/meshops");
+    assert_eq!(s(&images[0], "digest"), digest('a'));
+    assert!(images[0].get("newTag").is_none(), "a tag beside the digest: {images:?}");
+    let out = set("prod", &pinned);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&overlay).unwrap(), once, "a second run changed the overlay");
+    // Everything else in the overlay is as it was.
+    let committed: Value = serde_yaml_ng::from_str(&read("k8s/overlays/prod/kustomization.yaml")).unwrap();
+    for key in ["namespace", "resources", "labels", "replicas", "patches"] {
+        assert_eq!(get(&k, key), get(&committed, key), "set-image.sh changed `{key}`");
+    }
+
+    for (target, deployment) in [
+        ("overlays/prod", "meshops"),
+        ("bluegreen/blue", "meshops-blue"),
+        ("bluegreen/green", "meshops-green"),
+    ] {
+        let Some(yaml) = render_in(&p.join("k8s"), target) else { return };
+        let docs = yaml_docs(&yaml);
+        let dep = named(&docs, "Deployment", deployment);
+        assert_eq!(s(dep, "spec.template.spec.containers.0.image"), pinned, "k8s/{target}");
+    }
+
+    for refused in [
+        "ghcr.io/acme/meshops:1.2.0".to_string(),
+        "ghcr.io/acme/meshops".to_string(),
+        "ghcr.io/acme/meshops@sha256:abc".to_string(),
+        format!("ghcr.io/acme/meshops@{}", digest('A')),
+    ] {
+        let out = set("prod", &refused);
+        assert!(!out.status.success(), "set-image prod {refused} was accepted");
+        assert_eq!(std::fs::read_to_string(&overlay).unwrap(), once, "a refused image changed the overlay");
+    }
+    let out = set("dev", "registry.example:5000/team/meshops:dev-42");
+    assert!(out.status.success(), "set-image dev with a tag:\n{}", text(&out));
+    if let Some(yaml) = render_in(&p.join("k8s"), "overlays/dev") {
+        let docs = yaml_docs(&yaml);
+        let dep = named(&docs, "Deployment", "meshops");
+        assert_eq!(
+            s(dep, "spec.template.spec.containers.0.image"),
+            "registry.example:5000/team/meshops:dev-42"
+        );
     }
 }
 
@@ -495,7 +798,7 @@ fn grpcroutes_pass_the_gateway_api_schema_and_split_by_weight() {
         }
     }
     // The schema catches what the API server would reject.
-    if let Some(cj) = tool("check-jsonschema") {
+    if let Some(cj) = require("check-jsonschema", "GRPCRoute schema rejects a negative weight") {
         let bad = dir.path().join("bad.yaml");
         std::fs::write(
             &bad,
@@ -838,6 +1141,15 @@ fn docs_cover_deployment() {
         "scripts/validate-deployment.sh",
         "scripts/promote.sh",
         "buf breaking",
+        "scripts/sync-k8s-config.sh",
+        "scripts/set-image.sh",
+        "scripts/verify-image.sh",
+        "cosign verify",
+        "kubectl apply -k",
+        "kind: Application",
+        "kind: Kustomization",
+        "Argo CD",
+        "Flux",
     ] {
         assert!(d.contains(topic), "docs/deployment.md does not mention {topic}");
     }
@@ -872,7 +1184,7 @@ case "${args[0]} ${args[1]:-}" in
       echo "$prev" >"$state/prev"
       echo "$slot" >"$state/live"
     fi ;;
-  "apply -f") cat >/dev/null ;;
+  "apply -f") cat >>"$state/applied" ;;
   "rollout status") echo "deployment successfully rolled out" ;;
   "port-forward "*)
     local_port="${args[2]%%:*}"
@@ -953,9 +1265,14 @@ fn bluegreen_switch_validates_through_the_client_then_moves_the_live_selector() 
 /// never goes live; a failure after the switch rolls back.
 #[test]
 fn promote_validates_both_sides_of_the_switch_and_rolls_back() {
+    // promote.sh pins the image in k8s/overlays/prod: run a project copy's
+    // scripts so the checkout stays as it is.
+    let image = format!("ghcr.io/acme/meshops@{}", digest('e'));
     let promote = |state: &std::path::Path, kubectl: &std::path::Path, envs: &[(&str, &str)]| {
-        let mut cmd = Command::new(root().join("scripts/promote.sh"));
-        cmd.arg("img:2")
+        let project =
+            common::project_copy(&["scripts", "config", "agents", "prompts", "k8s", "eval/datasets"]);
+        let mut cmd = Command::new(project.path().join("scripts/promote.sh"));
+        cmd.arg(&image)
             .env("KUBECTL", kubectl)
             .env("FAKE_STATE", state)
             .env("MESHOPS_BIN", bin())
@@ -965,27 +1282,50 @@ fn promote_validates_both_sides_of_the_switch_and_rolls_back() {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        run(&mut cmd)
+        let out = run(&mut cmd);
+        let overlay = std::fs::read_to_string(project.path().join("k8s/overlays/prod/kustomization.yaml"));
+        (out, overlay.unwrap())
     };
     let live =
         |state: &std::path::Path| std::fs::read_to_string(state.join("live")).unwrap().trim().to_string();
 
-    // Good release: green validated, switched, live validated.
+    // Good release: pinned by digest in the prod overlay, green validated,
+    // switched, live validated.
     let (state, kubectl) = fake_cluster("blue");
-    let out = promote(state.path(), &kubectl, &[]);
+    let (out, overlay) = promote(state.path(), &kubectl, &[]);
     let t = text(&out);
     assert!(out.status.success(), "promote:\n{t}");
     assert_eq!(live(state.path()), "green");
-    assert!(t.contains("live service validated") && t.contains("promoted img:2"), "{t}");
+    assert!(t.contains("live service validated") && t.contains(&format!("promoted {image}")), "{t}");
+    assert!(
+        overlay.contains(&format!("digest: {}", digest('e'))),
+        "the prod overlay is not pinned:\n{overlay}"
+    );
+    let applied = std::fs::read_to_string(state.path().join("applied")).unwrap();
+    let deployments: Vec<Value> =
+        yaml_docs(&applied).into_iter().filter(|d| s(d, "kind") == "Deployment").collect();
+    assert_eq!(deployments.len(), 1, "only the idle slot is applied");
+    assert_eq!(s(&deployments[0], "metadata.name"), "meshops-green");
+    assert_eq!(s(&deployments[0], "spec.template.spec.containers.0.image"), image);
     let calls = std::fs::read_to_string(state.path().join("calls")).unwrap();
     let idle = calls.find("port-forward svc/meshops-green").expect("idle slot validated");
     let patch = calls.find("patch service meshops ").expect("switched");
     let after = calls.rfind("port-forward svc/meshops ").expect("live validated");
     assert!(idle < patch && patch < after, "order must be validate idle, switch, validate live:\n{calls}");
 
+    // A tag is refused before anything touches the cluster.
+    let (state, kubectl) = fake_cluster("blue");
+    let project = common::project_copy(&["scripts", "config", "agents", "prompts", "k8s"]);
+    let out = run(Command::new(project.path().join("scripts/promote.sh"))
+        .arg("ghcr.io/acme/meshops:1.2.0")
+        .env("KUBECTL", &kubectl)
+        .env("FAKE_STATE", state.path()));
+    assert!(!out.status.success() && text(&out).contains("pinned by digest"), "{}", text(&out));
+    assert!(!state.path().join("calls").exists(), "a tag reached the cluster");
+
     // The new slot answers without citations: it never goes live.
     let (state, kubectl) = fake_cluster("blue");
-    let out = promote(state.path(), &kubectl, &[("FAKE_BAD_SLOTS", "green")]);
+    let (out, _) = promote(state.path(), &kubectl, &[("FAKE_BAD_SLOTS", "green")]);
     let t = text(&out);
     assert!(!out.status.success(), "a bad slot was promoted:\n{t}");
     assert!(t.contains("answers  FAIL") && t.contains("live slot 'blue' keeps serving"), "{t}");
@@ -995,7 +1335,7 @@ fn promote_validates_both_sides_of_the_switch_and_rolls_back() {
 
     // The switch happens, then the live Service fails: automatic rollback.
     let (state, kubectl) = fake_cluster("blue");
-    let out = promote(state.path(), &kubectl, &[("FAKE_BAD_LIVE", "1")]);
+    let (out, _) = promote(state.path(), &kubectl, &[("FAKE_BAD_LIVE", "1")]);
     let t = text(&out);
     assert!(!out.status.success(), "a failing live Service was accepted:\n{t}");
     assert!(t.contains("rolled back"), "{t}");

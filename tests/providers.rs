@@ -550,8 +550,10 @@ fn shipped_openai_overlay_loads_or_names_the_missing_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_against_a_real_endpoint_when_configured() {
     set_key();
-    let Ok(base_url) = std::env::var("MESHOPS_LLM_BASE_URL") else {
-        println!("skipped: set MESHOPS_LLM_BASE_URL (and MESHOPS_LLM_MODEL, MESHOPS_LLM_API_KEY_ENV) to run");
+    let Some(base_url) = common::require::opt_in_env(
+        "MESHOPS_LLM_BASE_URL",
+        "(and MESHOPS_LLM_MODEL, MESHOPS_LLM_API_KEY_ENV) to run against a real endpoint",
+    ) else {
         return;
     };
     let model = std::env::var("MESHOPS_LLM_MODEL").unwrap_or_else(|_| "gpt-4o-mini".into());
@@ -719,11 +721,11 @@ async fn mesh_ingests_and_retrieves_through_remote_embeddings() {
 async fn remote_embeddings_against_a_real_endpoint_when_configured() {
     use meshops::config::EmbedderProvider;
     set_key();
-    let Ok(base_url) = std::env::var("MESHOPS_EMBED_BASE_URL") else {
-        println!(
-            "skipped: set MESHOPS_EMBED_BASE_URL (and MESHOPS_EMBED_MODEL, MESHOPS_EMBED_DIMENSION, \
-             MESHOPS_EMBED_API_KEY_ENV) to run"
-        );
+    let Some(base_url) = common::require::opt_in_env(
+        "MESHOPS_EMBED_BASE_URL",
+        "(and MESHOPS_EMBED_MODEL, MESHOPS_EMBED_DIMENSION, MESHOPS_EMBED_API_KEY_ENV) to run against a real \
+         endpoint",
+    ) else {
         return;
     };
     let model = std::env::var("MESHOPS_EMBED_MODEL").unwrap_or_else(|_| "text-embedding-3-small".into());

@@ -2,7 +2,8 @@
 //! `MESHOPS_QDRANT_URL` names one (its gRPC URL, `http://HOST:6334`;
 //! `MESHOPS_QDRANT_API_KEY_ENV` names the key's variable if it needs one).
 //! No Qdrant server can be installed on the build machines, so unset, the
-//! test says it skipped; the conversions are unit-tested in
+//! test says it skipped (a SKIP line on stderr, CI included:
+//! `common::require::opt_in_env`); the conversions are unit-tested in
 //! `src/retrieval/qdrant.rs` against the shared schema.
 
 mod common;
@@ -15,10 +16,10 @@ use meshops::retrieval::qdrant::QdrantStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_and_ask_against_a_qdrant_server_when_configured() {
-    let Ok(url) = std::env::var("MESHOPS_QDRANT_URL") else {
-        println!(
-            "skipped: set MESHOPS_QDRANT_URL (e.g. http://127.0.0.1:6334) to run against a Qdrant server"
-        );
+    let Some(url) = common::require::opt_in_env(
+        "MESHOPS_QDRANT_URL",
+        "(e.g. http://127.0.0.1:6334) to run against a Qdrant server",
+    ) else {
         return;
     };
     let key_env = std::env::var("MESHOPS_QDRANT_API_KEY_ENV").ok();

@@ -1,8 +1,10 @@
 //! Shared test set-up: the shipped configuration with a temporary data dir,
-//! a real gateway on 127.0.0.1:0 and the real generated client.
+//! a real gateway on 127.0.0.1:0 and the real generated client; tools and
+//! services a test needs (`require`: fail under CI, skip visibly elsewhere).
 #![allow(dead_code)]
 
 pub mod fake_openai;
+pub mod require;
 
 use std::path::{Path, PathBuf};
 
