@@ -46,6 +46,7 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 for tool in check-jsonschema kubernetes-validate hadolint shellcheck actionlint; do
   have "$tool" || die "$tool is not on PATH after installing (is pip's bin dir on PATH?)"
 done
+python3 -c 'import openai' || die "the openai Python SDK did not install (tests/openai_api.rs drives the HTTP API with it)"
 
 BUF_VERSION=1.75.0
 tools="${MESHOPS_TOOLS_DIR:-$HOME/.cache/meshops-tools}"
@@ -95,6 +96,7 @@ version hadolint "$(hadolint --version)"
 version shellcheck "$(shellcheck --version | sed -n 's/^version: //p')"
 version buf "$("$buf" --version)"
 version python3 "$(python3 --version 2>&1)"
+version openai "$(python3 -c 'import openai; print(openai.__version__)')"
 version bash "$BASH_VERSION"
 version tar "$(tar --version)"
 version sha256sum "$(sha256sum --version)"

@@ -60,6 +60,30 @@ pub fn require_tool(name: &str, what: &str) -> Option<PathBuf> {
     None
 }
 
+/// Whether `python3` can import `module` (a client library the test drives,
+/// pinned in scripts/validators.txt); missing: the test fails under CI, and
+/// elsewhere gets `false` after a printed SKIP.
+#[track_caller]
+pub fn require_python_module(module: &str, what: &str) -> bool {
+    let Some(python) = require_tool("python3", what) else { return false };
+    let found = std::process::Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return true;
+    }
+    if in_ci() {
+        panic!(
+            "{}: {what}: the Python module `{module}` is not installed, and under CI=true a missing tool \
+             is a failure (scripts/ci-setup.sh installs it from scripts/validators.txt)",
+            test_name()
+        );
+    }
+    skip(&format!("{what}: the Python module `{module}` is not installed (scripts/ci-setup.sh installs it)"));
+    false
+}
+
 /// The value of the opt-in variable `var` that points the running test at
 /// a service; unset, the test is skipped (CI included), and the SKIP line
 /// says what to set (`how`).
