@@ -147,7 +147,8 @@ async fn a_batch_survives_sigkill_and_every_item_gets_exactly_one_result() {
     let data: PathBuf = dir.path().to_path_buf();
     let mut first = serve(&data, &SLOW).await;
     let mut c = client(&first).await;
-    let submit = SubmitBatchRequest { items: items(ITEMS), request_id: "sigkill-test".into() };
+    let submit =
+        SubmitBatchRequest { items: items(ITEMS), request_id: "sigkill-test".into(), ..Default::default() };
     let job = c.submit_batch(submit.clone()).await.unwrap().into_inner();
     assert_eq!(job.total, ITEMS as u32);
     assert_eq!(job.pending, ITEMS as u32);
@@ -254,7 +255,11 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
     assert_eq!(c.stream_batch_results(request).await.map(|_| ()).unwrap_err().code(), Code::NotFound);
 
     // Limits and bad items.
-    let submit = |items: Vec<AskRequest>, rid: &str| SubmitBatchRequest { items, request_id: rid.into() };
+    let submit = |items: Vec<AskRequest>, rid: &str| SubmitBatchRequest {
+        items,
+        request_id: rid.into(),
+        ..Default::default()
+    };
     let err = c.submit_batch(submit(vec![], "")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("at least one item"), "{}", err.message());
@@ -365,7 +370,7 @@ async fn batch_work_leaves_real_time_slots_free_and_sigterm_stops_at_an_item_bou
     let served = serve(dir.path(), &env).await;
     let mut c = client(&served).await;
     let job = c
-        .submit_batch(SubmitBatchRequest { items: items(100), request_id: String::new() })
+        .submit_batch(SubmitBatchRequest { items: items(100), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
