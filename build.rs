@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("meshops_descriptor.bin"))
-        .compile_protos(&["proto/meshops/v1/gateway.proto"], &["proto"])?;
+        .compile_protos(&["proto/meshops/v1/gateway.proto", "proto/meshops/v1/admin.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -67,10 +67,23 @@ enum Command {
     /// API keys for `gateway.api_keys_file`.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Chunk, embed and upsert files into the configured collection (idempotent).
+    /// Chunk, embed and upsert files into the configured collection
+    /// (idempotent; a document ingested again replaces its earlier version),
+    /// or remove documents with --delete. With --target, through a running
+    /// gateway (which holds the embedded store while it runs).
     Ingest {
-        /// Files or folders (default: retrieval.corpus).
+        /// Files or folders of .md, .markdown, .txt or .rst files (default:
+        /// retrieval.corpus).
         paths: Vec<PathBuf>,
+        /// Remove the chunks of this document id instead (repeatable).
+        #[arg(long, value_name = "DOC_ID", conflicts_with = "paths")]
+        delete: Vec<String>,
+        /// A running gateway (http://HOST:PORT) to ingest through; the files
+        /// are read here and their text sent.
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        conn: cli::connect::ConnectArgs,
     },
     /// Check every config, agent and prompt file; exit non-zero on error.
     Validate,
@@ -197,7 +210,10 @@ async fn run(cli: Cli) -> Result<()> {
             cli::admin::probe(target_url(&cli, target.as_deref()), *timeout, conn).await
         }
         Command::Keys(KeysCommand::Hash { label }) => cli::admin::keys_hash(label.as_deref()),
-        Command::Ingest { paths } => cli::admin::ingest(&load(&cli)?, paths).await,
+        Command::Ingest { paths, delete, target, conn } => {
+            let args = cli::ingest::IngestArgs { paths, delete, target: target.as_deref(), conn };
+            cli::ingest::execute(args, || load(&cli)).await
+        }
         Command::Batch { command, conn } => {
             let target = target_url(&cli, command.target());
             let channel = cli::connect::connect(&target, conn).await?;

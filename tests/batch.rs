@@ -8,9 +8,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::served::{Served, serve};
 use meshops::proto::batch_client::BatchClient;
 use meshops::proto::batch_result::Outcome;
 use meshops::proto::{
@@ -19,50 +20,6 @@ use meshops::proto::{
 };
 use tonic::Code;
 use tonic::transport::Channel;
-
-/// A `meshops serve` child process, killed when dropped.
-struct Served {
-    child: Child,
-    target: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `meshops serve` on a free port with `data` as its data dir and
-/// waits until its health check says SERVING.
-async fn serve(data: &Path, env: &[(&str, &str)]) -> Served {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(data.join("serve.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_meshops"))
-        .args(["serve", "--listen", &listen])
-        .current_dir(common::root())
-        .env("MESHOPS__RETRIEVAL__DATA_DIR", data)
-        .env("MESHOPS__TELEMETRY__EXPORT", "false")
-        .envs(env.iter().copied())
-        .env_remove("MESHOPS_ENV")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let served = Served { child, target: format!("http://{listen}") };
-    for _ in 0..1200 {
-        if let Ok(channel) = Channel::from_shared(served.target.clone()).unwrap().connect().await {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
-            if check.is_ok_and(|r| r.into_inner().status == 1) {
-                return served;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("serve never became SERVING; log:\n{}", std::fs::read_to_string(data.join("serve.log")).unwrap());
-}
 
 async fn client(s: &Served) -> BatchClient<Channel> {
     BatchClient::connect(s.target.clone()).await.unwrap()
@@ -147,7 +104,8 @@ async fn a_batch_survives_sigkill_and_every_item_gets_exactly_one_result() {
     let data: PathBuf = dir.path().to_path_buf();
     let mut first = serve(&data, &SLOW).await;
     let mut c = client(&first).await;
-    let submit = SubmitBatchRequest { items: items(ITEMS), request_id: "sigkill-test".into() };
+    let submit =
+        SubmitBatchRequest { items: items(ITEMS), request_id: "sigkill-test".into(), ..Default::default() };
     let job = c.submit_batch(submit.clone()).await.unwrap().into_inner();
     assert_eq!(job.total, ITEMS as u32);
     assert_eq!(job.pending, ITEMS as u32);
@@ -254,7 +212,11 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
     assert_eq!(c.stream_batch_results(request).await.map(|_| ()).unwrap_err().code(), Code::NotFound);
 
     // Limits and bad items.
-    let submit = |items: Vec<AskRequest>, rid: &str| SubmitBatchRequest { items, request_id: rid.into() };
+    let submit = |items: Vec<AskRequest>, rid: &str| SubmitBatchRequest {
+        items,
+        request_id: rid.into(),
+        ..Default::default()
+    };
     let err = c.submit_batch(submit(vec![], "")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("at least one item"), "{}", err.message());
@@ -335,6 +297,26 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l["response"]["variant"] == "concise"), "{lines:?}");
+    // Each result names its dataset row.
+    let ids: Vec<String> = common::sample_rows().iter().take(3).map(|r| r.id.clone()).collect();
+    for line in &lines {
+        let index = line["item_index"].as_u64().unwrap() as usize;
+        assert_eq!(line["id"].as_str(), Some(ids[index].as_str()), "{line}");
+    }
+    // The newest job first, one page at a time.
+    let out = cli(&["list", "--page-size", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["job_id"].as_str(), Some(job_id.as_str()));
+    let more = String::from_utf8_lossy(&out.stderr).into_owned();
+    let token = more.trim().strip_prefix("more jobs: --page-token ").unwrap_or_else(|| panic!("{more}"));
+    let out = cli(&["list", "--page-token", token, "--all"]);
+    let older: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(older.len(), 1, "the one job submitted before: {older:?}");
+    assert_eq!(older[0]["job_id"].as_str(), Some(first.job_id.as_str()));
     let out = cli(&["status", &job_id]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((status["state"].as_str(), status["done"].as_u64()), (Some("completed"), Some(3)));
@@ -365,7 +347,7 @@ async fn batch_work_leaves_real_time_slots_free_and_sigterm_stops_at_an_item_bou
     let served = serve(dir.path(), &env).await;
     let mut c = client(&served).await;
     let job = c
-        .submit_batch(SubmitBatchRequest { items: items(100), request_id: String::new() })
+        .submit_batch(SubmitBatchRequest { items: items(100), ..Default::default() })
         .await
         .unwrap()
         .into_inner();

@@ -62,7 +62,7 @@ async fn ingest_and_ask_against_a_qdrant_server_when_configured() {
         &opts,
         embedder.as_ref(),
         t.server.store.as_ref(),
-        &indicatif::ProgressBar::hidden(),
+        &|_, _| {},
     )
     .await
     .unwrap();

@@ -3,6 +3,9 @@
 //!
 //! - [`store`]: the SQLite database (jobs, items, results), written before
 //!   a call is answered; an item's result is committed once.
+//! - [`schema`]: its tables and the migrations that bring an older file up
+//!   to date.
+//! - [`summary`]: a job's state and counts, and pages of jobs newest first.
 //! - [`runner`]: the workers that claim waiting items and run them, within
 //!   `batch.workers` overall and `batch.per_job_concurrency` per job,
 //!   outside the gateway's real-time slots.
@@ -12,7 +15,9 @@
 //! a gRPC client of that service, lives in the binary (`cli::batch`).
 
 pub mod runner;
+pub mod schema;
 pub mod store;
+pub mod summary;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,8 +27,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MeshSpec;
-use crate::mesh::AskInput;
-pub use store::{ItemResult, JobState, JobSummary, Outcome, Store};
+pub use store::{ItemResult, JobState, JobSummary, NewItem, Outcome, Store};
+pub use summary::{JobPage, Owners};
 
 /// Why a batch call or command failed.
 #[derive(Debug, thiserror::Error)]
@@ -155,13 +160,18 @@ impl Batch {
 }
 
 /// A fingerprint of a job's items, so a reused `request_id` with other
-/// items is told apart from a retry.
-pub fn fingerprint(items: &[AskInput]) -> String {
+/// items is told apart from a retry. An item's id counts only when it has
+/// one, so items without ids fingerprint as they always have.
+pub fn fingerprint(items: &[NewItem]) -> String {
     let mut bytes = Vec::new();
     for item in items {
         // Serializing plain strings and maps cannot fail; an empty
         // fingerprint would only weaken the reuse check.
-        bytes.extend(serde_json::to_vec(item).unwrap_or_default());
+        bytes.extend(serde_json::to_vec(&item.input).unwrap_or_default());
+        if let Some(id) = &item.id {
+            bytes.push(b'\t');
+            bytes.extend(id.as_bytes());
+        }
         bytes.push(b'\n');
     }
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &bytes).simple().to_string()

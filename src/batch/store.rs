@@ -11,6 +11,9 @@
 //! committed once and the later insert is a no-op. Results are numbered per
 //! job in the order they were committed (`seq`, dense from 0): that number is
 //! the offset a client resumes a result stream from.
+//!
+//! The tables and their migrations are in [`super::schema`]; reading a
+//! job's summary and pages of jobs in [`super::summary`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,49 +23,12 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::watch;
 
 use super::BatchError;
+use super::summary::{self, JobPage, Owners, summary};
 use crate::mesh::{Answer, AskInput, Usage};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id      TEXT PRIMARY KEY,
-    request_id  TEXT,
-    fingerprint TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    total       INTEGER NOT NULL,
-    created_ms  INTEGER NOT NULL,
-    finished_ms INTEGER
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_request_id ON jobs(request_id) WHERE request_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_open ON jobs(state) WHERE state = 'open';
-CREATE TABLE IF NOT EXISTS items (
-    job_id     TEXT NOT NULL REFERENCES jobs(job_id),
-    item_index INTEGER NOT NULL,
-    input      TEXT NOT NULL,
-    state      INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, item_index)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS items_waiting ON items(job_id, item_index) WHERE state = 0;
-CREATE TABLE IF NOT EXISTS results (
-    job_id        TEXT NOT NULL REFERENCES jobs(job_id),
-    item_index    INTEGER NOT NULL,
-    seq           INTEGER NOT NULL,
-    code          INTEGER NOT NULL,
-    message       TEXT NOT NULL,
-    answer        TEXT,
-    input_tokens  INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd      REAL,
-    model_calls   INTEGER NOT NULL DEFAULT 0,
-    latency_ms    REAL NOT NULL DEFAULT 0,
-    finished_ms   INTEGER NOT NULL,
-    PRIMARY KEY (job_id, item_index)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS results_seq ON results(job_id, seq);
-";
 
 /// Item states in `items.state`.
 const WAITING: i64 = 0;
-const CLAIMED: i64 = 1;
+pub(super) const CLAIMED: i64 = 1;
 const FINISHED: i64 = 2;
 
 /// gRPC's CANCELLED: the code of items a cancel answered.
@@ -112,6 +78,17 @@ pub struct ItemResult {
     /// Position in the job's results, in commit order.
     pub offset: u64,
     pub outcome: Outcome,
+    /// The caller's id for the item, when it gave one.
+    pub item_id: Option<String>,
+}
+
+/// An item as submitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewItem {
+    /// The caller's own id for it (a dataset row's `id`), carried back on
+    /// its result.
+    pub id: Option<String>,
+    pub input: AskInput,
 }
 
 /// An item a worker took.
@@ -152,7 +129,11 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let mut conn = conn;
+        super::schema::migrate(&mut conn).map_err(|e| match e {
+            BatchError::Sqlite(source) => db(source),
+            other => other,
+        })?;
         let resumed = conn
             .execute("UPDATE items SET state = ?1 WHERE state = ?2", params![WAITING, CLAIMED])
             .map_err(db)? as u64;
@@ -188,32 +169,36 @@ impl Store {
         self.committed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Stores a new job, or returns the job already stored under
-    /// `request_id` (the flag says whether it was created now). The same
-    /// `request_id` with different items is refused.
+    /// Stores a new job of `owner` (the submitting key's identity; `None`
+    /// when the gateway checks no keys), or returns the job already stored
+    /// under `request_id` (the flag says whether it was created now). The
+    /// same `request_id` with different items, or from another owner, is
+    /// refused.
     pub async fn submit(
         &self,
+        owner: Option<String>,
         request_id: Option<String>,
         fingerprint: String,
-        items: Vec<AskInput>,
+        items: Vec<NewItem>,
     ) -> Result<(JobSummary, bool), BatchError> {
         let encoded = items
             .iter()
-            .map(serde_json::to_string)
+            .map(|item| serde_json::to_string(&item.input).map(|input| (input, item.id.clone())))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| BatchError::Corrupt(format!("cannot encode an item: {e}")))?;
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(rid) = &request_id {
-                let existing: Option<(String, String)> = tx
+                let existing: Option<(String, String, Option<String>)> = tx
                     .query_row(
-                        "SELECT job_id, fingerprint FROM jobs WHERE request_id = ?1",
+                        "SELECT job_id, fingerprint, owner FROM jobs WHERE request_id = ?1",
                         params![rid],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
                     .optional()?;
-                if let Some((job_id, stored)) = existing {
-                    if stored != fingerprint {
+                if let Some((job_id, stored, stored_owner)) = existing {
+                    // Another key's job is not this caller's to see.
+                    if stored != fingerprint || stored_owner != owner {
                         return Err(BatchError::RequestIdReused(rid.clone()));
                     }
                     let job = summary(&tx, &job_id)?;
@@ -222,15 +207,16 @@ impl Store {
             }
             let job_id = uuid::Uuid::new_v4().simple().to_string();
             tx.execute(
-                "INSERT INTO jobs (job_id, request_id, fingerprint, state, total, created_ms) \
-                 VALUES (?1, ?2, ?3, 'open', ?4, ?5)",
-                params![job_id, request_id, fingerprint, encoded.len() as i64, now_ms()],
+                "INSERT INTO jobs (job_id, request_id, fingerprint, state, total, created_ms, owner) \
+                 VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6)",
+                params![job_id, request_id, fingerprint, encoded.len() as i64, now_ms(), owner],
             )?;
             {
-                let mut insert =
-                    tx.prepare("INSERT INTO items (job_id, item_index, input) VALUES (?1, ?2, ?3)")?;
-                for (i, input) in encoded.iter().enumerate() {
-                    insert.execute(params![job_id, i as i64, input])?;
+                let mut insert = tx.prepare(
+                    "INSERT INTO items (job_id, item_index, input, item_id) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for (i, (input, id)) in encoded.iter().enumerate() {
+                    insert.execute(params![job_id, i as i64, input, id])?;
                 }
             }
             let job = summary(&tx, &job_id)?;
@@ -244,6 +230,12 @@ impl Store {
     pub async fn job(&self, job_id: &str) -> Result<JobSummary, BatchError> {
         let job_id = job_id.to_string();
         self.with(move |conn| summary(conn, &job_id)).await
+    }
+
+    /// A page of jobs of `owners`, newest first, after the position
+    /// `after` (see [`summary::page`]); at most `limit` jobs.
+    pub async fn list(&self, owners: Owners, after: Option<i64>, limit: u32) -> Result<JobPage, BatchError> {
+        self.with(move |conn| summary::page(conn, &owners, after, limit)).await
     }
 
     /// Cancels a job: every item without a result gets a CANCELLED result
@@ -376,8 +368,9 @@ impl Store {
         let job_id = job_id.to_string();
         self.with(move |conn| {
             let mut q = conn.prepare_cached(
-                "SELECT item_index, seq, code, message, answer FROM results \
-                 WHERE job_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+                "SELECT r.item_index, r.seq, r.code, r.message, r.answer, i.item_id FROM results r \
+                 LEFT JOIN items i ON i.job_id = r.job_id AND i.item_index = r.item_index \
+                 WHERE r.job_id = ?1 AND r.seq >= ?2 ORDER BY r.seq LIMIT ?3",
             )?;
             let rows = q.query_map(params![job_id, offset as i64, limit as i64], |r| {
                 Ok((
@@ -386,11 +379,12 @@ impl Store {
                     r.get::<_, i32>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (index, seq, code, message, answer) = row?;
+                let (index, seq, code, message, answer, item_id) = row?;
                 let outcome = match (code, answer) {
                     (0, Some(json)) => Outcome::Answered(serde_json::from_str(&json).map_err(|e| {
                         BatchError::Corrupt(format!("job {job_id} item {index}: stored answer: {e}"))
@@ -402,7 +396,7 @@ impl Store {
                     }
                     (code, _) => Outcome::Failed { code, message },
                 };
-                out.push(ItemResult { item_index: index as u32, offset: seq as u64, outcome });
+                out.push(ItemResult { item_index: index as u32, offset: seq as u64, outcome, item_id });
             }
             Ok(out)
         })
@@ -476,109 +470,12 @@ fn insert_result(
     Ok(inserted == 1)
 }
 
-/// A job's row in `jobs`.
-struct JobRow {
-    request_id: Option<String>,
-    state: String,
-    total: i64,
-    created_ms: i64,
-    finished_ms: Option<i64>,
-}
-
-/// Counts and sums over a job's results.
-struct Tally {
-    done: i64,
-    failed: i64,
-    cancelled: i64,
-    /// Answered items whose cost is unknown.
-    unknown_cost: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cost: f64,
-    calls: i64,
-    latency: f64,
-}
-
-/// Reads a job's summary.
-fn summary(conn: &Connection, job_id: &str) -> Result<JobSummary, BatchError> {
-    let job = conn
-        .query_row(
-            "SELECT request_id, state, total, created_ms, finished_ms FROM jobs WHERE job_id = ?1",
-            params![job_id],
-            |r| {
-                Ok(JobRow {
-                    request_id: r.get(0)?,
-                    state: r.get(1)?,
-                    total: r.get(2)?,
-                    created_ms: r.get(3)?,
-                    finished_ms: r.get(4)?,
-                })
-            },
-        )
-        .optional()?;
-    let Some(job) = job else {
-        return Err(BatchError::NotFound(job_id.to_string()));
-    };
-    let t = conn.query_row(
-        "SELECT COALESCE(SUM(code = 0), 0), COALESCE(SUM(code NOT IN (0, ?2)), 0), \
-         COALESCE(SUM(code = ?2), 0), COALESCE(SUM(code = 0 AND cost_usd IS NULL), 0), \
-         COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0.0), \
-         COALESCE(SUM(model_calls), 0), COALESCE(SUM(latency_ms), 0.0) \
-         FROM results WHERE job_id = ?1",
-        params![job_id, CODE_CANCELLED],
-        |r| {
-            Ok(Tally {
-                done: r.get(0)?,
-                failed: r.get(1)?,
-                cancelled: r.get(2)?,
-                unknown_cost: r.get(3)?,
-                input_tokens: r.get(4)?,
-                output_tokens: r.get(5)?,
-                cost: r.get(6)?,
-                calls: r.get(7)?,
-                latency: r.get(8)?,
-            })
-        },
-    )?;
-    let claimed: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM items WHERE job_id = ?1 AND state = ?2",
-        params![job_id, CLAIMED],
-        |r| r.get(0),
-    )?;
-    let finished = t.done + t.failed + t.cancelled;
-    let state = match job.state.as_str() {
-        "cancelled" => JobState::Cancelled,
-        "completed" => JobState::Completed,
-        _ if finished > 0 || claimed > 0 => JobState::Running,
-        _ => JobState::Queued,
-    };
-    Ok(JobSummary {
-        job_id: job_id.to_string(),
-        request_id: job.request_id,
-        state,
-        total: job.total as u32,
-        done: t.done as u32,
-        failed: t.failed as u32,
-        cancelled: t.cancelled as u32,
-        pending: (job.total - finished).max(0) as u32,
-        usage: Usage {
-            input_tokens: t.input_tokens as u64,
-            output_tokens: t.output_tokens as u64,
-            cost_usd: (t.unknown_cost == 0).then_some(t.cost),
-            model_calls: t.calls as u32,
-            latency_ms: t.latency,
-        },
-        created_ms: job.created_ms as u64,
-        finished_ms: job.finished_ms.map(|f| f as u64),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn input(q: &str) -> AskInput {
-        AskInput { query: q.into(), ..Default::default() }
+    fn input(q: &str) -> NewItem {
+        NewItem { id: None, input: AskInput { query: q.into(), ..Default::default() } }
     }
 
     fn failed(code: i32) -> Outcome {
@@ -592,16 +489,17 @@ mod tests {
         let (store, resumed) = Store::open(&path).unwrap();
         assert_eq!(resumed, 0);
         let (job, created) = store
-            .submit(Some("r1".into()), "f".into(), vec![input("a"), input("b"), input("c")])
+            .submit(None, Some("r1".into()), "f".into(), vec![input("a"), input("b"), input("c")])
             .await
             .unwrap();
         assert!(created);
         assert_eq!((job.state, job.total, job.pending), (JobState::Queued, 3, 3));
-        let (again, created) = store.submit(Some("r1".into()), "f".into(), vec![input("a")]).await.unwrap();
+        let (again, created) =
+            store.submit(None, Some("r1".into()), "f".into(), vec![input("a")]).await.unwrap();
         assert!(!created);
         assert_eq!(again.job_id, job.job_id);
         assert!(matches!(
-            store.submit(Some("r1".into()), "other".into(), vec![input("a")]).await,
+            store.submit(None, Some("r1".into()), "other".into(), vec![input("a")]).await,
             Err(BatchError::RequestIdReused(_))
         ));
 
@@ -634,5 +532,38 @@ mod tests {
             store.results(&job.job_id, 0, 10).await.unwrap().iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![0, 1, 2]);
         assert!(matches!(store.job("nope").await, Err(BatchError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn jobs_list_newest_first_by_owner_and_results_carry_item_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("b.sqlite3")).unwrap();
+        let mut ids = Vec::new();
+        for (i, owner) in ["k1", "k2", "k1", "k1"].iter().enumerate() {
+            let item = NewItem { id: Some(format!("row-{i}")), ..input("q") };
+            let (job, _) = store.submit(Some(owner.to_string()), None, "f".into(), vec![item]).await.unwrap();
+            ids.push(job.job_id);
+        }
+        let k1 = Owners::Only("k1".into());
+        let first = store.list(k1.clone(), None, 2).await.unwrap();
+        let names = |p: &JobPage| p.jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&first), vec![ids[3].clone(), ids[2].clone()]);
+        let second = store.list(k1.clone(), first.next, 2).await.unwrap();
+        assert_eq!(names(&second), vec![ids[0].clone()]);
+        assert_eq!(second.next, None);
+        let all = store.list(Owners::All, None, 10).await.unwrap();
+        assert_eq!(all.jobs.len(), 4);
+        assert_eq!(all.next, None);
+
+        // A request id another owner used is not theirs to see.
+        store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")]).await.unwrap();
+        let other = store.submit(Some("k2".into()), Some("r".into()), "f".into(), vec![input("q")]).await;
+        assert!(matches!(other, Err(BatchError::RequestIdReused(_))));
+
+        let claimed = store.claim(vec![]).await.unwrap().unwrap();
+        assert_eq!(claimed.job_id, ids[0]);
+        store.commit(&ids[0], 0, failed(14)).await.unwrap();
+        let results = store.results(&ids[0], 0, 10).await.unwrap();
+        assert_eq!(results[0].item_id.as_deref(), Some("row-0"));
     }
 }

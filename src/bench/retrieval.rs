@@ -157,12 +157,16 @@ pub async fn run(spec: MeshSpec, opts: &Options) -> Result<RetrievalFigures, Ben
     let r = &spec.settings.retrieval;
     let opts = ChunkOptions { max_chars: r.chunk_max_chars, overlap_chars: r.chunk_overlap_chars };
     let embedder = OfflineEmbedder::new(DIMENSION);
-    let bar = indicatif::ProgressBar::hidden();
     let t = Instant::now();
-    let report =
-        crate::retrieval::ingest::ingest_paths(std::slice::from_ref(&corpus), &opts, &embedder, &store, &bar)
-            .await
-            .map_err(|e| fail("ingest", e))?;
+    let report = crate::retrieval::ingest::ingest_paths(
+        std::slice::from_ref(&corpus),
+        &opts,
+        &embedder,
+        &store,
+        &|_, _| {},
+    )
+    .await
+    .map_err(|e| fail("ingest", e))?;
     let ingest_secs = t.elapsed().as_secs_f64();
     // The embedder alone on the same chunks: how much of ingest it is.
     let files = crate::retrieval::ingest::collect_files(&[corpus]).map_err(|e| fail("ingest", e))?;

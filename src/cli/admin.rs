@@ -1,8 +1,9 @@
-//! The local commands that look at files and the store, and the probe of
-//! a running gateway: `validate`, `ingest`, `keys hash`, `probe`.
+//! The local commands that look at files, and the probe of a running
+//! gateway: `validate`, `keys hash`, `probe` (`ingest` is in
+//! [`super::ingest`]).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use meshops::config::{LoadOptions, MeshSpec, PromptFile};
@@ -136,32 +137,5 @@ pub fn keys_hash(label: Option<&str>) -> Result<()> {
         }
         _ => println!("{}", meshops::config::keys::hash_line(key)),
     }
-    Ok(())
-}
-
-/// `meshops ingest`: `paths` (default: `retrieval.corpus`) chunked,
-/// embedded and upserted into the configured collection.
-pub async fn ingest(spec: &MeshSpec, paths: &[PathBuf]) -> Result<()> {
-    let (store, embedder) = meshops::retrieval::open(spec).await?;
-    let r = &spec.settings.retrieval;
-    let paths: Vec<PathBuf> =
-        if paths.is_empty() { r.corpus.iter().map(|p| spec.resolve(p)).collect() } else { paths.to_vec() };
-    let opts = meshops::retrieval::chunk::ChunkOptions {
-        max_chars: r.chunk_max_chars,
-        overlap_chars: r.chunk_overlap_chars,
-    };
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} chunks {per_sec} eta {eta}")
-            .context("progress template")?,
-    );
-    let report =
-        meshops::retrieval::ingest::ingest_paths(&paths, &opts, embedder.as_ref(), store.as_ref(), &bar)
-            .await?;
-    bar.finish_and_clear();
-    println!(
-        "ingested {} files into {} chunks: {} upserted, {} stale removed, {} points in `{}`",
-        report.files, report.chunks, report.upserted, report.pruned, report.points, r.collection
-    );
     Ok(())
 }

@@ -6,8 +6,8 @@ use anyhow::{Context, Result, bail};
 use meshops::proto;
 use meshops::proto::gateway_client::GatewayClient;
 
-use super::authorized;
 use super::connect::{ConnectArgs, connect};
+use super::{authorized, status_error};
 
 /// What `meshops ask` was asked.
 pub struct AskArgs<'a> {
@@ -162,10 +162,6 @@ async fn repeat_latency(
         println!("  failure {}: {f}", i + 1);
     }
     Ok(())
-}
-
-fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
 fn print_answer(a: &proto::AskResponse, with_text: bool) {

@@ -1,8 +1,9 @@
-//! `meshops batch submit|status|results|cancel`: a client of a running
-//! gateway's `Batch` service (TLS and the API key as for `ask`). Submit
-//! reads JSONL rows like the evaluation datasets (`query`, optional
-//! `variant` and `session_id`; other fields are ignored). Jobs and results
-//! are printed as JSON lines.
+//! `meshops batch submit|status|results|cancel|list`: a client of a
+//! running gateway's `Batch` service (TLS and the API key as for `ask`).
+//! Submit reads JSONL rows like the evaluation datasets (`query`, optional
+//! `id`, `variant` and `session_id`; other fields are ignored); a row's
+//! `id` comes back on its result. Jobs and results are printed as JSON
+//! lines.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +48,21 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// List jobs, newest first, as JSON lines (with API keys: the key's own
+    /// jobs). Prints where the next page starts on stderr.
+    List {
+        /// Jobs per page (the gateway's default when absent; at most 100).
+        #[arg(long)]
+        page_size: Option<u32>,
+        /// Start at this page (the token a previous page printed).
+        #[arg(long)]
+        page_token: Option<String>,
+        /// Follow every page to the oldest job.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 /// Which gateway a batch command talks to.
@@ -64,7 +80,8 @@ impl Command {
             Command::Submit { target, .. }
             | Command::Status { target, .. }
             | Command::Results { target, .. }
-            | Command::Cancel { target, .. } => target.target.as_deref(),
+            | Command::Cancel { target, .. }
+            | Command::List { target, .. } => target.target.as_deref(),
         }
     }
 }
@@ -72,6 +89,10 @@ impl Command {
 /// One line of a batch file.
 #[derive(Debug, serde::Deserialize)]
 struct Row {
+    /// The row's id (a string or a number, as datasets write it), sent as
+    /// the item's id so its result names the row.
+    #[serde(default)]
+    id: Option<RowId>,
     /// The question.
     query: String,
     /// The variant to answer it with; the base mesh when absent.
@@ -82,13 +103,31 @@ struct Row {
     session_id: Option<String>,
 }
 
-/// Reads a JSONL batch file; blank lines are skipped, a bad line is an
-/// error naming the file and line.
-fn read_items(path: &Path) -> Result<Vec<proto::AskRequest>, BatchError> {
+/// A dataset row's id.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum RowId {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl RowId {
+    fn text(self) -> String {
+        match self {
+            RowId::Text(s) => s,
+            RowId::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// Reads a JSONL batch file into items and their ids (empty when no row
+/// has one); blank lines are skipped, a bad line is an error naming the
+/// file and line.
+fn read_items(path: &Path) -> Result<(Vec<proto::AskRequest>, Vec<String>), BatchError> {
     let shown = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|source| BatchError::Io { path: shown.clone(), source })?;
-    let mut items = Vec::new();
+    let (mut items, mut ids) = (Vec::new(), Vec::new());
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -98,6 +137,7 @@ fn read_items(path: &Path) -> Result<Vec<proto::AskRequest>, BatchError> {
             line: i + 1,
             message: e.to_string(),
         })?;
+        ids.push(row.id.map(RowId::text).unwrap_or_default());
         items.push(proto::AskRequest {
             query: row.query,
             variant: row.variant.unwrap_or_default(),
@@ -108,7 +148,10 @@ fn read_items(path: &Path) -> Result<Vec<proto::AskRequest>, BatchError> {
     if items.is_empty() {
         return Err(BatchError::Input { path: shown, line: 0, message: "no rows".into() });
     }
-    Ok(items)
+    if ids.iter().all(String::is_empty) {
+        ids.clear();
+    }
+    Ok((items, ids))
 }
 
 fn rpc(s: tonic::Status) -> BatchError {
@@ -120,9 +163,12 @@ pub async fn execute(command: &Command, channel: Channel, api_key: Option<&str>)
     let mut client = BatchClient::new(channel);
     let job = match command {
         Command::Submit { file, request_id, .. } => {
-            let items = read_items(file)?;
-            let request =
-                proto::SubmitBatchRequest { items, request_id: request_id.clone().unwrap_or_default() };
+            let (items, item_ids) = read_items(file)?;
+            let request = proto::SubmitBatchRequest {
+                items,
+                request_id: request_id.clone().unwrap_or_default(),
+                item_ids,
+            };
             client.submit_batch(authorized(request, api_key)?).await.map_err(rpc)?.into_inner()
         }
         Command::Status { job, .. } => {
@@ -143,6 +189,28 @@ pub async fn execute(command: &Command, channel: Channel, api_key: Option<&str>)
                 }
             }
             return Ok(());
+        }
+        Command::List { page_size, page_token, all, .. } => {
+            let mut token = page_token.clone().unwrap_or_default();
+            loop {
+                let request =
+                    proto::ListBatchesRequest { page_size: page_size.unwrap_or(0), page_token: token };
+                let page =
+                    client.list_batches(authorized(request, api_key)?).await.map_err(rpc)?.into_inner();
+                for job in &page.jobs {
+                    if !print_line(&job_json(job))? {
+                        return Ok(());
+                    }
+                }
+                if page.next_page_token.is_empty() {
+                    return Ok(());
+                }
+                if !all {
+                    eprintln!("more jobs: --page-token {}", page.next_page_token);
+                    return Ok(());
+                }
+                token = page.next_page_token;
+            }
         }
     };
     print_line(&job_json(&job))?;
@@ -218,6 +286,9 @@ fn code_name(code: i32) -> &'static str {
 fn result_json(r: proto::BatchResult) -> serde_json::Value {
     use proto::batch_result::Outcome;
     let mut v = serde_json::json!({ "item_index": r.item_index, "offset": r.offset });
+    if !r.item_id.is_empty() {
+        v["id"] = serde_json::Value::String(r.item_id);
+    }
     match r.outcome {
         Some(Outcome::Response(answer)) => v["response"] = super::ask::response_json(&answer),
         Some(Outcome::Error(e)) => {
@@ -239,9 +310,11 @@ mod tests {
             item_index: 3,
             offset: 7,
             outcome: Some(Outcome::Error(proto::BatchItemError { code: 1, message: "cancelled".into() })),
+            item_id: "q7".into(),
         };
         let v = result_json(failed);
         assert_eq!(v["error"]["code"], "CANCELLED", "{v}");
+        assert_eq!(v["id"], "q7", "{v}");
         assert_eq!((v["item_index"].as_u64(), v["offset"].as_u64()), (Some(3), Some(7)));
         let answered = proto::BatchResult {
             outcome: Some(Outcome::Response(proto::AskResponse {
@@ -250,7 +323,9 @@ mod tests {
             })),
             ..Default::default()
         };
-        assert_eq!(result_json(answered)["response"]["answer"], "yes");
+        let v = result_json(answered);
+        assert_eq!(v["response"]["answer"], "yes");
+        assert!(v.get("id").is_none(), "no id when the item had none: {v}");
         assert_eq!(code_name(4), "DEADLINE_EXCEEDED");
     }
 
@@ -258,11 +333,15 @@ mod tests {
     fn reads_rows_and_names_the_bad_line() {
         let dir = tempfile::tempdir().unwrap();
         let ok = dir.path().join("ok.jsonl");
-        std::fs::write(&ok, "{\"id\": \"q1\", \"query\": \"a\", \"ground_truth\": \"x\"}\n\n{\"query\": \"b\", \"variant\": \"concise\"}\n")
+        std::fs::write(&ok, "{\"id\": \"q1\", \"query\": \"a\", \"ground_truth\": \"x\"}\n\n{\"query\": \"b\", \"variant\": \"concise\"}\n{\"id\": 7, \"query\": \"c\"}\n")
             .unwrap();
-        let items = read_items(&ok).unwrap();
-        assert_eq!(items.len(), 2);
+        let (items, ids) = read_items(&ok).unwrap();
+        assert_eq!(items.len(), 3);
         assert_eq!((items[1].query.as_str(), items[1].variant.as_str()), ("b", "concise"));
+        assert_eq!(ids, vec!["q1".to_string(), String::new(), "7".to_string()]);
+        let plain = dir.path().join("plain.jsonl");
+        std::fs::write(&plain, "{\"query\": \"a\"}\n").unwrap();
+        assert!(read_items(&plain).unwrap().1.is_empty(), "no ids at all: none sent");
         let bad = dir.path().join("bad.jsonl");
         std::fs::write(&bad, "{\"query\": \"a\"}\n{\"qery\": \"b\"}\n").unwrap();
         let err = read_items(&bad).unwrap_err().to_string();

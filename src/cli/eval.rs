@@ -147,7 +147,9 @@ pub async fn run(args: &RunArgs, load: LoadOptions) -> Result<()> {
     opts.columns = ColumnMap::from_args(&args.map)?;
     opts.judge_model = args.judge_model.clone();
     let t0 = std::time::Instant::now();
-    let result = runner::run(spec, opts).await?;
+    let listen = spec.settings.gateway.listen.clone();
+    let result =
+        runner::run(spec, opts).await.map_err(|e| super::store_error(e.into(), &listen, "eval run"))?;
     print_run(&result, args, t0.elapsed());
     if let Some(dir) = &args.publish {
         let p = meshops::eval::publish::publish(&args.out, dir)?;

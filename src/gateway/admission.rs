@@ -137,6 +137,16 @@ impl Admission {
         self.max_in_flight.saturating_sub(self.slots.available_permits())
     }
 
+    /// Who owns what a caller stores (its batch jobs): the hex SHA-256
+    /// digest of its key, which stays the same when the key is relabelled
+    /// or the key list reordered (an environment key's label is its
+    /// position). The digest is what the key file already holds; it is
+    /// never logged. `None` without a key (no keys configured).
+    pub fn identity(&self, caller: Option<Caller>) -> Option<String> {
+        let key = self.keys.get(caller?.0)?;
+        Some(key.digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// The label of a caller's key, for logs.
     pub fn label(&self, caller: Caller) -> &str {
         self.keys.get(caller.0).map(|k| k.label.as_str()).unwrap_or("")

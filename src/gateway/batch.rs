@@ -10,15 +10,20 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::admission::{Admission, Admitted};
+use super::admission::{Admission, Admitted, Caller};
 use super::{convert, error};
-use crate::batch::{Batch, BatchError};
+use crate::batch::{Batch, BatchError, Owners};
 use crate::config::{GatewaySettings, MeshSpec};
 use crate::proto;
 use crate::proto::batch_server;
 
 /// Results read from the database per query while streaming.
 const PAGE: u32 = 256;
+
+/// `ListBatches` page size when the request asks for none.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+/// The largest `ListBatches` page; larger requests get this many.
+pub const MAX_PAGE_SIZE: u32 = 100;
 
 /// The `Batch` service implementation.
 #[derive(Clone)]
@@ -46,11 +51,30 @@ impl BatchService {
 
     /// Authenticates and takes a real-time slot for the short unary calls
     /// (the slot is held only while the call itself runs).
-    async fn admit<T>(&self, request: &Request<T>) -> Result<Admitted, Status> {
-        self.admission.authenticate(request.metadata())?;
+    async fn admit<T>(&self, request: &Request<T>) -> Result<(Admitted, Option<Caller>), Status> {
+        let caller = self.admission.authenticate(request.metadata())?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.limits.request_timeout_ms);
-        self.admission.admit(deadline).await
+        Ok((self.admission.admit(deadline).await?, caller))
     }
+}
+
+/// A `ListBatches` page token: where the previous page ended. Opaque to
+/// clients; a token is only a position, and the caller's own filter still
+/// applies to whatever follows it.
+fn page_token(position: i64) -> String {
+    format!("after-{position}")
+}
+
+fn parse_page_token(token: &str) -> Result<Option<i64>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix("after-")
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .map(Some)
+        .ok_or_else(|| Status::invalid_argument("page_token is not one ListBatches returned"))
 }
 
 fn job_id(raw: &str) -> Result<String, Status> {
@@ -69,14 +93,19 @@ impl batch_server::Batch for BatchService {
         &self,
         request: Request<proto::SubmitBatchRequest>,
     ) -> Result<Response<proto::BatchJob>, Status> {
-        let _slot = self.admit(&request).await?;
+        let (_slot, caller) = self.admit(&request).await?;
         let (items, request_id) =
             convert::batch_items(request.into_inner(), &self.limits, self.max_items, &self.variants)
                 .map_err(Status::invalid_argument)?;
         let fingerprint = crate::batch::fingerprint(&items);
         let count = items.len();
-        let (job, created) =
-            self.batch.store.submit(request_id, fingerprint, items).await.map_err(error::batch_status)?;
+        let owner = self.admission.identity(caller);
+        let (job, created) = self
+            .batch
+            .store
+            .submit(owner, request_id, fingerprint, items)
+            .await
+            .map_err(error::batch_status)?;
         if created {
             tracing::info!(job_id = %job.job_id, items = count, "batch job stored");
             self.batch.wake();
@@ -92,6 +121,30 @@ impl batch_server::Batch for BatchService {
         let id = job_id(&request.get_ref().job_id)?;
         let job = self.batch.store.job(&id).await.map_err(error::batch_status)?;
         Ok(Response::new(convert::batch_job(job)))
+    }
+
+    async fn list_batches(
+        &self,
+        request: Request<proto::ListBatchesRequest>,
+    ) -> Result<Response<proto::ListBatchesResponse>, Status> {
+        let (_slot, caller) = self.admit(&request).await?;
+        let request = request.into_inner();
+        let after = parse_page_token(&request.page_token)?;
+        let size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        // With keys, a caller sees only its own jobs; without, there is no
+        // one to tell apart.
+        let owners = match self.admission.identity(caller) {
+            Some(identity) => Owners::Only(identity),
+            None => Owners::All,
+        };
+        let page = self.batch.store.list(owners, after, size).await.map_err(error::batch_status)?;
+        Ok(Response::new(proto::ListBatchesResponse {
+            jobs: page.jobs.into_iter().map(convert::batch_job).collect(),
+            next_page_token: page.next.map(page_token).unwrap_or_default(),
+        }))
     }
 
     async fn cancel_batch(
@@ -114,7 +167,7 @@ impl batch_server::Batch for BatchService {
     ) -> Result<Response<ResultStream>, Status> {
         // The slot covers opening the stream; following a long job does not
         // hold one.
-        let slot = self.admit(&request).await?;
+        let (slot, _) = self.admit(&request).await?;
         let request = request.into_inner();
         let id = job_id(&request.job_id)?;
         let job = self.batch.store.job(&id).await.map_err(error::batch_status)?;

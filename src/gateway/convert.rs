@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::batch::{ItemResult, JobState, JobSummary, Outcome};
+use crate::batch::{ItemResult, JobState, JobSummary, NewItem, Outcome};
 use crate::config::{GatewaySettings, MeshSpec};
 use crate::mesh::{Answer, AskInput, MeshEvent, StepRecord};
 use crate::proto;
+use crate::retrieval::ingest::{Document, IngestReport};
 
 /// Validates a request against the gateway's limits and turns it into mesh
 /// input. The error is the message for `INVALID_ARGUMENT`.
@@ -105,13 +106,14 @@ fn usage(u: crate::mesh::Usage) -> proto::Usage {
 
 /// Validates a `SubmitBatch` request: at least one item, at most
 /// `batch.max_items`, each item valid as an `Ask` and naming a known
-/// variant. The error is the message for `INVALID_ARGUMENT`.
+/// variant, and `item_ids` empty or one per item. The error is the message
+/// for `INVALID_ARGUMENT`.
 pub fn batch_items(
     req: proto::SubmitBatchRequest,
     limits: &GatewaySettings,
     max_items: usize,
     variants: &[String],
-) -> Result<(Vec<AskInput>, Option<String>), String> {
+) -> Result<(Vec<NewItem>, Option<String>), String> {
     if req.items.is_empty() {
         return Err("a batch needs at least one item".into());
     }
@@ -125,6 +127,14 @@ pub fn batch_items(
     if request_id.chars().count() > MAX_REQUEST_ID_CHARS {
         return Err(format!("request_id is longer than {MAX_REQUEST_ID_CHARS} characters"));
     }
+    if !req.item_ids.is_empty() && req.item_ids.len() != req.items.len() {
+        return Err(format!(
+            "item_ids has {} entries for {} items: give one per item (empty for an item without one) or none",
+            req.item_ids.len(),
+            req.items.len()
+        ));
+    }
+    let mut ids = req.item_ids.into_iter();
     let mut items = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.into_iter().enumerate() {
         let input = ask_input(item, limits).map_err(|e| format!("items[{i}]: {e}"))?;
@@ -133,12 +143,20 @@ pub fn batch_items(
                 return Err(format!("items[{i}]: unknown variant `{v}`; known: {}", variants.join(", ")));
             }
         }
-        items.push(input);
+        let id = ids.next().map(|id| id.trim().to_string()).filter(|id| !id.is_empty());
+        if let Some(id) = &id {
+            if id.chars().count() > MAX_REQUEST_ID_CHARS || id.chars().any(char::is_control) {
+                return Err(format!(
+                    "item_ids[{i}] must be at most {MAX_REQUEST_ID_CHARS} characters, without control characters"
+                ));
+            }
+        }
+        items.push(NewItem { id, input });
     }
     Ok((items, (!request_id.is_empty()).then(|| request_id.to_string())))
 }
 
-/// Longest accepted `SubmitBatchRequest.request_id`.
+/// Longest accepted `SubmitBatchRequest.request_id`, and item id.
 pub const MAX_REQUEST_ID_CHARS: usize = 256;
 
 pub fn batch_job(j: JobSummary) -> proto::BatchJob {
@@ -169,7 +187,87 @@ pub fn batch_result(r: ItemResult) -> proto::BatchResult {
         Outcome::Answered(a) => P::Response(answer(*a)),
         Outcome::Failed { code, message } => P::Error(proto::BatchItemError { code, message }),
     };
-    proto::BatchResult { item_index: r.item_index, offset: r.offset, outcome: Some(outcome) }
+    proto::BatchResult {
+        item_index: r.item_index,
+        offset: r.offset,
+        outcome: Some(outcome),
+        item_id: r.item_id.unwrap_or_default(),
+    }
+}
+
+/// Longest accepted document id.
+pub const MAX_DOC_ID_CHARS: usize = 512;
+
+/// A document id from a request: trimmed, not empty, not too long, no
+/// control characters. `field` names it in the error.
+fn doc_id(raw: &str, field: &str) -> Result<String, String> {
+    let id = raw.trim();
+    if id.is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    if id.chars().count() > MAX_DOC_ID_CHARS {
+        return Err(format!("{field} is longer than {MAX_DOC_ID_CHARS} characters"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(id.to_string())
+}
+
+/// Validates an `Ingest` request: at least one document, each with an id
+/// (unique in the request) and non-empty text. The error is the message
+/// for `INVALID_ARGUMENT`.
+pub fn ingest_documents(req: proto::IngestRequest) -> Result<Vec<Document>, String> {
+    if req.documents.is_empty() {
+        return Err("documents must not be empty: send at least one".into());
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut docs = Vec::with_capacity(req.documents.len());
+    for (i, d) in req.documents.into_iter().enumerate() {
+        let id = doc_id(&d.id, &format!("documents[{i}].id"))?;
+        if d.text.trim().is_empty() {
+            return Err(format!("documents[{i}] (`{id}`): text must not be empty"));
+        }
+        if !seen.insert(id.clone()) {
+            return Err(format!("documents[{i}]: id `{id}` appears more than once in the request"));
+        }
+        let source = d.source.trim();
+        let source = if source.is_empty() { id.clone() } else { source.to_string() };
+        docs.push(Document { doc_id: id, source, text: d.text });
+    }
+    Ok(docs)
+}
+
+/// Validates a `DeleteDocuments` request: at least one id, each valid; an
+/// id given twice counts once. The error is the message for
+/// `INVALID_ARGUMENT`.
+pub fn document_ids(req: proto::DeleteDocumentsRequest) -> Result<Vec<String>, String> {
+    if req.document_ids.is_empty() {
+        return Err("document_ids must not be empty: name at least one document".into());
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(req.document_ids.len());
+    for (i, raw) in req.document_ids.iter().enumerate() {
+        let id = doc_id(raw, &format!("document_ids[{i}]"))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The last message of a successful ingest.
+pub fn ingest_summary(r: &IngestReport, collection: &str) -> proto::IngestEvent {
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    proto::IngestEvent {
+        event: Some(proto::ingest_event::Event::Summary(proto::IngestSummary {
+            documents: n(r.files),
+            chunks: n(r.chunks),
+            upserted: n(r.upserted),
+            stale_removed: n(r.pruned),
+            points: r.points as u64,
+            collection: collection.to_string(),
+        })),
+    }
 }
 
 /// What `DescribeMesh` reports; computed once at start-up.
@@ -302,5 +400,42 @@ mod tests {
             variant: "v".into(),
         };
         assert_eq!(answer_from_proto(answer(a.clone())), a);
+    }
+
+    fn doc(id: &str, text: &str) -> proto::Document {
+        proto::Document { id: id.into(), text: text.into(), source: String::new() }
+    }
+
+    #[test]
+    fn ingest_requests_are_checked_and_name_the_bad_document() {
+        let check = |documents| ingest_documents(proto::IngestRequest { documents });
+        assert!(check(vec![]).unwrap_err().contains("documents must not be empty"));
+        assert!(check(vec![doc(" ", "t")]).unwrap_err().contains("documents[0].id must not be empty"));
+        assert!(
+            check(vec![doc("a", "t"), doc("b", " \n")]).unwrap_err().contains("documents[1] (`b`): text")
+        );
+        assert!(
+            check(vec![doc("a", "t"), doc("a ", "u")]).unwrap_err().contains("`a` appears more than once")
+        );
+        assert!(check(vec![doc("a\u{7}", "t")]).unwrap_err().contains("control characters"));
+        let long = "x".repeat(MAX_DOC_ID_CHARS + 1);
+        assert!(check(vec![doc(&long, "t")]).unwrap_err().contains("longer than"));
+        let ok = check(vec![doc(" guides/a ", "text")]).unwrap();
+        assert_eq!(
+            ok,
+            vec![Document { doc_id: "guides/a".into(), source: "guides/a".into(), text: "text".into() }]
+        );
+    }
+
+    #[test]
+    fn delete_requests_need_ids_and_count_each_once() {
+        let check = |ids: &[&str]| {
+            document_ids(proto::DeleteDocumentsRequest {
+                document_ids: ids.iter().map(|s| s.to_string()).collect(),
+            })
+        };
+        assert!(check(&[]).unwrap_err().contains("document_ids must not be empty"));
+        assert!(check(&["a", ""]).unwrap_err().contains("document_ids[1] must not be empty"));
+        assert_eq!(check(&["a", "b", " a"]).unwrap(), vec!["a".to_string(), "b".to_string()]);
     }
 }

@@ -8,6 +8,7 @@ use tonic::Status;
 
 use crate::batch::BatchError;
 use crate::mesh::MeshError;
+use crate::retrieval::RetrievalError;
 
 /// The status of a failed mesh request: its class's code, its message.
 pub fn status(err: MeshError) -> Status {
@@ -31,6 +32,25 @@ pub fn batch_status(err: BatchError) -> Status {
         BatchError::Join(_) => Status::internal(message),
         // Client-side errors (`meshops batch`); a server never returns them.
         BatchError::Input { .. } | BatchError::Client(_) => Status::internal(message),
+    }
+}
+
+/// The map from retrieval errors to status codes, for the `Admin` service
+/// (a retrieval error inside a request is a [`MeshError`] with its class).
+pub fn retrieval_status(err: RetrievalError) -> Status {
+    let message = err.to_string();
+    match err {
+        // The request's documents (the service checks them first; this is
+        // what the ingest itself still finds).
+        RetrievalError::Input { .. } => Status::invalid_argument(message),
+        // The store or the embedder is down or busy: the caller may retry.
+        RetrievalError::Store { .. }
+        | RetrievalError::Embed { .. }
+        | RetrievalError::Io { .. }
+        | RetrievalError::Locked { .. } => Status::unavailable(message),
+        // The embedder does not fit the collection: the deployment's to fix,
+        // and a retry fails the same way.
+        RetrievalError::Dimension { .. } => Status::failed_precondition(message),
     }
 }
 

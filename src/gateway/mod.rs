@@ -1,12 +1,13 @@
 //! The gRPC gateway: `meshops.v1.Gateway`, `meshops.v1.Batch`,
-//! `grpc.health.v1.Health` and server reflection (v1 and v1alpha) on one
-//! tonic server.
+//! `meshops.v1.Admin`, `grpc.health.v1.Health` and server reflection (v1
+//! and v1alpha) on one tonic server.
 //!
 //! The gateway validates a request, turns it into a mesh message
 //! ([`convert`]), bounds it by the client's deadline, and maps every error to
 //! a status through the one exhaustive map in [`error`]. Health reports
 //! NOT_SERVING until the store and the mesh are ready.
 
+pub mod admin;
 pub mod admission;
 pub mod batch;
 pub mod convert;

@@ -1,6 +1,7 @@
 //! Starting and stopping the gateway: bind, serve health as NOT_SERVING,
 //! open the store (ingesting the corpus into an empty collection), start
-//! the mesh and the batch workers, then report SERVING.
+//! the mesh and the batch workers, hand the open store to the `Admin`
+//! service, then report SERVING.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -15,11 +16,13 @@ use tonic_health::server::{HealthReporter, HealthService};
 use tonic_reflection::server::{v1, v1alpha};
 
 use super::GatewayService;
+use super::admin::{AdminService, Retrieval};
 use super::admission::Admission;
 use crate::batch::{Batch, BatchError, runner::RunnerHandle};
 use crate::config::MeshSpec;
 use crate::config::keys::ApiKey;
 use crate::mesh::{MeshError, MeshHandle, MeshThreads};
+use crate::proto::admin_server::AdminServer;
 use crate::proto::batch_server::BatchServer;
 use crate::proto::gateway_server::GatewayServer;
 use crate::retrieval::SharedStore;
@@ -183,6 +186,7 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health.set_service_status("meshops.v1.Gateway", status).await;
     health.set_service_status("meshops.v1.Batch", status).await;
+    health.set_service_status("meshops.v1.Admin", status).await;
 }
 
 /// Replacements for parts the gateway would otherwise build from config:
@@ -218,6 +222,7 @@ pub async fn start_with(
     set_health(&health, ServingStatus::NotServing).await;
 
     let mesh_cell: Arc<OnceLock<Arc<MeshHandle>>> = Arc::new(OnceLock::new());
+    let retrieval_cell: Arc<OnceLock<Retrieval>> = Arc::new(OnceLock::new());
     let keys = admission_keys(&spec, overrides.api_keys.as_deref())?;
     tracing::info!(
         keys = keys.len(),
@@ -239,6 +244,7 @@ pub async fn start_with(
             admission.clone(),
         ),
         batch: super::batch::BatchService::new(batch.clone(), admission.clone(), &spec),
+        admin: AdminService::new(retrieval_cell.clone(), admission.clone(), &spec),
         tls: match &spec.settings.gateway.tls {
             Some(tls) => {
                 let config = tls_config(&spec, tls)?;
@@ -280,10 +286,12 @@ pub async fn start_with(
     let task = serve_on_threads(&mesh_threads, listener, Arc::new(services), shutdown_rx)?;
 
     let options = crate::runtime::Options { models: overrides.models, threads: Some(mesh_threads.clone()) };
-    let crate::runtime::Runtime { mesh, store } = crate::runtime::start(spec.clone(), options).await?;
+    let crate::runtime::Runtime { mesh, store, embedder } =
+        crate::runtime::start(spec.clone(), options).await?;
     let mesh = Arc::new(mesh);
     // Set exactly once, here; a second set cannot happen.
     let _ = mesh_cell.set(mesh.clone());
+    let _ = retrieval_cell.set(Retrieval { store: store.clone(), embedder });
     let item_timeout = std::time::Duration::from_millis(spec.settings.gateway.request_timeout_ms);
     let runner = crate::batch::runner::start(batch.clone(), mesh, &spec.settings.batch, item_timeout);
     set_health(&health, ServingStatus::Serving).await;
@@ -347,6 +355,7 @@ struct Services<R1, R0> {
     reflection_v1alpha: v1alpha::ServerReflectionServer<R0>,
     gateway: GatewayService,
     batch: super::batch::BatchService,
+    admin: AdminService,
     /// `None` serves plaintext (h2c).
     tls: Option<tonic::transport::ServerTlsConfig>,
     max_message_bytes: usize,
@@ -389,6 +398,7 @@ impl<R1: v1::ServerReflection, R0: v1alpha::ServerReflection> Services<R1, R0> {
                 GatewayServer::new(self.gateway.clone()).max_decoding_message_size(max_message_bytes),
             )
             .add_service(BatchServer::new(self.batch.clone()).max_decoding_message_size(max_message_bytes))
+            .add_service(AdminServer::new(self.admin.clone()).max_decoding_message_size(max_message_bytes))
             .serve_with_incoming_shutdown(incoming, async move {
                 // A dropped sender also means stop.
                 let _ = stop.wait_for(|stop| *stop).await;

@@ -100,9 +100,10 @@ impl MeshError {
                 LlmError::Status { .. } => ErrorClass::FailedPrecondition,
             },
             MeshError::Retrieval { source, .. } => match source {
-                RetrievalError::Store { .. } | RetrievalError::Embed { .. } | RetrievalError::Io { .. } => {
-                    ErrorClass::Unavailable
-                }
+                RetrievalError::Store { .. }
+                | RetrievalError::Embed { .. }
+                | RetrievalError::Io { .. }
+                | RetrievalError::Locked { .. } => ErrorClass::Unavailable,
                 RetrievalError::Dimension { .. } | RetrievalError::Input { .. } => {
                     ErrorClass::FailedPrecondition
                 }

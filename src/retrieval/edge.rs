@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::lock::StoreLock;
 use super::schema::{self, StaleSelector};
 use super::{Chunk, Hit, RetrievalError, VectorStore, point_id};
 use futures::future::BoxFuture;
@@ -37,6 +38,10 @@ struct Inner {
     shard: EdgeShard,
     /// Serialises updates and flushes (see the module docs).
     writes: Mutex<()>,
+    /// Held while the shard is (see [`super::lock`]); declared after it, so
+    /// it is let go only once the shard has closed, even when a blocking
+    /// task outlives the `EdgeStore`.
+    _lock: StoreLock,
 }
 
 impl Inner {
@@ -72,6 +77,9 @@ impl EdgeStore {
             return Err(err("vector dimension must be at least 1".into()));
         }
         let path = data_dir.join("collections").join(collection);
+        // Before the shard: a second opener is told who holds it, instead
+        // of failing inside qdrant-edge's WAL.
+        let lock = StoreLock::acquire(&path)?;
         let exists = path.join("edge_config.json").is_file() || path.join("segments").is_dir();
         let shard = if exists {
             let shard = EdgeShard::load(&path, None)
@@ -122,7 +130,7 @@ impl EdgeStore {
             shard
         };
         Ok(EdgeStore {
-            inner: Arc::new(Inner { shard, writes: Mutex::new(()) }),
+            inner: Arc::new(Inner { shard, writes: Mutex::new(()), _lock: lock }),
             collection: collection.to_string(),
             dimension,
             path,

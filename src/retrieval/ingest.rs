@@ -1,9 +1,13 @@
-//! `meshops ingest`: files → chunks → vectors → store, idempotently.
+//! Ingest: files or texts → chunks → vectors → store, idempotently; and
+//! removing documents.
 //!
 //! Point ids derive from chunk content ([`super::point_id`]), so ingesting the
 //! same files again rewrites the same points. After upserting, every ingested
 //! document's points that the new chunks did not produce are pruned, so an
-//! edited document leaves no stale chunks behind.
+//! edited document leaves no stale chunks behind: ingesting a document id
+//! again replaces that document. `meshops ingest` calls this on a store it
+//! opens; a running gateway calls it on its own open store for the `Admin`
+//! service's `Ingest` and `DeleteDocuments`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +20,24 @@ use crate::config::MeshSpec;
 /// embedder's round trip, small enough to keep requests and memory bounded.
 const BATCH: usize = 64;
 
-/// File extensions ingest reads (lowercase).
-const EXTENSIONS: [&str; 3] = ["md", "markdown", "txt"];
+/// File extensions ingest reads (lowercase): the one list both a folder's
+/// walk and files named one by one are checked against.
+pub const EXTENSIONS: [&str; 4] = ["md", "markdown", "txt", "rst"];
+
+/// A document to ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// What citations report, and what a later ingest of the same document
+    /// replaces (see [`collect_files`] for the ids files get).
+    pub doc_id: String,
+    /// Where the text came from (a file name), stored with each chunk.
+    pub source: String,
+    /// Markdown or plain text.
+    pub text: String,
+}
+
+/// How far an ingest has come: chunks stored, of the total.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Send + Sync);
 
 /// What an ingest run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,15 +62,25 @@ fn input_err(path: &Path, message: impl Into<String>) -> RetrievalError {
     RetrievalError::Input { path: path.display().to_string(), message: message.into() }
 }
 
-fn supported(path: &Path) -> bool {
+/// Whether ingest reads `path` (by its extension, see [`EXTENSIONS`]).
+pub fn supported(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// The extensions as a message lists them: `.md, .markdown, .txt or .rst`.
+fn extensions_text() -> String {
+    let dotted: Vec<String> = EXTENSIONS.iter().map(|e| format!(".{e}")).collect();
+    match dotted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => dotted.join(""),
+    }
+}
+
 /// The documents under `paths`, as `(file, doc_id)` in a stable order. A file
 /// is taken as given (doc id: its stem); a directory is walked recursively in
-/// name order for `.md`, `.markdown` and `.txt` files (doc id: the relative
+/// name order for files of the same kinds, [`EXTENSIONS`] (doc id: the relative
 /// path without extension, `/`-separated). Hidden entries (`.git`, …) and
 /// symlinked directories (which could loop) are skipped. A missing or
 /// unreadable path, a file of another kind, and two files with the same doc id
@@ -65,7 +95,7 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, Retrie
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             out.push((path.clone(), stem));
         } else {
-            return Err(input_err(path, "unsupported file type: expected .md, .markdown or .txt"));
+            return Err(input_err(path, format!("unsupported file type: expected {}", extensions_text())));
         }
     }
     // Two files mapping to one doc id would overwrite each other's chunk ids
@@ -114,32 +144,66 @@ fn doc_id(root: &Path, path: &Path) -> String {
     rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
 }
 
-/// Ingests `paths` (see [`collect_files`]) into `store`: chunks every
-/// document, embeds and upserts the chunks in batches of 64, then prunes each
-/// document's stale points. `progress` gets the chunk count as its length and
-/// advances as chunks are stored. Documents deleted from disk are not
-/// detected; their points stay until removed by other means.
+/// Reads the documents under `paths` (see [`collect_files`]); a file that
+/// is not UTF-8 text is an error naming it.
+pub fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>, RetrievalError> {
+    let files = collect_files(paths)?;
+    let mut docs = Vec::with_capacity(files.len());
+    for (path, doc_id) in files {
+        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| input_err(&path, "not UTF-8 text"))?;
+        docs.push(Document { doc_id, source: path.display().to_string(), text });
+    }
+    Ok(docs)
+}
+
+/// Ingests `paths` (see [`collect_files`]) into `store`: reads them and
+/// calls [`ingest_documents`]. Documents deleted from disk are not
+/// detected; their points stay until removed ([`delete_documents`]).
 pub async fn ingest_paths(
     paths: &[PathBuf],
     opts: &ChunkOptions,
     embedder: &dyn Embedder,
     store: &dyn VectorStore,
-    progress: &indicatif::ProgressBar,
+    progress: Progress<'_>,
 ) -> Result<IngestReport, RetrievalError> {
-    let files = collect_files(paths)?;
-    let mut docs: Vec<(String, Vec<Chunk>)> = Vec::with_capacity(files.len());
-    for (path, doc_id) in &files {
-        let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-        let text = String::from_utf8(bytes).map_err(|_| input_err(path, "not UTF-8 text"))?;
-        let chunks = chunk_document(doc_id, &path.display().to_string(), &text, opts);
-        docs.push((doc_id.clone(), chunks));
+    let docs = read_documents(paths)?;
+    ingest_documents(&docs, opts, embedder, store, progress).await
+}
+
+/// Ingests `docs` into `store`: chunks every document, embeds and upserts
+/// the chunks in batches of 64, then prunes each document's stale points
+/// (chunks of an earlier version that the new text did not produce), so a
+/// document ingested again under its id replaces the old one. `progress`
+/// hears of every batch stored. Two documents with one id are refused:
+/// each would prune the other's chunks.
+pub async fn ingest_documents(
+    docs: &[Document],
+    opts: &ChunkOptions,
+    embedder: &dyn Embedder,
+    store: &dyn VectorStore,
+    progress: Progress<'_>,
+) -> Result<IngestReport, RetrievalError> {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for d in docs {
+        if let Some(first) = seen.insert(d.doc_id.as_str(), d.source.as_str()) {
+            return Err(RetrievalError::Input {
+                path: d.source.clone(),
+                message: format!("doc id {:?} is also the doc id of {first}", d.doc_id),
+            });
+        }
     }
-    let all: Vec<&Chunk> = docs.iter().flat_map(|(_, c)| c.iter()).collect();
-    let mut report = IngestReport { files: files.len(), chunks: all.len(), ..IngestReport::default() };
-    progress.set_length(all.len() as u64);
+    let chunked: Vec<(&str, Vec<Chunk>)> = docs
+        .iter()
+        .map(|d| (d.doc_id.as_str(), chunk_document(&d.doc_id, &d.source, &d.text, opts)))
+        .collect();
+    let all: Vec<&Chunk> = chunked.iter().flat_map(|(_, c)| c.iter()).collect();
+    let mut report = IngestReport { files: docs.len(), chunks: all.len(), ..IngestReport::default() };
+    progress(0, all.len());
 
     // Batches may span documents: fewer, fuller embedder calls. Pruning waits
     // until everything is upserted, so no document is ever missing points.
+    let mut stored = 0;
     for batch in all.chunks(BATCH) {
         let texts: Vec<String> = batch.iter().map(|c| c.text.clone()).collect();
         let vectors = embedder.embed(&texts).await?;
@@ -151,12 +215,42 @@ pub async fn ingest_paths(
         }
         let points = batch.iter().map(|c| (*c).clone()).zip(vectors).collect::<Vec<_>>();
         report.upserted += store.upsert(points).await?;
-        progress.inc(batch.len() as u64);
+        stored += batch.len();
+        progress(stored, all.len());
     }
 
-    for (doc_id, chunks) in &docs {
+    for (doc_id, chunks) in &chunked {
         let keep = chunks.iter().map(point_id).collect();
-        report.pruned += store.prune_doc(doc_id.clone(), keep).await?;
+        report.pruned += store.prune_doc((*doc_id).to_string(), keep).await?;
+    }
+    report.points = store.count().await?;
+    Ok(report)
+}
+
+/// What removing documents did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteReport {
+    /// Chunks removed, over all the documents.
+    pub removed: usize,
+    /// The ids that had no chunks.
+    pub not_found: Vec<String>,
+    /// Points in the collection afterwards.
+    pub points: usize,
+}
+
+/// Removes every chunk of the documents `doc_ids` from `store`.
+pub async fn delete_documents(
+    doc_ids: &[String],
+    store: &dyn VectorStore,
+) -> Result<DeleteReport, RetrievalError> {
+    let mut report = DeleteReport::default();
+    for id in doc_ids {
+        // Keeping nothing prunes the whole document.
+        let removed = store.prune_doc(id.clone(), Vec::new()).await?;
+        if removed == 0 {
+            report.not_found.push(id.clone());
+        }
+        report.removed += removed;
     }
     report.points = store.count().await?;
     Ok(report)
@@ -176,7 +270,7 @@ pub async fn ingest_if_empty(
     }
     let paths: Vec<_> = r.corpus.iter().map(|p| spec.resolve(p)).collect();
     let opts = ChunkOptions { max_chars: r.chunk_max_chars, overlap_chars: r.chunk_overlap_chars };
-    let report = ingest_paths(&paths, &opts, embedder, store, &indicatif::ProgressBar::hidden()).await?;
+    let report = ingest_paths(&paths, &opts, embedder, store, &|_, _| {}).await?;
     tracing::info!(
         files = report.files,
         chunks = report.chunks,
@@ -225,6 +319,58 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_and_a_file_named_alone_accept_the_same_kinds() {
+        let dir = corpus();
+        write(dir.path(), "guides/setup.rst", "Setup\n=====\n\nRun the binary.");
+        let walked = collect_files(&[dir.path().to_path_buf()]).unwrap();
+        assert!(walked.iter().any(|(_, id)| id == "guides/setup"), "{walked:?}");
+        let direct = collect_files(&[dir.path().join("guides/setup.rst")]).unwrap();
+        assert_eq!(direct[0].1, "setup");
+        // Every extension either way, or neither.
+        for ext in EXTENSIONS.iter().chain(["png", "pdf"].iter()) {
+            let one = tempfile::tempdir().unwrap();
+            write(one.path(), &format!("doc.{ext}"), "text");
+            let by_folder = collect_files(&[one.path().to_path_buf()]).unwrap().len() == 1;
+            let by_name = collect_files(&[one.path().join(format!("doc.{ext}"))]).is_ok();
+            assert_eq!(by_folder, by_name, ".{ext}");
+            assert_eq!(by_folder, EXTENSIONS.contains(ext), ".{ext}");
+        }
+        let err = collect_files(&[dir.path().join("image.png")]).unwrap_err().to_string();
+        assert!(err.contains(".md, .markdown, .txt or .rst"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_document_ingested_again_under_its_id_replaces_it_and_delete_removes_it() {
+        let data = tempfile::tempdir().unwrap();
+        let embedder = OfflineEmbedder::new(64);
+        let store = EdgeStore::open(data.path(), "docs", 64).unwrap();
+        let opts = ChunkOptions::default();
+        let doc = |text: &str| Document {
+            doc_id: "notes/plan".into(),
+            source: "plan.md".into(),
+            text: text.into(),
+        };
+        let none = |_: usize, _: usize| {};
+        let v1 = "# Plan\n\nFirst we build.\n\n## Later\n\nThen we ship.";
+        let first = ingest_documents(&[doc(v1)], &opts, &embedder, &store, &none).await.unwrap();
+        assert_eq!((first.files, first.chunks, first.points), (1, 2, 2));
+        let v2 = "# Plan\n\nWe only ship.";
+        let second = ingest_documents(&[doc(v2)], &opts, &embedder, &store, &none).await.unwrap();
+        assert_eq!((second.chunks, second.pruned, second.points), (1, 2, 1));
+        let hits = store.search(embedder.embed_text("ship"), 5, None).await.unwrap();
+        assert_eq!(hits.len(), 1);
+        assert!(hits[0].text.contains("We only ship"), "{}", hits[0].text);
+
+        let twice = [doc(v1), doc(v2)];
+        let err = ingest_documents(&twice, &opts, &embedder, &store, &none).await.unwrap_err();
+        assert!(err.to_string().contains("notes/plan"), "{err}");
+
+        let ids = vec!["notes/plan".to_string(), "missing".to_string()];
+        let deleted = delete_documents(&ids, &store).await.unwrap();
+        assert_eq!(deleted, DeleteReport { removed: 1, not_found: vec!["missing".into()], points: 0 });
+    }
+
+    #[test]
     fn bad_paths_are_errors_naming_the_path() {
         let dir = corpus();
         let missing = dir.path().join("missing.md");
@@ -247,8 +393,12 @@ mod tests {
         let opts = ChunkOptions::default();
         let paths = vec![corpus.path().to_path_buf()];
         let bar = indicatif::ProgressBar::hidden();
+        let progress = |done: usize, total: usize| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        };
 
-        let first = ingest_paths(&paths, &opts, &embedder, &store, &bar).await.unwrap();
+        let first = ingest_paths(&paths, &opts, &embedder, &store, &progress).await.unwrap();
         assert_eq!(first.files, 3);
         // gateway: 3 sections, agents: 3 sections, notes: 1 chunk.
         assert_eq!(first.chunks, 7);
@@ -258,7 +408,7 @@ mod tests {
         assert_eq!(bar.length(), Some(7));
         assert_eq!(bar.position(), 7);
 
-        let again = ingest_paths(&paths, &opts, &embedder, &store, &bar).await.unwrap();
+        let again = ingest_paths(&paths, &opts, &embedder, &store, &progress).await.unwrap();
         assert_eq!(again.points, 7);
         assert_eq!(again.pruned, 0);
 
@@ -268,7 +418,7 @@ mod tests {
             "gateway.md",
             "# Gateway\n\nThe gateway accepts gRPC calls from clients.\n\n## Limits\n\nEach client may send at most ten requests per second.\n",
         );
-        let edited = ingest_paths(&paths, &opts, &embedder, &store, &bar).await.unwrap();
+        let edited = ingest_paths(&paths, &opts, &embedder, &store, &progress).await.unwrap();
         assert_eq!(edited.chunks, 6);
         assert_eq!(edited.pruned, 2);
         assert_eq!(edited.points, 6);

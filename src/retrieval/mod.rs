@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod edge;
 pub mod embed;
 pub mod ingest;
+pub mod lock;
 pub mod qdrant;
 pub mod schema;
 pub mod zero;
@@ -63,6 +64,21 @@ pub enum RetrievalError {
     Io { path: String, source: std::io::Error },
     #[error("vector dimension mismatch in {collection}: store has {store}, embedder gives {embedder}")]
     Dimension { collection: String, store: usize, embedder: usize },
+    /// The embedded store is open in another process (a running gateway,
+    /// most often) or already open in this one: one holder at a time.
+    #[error("the embedded store {path} is in use by {}", holder_text(*.holder))]
+    Locked {
+        path: String,
+        /// The holder's process id, when its lock file says.
+        holder: Option<u32>,
+    },
+}
+
+fn holder_text(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) => format!("process {pid}"),
+        None => "another process".into(),
+    }
 }
 
 /// Turns text into vectors. Async because remote embedders call a network.

@@ -20,7 +20,7 @@ use crate::config::MeshSpec;
 use crate::llm::SharedLlm;
 use crate::llm::traced::TracedClient;
 use crate::mesh::{MeshError, MeshHandle, MeshThreads, Resources};
-use crate::retrieval::{self, RetrievalError, SharedStore};
+use crate::retrieval::{self, RetrievalError, SharedEmbedder, SharedStore};
 
 /// Why the mesh could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +59,12 @@ pub struct Runtime {
     /// The running agents; requests go in as `mesh::Ask` messages.
     pub mesh: MeshHandle,
     /// The store, kept to report on it (health, counts) and to see when
-    /// the stopped mesh has let go of it (see [`Runtime::shutdown`]).
+    /// the stopped mesh has let go of it (see [`Runtime::shutdown`]); the
+    /// gateway's `Admin` service writes documents into it.
     pub store: SharedStore,
+    /// The retriever's embedder: documents added while serving must be
+    /// embedded the same way as the ones it searches.
+    pub embedder: SharedEmbedder,
 }
 
 /// Assembles and starts the mesh of `spec` (see the module docs for the
@@ -68,7 +72,7 @@ pub struct Runtime {
 pub async fn start(spec: Arc<MeshSpec>, options: Options) -> Result<Runtime, RuntimeError> {
     let (store, embedder) = retrieval::open(&spec).await?;
     retrieval::ingest::ingest_if_empty(&spec, embedder.as_ref(), store.as_ref()).await?;
-    let mut resources = Resources::build(&spec, store.clone(), embedder)?;
+    let mut resources = Resources::build(&spec, store.clone(), embedder.clone())?;
     // Traced like the configured clients: every model call gets its span
     // and metrics, whoever built the client.
     let telemetry = &spec.settings.telemetry;
@@ -81,7 +85,7 @@ pub async fn start(spec: Arc<MeshSpec>, options: Options) -> Result<Runtime, Run
         None => MeshHandle::start(spec, resources),
     })
     .await??;
-    Ok(Runtime { mesh, store })
+    Ok(Runtime { mesh, store, embedder })
 }
 
 impl Runtime {
@@ -90,7 +94,9 @@ impl Runtime {
     /// files, and a second run in the same process (a resumed evaluation, a
     /// test) must be able to open it again.
     pub async fn shutdown(self) {
-        let Runtime { mesh, store } = self;
+        let Runtime { mesh, store, embedder } = self;
+        // Only the store is waited for; the embedder holds no files.
+        drop(embedder);
         // Joining the mesh's threads blocks.
         if let Err(e) = tokio::task::spawn_blocking(move || mesh.shutdown()).await {
             tracing::error!(error = %e, "mesh shutdown task failed");

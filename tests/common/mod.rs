@@ -5,6 +5,7 @@
 
 pub mod fake_openai;
 pub mod require;
+pub mod served;
 
 use std::path::{Path, PathBuf};
 
