@@ -47,6 +47,7 @@ for tool in check-jsonschema kubernetes-validate hadolint shellcheck actionlint;
   have "$tool" || die "$tool is not on PATH after installing (is pip's bin dir on PATH?)"
 done
 python3 -c 'import openai' || die "the openai Python SDK did not install (tests/openai_api.rs drives the HTTP API with it)"
+python3 -c 'import mcp' || die "the mcp Python SDK did not install (tests/mcp_server.rs drives the MCP server with it)"
 
 BUF_VERSION=1.75.0
 tools="${MESHOPS_TOOLS_DIR:-$HOME/.cache/meshops-tools}"
@@ -97,6 +98,7 @@ version shellcheck "$(shellcheck --version | sed -n 's/^version: //p')"
 version buf "$("$buf" --version)"
 version python3 "$(python3 --version 2>&1)"
 version openai "$(python3 -c 'import openai; print(openai.__version__)')"
+version mcp "$(python3 -c 'import importlib.metadata as m; print(m.version("mcp"))')"
 version bash "$BASH_VERSION"
 version tar "$(tar --version)"
 version sha256sum "$(sha256sum --version)"

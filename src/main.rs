@@ -41,6 +41,9 @@ enum Command {
         #[arg(long)]
         http_listen: Option<String>,
     },
+    /// Serve the mesh as an MCP server over stdin/stdout (tools `ask` and
+    /// `describe_mesh`), for MCP clients that start their servers.
+    Mcp,
     /// Ask a running gateway a question.
     Ask {
         query: String,
@@ -196,6 +199,9 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Serve { listen, http_listen } = &cli.command {
         return cli::serve::serve(load(&cli)?, listen.clone(), http_listen.clone()).await;
     }
+    if let Command::Mcp = &cli.command {
+        return cli::serve::mcp(load(&cli)?).await;
+    }
     // Tools log to the terminal only; the gateway's telemetry follows its config.
     let local = meshops::config::TelemetrySettings { export: false, ..Default::default() };
     meshops::telemetry::init(&local)?;
@@ -205,7 +211,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Eval(cli::eval::Command::Score(args)) => cli::eval::score(args).await,
         Command::Eval(cli::eval::Command::Compare(args)) => cli::eval::compare(args),
         Command::Validate => cli::admin::validate(&load(&cli)?, &load_options(&cli)?),
-        Command::Serve { .. } => Ok(()),
+        Command::Serve { .. } | Command::Mcp => Ok(()),
         Command::Probe { target, timeout, conn } => {
             cli::admin::probe(target_url(&cli, target.as_deref()), *timeout, conn).await
         }

@@ -23,43 +23,14 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::watch;
 
 use super::BatchError;
+use super::summary::CLAIMED;
 use super::summary::{self, JobPage, Owners, summary};
+pub use super::summary::{CODE_CANCELLED, JobState, JobSummary};
 use crate::mesh::{Answer, AskInput, Usage};
 
 /// Item states in `items.state`.
 const WAITING: i64 = 0;
-pub(super) const CLAIMED: i64 = 1;
 const FINISHED: i64 = 2;
-
-/// gRPC's CANCELLED: the code of items a cancel answered.
-pub const CODE_CANCELLED: i32 = 1;
-
-/// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Queued,
-    Running,
-    Completed,
-    Cancelled,
-}
-
-/// A job's state, counts and usage so far.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobSummary {
-    pub job_id: String,
-    pub request_id: Option<String>,
-    pub state: JobState,
-    pub total: u32,
-    pub done: u32,
-    pub failed: u32,
-    pub cancelled: u32,
-    pub pending: u32,
-    /// Summed over answered items; `cost_usd` is `None` when any answered
-    /// item's cost is unknown.
-    pub usage: Usage,
-    pub created_ms: u64,
-    pub finished_ms: Option<u64>,
-}
 
 /// How an item ended.
 #[derive(Debug, Clone, PartialEq)]

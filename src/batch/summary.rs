@@ -4,8 +4,41 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::BatchError;
-use super::store::{CLAIMED, CODE_CANCELLED, JobState, JobSummary};
 use crate::mesh::Usage;
+
+/// Item state `claimed` in `items.state` (the store's other states are
+/// its own).
+pub(super) const CLAIMED: i64 = 1;
+
+/// gRPC's CANCELLED: the code of items a cancel answered.
+pub const CODE_CANCELLED: i32 = 1;
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Cancelled,
+}
+
+/// A job's state, counts and usage so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub request_id: Option<String>,
+    pub state: JobState,
+    pub total: u32,
+    pub done: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+    pub pending: u32,
+    /// Summed over answered items; `cost_usd` is `None` when any answered
+    /// item's cost is unknown.
+    pub usage: Usage,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+}
 
 /// A job's row in `jobs`.
 struct JobRow {

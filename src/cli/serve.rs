@@ -29,6 +29,9 @@ pub async fn serve(mut spec: MeshSpec, listen: Option<String>, http_listen: Opti
     if let Some(http) = server.http_addr {
         eprintln!("OpenAI-compatible HTTP API on http://{http}/v1");
     }
+    if let Some(mcp) = server.mcp_addr {
+        eprintln!("MCP server (streamable HTTP) on http://{mcp}/mcp");
+    }
     let result = tokio::select! {
         r = shutdown_signal() => {
             let signal = r?;
@@ -39,6 +42,24 @@ pub async fn serve(mut spec: MeshSpec, listen: Option<String>, http_listen: Opti
     };
     telemetry.shutdown();
     result
+}
+
+/// `meshops mcp`: the mesh as an MCP server over stdin/stdout. The gateway
+/// runs in process on a loopback port of its own (stdout carries only MCP
+/// messages; logs go to stderr), and its tools call it directly; it stops
+/// when the client closes stdin.
+pub async fn mcp(mut spec: MeshSpec) -> Result<()> {
+    let telemetry = meshops::telemetry::init(&spec.settings.telemetry)?;
+    let gw = &mut spec.settings.gateway;
+    gw.listen = "127.0.0.1:0".into();
+    gw.http_listen = None;
+    gw.mcp_listen = None;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind 127.0.0.1:0")?;
+    let server = meshops::gateway::start(spec, listener).await?;
+    let served = meshops::gateway::mcp::serve_stdio(server.mcp_tools()).await.context("MCP over stdio");
+    let stopped = server.shutdown().await.map_err(anyhow::Error::from);
+    telemetry.shutdown();
+    served.and(stopped)
 }
 
 /// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `docker stop` and

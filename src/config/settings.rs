@@ -162,6 +162,9 @@ pub struct GatewaySettings {
     /// Where the OpenAI-compatible HTTP API (`/v1/models`,
     /// `/v1/chat/completions`) listens, beside gRPC; unset: not served.
     pub http_listen: Option<String>,
+    /// Where the MCP server (streamable HTTP, at `/mcp`) listens, beside
+    /// gRPC; unset: not served (`meshops mcp` serves it over stdio).
+    pub mcp_listen: Option<String>,
 }
 
 /// The gateway's TLS identity and, optionally, the CA that client
@@ -197,6 +200,7 @@ impl Default for GatewaySettings {
             max_metadata_entries: 64,
             tls: None,
             http_listen: None,
+            mcp_listen: None,
         }
     }
 }

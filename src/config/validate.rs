@@ -37,6 +37,23 @@ fn validate_gateway(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigErr
             ),
         ));
     }
+    if let Some(mcp) = &s.gateway.mcp_listen {
+        if mcp.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(ConfigError::field(
+                at(&["gateway", "mcp_listen"]),
+                "gateway.mcp_listen",
+                format!("`{mcp}` is not a socket address; expected HOST:PORT such as 127.0.0.1:8001"),
+            ));
+        }
+        if s.gateway.tls.is_some() {
+            errors.push(ConfigError::field(
+                at(&["gateway", "mcp_listen"]),
+                "gateway.mcp_listen",
+                "the MCP endpoint serves plaintext, and [gateway.tls] is set: it would bypass TLS; terminate \
+                 TLS in front of it and leave [gateway.tls] unset, or unset mcp_listen",
+            ));
+        }
+    }
     if let Some(http) = &s.gateway.http_listen {
         if http.parse::<std::net::SocketAddr>().is_err() {
             errors.push(ConfigError::field(

@@ -155,6 +155,20 @@ impl Admission {
     /// Checks the caller's key and its rate limits. `None` when no keys are
     /// configured (nothing to check, nothing to charge).
     pub fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Caller>, Status> {
+        let Some(index) = self.key_index(metadata)? else {
+            return Ok(None);
+        };
+        self.charge_request(index)
+    }
+
+    /// Checks the caller's key only, charging nothing (a front door whose
+    /// calls are checked and charged again by the service they reach).
+    pub fn verify_key(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        self.key_index(metadata).map(|_| ())
+    }
+
+    /// The index of the caller's key; `None` when no keys are configured.
+    fn key_index(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<usize>, Status> {
         if self.keys.is_empty() {
             return Ok(None);
         }
@@ -181,9 +195,12 @@ impl Admission {
                 found = Some(i);
             }
         }
-        let Some(index) = found else {
-            return Err(self.auth_failed("API key not recognised"));
-        };
+        found.map(Some).ok_or_else(|| self.auth_failed("API key not recognised"))
+    }
+
+    /// Takes one request (and checks the token budget) from key `index`'s
+    /// buckets.
+    fn charge_request(&self, index: usize) -> Result<Option<Caller>, Status> {
         let Some(bucket) = self.buckets.get(index) else {
             return Err(Status::internal("rate limiter state missing for a configured key"));
         };

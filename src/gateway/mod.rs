@@ -9,10 +9,12 @@
 
 pub mod admin;
 pub mod admission;
+pub mod arrival;
 pub mod batch;
 pub mod convert;
 pub mod error;
 pub mod limits;
+pub mod mcp;
 pub mod openai;
 pub mod server;
 
@@ -77,7 +79,7 @@ impl GatewayService {
         let margin = (timeout / 10).clamp(Duration::from_millis(5), Duration::from_millis(100));
         let arrival = request
             .extensions()
-            .get::<server::Arrival>()
+            .get::<arrival::Arrival>()
             .map(|a| a.0)
             .unwrap_or_else(tokio::time::Instant::now);
         let deadline = arrival + timeout.saturating_sub(margin);

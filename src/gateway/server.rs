@@ -85,6 +85,11 @@ pub struct ServerHandle {
     pub http_addr: Option<SocketAddr>,
     /// The HTTP API's server task.
     http_task: Option<JoinHandle<std::io::Result<()>>>,
+    /// Where the MCP endpoint listens, when it is served.
+    pub mcp_addr: Option<SocketAddr>,
+    mcp_task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The mesh's MCP tools (for `meshops mcp` over stdio).
+    mcp_tools: super::mcp::MeshTools,
     health: HealthReporter,
     shutdown: Option<watch::Sender<bool>>,
     /// Done when the server instances on all mesh threads are.
@@ -109,8 +114,8 @@ impl Drop for ServerHandle {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(true);
         }
-        if let Some(http) = self.http_task.take() {
-            http.abort();
+        for task in [self.http_task.take(), self.mcp_task.take()].into_iter().flatten() {
+            task.abort();
         }
         self.threads.stop();
     }
@@ -148,10 +153,10 @@ impl ServerHandle {
             Ok(served) => served?,
             Err(_) => Ok(()),
         };
-        if let Some(mut http) = self.http_task.take() {
+        for mut task in [self.http_task.take(), self.mcp_task.take()].into_iter().flatten() {
             // Streams still open after the grace period are cut.
-            if tokio::time::timeout(self.grace, &mut http).await.is_err() {
-                http.abort();
+            if tokio::time::timeout(self.grace, &mut task).await.is_err() {
+                task.abort();
             }
         }
         // Whatever still runs on the mesh's threads (connections left open
@@ -160,6 +165,11 @@ impl ServerHandle {
         served?;
         self.batch.store.close().await?;
         Ok(())
+    }
+
+    /// The mesh's MCP tools, calling this gateway in process.
+    pub fn mcp_tools(&self) -> super::mcp::MeshTools {
+        self.mcp_tools.clone()
     }
 
     /// Requests being served now.
@@ -283,6 +293,27 @@ pub async fn start_with(
         }
         None => (None, None),
     };
+    let mcp_tools = super::mcp::MeshTools::new(services.gateway.clone());
+    let (mcp_addr, mcp_task) = match &spec.settings.gateway.mcp_listen {
+        Some(mcp) => {
+            let listener = TcpListener::bind(mcp.as_str()).await?;
+            let mcp_addr = listener.local_addr()?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let router = super::mcp::router(mcp_tools.clone(), mcp_addr, cancel.clone());
+            let mut stop = shutdown_rx.clone();
+            let task = tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                        cancel.cancel();
+                    })
+                    .await
+            });
+            tracing::info!(%mcp_addr, "MCP endpoint listening at /mcp");
+            (Some(mcp_addr), Some(task))
+        }
+        None => (None, None),
+    };
     let task = serve_on_threads(&mesh_threads, listener, Arc::new(services), shutdown_rx)?;
 
     let options = crate::runtime::Options { models: overrides.models, threads: Some(mesh_threads.clone()) };
@@ -301,6 +332,9 @@ pub async fn start_with(
         addr,
         http_addr,
         http_task,
+        mcp_addr,
+        mcp_task,
+        mcp_tools,
         health,
         shutdown: Some(shutdown_tx),
         task,
@@ -385,7 +419,7 @@ impl<R1: v1::ServerReflection, R0: v1alpha::ServerReflection> Services<R1, R0> {
             });
         let (max_message_bytes, max_metadata_entries) = (self.max_message_bytes, self.max_metadata_entries);
         builder
-            .layer(tower::layer::layer_fn(|inner| StampArrival { inner }))
+            .layer(tower::layer::layer_fn(|inner| super::arrival::StampArrival { inner }))
             .layer(tower::layer::layer_fn(move |inner| super::limits::InputLimits {
                 inner,
                 max_message_bytes,
@@ -443,34 +477,4 @@ fn serve_on_threads<R1: v1::ServerReflection, R0: v1alpha::ServerReflection>(
         }
         result
     }))
-}
-
-/// When a call reached the server, stamped before decoding: the deadline
-/// counts from here, the same instant tonic's own `grpc-timeout` timer
-/// starts, so the gateway's deadline never lands after tonic's.
-#[derive(Debug, Clone, Copy)]
-pub struct Arrival(pub tokio::time::Instant);
-
-/// Tower service that stamps [`Arrival`] into each request's extensions.
-#[derive(Debug, Clone)]
-pub struct StampArrival<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for StampArrival<S>
-where
-    S: tower::Service<tonic::codegen::http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: tonic::codegen::http::Request<B>) -> Self::Future {
-        req.extensions_mut().insert(Arrival(tokio::time::Instant::now()));
-        self.inner.call(req)
-    }
 }

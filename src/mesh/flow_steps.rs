@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::flow::{self, FlowPlan, PlannedAgent, PlannedStep};
 use super::messages::{StepInput, StepOutput};
-use super::orchestrator::Run;
+use super::run::Run;
 use super::{MeshError, Verdict};
 use crate::config::{AgentKind, Merge, OnReject};
 use crate::llm::{Passage, Scores};

@@ -19,6 +19,7 @@ pub mod flow;
 mod flow_steps;
 pub mod messages;
 pub mod orchestrator;
+mod run;
 
 use std::collections::HashMap;
 use std::sync::Arc;

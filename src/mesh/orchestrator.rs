@@ -4,74 +4,18 @@
 //! loop. The flow runner is a plain async function over a shared [`Plan`];
 //! the actor only hands each request to it as a future.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use actix::{Actor, Addr, Context, Handler, ResponseFuture};
-use tokio::sync::mpsc::UnboundedSender;
+use actix::{Actor, Context, Handler, ResponseFuture};
 use tracing::Instrument as _;
 
-use super::agents::AgentActor;
-use super::flow::Flows;
 use super::flow_steps::{FlowState, run_step, unexpected};
-use super::messages::{Ask, MeshEvent, RunStep, StepInput, StepOutput};
+use super::messages::{Ask, StepInput, StepOutput};
+use super::run::Run;
+pub use super::run::{AgentPool, Plan};
 use super::{Answer, Citation, MeshError, StepRecord, Usage, Verdict};
-use crate::config::{AgentKind, MeshSpec};
+use crate::config::AgentKind;
 use crate::llm::Passage;
-
-/// The replicas of one agent, each with the index of the arbiter (thread)
-/// it runs on.
-pub struct AgentPool {
-    pub name: String,
-    pub kind: AgentKind,
-    replicas: Vec<(usize, Addr<AgentActor>)>,
-    next: AtomicUsize,
-}
-
-impl AgentPool {
-    pub fn new(name: String, kind: AgentKind, replicas: Vec<(usize, Addr<AgentActor>)>) -> Self {
-        Self { name, kind, replicas, next: AtomicUsize::new(0) }
-    }
-
-    /// A replica on arbiter `home` when there is one (a message to an actor
-    /// on the same thread needs no thread wake-up), else round robin over
-    /// all replicas.
-    fn pick(&self, home: usize) -> Option<&Addr<AgentActor>> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let local = self.replicas.iter().filter(|(a, _)| *a == home).count();
-        if local > 0 {
-            return self.replicas.iter().filter(|(a, _)| *a == home).nth(n % local).map(|(_, r)| r);
-        }
-        if self.replicas.is_empty() {
-            return None;
-        }
-        self.replicas.get(n % self.replicas.len()).map(|(_, r)| r)
-    }
-}
-
-/// Everything the flow runner needs, shared by all requests.
-pub struct Plan {
-    pub spec: Arc<MeshSpec>,
-    pub agents: HashMap<String, AgentPool>,
-    pub router: String,
-    /// Every flow (the base mesh's and the variants'), compiled at
-    /// start-up against the agents.
-    pub flows: Flows,
-}
-
-impl Plan {
-    /// The plan of `spec` run by `agents`, its flows compiled; fails (at
-    /// start-up) when a flow names an agent that did not start.
-    pub fn new(
-        spec: Arc<MeshSpec>,
-        agents: HashMap<String, AgentPool>,
-        router: String,
-    ) -> Result<Plan, MeshError> {
-        let flows = Flows::compile(&spec, |name| agents.get(name).map(|p| p.kind))?;
-        Ok(Plan { spec, agents, router, flows })
-    }
-}
 
 /// The orchestrator actor. There is one per worker arbiter; each prefers
 /// the agent replicas on its own arbiter.
@@ -129,90 +73,6 @@ pub async fn run(plan: Arc<Plan>, ask: Ask, home: usize) -> Result<Answer, MeshE
     result
 }
 
-/// Per-request state while a flow runs.
-pub(super) struct Run<'a> {
-    pub(super) plan: &'a Plan,
-    ask: &'a Ask,
-    home: usize,
-    pub(super) steps: Vec<StepRecord>,
-    intent: String,
-}
-
-impl Run<'_> {
-    /// Runs one step and records it.
-    pub(super) async fn step(
-        &mut self,
-        agent: &str,
-        input: StepInput,
-        attempt: u32,
-    ) -> Result<StepOutput, MeshError> {
-        let (output, record) = self.send(agent, input, attempt).await?;
-        self.steps.push(record);
-        Ok(output)
-    }
-
-    /// Runs one step on a replica of `agent` (with its events) and returns
-    /// its output and record; the caller records it, so steps of a group
-    /// can run at once and be recorded in the order written.
-    pub(super) async fn send(
-        &self,
-        agent: &str,
-        input: StepInput,
-        attempt: u32,
-    ) -> Result<(StepOutput, StepRecord), MeshError> {
-        // Flows are validated against the agents at load, and every agent
-        // gets a replica per arbiter: a miss here is a bug, not an outage.
-        let pool = self
-            .plan
-            .agents
-            .get(agent)
-            .ok_or_else(|| MeshError::internal(Some(agent), "no such agent in the mesh"))?;
-        let addr = pool.pick(self.home).ok_or_else(|| MeshError::internal(Some(agent), "no replicas"))?;
-        // Events are built only when someone streams.
-        if let Some(sink) = &self.ask.events {
-            emit(
-                sink,
-                MeshEvent::StepStarted {
-                    agent: agent.to_string(),
-                    kind: pool.kind.as_str().to_string(),
-                    attempt,
-                },
-            );
-        }
-        let msg = RunStep {
-            variant: self.ask.input.variant.clone(),
-            input,
-            attempt,
-            events: self.ask.events.clone(),
-            cancel: self.ask.cancel.clone(),
-            parent: self.ask.span.clone(),
-            intent: self.intent.clone(),
-        };
-        let (output, record) = match addr.send(msg).await {
-            Ok(result) => result?,
-            Err(e) => {
-                return Err(MeshError::AgentUnavailable { agent: agent.to_string(), message: e.to_string() });
-            }
-        };
-        if let Some(sink) = &self.ask.events {
-            emit(sink, MeshEvent::StepFinished(record.clone()));
-        }
-        Ok((output, record))
-    }
-
-    /// The attempt number of `agent`'s next step: one more than its steps
-    /// so far.
-    pub(super) fn next_attempt(&self, agent: &str) -> u32 {
-        self.steps.iter().filter(|r| r.agent == agent).count() as u32 + 1
-    }
-}
-
-fn emit(sink: &UnboundedSender<MeshEvent>, event: MeshEvent) {
-    // A closed receiver means the client stopped listening; the request is
-    // cancelled separately, so nothing to do here.
-    let _ = sink.send(event);
-}
-
 async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshError> {
     let started = std::time::Instant::now();
     let variant = ask.input.variant.as_deref();
@@ -220,7 +80,7 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
         check_variant(plan, v)?;
     }
     let query = ask.input.query.clone();
-    let mut run = Run { plan, ask: &ask, home, steps: Vec::new(), intent: String::new() };
+    let mut run = Run::new(plan, &ask, home);
     if let Some(v) = variant {
         ask.span.record("meshops.variant", v);
     }
@@ -230,7 +90,7 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
         _ => return Err(unexpected(&plan.router, "intent")),
     };
     ask.span.record("meshops.intent", intent.as_str());
-    run.intent = intent.clone();
+    run.set_intent(&intent);
     let flow =
         plan.flows.get(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
 

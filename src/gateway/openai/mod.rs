@@ -86,7 +86,7 @@ fn grpc_request<T>(headers: &HeaderMap, message: T) -> Request<T> {
         Default::default(),
         message,
     );
-    request.extensions_mut().insert(super::server::Arrival(tokio::time::Instant::now()));
+    request.extensions_mut().insert(super::arrival::Arrival(tokio::time::Instant::now()));
     request
 }
 

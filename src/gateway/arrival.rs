@@ -1,0 +1,33 @@
+//! When a call reached the server: the instant its deadline counts from,
+//! stamped by a tower layer on the gRPC server and by the other front doors
+//! (the HTTP API, MCP) on the calls they make.
+
+/// When a call reached the server, stamped before decoding: the deadline
+/// counts from here, the same instant tonic's own `grpc-timeout` timer
+/// starts, so the gateway's deadline never lands after tonic's.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub tokio::time::Instant);
+
+/// Tower service that stamps [`Arrival`] into each request's extensions.
+#[derive(Debug, Clone)]
+pub struct StampArrival<S> {
+    pub inner: S,
+}
+
+impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for StampArrival<S>
+where
+    S: tower::Service<tonic::codegen::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: tonic::codegen::http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(Arrival(tokio::time::Instant::now()));
+        self.inner.call(req)
+    }
+}
