@@ -132,7 +132,11 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Serve { .. }) {
         quiet_on_closed_stdout();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(no_sigpipe_on_this_thread)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -152,14 +156,33 @@ fn main() -> ExitCode {
 /// head -3`) ends quietly, as other command-line tools do, instead of
 /// panicking in `println!`: Rust ignores SIGPIPE, so a write to a closed
 /// pipe fails; the default action ends the process. Not for `serve`, whose
-/// logs must never end the gateway. Sockets are unaffected: Rust and tokio
-/// send with `MSG_NOSIGNAL`.
+/// logs must never end the gateway. Sockets are kept out of it by
+/// [`no_sigpipe_on_this_thread`] on the runtime's threads, where all
+/// network I/O runs: a plain `send` passes `MSG_NOSIGNAL`, but the
+/// vectored writes of the HTTP/2 client do not, and a server that closes
+/// the connection (a TLS port spoken to in plaintext) would otherwise end
+/// the process silently instead of letting it report the error.
 fn quiet_on_closed_stdout() {
     #[cfg(unix)]
     // SAFETY: called at start-up, before any other thread exists; setting a
     // signal's disposition to its default is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Blocks SIGPIPE on the calling thread (the async runtime's threads): a
+/// write to a socket the peer closed then fails with `EPIPE`, which the
+/// caller sees as an error, whatever the process's disposition of SIGPIPE.
+fn no_sigpipe_on_this_thread() {
+    #[cfg(unix)]
+    // SAFETY: `set` is a plain value initialised by `sigemptyset` before
+    // use; changing the calling thread's own signal mask is thread-safe.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
@@ -213,29 +236,41 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Validate => cli::admin::validate(&load(&cli)?, &load_options(&cli)?),
         Command::Serve { .. } | Command::Mcp => Ok(()),
         Command::Probe { target, timeout, conn } => {
-            cli::admin::probe(target_url(&cli, target.as_deref()), *timeout, conn).await
+            let target = target_url(&cli, target.as_deref());
+            let outcome = cli::admin::probe(target.clone(), *timeout, conn).await;
+            cli::connect::with_hint(&target, outcome).await
         }
         Command::Keys(KeysCommand::Hash { label }) => cli::admin::keys_hash(label.as_deref()),
         Command::Ingest { paths, delete, target, conn } => {
             let args = cli::ingest::IngestArgs { paths, delete, target: target.as_deref(), conn };
-            cli::ingest::execute(args, || load(&cli)).await
+            let outcome = cli::ingest::execute(args, || load(&cli)).await;
+            match target {
+                Some(target) => cli::connect::with_hint(target, outcome).await,
+                None => outcome,
+            }
         }
         Command::Batch { command, conn } => {
             let target = target_url(&cli, command.target());
-            let channel = cli::connect::connect(&target, conn).await?;
-            cli::batch::execute(command, channel, conn.api_key.as_deref()).await
+            let outcome = async {
+                let channel = cli::connect::connect(&target, conn).await?;
+                cli::batch::execute(command, channel, conn.api_key.as_deref()).await
+            }
+            .await;
+            cli::connect::with_hint(&target, outcome).await
         }
         Command::Ask { query, target, stream, json, variant, repeat, conn } => {
+            let target = target_url(&cli, target.as_deref());
             let args = cli::ask::AskArgs {
                 query,
-                target: target_url(&cli, target.as_deref()),
+                target: target.clone(),
                 stream: *stream,
                 json: *json,
                 variant: variant.as_deref(),
                 repeat: *repeat,
                 conn,
             };
-            cli::ask::execute(args).await
+            let outcome = cli::ask::execute(args).await;
+            cli::connect::with_hint(&target, outcome).await
         }
     }
 }

@@ -1,7 +1,9 @@
 //! `meshops eval compare` on real runs of the offline mesh: a known
 //! difference is detected, a run compared with itself has intervals
-//! containing 0 and passes the shipped gates, failing gates are named, and
-//! a bad gates file names the file and the field.
+//! containing 0 and passes the shipped gates, failing gates are named, a
+//! bad gates file names the file and the field, and runs that ran
+//! differently (concurrency, machine, build) get a warning above the
+//! figures.
 
 mod common;
 
@@ -119,4 +121,84 @@ fn the_committed_baseline_parses_and_covers_the_toy_dataset() {
     let summary: meshops::eval::report::Summary =
         serde_json::from_str(&std::fs::read_to_string(base.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary.counts.total, scores.len());
+}
+
+/// Runs the toy dataset with `concurrency` rows in flight into `out`.
+async fn run_toy(data: &Path, out: &Path, concurrency: usize) {
+    let mut o = RunOptions::new(common::root().join("eval/datasets/toy.jsonl"), out);
+    o.concurrency = concurrency;
+    runner::run(common::spec(data), o).await.unwrap();
+}
+
+/// Edits a run's `summary.json` as JSON.
+fn edit_summary(run: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let file = run.join("summary.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_warns_above_the_figures_when_the_runs_ran_differently() {
+    let data = tempfile::tempdir().unwrap();
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    run_toy(data.path(), a.path(), 8).await;
+    run_toy(data.path(), b.path(), 1).await;
+
+    // `eval run` records how it ran.
+    let summary: meshops::eval::report::Summary =
+        serde_json::from_str(&std::fs::read_to_string(a.path().join("summary.json")).unwrap()).unwrap();
+    let setup = summary.setup.expect("a new run records its setup");
+    assert_eq!((setup.concurrency, setup.repeats), (8, 1));
+    assert!(setup.cpus >= 1 && !setup.platform.is_empty() && !setup.build.is_empty(), "{setup:?}");
+
+    // Same settings: no warning.
+    let same = compare(a.path(), a.path(), &[], None, None).unwrap();
+    assert!(same.warnings.is_empty(), "{:?}", same.warnings);
+    assert!(!same.markdown.contains("Warning"), "{}", same.markdown);
+
+    // Another concurrency: named, with both values, above the table and
+    // so above the latency rows; through the binary as a user runs it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshops"))
+        .args(["eval", "compare"])
+        .args([a.path(), b.path()])
+        .current_dir(common::root())
+        .env_remove("MESHOPS_ENV")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let warning = text.find("Warning: the runs differ").unwrap_or_else(|| panic!("no warning:\n{text}"));
+    let latency = text.find("| latency_ms p50").unwrap_or_else(|| panic!("no latency row:\n{text}"));
+    let table = text.find("| metric |").unwrap();
+    assert!(warning < table && table < latency, "{text}");
+    assert!(text.contains("concurrency: A 8, B 1"), "{text}");
+
+    // Another machine and build, an older run without a record, and a
+    // scores file with no summary beside it.
+    edit_summary(b.path(), |v| {
+        v["setup"]["concurrency"] = 8.into();
+        v["setup"]["host"] = "ci-runner-7".into();
+        v["setup"]["build"] = "release-test".into();
+    });
+    let c = compare(a.path(), b.path(), &[], None, None).unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with("host:") && w.ends_with("B ci-runner-7")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(c.warnings.iter().any(|w| w.starts_with("build:")), "{:?}", c.warnings);
+    assert!(!c.warnings.iter().any(|w| w.starts_with("concurrency")), "{:?}", c.warnings);
+    edit_summary(b.path(), |v| {
+        v.as_object_mut().unwrap().remove("setup");
+    });
+    let c = compare(a.path(), b.path(), &[], None, None).unwrap();
+    assert!(c.warnings.iter().any(|w| w.starts_with("B does not record")), "{:?}", c.warnings);
+    let lone = tempfile::tempdir().unwrap();
+    let scores = lone.path().join("scores.jsonl");
+    std::fs::copy(a.path().join("scores.jsonl"), &scores).unwrap();
+    let c = compare(a.path(), &scores, &[], None, None).unwrap();
+    assert!(c.warnings.iter().any(|w| w.starts_with("B's settings are unknown")), "{:?}", c.warnings);
+    assert!(c.markdown.contains("B's settings are unknown"), "{}", c.markdown);
 }

@@ -193,6 +193,69 @@ async fn health_serving_and_reflection_lists_the_gateway() {
     t.server.shutdown().await.unwrap();
 }
 
+/// What `grpcurl describe meshops.v1.Gateway` and `grpcurl … list` need
+/// without a proto file: `FileContainingSymbol` for the service (and for a
+/// method) answers with the file that declares it and every file it
+/// imports, so each method's request and response types resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_gives_the_gateways_file_with_its_imports() {
+    use prost::Message;
+    use prost_types::FileDescriptorProto;
+    use tonic_reflection::pb::v1;
+    let t = common::start(|_| {}, Overrides::default()).await;
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(t.channel.clone());
+    for symbol in ["meshops.v1.Gateway", "meshops.v1.Gateway.Ask"] {
+        let req = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                symbol.into(),
+            )),
+        };
+        let mut resp =
+            client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
+        let msg = resp.message().await.unwrap().unwrap();
+        let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+            msg.message_response
+        else {
+            panic!("{symbol}: unexpected reflection answer {msg:?}")
+        };
+        let files: Vec<FileDescriptorProto> = files
+            .file_descriptor_proto
+            .iter()
+            .map(|b| FileDescriptorProto::decode(b.as_slice()).unwrap())
+            .collect();
+        let names: BTreeSet<&str> = files.iter().map(|f| f.name()).collect();
+        let gateway = files
+            .iter()
+            .find(|f| f.name() == "meshops/v1/gateway.proto")
+            .unwrap_or_else(|| panic!("{symbol}: the answer lacks meshops/v1/gateway.proto: {names:?}"));
+        assert_eq!(gateway.package(), "meshops.v1");
+        for f in &files {
+            for dep in &f.dependency {
+                assert!(
+                    names.contains(dep.as_str()),
+                    "{symbol}: {} imports {dep}, not sent: {names:?}",
+                    f.name()
+                );
+            }
+        }
+        let service = gateway.service.iter().find(|s| s.name() == "Gateway").unwrap();
+        let methods: BTreeSet<&str> = service.method.iter().map(|m| m.name()).collect();
+        assert!(methods.contains("Ask") && methods.contains("AskStream"), "{methods:?}");
+        // Every request and response type is declared in a file sent.
+        let declared: BTreeSet<String> = files
+            .iter()
+            .flat_map(|f| f.message_type.iter().map(move |m| format!(".{}.{}", f.package(), m.name())))
+            .collect();
+        for m in &service.method {
+            for ty in [m.input_type(), m.output_type()] {
+                assert!(declared.contains(ty), "{symbol}: {} uses {ty}, declared nowhere sent", m.name());
+            }
+        }
+    }
+    t.server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_invalid_argument_with_a_message() {
     let mut t = common::start(|s| s.settings.gateway.max_query_chars = 100, Overrides::default()).await;

@@ -1,27 +1,21 @@
 //! Remote model providers over real HTTP: the OpenAI-compatible client
-//! (plain and streamed completions, usage and cost), its failure handling
-//! (429 with `Retry-After`, 5xx, 401, malformed JSON, timeouts, fallback),
-//! configuration checks, the whole mesh with the summarizer on a remote
+//! (plain and streamed completions, usage and cost; its failure handling
+//! is in `tests/model_failures.rs`), configuration checks, the whole mesh with the summarizer on a remote
 //! profile, and remote embeddings (`/v1/embeddings`: batching, order,
 //! dimension check, retries, ingest and retrieval through them). A test
 //! gated by `MESHOPS_LLM_BASE_URL` runs the mesh against a real endpoint.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Once;
-use std::time::Duration;
 
 use meshops::config::{LoadOptions, MeshSpec, ModelProfile, Provider};
 use meshops::gateway::Overrides;
-use meshops::llm::{
-    ChatMessage, LlmError, LlmRequest, ModelParams, Role, SharedLlm, TaskHint, build_client, build_clients,
-};
+use meshops::llm::{ChatMessage, LlmRequest, ModelParams, Role, SharedLlm, TaskHint, build_client};
 use meshops::proto::AskRequest;
 use serde_json::{Value, json};
 
 use common::fake_openai::{FakeOpenAi, Reply, Seen, completion, error};
-use tokio::net::TcpListener;
 
 /// The variable the test profiles read their API key from.
 const KEY_VAR: &str = "MESHOPS_TEST_PROVIDER_KEY";
@@ -187,171 +181,6 @@ async fn stream_without_usage_is_estimated_and_marked() {
     assert!(resp.usage.estimated);
     assert_eq!(resp.usage.output_tokens, meshops::text::estimate_tokens("Hello there, friend."));
     assert!(resp.usage.input_tokens > 0);
-}
-
-#[tokio::test]
-async fn rate_limit_with_retry_after_then_success_takes_two_attempts() {
-    set_key();
-    let server = FakeOpenAi::start(|i, _| match i {
-        0 => error(429, "Rate limit reached", &[("Retry-After", "1")]),
-        _ => completion("ok", "m", Some((5, 1))),
-    })
-    .await;
-    let resp = client("limited", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap();
-    assert_eq!(resp.text, "ok");
-    assert_eq!(resp.attempts, 2);
-    assert_eq!(resp.failed_attempts, vec!["http_429".to_string()]);
-    assert_eq!(server.requests().len(), 2);
-}
-
-#[tokio::test]
-async fn exhausted_quota_is_not_retried() {
-    set_key();
-    let server = FakeOpenAi::start(|_, _| Reply::Body {
-        status: 429,
-        headers: vec![],
-        body: json!({"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
-            "param": null, "code": "insufficient_quota"}})
-        .to_string(),
-    })
-    .await;
-    let err =
-        client("broke", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap_err();
-    assert!(matches!(err, LlmError::Rejected { .. }), "{err:?}");
-    assert!(err.to_string().contains("quota exhausted"), "{err}");
-    assert_eq!(server.requests().len(), 1);
-}
-
-#[tokio::test]
-async fn server_error_then_success_is_retried() {
-    set_key();
-    let server = FakeOpenAi::start(|i, _| match i {
-        0 => Reply::Body { status: 500, headers: vec![], body: "upstream exploded".into() },
-        _ => completion("recovered", "m", Some((5, 1))),
-    })
-    .await;
-    let resp = client("flaky", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap();
-    assert_eq!(resp.text, "recovered");
-    assert_eq!(resp.attempts, 2);
-    assert_eq!(resp.failed_attempts, vec!["http_500".to_string()]);
-}
-
-#[tokio::test]
-async fn unauthorized_is_not_retried_and_names_the_profile() {
-    set_key();
-    let server = FakeOpenAi::start(|_, _| error(401, "Incorrect API key provided", &[])).await;
-    let err =
-        client("prod-gpt", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap_err();
-    let LlmError::Status { code, ref message, .. } = err else {
-        panic!("expected a status error, got {err:?}")
-    };
-    assert_eq!(code, 401);
-    assert!(message.contains("profile `prod-gpt`"), "{message}");
-    assert!(message.contains("Incorrect API key provided"), "{message}");
-    assert_eq!(server.requests().len(), 1, "401 must not be retried");
-    assert!(!err.is_transient());
-}
-
-#[tokio::test]
-async fn malformed_json_is_a_clear_bad_response() {
-    set_key();
-    let server = FakeOpenAi::start(|_, _| Reply::Body {
-        status: 200,
-        headers: vec![],
-        body: "{\"id\": \"x\", \"choices\": [".into(),
-    })
-    .await;
-    let err =
-        client("broken", &profile(&server.base_url(), "m")).complete(&request(), None).await.unwrap_err();
-    let LlmError::BadResponse { ref message, .. } = err else { panic!("expected BadResponse, got {err:?}") };
-    assert!(message.contains("malformed JSON"), "{message}");
-    assert!(message.contains("profile `broken`"), "{message}");
-    assert_eq!(server.requests().len(), 1, "an unusable answer is not retried");
-}
-
-#[tokio::test]
-async fn slower_than_the_timeout_times_out_after_the_configured_attempts() {
-    set_key();
-    let server = FakeOpenAi::start(|_, _| {
-        Reply::Slow(Duration::from_secs(3), Box::new(completion("too late", "m", Some((1, 1)))))
-    })
-    .await;
-    let mut p = profile(&server.base_url(), "m");
-    p.timeout_ms = Some(200);
-    p.max_retries = Some(1);
-    let err = client("slow", &p).complete(&request(), None).await.unwrap_err();
-    assert!(matches!(err, LlmError::Timeout { timeout_ms: 200, .. }), "{err:?}");
-    assert_eq!(server.requests().len(), 2, "one call and one retry");
-}
-
-#[tokio::test]
-async fn a_stream_that_breaks_after_deltas_is_not_retried() {
-    set_key();
-    let server =
-        FakeOpenAi::start(|_, _| Reply::SseBroken(vec![chunk("m", Some("The gateway"), None)])).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let err =
-        client("cut", &profile(&server.base_url(), "m")).complete(&request(), Some(tx)).await.unwrap_err();
-    assert!(matches!(err, LlmError::Unavailable { .. }), "{err:?}");
-    // A retry would send the caller "The gateway" a second time.
-    assert_eq!(server.requests().len(), 1);
-    assert_eq!(rx.try_recv().ok().as_deref(), Some("The gateway"));
-    assert!(rx.try_recv().is_err());
-}
-
-#[tokio::test]
-async fn connection_errors_are_retried_then_the_offline_fallback_answers() {
-    set_key();
-    // A port that was just free: nothing listens there.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let mut remote = profile(&format!("https://{closed}/v1"), "m");
-    remote.max_retries = Some(1);
-    remote.fallback = Some("offline".into());
-    let profiles =
-        BTreeMap::from([("remote".to_string(), remote), ("offline".to_string(), ModelProfile::offline())]);
-    let clients = build_clients(&profiles, &Default::default()).unwrap();
-    let mut req = request();
-    req.hint = TaskHint::Route {
-        query: "hello".into(),
-        intents: vec![meshops::llm::IntentChoice {
-            name: "greeting".into(),
-            description: "hello, hi".into(),
-            examples: vec!["hello".into()],
-            min_similarity: 0.0,
-        }]
-        .into(),
-        default_intent: "greeting".into(),
-    };
-    let resp = clients["remote"].complete(&req, None).await.unwrap();
-    assert_eq!(resp.model, meshops::llm::offline::OFFLINE_MODEL);
-    assert_eq!(resp.attempts, 3);
-    assert_eq!(resp.failed_attempts, vec!["unavailable".to_string(), "unavailable".to_string()]);
-}
-
-#[tokio::test]
-async fn a_profile_that_stays_down_falls_back_to_its_fallback() {
-    set_key();
-    let server = FakeOpenAi::start(|_, seen| match seen.body["model"].as_str() {
-        Some("primary") => error(503, "overloaded", &[]),
-        _ => completion("from the backup", "backup", Some((3, 2))),
-    })
-    .await;
-    let mut primary = profile(&server.base_url(), "primary");
-    primary.max_retries = Some(1);
-    primary.fallback = Some("backup".into());
-    let profiles = BTreeMap::from([
-        ("primary".to_string(), primary),
-        ("backup".to_string(), profile(&server.base_url(), "backup")),
-    ]);
-    let clients = build_clients(&profiles, &Default::default()).unwrap();
-    let resp = clients["primary"].complete(&request(), None).await.unwrap();
-    assert_eq!(resp.text, "from the backup");
-    assert_eq!(resp.model, "backup");
-    assert_eq!(resp.attempts, 3, "two calls to the primary, one to the backup");
-    assert_eq!(resp.failed_attempts, vec!["http_503".to_string(), "http_503".to_string()]);
-    let models: Vec<String> =
-        server.requests().iter().map(|r| r.body["model"].as_str().unwrap_or("").to_string()).collect();
-    assert_eq!(models, vec!["primary", "primary", "backup"]);
 }
 
 #[tokio::test]

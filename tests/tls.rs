@@ -1,6 +1,7 @@
 //! TLS on the gateway: certificates made at test time (a CA, a server
 //! certificate for `localhost`, client certificates), the real gateway on a
-//! loopback socket, tonic's rustls client, and the `meshops ask` binary.
+//! loopback socket, tonic's rustls client, and the `meshops ask` binary
+//! (with its hint when the URL's scheme and the server disagree).
 
 mod common;
 
@@ -229,6 +230,64 @@ async fn the_ask_command_speaks_tls_and_mutual_tls() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-cert"));
     t.server.shutdown().await.unwrap();
+}
+
+/// Runs the `meshops` binary from the project root, off the async threads.
+async fn meshops(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meshops"))
+            .args(&args)
+            .current_dir(common::root())
+            .env_remove("MESHOPS_ENV")
+            .env_remove("MESHOPS_API_KEY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A client command whose URL's scheme the server does not speak fails
+/// with a hint saying what the server speaks and what to change, both
+/// ways: `http://` to a TLS port (`ask`, `batch`), `https://` to a
+/// plaintext one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_speaking_the_wrong_protocol_is_told_which_one_the_server_speaks() {
+    let pki = Pki::new("main");
+    let t = start(&pki, false).await;
+    let plain_url = format!("http://127.0.0.1:{}", t.server.addr.port());
+    for command in [vec!["ask", "hello"], vec!["batch", "list"]] {
+        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        args.extend(["--target".to_string(), plain_url.clone()]);
+        let out = meshops(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Exit code 1 with a message: not a silent end by a signal.
+        assert_eq!(out.status.code(), Some(1), "{command:?} over plaintext to a TLS port: {:?}", out.status);
+        assert!(
+            stderr.contains(&format!("the server at {plain_url} speaks TLS"))
+                && stderr.contains("https://")
+                && stderr.contains("--ca-cert"),
+            "{command:?}: {stderr}"
+        );
+    }
+    t.server.shutdown().await.unwrap();
+
+    let plain = common::start(|_| {}, meshops::gateway::Overrides::default()).await;
+    let tls_url = format!("https://localhost:{}", plain.server.addr.port());
+    let ca = pki.path("main-ca.pem").display().to_string();
+    let out =
+        meshops(["ask", "--target", &tls_url, "--ca-cert", &ca, "hello"].map(String::from).to_vec()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "TLS to a plaintext port: {:?}", out.status);
+    assert!(
+        stderr.contains(&format!("the server at {tls_url} speaks plaintext")) && stderr.contains("http://"),
+        "{stderr}"
+    );
+    // The plaintext gateway itself answers its own scheme, with no hint.
+    let http_url = format!("http://127.0.0.1:{}", plain.server.addr.port());
+    let out = meshops(["ask", "--target", &http_url, "hello"].map(String::from).to_vec()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    plain.server.shutdown().await.unwrap();
 }
 
 fn load_with(overlay: &str, dir: &Path) -> Result<MeshSpec, String> {

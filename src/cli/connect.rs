@@ -64,3 +64,23 @@ pub async fn connect(target: &str, conn: &ConnectArgs) -> Result<tonic::transpor
         format!("cannot connect to {target}; is `meshops serve` running (with TLS if https)?")
     })
 }
+
+/// A client command's outcome, with a hint added to its error when the
+/// target's scheme and what the server speaks disagree (`http://` to a TLS
+/// port, `https://` to a plaintext one): the transport's own error
+/// ("connection reset", "corrupt message") does not say so.
+pub async fn with_hint<T>(target: &str, outcome: Result<T>) -> Result<T> {
+    use meshops::client::wire::{self, Wire};
+    let Err(e) = outcome else { return outcome };
+    let https = target.starts_with("https://");
+    let hint = match wire::speaks(target).await {
+        Some(Wire::Tls) if !https => format!(
+            "the server at {target} speaks TLS: use https:// and --ca-cert FILE (the CA that signed its certificate)"
+        ),
+        Some(Wire::PlaintextHttp2) if https => {
+            format!("the server at {target} speaks plaintext (no TLS): use http:// and leave out --ca-cert")
+        }
+        _ => return Err(e),
+    };
+    Err(e.context(hint))
+}

@@ -2,9 +2,11 @@
 //! deployment scripts (the standard gRPC health service and server
 //! reflection, spoken over the wire like any other client would: `meshops
 //! probe`), and reading its answers back as mesh answers
-//! ([`answer_from_proto`]).
+//! ([`answer_from_proto`]), and telling what a port speaks when a call
+//! failed ([`wire`]).
 
 mod answer;
+pub mod wire;
 
 pub use answer::answer_from_proto;
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::EvalError;
 use super::gates::{self, GateOutcome};
-use super::report::ScoreRecord;
+use super::report::{ScoreRecord, Summary};
 use super::stats::{self, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, Bootstrap};
 
 /// What to compare (the options of `meshops eval compare`).
@@ -85,6 +85,10 @@ pub struct Comparison {
     /// Rows present in one run only (left out of every statistic).
     pub only_a: usize,
     pub only_b: usize,
+    /// Settings the two runs differ in that move their figures (latency
+    /// above all): concurrency, repeats, machine, build, version, target,
+    /// models. Empty when they match as far as both runs recorded.
+    pub warnings: Vec<String>,
     /// The report, for a PR comment.
     pub markdown: String,
 }
@@ -235,8 +239,16 @@ pub fn compare(
         })
         .collect();
 
-    let mut c =
-        Comparison { metrics, gates: outcomes, paired: keys.len(), only_a, only_b, markdown: String::new() };
+    let warnings = setup_warnings(&run_summary(run_a), &run_summary(run_b));
+    let mut c = Comparison {
+        metrics,
+        gates: outcomes,
+        paired: keys.len(),
+        only_a,
+        only_b,
+        warnings,
+        markdown: String::new(),
+    };
     c.markdown = markdown(&c, (run_a, &va), (run_b, &vb));
     Ok(c)
 }
@@ -254,6 +266,16 @@ fn markdown(c: &Comparison, (run_a, va): (&Path, &str), (run_b, vb): (&Path, &st
         c.only_a,
         c.only_b
     );
+    if !c.warnings.is_empty() {
+        md.push_str(
+            "> **Warning: the runs differ in settings that move the figures**; latency (and \
+             whatever depends on load) may differ for that reason alone, not for the change:\n",
+        );
+        for w in &c.warnings {
+            let _ = writeln!(md, "> - {w}");
+        }
+        md.push('\n');
+    }
     md.push_str("| metric | A | B | Δ (B − A) | 95 % CI | n |\n|---|---:|---:|---:|---|---:|\n");
     for m in &c.metrics {
         let mark = if m.ci_low > 0.0 || m.ci_high < 0.0 { " **≠**" } else { "" };
@@ -286,6 +308,68 @@ fn markdown(c: &Comparison, (run_a, va): (&Path, &str), (run_b, vb): (&Path, &st
         }
     }
     md
+}
+
+/// A run's `summary.json` (beside its scores file, or in its folder):
+/// `Err` says why there is none to read.
+fn run_summary(run: &Path) -> Result<Summary, String> {
+    let dir = if run.is_dir() { run } else { run.parent().unwrap_or(Path::new(".")) };
+    let path = dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).map_err(|_| format!("no {}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} does not parse: {e}", path.display()))
+}
+
+/// What two runs' summaries say about their settings, as warnings: every
+/// recorded setting that differs, and any run whose settings are unknown.
+pub fn setup_warnings(a: &Result<Summary, String>, b: &Result<Summary, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let (sa, sb) = match (a, b) {
+        (Ok(sa), Ok(sb)) => (sa, sb),
+        (a, b) => {
+            for (side, r) in [("A", a), ("B", b)] {
+                if let Err(why) = r {
+                    out.push(format!("{side}'s settings are unknown ({why})"));
+                }
+            }
+            return out;
+        }
+    };
+    fn differ(out: &mut Vec<String>, what: &str, x: String, y: String) {
+        if x != y {
+            out.push(format!("{what}: A {x}, B {y}"));
+        }
+    }
+    differ(&mut out, "meshops version", sa.meshops_version.clone(), sb.meshops_version.clone());
+    let target = |s: &Summary| s.target.clone().unwrap_or_else(|| "in process".into());
+    differ(&mut out, "target", target(sa), target(sb));
+    match (&sa.setup, &sb.setup) {
+        (Some(x), Some(y)) => {
+            differ(&mut out, "concurrency", x.concurrency.to_string(), y.concurrency.to_string());
+            differ(&mut out, "repeats", x.repeats.to_string(), y.repeats.to_string());
+            differ(&mut out, "host", x.host.clone(), y.host.clone());
+            differ(&mut out, "cpus", x.cpus.to_string(), y.cpus.to_string());
+            differ(&mut out, "platform", x.platform.clone(), y.platform.clone());
+            differ(&mut out, "build", x.build.clone(), y.build.clone());
+        }
+        (x, y) => {
+            for (side, s) in [("A", x), ("B", y)] {
+                if s.is_none() {
+                    out.push(format!(
+                        "{side} does not record its concurrency, repeats or machine (an older run)"
+                    ));
+                }
+            }
+        }
+    }
+    for x in &sa.agents {
+        if let Some(y) = sb.agents.iter().find(|y| y.name == x.name) {
+            let model = |m: &super::report::AgentSummary| format!("{} ({})", m.model_profile, m.model);
+            differ(&mut out, &format!("agent `{}` model", x.name), model(x), model(y));
+        }
+    }
+    let judge = |s: &Summary| s.judge_model.clone().unwrap_or_else(|| "none".into());
+    differ(&mut out, "judge model", judge(sa), judge(sb));
+    out
 }
 
 /// Loads the gates, finds both runs and compares them (see [`compare`]),

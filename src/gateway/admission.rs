@@ -64,7 +64,12 @@ pub struct Admitted {
 
 impl Admission {
     pub fn new(settings: &GatewaySettings, keys: Vec<ApiKey>) -> Self {
-        let now = Instant::now();
+        Self::new_at(settings, keys, Instant::now())
+    }
+
+    /// As [`Admission::new`], with every bucket full at `now`: the clock is
+    /// a parameter so a test can move it.
+    fn new_at(settings: &GatewaySettings, keys: Vec<ApiKey>, now: Instant) -> Self {
         let burst = f64::from(settings.rate_limit_burst.max(1));
         let tpm = (settings.rate_limit_tpm > 0).then_some(settings.rate_limit_tpm as f64);
         let buckets = keys
@@ -155,10 +160,22 @@ impl Admission {
     /// Checks the caller's key and its rate limits. `None` when no keys are
     /// configured (nothing to check, nothing to charge).
     pub fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Caller>, Status> {
+        self.authenticate_at(metadata, Instant::now())
+    }
+
+    /// As [`Admission::authenticate`], with the buckets refilled up to
+    /// `now` (a test passes its own clock; the refill never looks at the
+    /// wall clock itself). A `now` earlier than a bucket's last refill adds
+    /// nothing.
+    fn authenticate_at(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        now: Instant,
+    ) -> Result<Option<Caller>, Status> {
         let Some(index) = self.key_index(metadata)? else {
             return Ok(None);
         };
-        self.charge_request(index)
+        self.charge_request(index, now)
     }
 
     /// Checks the caller's key only, charging nothing (a front door whose
@@ -199,17 +216,16 @@ impl Admission {
     }
 
     /// Takes one request (and checks the token budget) from key `index`'s
-    /// buckets.
-    fn charge_request(&self, index: usize) -> Result<Option<Caller>, Status> {
+    /// buckets, refilled up to `now`.
+    fn charge_request(&self, index: usize, now: Instant) -> Result<Option<Caller>, Status> {
         let Some(bucket) = self.buckets.get(index) else {
             return Err(Status::internal("rate limiter state missing for a configured key"));
         };
         let mut b = bucket.lock().map_err(|_| Status::internal("rate limiter state poisoned"))?;
-        let now = Instant::now();
         if let Some(tpm) = self.tpm {
             let (tokens, last) = &mut b.tokens;
-            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * tpm / 60.0).min(tpm);
-            *last = now;
+            *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * tpm / 60.0).min(tpm);
+            *last = (*last).max(now);
             if *tokens <= 0.0 {
                 let wait = ((1.0 - *tokens) * 60.0 / tpm).ceil();
                 return Err(retry_after(
@@ -223,8 +239,8 @@ impl Admission {
         }
         if let Some((rps, burst)) = self.rate {
             let (tokens, last) = &mut b.requests;
-            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rps).min(burst);
-            *last = now;
+            *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rps).min(burst);
+            *last = (*last).max(now);
             if *tokens < 1.0 {
                 let wait = (1.0 - *tokens) / rps;
                 return Err(retry_after(
@@ -381,5 +397,60 @@ mod tests {
         assert!(err.message().contains("gateway.rate_limit_tpm"), "{}", err.message());
         // Another key has its own budget.
         assert!(a.authenticate(&meta(Some("Bearer k2"))).is_ok());
+    }
+
+    fn retry_after_secs(s: &Status) -> u64 {
+        s.metadata().get("retry-after").unwrap().to_str().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn the_request_bucket_refills_at_the_rate_up_to_the_burst() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let settings = GatewaySettings { rate_limit_rps: 2.0, rate_limit_burst: 2, ..Default::default() };
+        let a = Admission::new_at(&settings, Admission::plain_keys(&["k1".into()], "test"), t0);
+        let k1 = meta(Some("Bearer k1"));
+        // The burst, then a refusal that says how long a token takes.
+        assert!(a.authenticate_at(&k1, at(0)).is_ok());
+        assert!(a.authenticate_at(&k1, at(0)).is_ok());
+        let err = a.authenticate_at(&k1, at(0)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.message().contains("retry after 500 ms"), "{}", err.message());
+        assert_eq!(retry_after_secs(&err), 1);
+        // Half a token after 250 ms is not enough; a whole one after 500 ms is.
+        assert_eq!(a.authenticate_at(&k1, at(250)).unwrap_err().code(), tonic::Code::ResourceExhausted);
+        assert!(a.authenticate_at(&k1, at(500)).is_ok());
+        assert_eq!(a.authenticate_at(&k1, at(500)).unwrap_err().code(), tonic::Code::ResourceExhausted);
+        // A long idle time refills the burst, never more than the burst.
+        assert!(a.authenticate_at(&k1, at(60_000)).is_ok());
+        assert!(a.authenticate_at(&k1, at(60_000)).is_ok());
+        assert!(a.authenticate_at(&k1, at(60_000)).is_err());
+        // A clock read before the last refill adds nothing.
+        assert!(a.authenticate_at(&k1, at(59_000)).is_err());
+    }
+
+    #[test]
+    fn the_token_budget_refills_per_minute_and_pays_back_a_debt() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let settings = GatewaySettings { rate_limit_tpm: 60, ..Default::default() };
+        let a = Admission::new_at(&settings, Admission::plain_keys(&["k1".into()], "test"), t0);
+        let k1 = meta(Some("Bearer k1"));
+        let caller = a.authenticate_at(&k1, at(0)).unwrap();
+        // A request of 90 tokens leaves the key 30 in debt: one token a
+        // second pays it back, and the key needs one more to be admitted.
+        a.charge_tokens(caller, 90);
+        let err = a.authenticate_at(&k1, at(0)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(retry_after_secs(&err), 31);
+        assert!(err.message().contains("retry after 31 s"), "{}", err.message());
+        assert!(a.authenticate_at(&k1, at(30)).is_err(), "a budget of exactly 0 admits nothing");
+        let caller = a.authenticate_at(&k1, at(31)).unwrap();
+        // An hour idle refills a minute's budget, not more: 61 tokens put
+        // the key in debt again.
+        a.charge_tokens(caller, 1);
+        assert!(a.authenticate_at(&k1, at(3_600)).is_ok());
+        a.charge_tokens(caller, 61);
+        assert!(a.authenticate_at(&k1, at(3_600)).is_err());
     }
 }

@@ -17,6 +17,9 @@ pub enum Reply {
     Sse(Vec<Value>),
     /// Waits, then answers (or finds the client gone).
     Slow(Duration, Box<Reply>),
+    /// Waits until the test opens the gate (`true` on the channel), then
+    /// answers: a slow model whose slowness the test ends, not a clock.
+    Held(tokio::sync::watch::Receiver<bool>, Box<Reply>),
     /// SSE in chunked encoding that breaks off after these events (no
     /// `[DONE]`, no closing chunk), as when a connection dies mid-answer.
     SseBroken(Vec<Value>),
@@ -125,10 +128,22 @@ async fn serve(mut socket: TcpStream, script: Script, seen: Arc<Mutex<Vec<Seen>>
         all.len() - 1
     };
     let mut reply = script(index, &request);
-    while let Reply::Slow(delay, inner) = reply {
-        tokio::time::sleep(delay).await;
-        reply = *inner;
-    }
+    let reply = loop {
+        reply = match reply {
+            Reply::Slow(delay, inner) => {
+                tokio::time::sleep(delay).await;
+                *inner
+            }
+            Reply::Held(mut gate, inner) => {
+                // A dropped sender opens nothing: the reply never comes.
+                if gate.wait_for(|open| *open).await.is_err() {
+                    return Ok(());
+                }
+                *inner
+            }
+            other => break other,
+        };
+    };
     match reply {
         Reply::Body { status, headers, body } => {
             let mut out = format!(
@@ -170,7 +185,7 @@ async fn serve(mut socket: TcpStream, script: Script, seen: Arc<Mutex<Vec<Seen>>
             // Dropping the socket without the closing `0` chunk is the break.
             return Ok(());
         }
-        Reply::Slow(..) => {}
+        Reply::Slow(..) | Reply::Held(..) => {}
     }
     socket.shutdown().await
 }

@@ -23,7 +23,7 @@ pub use crate::eval::evaluators::OWN_METRICS;
 pub use html::{histogram_svg, scale_histogram_svg};
 pub use scores::{ScoreRecord, ScoringSetup, evaluator_infos, score};
 pub use summary::{
-    AgentSummary, Cost, Counts, JudgeSummary, Latency, MetricSummary, Summary, VariantSummary,
+    AgentSummary, Cost, Counts, JudgeSummary, Latency, MetricSummary, RunSetup, Summary, VariantSummary,
     summarize_variant,
 };
 
@@ -52,6 +52,8 @@ pub struct Context {
     pub columns: BTreeMap<String, String>,
     /// The agents of the mesh run in process (none with `--target`).
     pub agents: Vec<summary::AgentSummary>,
+    /// How the invocation ran (concurrency, repeats, machine, build).
+    pub setup: summary::RunSetup,
 }
 
 /// Writes `scores.jsonl`, `summary.json`, `report.md`, `report.html` and
@@ -124,6 +126,7 @@ pub fn write_all(
         judge,
         columns: ctx.columns.clone(),
         agents: ctx.agents.clone(),
+        setup: Some(ctx.setup.clone()),
     };
     let json = serde_json::to_string_pretty(&summary).map_err(EvalError::Encode)?;
     write(&out.join("summary.json"), &format!("{json}\n"))?;

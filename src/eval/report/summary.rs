@@ -133,6 +133,57 @@ pub struct Summary {
     /// `--target` run leaves it empty, the deployed mesh is its own).
     #[serde(default)]
     pub agents: Vec<AgentSummary>,
+    /// How the run ran (concurrency, repeats, machine, build): what moves
+    /// its latency without changing its answers, so `eval compare` can warn
+    /// when two runs differ there. `None` in runs written before it was
+    /// recorded.
+    #[serde(default)]
+    pub setup: Option<RunSetup>,
+}
+
+/// The settings of a run that move its figures (latency above all) but not
+/// its answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSetup {
+    /// Rows in flight at once: more rows queue behind each other.
+    pub concurrency: usize,
+    /// Times each row ran: later repeats may meet warm caches.
+    pub repeats: u32,
+    /// The machine's host name, so runs from a laptop and from CI are told
+    /// apart.
+    pub host: String,
+    /// Cores the process could use.
+    pub cpus: usize,
+    /// Operating system and architecture (`linux-x86_64`).
+    pub platform: String,
+    /// `release` or `debug`: an unoptimised harness is several times
+    /// slower.
+    pub build: String,
+}
+
+impl RunSetup {
+    /// This machine and build, with the run's concurrency and repeats.
+    pub fn here(concurrency: usize, repeats: u32) -> Self {
+        Self {
+            concurrency,
+            repeats,
+            host: host_name(),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            platform: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+            build: if cfg!(debug_assertions) { "debug" } else { "release" }.to_string(),
+        }
+    }
+}
+
+/// The host name from the kernel (Linux) or the usual variables; empty
+/// when none says.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// One agent of the mesh a run drove: what it is and where it runs.

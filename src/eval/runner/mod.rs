@@ -116,6 +116,7 @@ pub async fn run(spec: MeshSpec, opts: RunOptions) -> Result<RunResult, EvalErro
         target: opts.target.clone(),
         columns: columns.0.clone(),
         agents: if opts.target.is_none() { report::AgentSummary::of(&spec) } else { Vec::new() },
+        setup: report::RunSetup::here(opts.concurrency, opts.repeats),
     };
     let setup = ScoringSetup {
         metrics: opts.metrics.clone(),
