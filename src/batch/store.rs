@@ -211,8 +211,9 @@ impl Store {
 
     /// Cancels a job: every item without a result gets a CANCELLED result
     /// now (in-flight ones included, so their later answers are dropped).
-    /// A finished or cancelled job is returned unchanged.
-    pub async fn cancel(&self, job_id: &str) -> Result<JobSummary, BatchError> {
+    /// A finished or cancelled job is returned unchanged. Also returns how
+    /// many items this cancel stopped (0: the job had already ended).
+    pub async fn cancel(&self, job_id: &str) -> Result<(JobSummary, usize), BatchError> {
         let job_id = job_id.to_string();
         let job = self
             .with(move |conn| {
@@ -223,7 +224,7 @@ impl Store {
                 match state.as_deref() {
                     None => return Err(BatchError::NotFound(job_id)),
                     Some("open") => {}
-                    Some(_) => return summary(&tx, &job_id),
+                    Some(_) => return Ok((summary(&tx, &job_id)?, 0)),
                 }
                 let open: Vec<i64> = {
                     let mut q = tx.prepare(
@@ -232,6 +233,7 @@ impl Store {
                     q.query_map(params![job_id, FINISHED], |r| r.get(0))?.collect::<Result<_, _>>()?
                 };
                 let now = now_ms();
+                let stopped = open.len();
                 for index in open {
                     insert_result(
                         &tx,
@@ -250,7 +252,7 @@ impl Store {
                 )?;
                 let job = summary(&tx, &job_id)?;
                 tx.commit()?;
-                Ok(job)
+                Ok((job, stopped))
             })
             .await?;
         self.bump();
@@ -494,7 +496,7 @@ mod tests {
         assert_eq!(results.len(), 1);
         assert_eq!((results[0].item_index, results[0].offset), (1, 0));
 
-        let cancelled = store.cancel(&job.job_id).await.unwrap();
+        let (cancelled, _) = store.cancel(&job.job_id).await.unwrap();
         assert_eq!(cancelled.state, JobState::Cancelled);
         assert_eq!((cancelled.failed, cancelled.cancelled, cancelled.pending), (1, 2, 0));
         // The in-flight item's answer after the cancel does not count.

@@ -153,9 +153,15 @@ impl batch_server::Batch for BatchService {
     ) -> Result<Response<proto::BatchJob>, Status> {
         let _slot = self.admit(&request).await?;
         let id = job_id(&request.get_ref().job_id)?;
-        let job = self.batch.store.cancel(&id).await.map_err(error::batch_status)?;
+        let (job, stopped) = self.batch.store.cancel(&id).await.map_err(error::batch_status)?;
         self.batch.cancel_running(&id);
-        tracing::info!(job_id = %id, "batch job cancelled");
+        // Logged for what happened: a cancel of a job that had already
+        // ended changes nothing and says so.
+        if stopped > 0 {
+            tracing::info!(job_id = %id, items = stopped, "batch job cancelled");
+        } else {
+            tracing::info!(job_id = %id, state = ?job.state, "cancel of a batch job that had already ended: nothing to cancel");
+        }
         Ok(Response::new(convert::batch_job(job)))
     }
 
