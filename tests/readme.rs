@@ -226,8 +226,7 @@ impl Session {
         let target = format!("http://{}", self.listen);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let path = self.path().to_path_buf();
-        let serving = runtime
-            .block_on(async { tokio::time::timeout(wait::PATIENCE, wait::serving(&target)).await.is_ok() });
+        let serving = runtime.block_on(wait::serving_within(&target, wait::PATIENCE));
         assert!(serving, "`{SERVE}` never reported SERVING; log:\n{}", log_of(&path));
     }
 

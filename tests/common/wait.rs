@@ -55,7 +55,19 @@ pub async fn is_serving(target: &str) -> bool {
 /// Waits until the gateway at `target` reports SERVING (health, not a
 /// call under test: the call then runs once).
 pub async fn serving(target: &str) {
-    until(&format!("{target} to report SERVING"), PATIENCE, || is_serving(target)).await;
+    assert!(serving_within(target, PATIENCE).await, "waited {PATIENCE:?} for {target} to report SERVING");
+}
+
+/// Whether the gateway at `target` reports SERVING within `within`.
+pub async fn serving_within(target: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !is_serving(target).await {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    true
 }
 
 /// [`serving`] for a test without a runtime of its own.
