@@ -22,7 +22,8 @@ Actions; elsewhere add $MESHOPS_TOOLS_DIR/node_modules/.bin to PATH (as
 
 Checks what no package registry here can install: kubectl (its built-in
 kustomize renders k8s/; at least the pinned minimum version below) and the
-system tools the tests run (bash, python3, tar, sha256sum, diff, kill).
+system tools the tests run (bash, sh, python3, tar, sha256sum, diff, kill,
+jq: the README's commands, which tests/readme.rs runs, use it).
 Fails with how to install whatever is missing. Prints every tool's version
 at the end.
 USAGE
@@ -80,7 +81,7 @@ min_minor="${KUBECTL_MIN_VERSION#*.}"
   || die "kubectl $kubectl_version is older than $KUBECTL_MIN_VERSION (kustomize v5); upgrade it"
 
 # System tools the tests run directly.
-for tool in bash python3 tar sha256sum diff kill; do
+for tool in bash sh python3 tar sha256sum diff kill jq; do
   # type -P: an executable on PATH (the tests cannot use bash's builtin kill).
   [[ -n "$(type -P "$tool")" ]] || die "$tool is not installed; the tests run it (install it with the system's packages)"
 done
@@ -103,4 +104,5 @@ version bash "$BASH_VERSION"
 version tar "$(tar --version)"
 version sha256sum "$(sha256sum --version)"
 version diff "$(diff --version)"
+version jq "$(jq --version)"
 log "tools ready"

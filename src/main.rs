@@ -85,6 +85,10 @@ enum Command {
         /// are read here and their text sent.
         #[arg(long)]
         target: Option<String>,
+        /// Ingest through the running gateway that `ask` reaches by default
+        /// (http:// + gateway.listen), as --target with that URL.
+        #[arg(long, conflicts_with = "target")]
+        gateway: bool,
         #[command(flatten)]
         conn: cli::connect::ConnectArgs,
     },
@@ -241,7 +245,8 @@ async fn run(cli: Cli) -> Result<()> {
             cli::connect::with_hint(&target, outcome).await
         }
         Command::Keys(KeysCommand::Hash { label }) => cli::admin::keys_hash(label.as_deref()),
-        Command::Ingest { paths, delete, target, conn } => {
+        Command::Ingest { paths, delete, target, gateway, conn } => {
+            let target = if *gateway { Some(target_url(&cli, None)) } else { target.clone() };
             let args = cli::ingest::IngestArgs { paths, delete, target: target.as_deref(), conn };
             let outcome = cli::ingest::execute(args, || load(&cli)).await;
             match target {

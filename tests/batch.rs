@@ -12,6 +12,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::served::{Served, serve};
+use common::wait;
 use meshops::proto::batch_client::BatchClient;
 use meshops::proto::batch_result::Outcome;
 use meshops::proto::{
@@ -111,14 +112,19 @@ async fn a_batch_survives_sigkill_and_every_item_gets_exactly_one_result() {
     assert_eq!(job.pending, ITEMS as u32);
 
     // Let some items finish, then kill the server without warning.
-    loop {
-        let j = get(&mut c, &job.job_id).await;
-        assert_ne!(j.state, BatchState::Completed as i32, "finished before the kill; slow the engine down");
-        if j.done + j.failed >= 20 {
-            break;
+    wait::until("20 results before the kill", wait::PATIENCE, || {
+        let (mut c, job_id) = (c.clone(), job.job_id.clone());
+        async move {
+            let j = get(&mut c, &job_id).await;
+            assert_ne!(
+                j.state,
+                BatchState::Completed as i32,
+                "finished before the kill; slow the engine down"
+            );
+            j.done + j.failed >= 20
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
     drop(c);
@@ -195,7 +201,8 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("MESHOPS__MODELS__OFFLINE__LATENCY_MS", "20"),
-        ("MESHOPS__BATCH__WORKERS", "2"),
+        // One worker: a job finishing shows that the item before it ended.
+        ("MESHOPS__BATCH__WORKERS", "1"),
         ("MESHOPS__BATCH__PER_JOB_CONCURRENCY", "1"),
         ("MESHOPS__BATCH__MAX_ITEMS", "50"),
     ];
@@ -240,8 +247,13 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
     let err = c.submit_batch(submit(items(3), "twice")).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
-    // Cancel: pending items end CANCELLED, every item still has one result.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cancel, once some items are answered: pending items end CANCELLED,
+    // every item still has one result.
+    wait::until("an answered item before the cancel", wait::PATIENCE, || {
+        let (mut c, job_id) = (c.clone(), first.job_id.clone());
+        async move { get(&mut c, &job_id).await.done >= 1 }
+    })
+    .await;
     let cancelled =
         c.cancel_batch(CancelBatchRequest { job_id: first.job_id.clone() }).await.unwrap().into_inner();
     assert_eq!(cancelled.state, BatchState::Cancelled as i32);
@@ -256,10 +268,6 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
         .filter(|r| matches!(&r.outcome, Some(Outcome::Error(e)) if e.code == Code::Cancelled as i32))
         .count();
     assert_eq!(cancelled_results as u32, cancelled.cancelled);
-    // The item running at the cancel stops; its late answer, if any, is dropped.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let later = get(&mut c, &first.job_id).await;
-    assert_eq!((later.done, later.cancelled), (cancelled.done, cancelled.cancelled));
     let err = c
         .stream_batch_results(StreamBatchResultsRequest { job_id: first.job_id.clone(), from_offset: 41 })
         .await
@@ -297,6 +305,10 @@ async fn idempotency_cancel_limits_unknown_jobs_and_the_cli() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l["response"]["variant"] == "concise"), "{lines:?}");
+    // The one worker ran this job after the item running at the cancel had
+    // stopped: that item's late answer, if any, was dropped.
+    let later = get(&mut c, &first.job_id).await;
+    assert_eq!((later.done, later.cancelled), (cancelled.done, cancelled.cancelled));
     // Each result names its dataset row.
     let ids: Vec<String> = common::sample_rows().iter().take(3).map(|r| r.id.clone()).collect();
     for line in &lines {
@@ -351,14 +363,12 @@ async fn batch_work_leaves_real_time_slots_free_and_sigterm_stops_at_an_item_bou
         .await
         .unwrap()
         .into_inner();
-    loop {
-        let j = get(&mut c, &job.job_id).await;
-        if j.done >= 5 {
-            assert_eq!(j.state, BatchState::Running as i32);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until("five answered items", wait::PATIENCE, || {
+        let (mut c, job_id) = (c.clone(), job.job_id.clone());
+        async move { get(&mut c, &job_id).await.done >= 5 }
+    })
+    .await;
+    assert_eq!(get(&mut c, &job.job_id).await.state, BatchState::Running as i32);
     let mut gateway =
         meshops::proto::gateway_client::GatewayClient::connect(served.target.clone()).await.unwrap();
     let answer = gateway

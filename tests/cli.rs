@@ -86,19 +86,13 @@ fn serve_then_ask_prints_a_cited_answer() {
         .spawn()
         .unwrap();
     let target = format!("http://{listen}");
-    let mut answered = None;
-    for _ in 0..300 {
-        let out = meshops(&["ask", "--target", &target, "What does the retriever agent do?"], data.path());
-        if out.status.success() {
-            answered = Some(out);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // Health first; the calls under test then run once.
+    common::wait::serving_blocking(&target);
+    let out = meshops(&["ask", "--target", &target, "What does the retriever agent do?"], data.path());
     let streamed = meshops(&["ask", "--stream", "--json", "--target", &target, "hello"], data.path());
     child.kill().unwrap();
     child.wait().unwrap();
-    let out = answered.expect("serve never answered");
+    assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("[1]") && text.contains("Sources:") && text.contains("retriever-agent"), "{text}");
     assert!(streamed.status.success(), "{}", stderr(&streamed));

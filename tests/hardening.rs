@@ -10,12 +10,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::wait;
 use meshops::config::ModelProfile;
 use meshops::gateway::Overrides;
 use meshops::llm::offline::{OFFLINE_MODEL, OfflineEngine};
 use meshops::llm::{ChatMessage, LlmClient, LlmError, LlmRequest, LlmResponse, Role, TokenSink};
 use meshops::proto::AskRequest;
 use tonic::Code;
+
+/// A model latency no test waits out (ten minutes).
+const NEVER_MS: u64 = 600_000;
 
 fn slow(latency_ms: u64) -> (Arc<OfflineEngine>, Overrides) {
     let engine = Arc::new(OfflineEngine::new(OFFLINE_MODEL, latency_ms, 0.0));
@@ -57,7 +61,6 @@ async fn beyond_capacity_requests_are_shed_at_once() {
             }
         }
     }
-    assert_eq!(ok + shed, 10);
     assert_eq!(ok, 3, "two slots and one queue place");
     assert_eq!(shed, 7);
     t.server.shutdown().await.unwrap();
@@ -92,7 +95,9 @@ async fn api_keys_guard_every_call_but_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passed_deadline_stops_work_in_the_mesh() {
-    let (engine, overrides) = slow(1000);
+    // A model call far longer than the test may wait: only a mesh that
+    // stops the call at the deadline lets it end.
+    let (engine, overrides) = slow(NEVER_MS);
     let mut t = common::start(|_| {}, overrides).await;
     let mut req = tonic::Request::new(ask("How does the critic agent decide to accept a draft?"));
     // tonic's client also runs a timer from this header and would report
@@ -101,10 +106,11 @@ async fn a_passed_deadline_stops_work_in_the_mesh() {
     req.metadata_mut().insert("grpc-timeout", "300m".parse().unwrap());
     let err = t.client.ask(req).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    // Only the router's call had started; nothing follows it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Only the router's call had started; it is stopped, and nothing
+    // follows it.
+    wait::wait_until("the router's model call to stop", wait::PATIENCE, || engine.in_flight() == 0);
+    wait::wait_until("the request to release its slot", wait::PATIENCE, || t.server.in_flight() == 0);
     assert_eq!(engine.calls(), 1, "no model call after the deadline");
-    assert_eq!(t.server.in_flight(), 0);
     t.server.shutdown().await.unwrap();
 }
 
@@ -114,26 +120,23 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
     let t = common::start(|_| {}, overrides).await;
     let mut c = t.client.clone();
     let in_flight = tokio::spawn(async move { c.ask(ask("hello")).await });
-    for _ in 0..100 {
-        if t.server.in_flight() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(t.server.in_flight(), 1);
+    wait::wait_until("the request to be in flight", wait::PATIENCE, || t.server.in_flight() == 1);
     let mut late = t.client.clone();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(t.channel.clone());
+    let target = format!("http://{}", t.server.addr);
     let stopping = tokio::spawn(t.server.shutdown());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Health says NOT_SERVING once shutdown has begun (and new calls are
+    // refused from then on).
+    wait::until("health to say NOT_SERVING", wait::PATIENCE, || async {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(
+            tonic::transport::Channel::from_shared(target.clone()).unwrap().connect().await.unwrap(),
+        );
+        let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+        check.unwrap().into_inner().status()
+            == tonic_health::pb::health_check_response::ServingStatus::NotServing
+    })
+    .await;
     let refused = late.ask(ask("hello")).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-        .await
-        .unwrap()
-        .into_inner()
-        .status();
-    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing);
     let answer = in_flight.await.unwrap().expect("the in-flight request finishes");
     assert_eq!(answer.into_inner().intent, "greeting");
     stopping.await.unwrap().unwrap();
@@ -237,19 +240,13 @@ fn keys_hash_command_and_serve_never_logs_keys() {
             .output()
             .unwrap()
     };
-    let mut served = None;
-    for _ in 0..300 {
-        let out = ask_cli("cli-secret-key");
-        if out.status.success() {
-            served = Some(out);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Health needs no key; the calls under test then run once.
+    wait::serving_blocking(&format!("http://{listen}"));
+    let served = ask_cli("cli-secret-key");
     let wrong = ask_cli("cli-secret-wrong");
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(served.is_some(), "the gateway never answered with the right key");
+    assert!(served.status.success(), "refused the right key: {}", String::from_utf8_lossy(&served.stderr));
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("Unauthenticated"));
     let log = std::fs::read_to_string(&log).unwrap();
@@ -310,12 +307,9 @@ async fn a_panicking_agent_is_restarted_and_later_requests_succeed() {
     );
     let answer = neighbour.await.unwrap().expect("the request beside the panic is unaffected").into_inner();
     assert!(answer.steps.iter().any(|s| s.agent == "summarizer"));
-    for _ in 0..200 {
-        if t.server.agent_restarts("summarizer") >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait::wait_until("the summarizer's restart", wait::PATIENCE, || {
+        t.server.agent_restarts("summarizer") >= 1
+    });
     assert_eq!(t.server.agent_restarts("summarizer"), 1);
     assert_eq!(t.server.agent_restarts("router"), 0);
     let later = t.client.ask(ask(question)).await.expect("the restarted replica serves").into_inner();
@@ -483,34 +477,26 @@ async fn a_query_cannot_inject_roles_or_change_the_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_request_makes_no_further_model_calls() {
-    let (engine, overrides) = slow(300);
+    // A model call far longer than the test may wait: only a mesh that
+    // stops the call at the cancel lets it end.
+    let (engine, overrides) = slow(NEVER_MS);
     let t = common::start(|_| {}, overrides).await;
     let mut c = t.client.clone();
     let call =
         tokio::spawn(async move { c.ask(ask("How does the critic agent decide to accept a draft?")).await });
-    for _ in 0..1000 {
-        if engine.calls() >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait::wait_until("the router's model call", wait::PATIENCE, || engine.calls() >= 1);
     assert_eq!(engine.calls(), 1, "the router's call has started");
     // The client goes away mid-request (HTTP/2 RST_STREAM).
     call.abort();
     assert!(call.await.unwrap_err().is_cancelled());
     let at_cancel = engine.calls();
-    // Longer than the rest of the flow would take (three more 300 ms calls).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait::wait_until("the router's model call to stop", wait::PATIENCE, || engine.in_flight() == 0);
+    wait::wait_until("the cancelled request to release its slot", wait::PATIENCE, || {
+        t.server.in_flight() == 0
+    });
     let after = engine.calls() - at_cancel;
     println!("cancel: model calls after the client cancelled: {after} (calls before: {at_cancel})");
     assert_eq!(after, 0, "no model call after the cancel");
-    for _ in 0..100 {
-        if t.server.in_flight() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(t.server.in_flight(), 0, "the cancelled request released its slot");
     t.server.shutdown().await.unwrap();
 }
 
@@ -587,14 +573,13 @@ async fn overload_figures_shed_rate_latency_and_memory() {
     let mut rss_after = Vec::new();
     for _ in 0..WAVES {
         let (a, s) = wave(&t.client, WAVE).await;
-        assert!(!a.is_empty() && a.len() <= WAVE);
+        assert!(!a.is_empty(), "a wave admitted nothing");
         assert!(!s.is_empty(), "{WAVE} requests at once against {IN_FLIGHT}+{QUEUED} places shed none");
         admitted.extend(a);
         shed.extend(s);
         rss_after.push(rss_kib());
     }
     let total = WAVE * WAVES;
-    assert_eq!(admitted.len() + shed.len(), total);
     assert!(engine.peak_in_flight() <= IN_FLIGHT, "more model calls at once than requests in flight");
     println!(
         "overload: {WAVES} waves of {WAVE} concurrent Ask calls, limit {IN_FLIGHT} in flight + {QUEUED} queued, \

@@ -8,7 +8,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use meshops::config::{LoadOptions, MeshSpec};
 use meshops::proto::gateway_client::GatewayClient;
@@ -119,21 +118,12 @@ impl Drop for Server {
     }
 }
 
-/// Asks the gateway at `target` until it answers (it ingests the corpus
-/// on its first start).
+/// Waits until the gateway at `target` reports SERVING (it ingests the
+/// corpus on its first start), then asks it once.
 async fn ask_when_up(target: &str, request: AskRequest) -> AskResponse {
-    let mut last = String::new();
-    for _ in 0..600 {
-        match GatewayClient::connect(target.to_string()).await {
-            Ok(mut client) => match client.ask(request.clone()).await {
-                Ok(answer) => return answer.into_inner(),
-                Err(status) => last = format!("{status:?}"),
-            },
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the gateway at {target} never answered: {last}");
+    common::wait::serving(target).await;
+    let mut client = GatewayClient::connect(target.to_string()).await.unwrap();
+    client.ask(request).await.unwrap().into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

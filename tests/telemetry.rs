@@ -9,9 +9,10 @@
 
 mod common;
 
+use common::wait;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use meshops::gateway::Overrides;
 use meshops::proto::AskRequest;
@@ -153,19 +154,21 @@ async fn traces_and_metrics_reach_an_otlp_receiver() {
     assert_eq!(other.trace_id.len(), 32);
 
     telemetry.flush();
-    let mut spans = Vec::new();
-    let mut metric_names = Vec::new();
-    for _ in 0..50 {
-        spans = receiver.spans.lock().unwrap().clone();
-        metric_names = receiver.metric_names.lock().unwrap().clone();
-        if spans.iter().any(|s| s.name.starts_with("chat "))
-            && metric_names.iter().any(|n| n == "gen_ai.client.token.usage")
-        {
-            break;
+    wait::until("the model-call spans and the token metric to arrive", wait::PATIENCE, || {
+        let done = {
+            let spans = receiver.spans.lock().unwrap();
+            let names = receiver.metric_names.lock().unwrap();
+            spans.iter().any(|s| s.name.starts_with("chat "))
+                && names.iter().any(|n| n == "gen_ai.client.token.usage")
+        };
+        if !done {
+            telemetry.flush();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        telemetry.flush();
-    }
+        async move { done }
+    })
+    .await;
+    let spans = receiver.spans.lock().unwrap().clone();
+    let metric_names = receiver.metric_names.lock().unwrap().clone();
     let ours: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace_id) == trace_id).collect();
     let by_id: HashMap<String, &Span> = ours.iter().map(|s| (hex(&s.span_id), *s)).collect();
     let server = ours.iter().find(|s| s.name == "meshops.v1.Gateway/Ask").unwrap_or_else(|| {
@@ -253,20 +256,20 @@ async fn traces_and_metrics_reach_an_otlp_receiver() {
     }
     telemetry.flush();
     let expected_spans: usize = answers[2..].iter().map(|a| 1 + a.steps.len()).sum();
-    for _ in 0..50 {
+    wait::until("every request's spans to arrive", wait::PATIENCE, || {
         let n = receiver
             .spans
             .lock()
             .unwrap()
             .iter()
-            .filter(|s| hex(&s.trace_id).starts_with("00000abc"))
+            .filter(|s| hex(&s.trace_id).starts_with("0000abc0"))
             .count();
-        if n >= expected_spans {
-            break;
+        if n < expected_spans {
+            telemetry.flush();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        telemetry.flush();
-    }
+        async move { n >= expected_spans }
+    })
+    .await;
     let spans = receiver.spans.lock().unwrap().clone();
     for (i, a) in answers[2..].iter().enumerate() {
         let trace: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace_id) == a.trace_id).collect();
@@ -278,17 +281,20 @@ async fn traces_and_metrics_reach_an_otlp_receiver() {
         assert!(steps.iter().all(|s| s.parent_span_id == servers[0].span_id));
     }
 
-    // Metrics: counts and sums match what was sent.
-    telemetry.flush();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    telemetry.flush();
+    // Metrics: counts and sums match what was sent (once an export has
+    // counted every request).
+    let ask_ok =
+        [("rpc.method", Value::StringValue("Ask".into())), ("rpc.grpc.status_code", Value::IntValue(0))];
+    let want = answers.len();
+    wait::until("an export that counts every request", wait::PATIENCE, || {
+        telemetry.flush();
+        let metrics = receiver.metrics.lock().unwrap();
+        let counted = histogram_total(&metrics, "meshops.request.duration", &ask_ok, false) as usize;
+        async move { counted >= want }
+    })
+    .await;
     let metrics = receiver.metrics.lock().unwrap().clone();
-    let asks = histogram_total(
-        &metrics,
-        "meshops.request.duration",
-        &[("rpc.method", Value::StringValue("Ask".into())), ("rpc.grpc.status_code", Value::IntValue(0))],
-        false,
-    );
+    let asks = histogram_total(&metrics, "meshops.request.duration", &ask_ok, false);
     assert_eq!(asks as usize, answers.len(), "one request-duration sample per Ask");
     let input_tokens: u64 = answers.iter().map(|a| a.usage.as_ref().unwrap().input_tokens).sum();
     let metered = histogram_total(

@@ -127,8 +127,10 @@ impl ServerHandle {
     /// `shutdown_grace_ms` to finish (batch workers claim nothing more),
     /// then the server stops and the batch database is closed.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        set_health(&self.health, ServingStatus::NotServing).await;
+        // New calls are refused before health says so: a caller that sees
+        // NOT_SERVING can count on the refusal.
         self.admission.drain();
+        set_health(&self.health, ServingStatus::NotServing).await;
         self.batch.stopping.cancel();
         let (runner, grace) = (self.runner.take(), self.grace);
         let runner = async move {

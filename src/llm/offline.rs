@@ -101,6 +101,12 @@ impl OfflineEngine {
         self.peak_in_flight.load(Ordering::Relaxed)
     }
 
+    /// How many calls are running now (a call whose caller stopped waiting
+    /// for it is no longer running).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// How many calls have started.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)

@@ -6,6 +6,7 @@
 pub mod fake_openai;
 pub mod require;
 pub mod served;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 

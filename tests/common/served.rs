@@ -3,9 +3,6 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
-
-use tonic::transport::Channel;
 
 /// A `meshops serve` child process, killed when dropped.
 pub struct Served {
@@ -38,17 +35,11 @@ pub async fn serve(data: &Path, env: &[(&str, &str)]) -> Served {
         .spawn()
         .unwrap();
     let served = Served { child, target: format!("http://{listen}") };
-    for _ in 0..1200 {
-        if let Ok(channel) = Channel::from_shared(served.target.clone()).unwrap().connect().await {
-            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-            let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
-            if check.is_ok_and(|r| r.into_inner().status == 1) {
-                return served;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if !super::wait::serving_within(&served.target, super::wait::PATIENCE).await {
+        let log = std::fs::read_to_string(data.join("serve.log")).unwrap_or_default();
+        panic!("serve never became SERVING; log:\n{log}");
     }
-    panic!("serve never became SERVING; log:\n{}", std::fs::read_to_string(data.join("serve.log")).unwrap());
+    served
 }
 
 /// Runs the `meshops` binary with `args` from the project root, with
