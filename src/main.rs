@@ -250,7 +250,7 @@ async fn run(cli: Cli) -> Result<()> {
             let args = cli::ingest::IngestArgs { paths, delete, target: target.as_deref(), conn };
             let outcome = cli::ingest::execute(args, || load(&cli)).await;
             match target {
-                Some(target) => cli::connect::with_hint(target, outcome).await,
+                Some(target) => cli::connect::with_hint(&target, outcome).await,
                 None => outcome,
             }
         }

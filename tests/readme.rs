@@ -49,6 +49,11 @@ const SKIPPED: &[(&str, &str)] = &[
     ("cargo run --release -- ask --stream \"Which port does the gateway listen on?\"", LLAMA),
     ("cargo run --release -- ask --repeat 10 \"Which port does the gateway listen on?\"", LLAMA),
     ("scripts/local-llm.sh stop", LLAMA),
+    (
+        "cargo run --release -- serve --http-listen 127.0.0.1:8000",
+        "a second long-running gateway on a fixed port; tests/openai_api.rs starts the gateway with \
+         http_listen and drives it with the official OpenAI Python SDK, as the section's Python does",
+    ),
 ];
 
 const GRPCURL: &str = "grpcurl is not a tool of this project's builds, and it is pointed at the \
@@ -75,6 +80,7 @@ enum Needs {
 const SECTIONS: &[(&str, Needs)] = &[
     ("The two commands", Needs::NoGateway),
     ("Asking questions", Needs::Gateway),
+    ("OpenAI-compatible API", Needs::NoGateway),
     ("Batch jobs", Needs::Gateway),
     ("Evaluating", Needs::NoGateway),
     ("Build your own mesh", Needs::NoGateway),
