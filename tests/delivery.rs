@@ -1384,3 +1384,57 @@ fn ci_build_packs_a_verifiable_tarball_and_an_sbom() {
         bom["components"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
     assert!(names.contains(&"tonic") && names.contains(&"actix"), "SBOM lacks the main dependencies");
 }
+
+/// The ServiceMonitor example scrapes a port the rendered gateway really
+/// serves metrics on: its selector matches the Service's labels, its port
+/// is a named Service port whose target is a container port, and the
+/// container's `MESHOPS__TELEMETRY__PROMETHEUS_LISTEN` listens there.
+#[test]
+fn the_service_monitor_scrapes_the_port_the_gateway_serves_metrics_on() {
+    let monitor = std::fs::read_to_string(root().join("k8s/observability/servicemonitor.yaml")).unwrap();
+    let monitor = &yaml_docs(&monitor)[0];
+    assert_eq!(s(monitor, "kind"), "ServiceMonitor");
+    let endpoint = get(monitor, "spec.endpoints.0");
+    assert_eq!((s(endpoint, "port"), s(endpoint, "path")), ("metrics", "/metrics"));
+    let Some(yaml) = render("overlays/prod") else { return };
+    let docs = yaml_docs(&yaml);
+    let service = docs
+        .iter()
+        .find(|d| s(d, "kind") == "Service" && s(d, "metadata.name").ends_with("meshops"))
+        .expect("the gateway's Service");
+    for (key, want) in get(monitor, "spec.selector.matchLabels").as_mapping().unwrap() {
+        let have = get(service, "metadata.labels").get(key.as_str().unwrap());
+        assert_eq!(have, Some(want), "the Service lacks the monitor's label {key:?}");
+    }
+    let port = get(service, "spec.ports")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| s(p, "name") == "metrics")
+        .expect("a Service port named metrics");
+    let deployment = docs.iter().find(|d| s(d, "kind") == "Deployment").unwrap();
+    let container = get(deployment, "spec.template.spec.containers.0");
+    let container_port = get(container, "ports")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| s(p, "name") == s(port, "targetPort"))
+        .expect("the targetPort names a container port");
+    let number = get(container_port, "containerPort").as_u64().unwrap();
+    let listen = get(container, "env")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| s(e, "name") == "MESHOPS__TELEMETRY__PROMETHEUS_LISTEN")
+        .map(|e| s(e, "value").to_string())
+        .expect("the container turns the scrape endpoint on");
+    assert_eq!(listen, format!("0.0.0.0:{number}"));
+    let allowed: Vec<u64> = docs
+        .iter()
+        .filter(|d| s(d, "kind") == "NetworkPolicy")
+        .flat_map(|d| get(d, "spec.ingress").as_sequence().unwrap().iter())
+        .flat_map(|rule| rule.get("ports").and_then(Value::as_sequence).into_iter().flatten())
+        .filter_map(|p| p.get("port").and_then(Value::as_u64))
+        .collect();
+    assert!(allowed.contains(&number), "the NetworkPolicy admits scrapes on {number}: {allowed:?}");
+}

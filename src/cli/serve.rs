@@ -24,6 +24,16 @@ pub async fn serve(mut spec: MeshSpec, listen: Option<String>, http_listen: Opti
         .parse()
         .with_context(|| format!("listen address `{}`", spec.settings.gateway.listen))?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    let scrape = match (telemetry.prometheus_registry(), &spec.settings.telemetry.prometheus_listen) {
+        (Some(registry), Some(addr)) => {
+            let listener =
+                tokio::net::TcpListener::bind(addr.as_str()).await.with_context(|| format!("bind {addr}"))?;
+            eprintln!("Prometheus metrics on http://{}/metrics", listener.local_addr()?);
+            let router = meshops::telemetry::scrape::router(registry);
+            Some(tokio::spawn(async move { axum::serve(listener, router).await }))
+        }
+        _ => None,
+    };
     let mut server = meshops::gateway::start(spec, listener).await?;
     eprintln!("meshops gateway serving on {} (Ctrl-C or SIGTERM to stop)", server.addr);
     if let Some(http) = server.http_addr {
@@ -40,6 +50,9 @@ pub async fn serve(mut spec: MeshSpec, listen: Option<String>, http_listen: Opti
         }
         r = server.wait() => r.map_err(anyhow::Error::from),
     };
+    if let Some(task) = scrape {
+        task.abort();
+    }
     telemetry.shutdown();
     result
 }

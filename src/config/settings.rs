@@ -98,6 +98,9 @@ pub struct TelemetrySettings {
     /// Record prompt and completion text on spans (off: they may hold
     /// personal data).
     pub capture_content: bool,
+    /// Where `meshops serve` answers Prometheus scrapes (`GET /metrics`,
+    /// the same metrics as OTLP); unset: not served.
+    pub prometheus_listen: Option<String>,
 }
 
 impl Default for TelemetrySettings {
@@ -112,6 +115,7 @@ impl Default for TelemetrySettings {
             export_interval_ms: 10_000,
             log_format: LogFormat::Text,
             capture_content: false,
+            prometheus_listen: None,
         }
     }
 }

@@ -37,6 +37,15 @@ fn validate_gateway(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigErr
             ),
         ));
     }
+    if let Some(p) = &s.telemetry.prometheus_listen {
+        if p.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(ConfigError::field(
+                at(&["telemetry", "prometheus_listen"]),
+                "telemetry.prometheus_listen",
+                format!("`{p}` is not a socket address; expected HOST:PORT such as 0.0.0.0:9464"),
+            ));
+        }
+    }
     if let Some(mcp) = &s.gateway.mcp_listen {
         if mcp.parse::<std::net::SocketAddr>().is_err() {
             errors.push(ConfigError::field(

@@ -15,6 +15,7 @@
 
 pub mod metrics;
 pub mod propagation;
+pub mod scrape;
 
 use std::time::Duration;
 
@@ -70,18 +71,28 @@ pub enum TelemetryError {
     Exporter { endpoint: String, message: String },
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
+    #[error("Prometheus exporter: {0}")]
+    Prometheus(String),
 }
 
 /// Keeps the exporters alive; [`Telemetry::shutdown`] flushes them.
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
+    /// What Prometheus scrapes read, with `telemetry.prometheus_listen`.
+    registry: Option<prometheus::Registry>,
 }
 
 impl Telemetry {
     /// Whether spans are being exported.
     pub fn exporting(&self) -> bool {
         self.tracer_provider.is_some()
+    }
+
+    /// The registry Prometheus scrapes read (see [`scrape`]), when
+    /// `telemetry.prometheus_listen` is set.
+    pub fn prometheus_registry(&self) -> Option<prometheus::Registry> {
+        self.registry.clone()
     }
 
     /// Exports everything buffered now (tests and shutdown use it).
@@ -186,12 +197,31 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
             .with_writer(std::io::stderr)
             .boxed(),
     };
+    // Prometheus reads the same instruments as OTLP, through its own
+    // reader on the one meter provider.
+    let (registry, prometheus_reader) = match &settings.prometheus_listen {
+        Some(_) => {
+            let registry = prometheus::Registry::new();
+            let reader = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .build()
+                .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
+            (Some(registry), Some(reader))
+        }
+        None => (None, None),
+    };
     let Some(endpoint) = endpoint(settings) else {
         tracing_subscriber::registry()
             .with(fmt.with_filter(filter))
             .try_init()
             .map_err(|_| TelemetryError::AlreadyInstalled)?;
-        return Ok(Telemetry { tracer_provider: None, meter_provider: None });
+        let meter_provider = prometheus_reader.map(|reader| {
+            let provider =
+                SdkMeterProvider::builder().with_reader(reader).with_resource(resource(settings)).build();
+            opentelemetry::global::set_meter_provider(provider.clone());
+            provider
+        });
+        return Ok(Telemetry { tracer_provider: None, meter_provider, registry });
     };
     let exporter_error = |e: &dyn std::fmt::Display| TelemetryError::Exporter {
         endpoint: endpoint.clone(),
@@ -216,8 +246,12 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
     let reader = PeriodicReader::builder(metric_exporter)
         .with_interval(Duration::from_millis(settings.export_interval_ms))
         .build();
-    let meter_provider =
-        SdkMeterProvider::builder().with_reader(reader).with_resource(resource(settings)).build();
+    let mut meter_provider =
+        SdkMeterProvider::builder().with_reader(reader).with_resource(resource(settings));
+    if let Some(prometheus) = prometheus_reader {
+        meter_provider = meter_provider.with_reader(prometheus);
+    }
+    let meter_provider = meter_provider.build();
     opentelemetry::global::set_meter_provider(meter_provider.clone());
 
     let tracer = tracer_provider.tracer("meshops");
@@ -230,7 +264,7 @@ pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, TelemetryError> {
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     tracing::info!(%endpoint, "exporting traces and metrics over OTLP/gRPC");
-    Ok(Telemetry { tracer_provider: Some(tracer_provider), meter_provider: Some(meter_provider) })
+    Ok(Telemetry { tracer_provider: Some(tracer_provider), meter_provider: Some(meter_provider), registry })
 }
 
 #[cfg(test)]
