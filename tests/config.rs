@@ -138,6 +138,33 @@ fn zero_batch_workers_names_the_field() {
 }
 
 #[test]
+fn front_door_listeners_must_be_addresses_and_never_bypass_tls() {
+    let env = |vars: &[(&str, &str)]| LoadOptions {
+        env_vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..LoadOptions::files_only(common::root())
+    };
+    let err = load_err(&env(&[
+        ("MESHOPS__GATEWAY__HTTP_LISTEN", "nope"),
+        ("MESHOPS__GATEWAY__MCP_LISTEN", "127.0.0.1"),
+        ("MESHOPS__TELEMETRY__PROMETHEUS_LISTEN", "localhost"),
+    ]));
+    for (field, example) in [
+        ("gateway.http_listen", "127.0.0.1:8000"),
+        ("gateway.mcp_listen", "127.0.0.1:8001"),
+        ("telemetry.prometheus_listen", "0.0.0.0:9464"),
+    ] {
+        assert!(err.contains(&format!("field `{field}`")) && err.contains(example), "{field}: {err}");
+    }
+    // With TLS on the gRPC port, a plaintext front door is refused.
+    let err = load_err(&env(&[
+        ("MESHOPS__GATEWAY__HTTP_LISTEN", "127.0.0.1:8000"),
+        ("MESHOPS__GATEWAY__TLS__CERT_PATH", "tls/server.pem"),
+        ("MESHOPS__GATEWAY__TLS__KEY_PATH", "tls/server.key"),
+    ]));
+    assert!(err.contains("field `gateway.http_listen`: the HTTP API serves plaintext"), "{err}");
+}
+
+#[test]
 fn typo_in_an_agent_file_names_file_and_field() {
     let dir = project_copy();
     edit(&dir.path().join("agents/retriever.toml"), "top_k", "tpo_k");

@@ -27,56 +27,38 @@ pub(super) fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut V
 /// `[gateway]`: the address and the limits.
 fn validate_gateway(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigError>) {
     let at = |path: &[&str]| locate_at(path, layers);
-    if s.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
-        errors.push(ConfigError::field(
-            at(&["gateway", "listen"]),
-            "gateway.listen",
-            format!(
-                "`{}` is not a socket address; expected HOST:PORT such as 127.0.0.1:50051",
-                s.gateway.listen
-            ),
-        ));
-    }
-    if let Some(p) = &s.telemetry.prometheus_listen {
-        if p.parse::<std::net::SocketAddr>().is_err() {
+    // Every listener: an address, and (for the plaintext front doors) no
+    // way around the gRPC port's TLS.
+    let listeners = [
+        (["gateway", "listen"], Some(&s.gateway.listen), "127.0.0.1:50051", None),
+        (["telemetry", "prometheus_listen"], s.telemetry.prometheus_listen.as_ref(), "0.0.0.0:9464", None),
+        (
+            ["gateway", "mcp_listen"],
+            s.gateway.mcp_listen.as_ref(),
+            "127.0.0.1:8001",
+            Some("the MCP endpoint"),
+        ),
+        (["gateway", "http_listen"], s.gateway.http_listen.as_ref(), "127.0.0.1:8000", Some("the HTTP API")),
+    ];
+    for (path, value, example, plaintext) in listeners {
+        let Some(value) = value else { continue };
+        let field = path.join(".");
+        if value.parse::<std::net::SocketAddr>().is_err() {
             errors.push(ConfigError::field(
-                at(&["telemetry", "prometheus_listen"]),
-                "telemetry.prometheus_listen",
-                format!("`{p}` is not a socket address; expected HOST:PORT such as 0.0.0.0:9464"),
+                at(&path),
+                field.clone(),
+                format!("`{value}` is not a socket address; expected HOST:PORT such as {example}"),
             ));
         }
-    }
-    if let Some(mcp) = &s.gateway.mcp_listen {
-        if mcp.parse::<std::net::SocketAddr>().is_err() {
+        if let (Some(what), Some(_)) = (plaintext, &s.gateway.tls) {
             errors.push(ConfigError::field(
-                at(&["gateway", "mcp_listen"]),
-                "gateway.mcp_listen",
-                format!("`{mcp}` is not a socket address; expected HOST:PORT such as 127.0.0.1:8001"),
-            ));
-        }
-        if s.gateway.tls.is_some() {
-            errors.push(ConfigError::field(
-                at(&["gateway", "mcp_listen"]),
-                "gateway.mcp_listen",
-                "the MCP endpoint serves plaintext, and [gateway.tls] is set: it would bypass TLS; terminate \
-                 TLS in front of it and leave [gateway.tls] unset, or unset mcp_listen",
-            ));
-        }
-    }
-    if let Some(http) = &s.gateway.http_listen {
-        if http.parse::<std::net::SocketAddr>().is_err() {
-            errors.push(ConfigError::field(
-                at(&["gateway", "http_listen"]),
-                "gateway.http_listen",
-                format!("`{http}` is not a socket address; expected HOST:PORT such as 127.0.0.1:8000"),
-            ));
-        }
-        if s.gateway.tls.is_some() {
-            errors.push(ConfigError::field(
-                at(&["gateway", "http_listen"]),
-                "gateway.http_listen",
-                "the HTTP API serves plaintext, and [gateway.tls] is set: it would bypass TLS; terminate \
-                 TLS in front of it (an ingress) and leave [gateway.tls] unset, or unset http_listen",
+                at(&path),
+                field.clone(),
+                format!(
+                    "{what} serves plaintext, and [gateway.tls] is set: it would bypass TLS; terminate TLS \
+                     in front of it (an ingress) and leave [gateway.tls] unset, or unset {}",
+                    path[1]
+                ),
             ));
         }
     }
