@@ -31,3 +31,16 @@ where
         self.inner.call(req)
     }
 }
+
+/// A call from a front door other than gRPC (the HTTP API, MCP): its HTTP
+/// headers become the call's metadata (the API key, `traceparent`), and it
+/// is stamped with its arrival as the gRPC server stamps its calls.
+pub fn front_door_request<T>(headers: tonic::codegen::http::HeaderMap, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::from_parts(
+        tonic::metadata::MetadataMap::from_headers(headers),
+        Default::default(),
+        message,
+    );
+    request.extensions_mut().insert(Arrival(tokio::time::Instant::now()));
+    request
+}

@@ -22,6 +22,7 @@ use serde_json::json;
 use tonic::Request;
 
 use super::GatewayService;
+use super::openai::wire;
 use crate::proto::gateway_server::Gateway as _;
 use crate::proto::{self};
 
@@ -49,19 +50,13 @@ impl MeshTools {
     pub fn new(gateway: GatewayService) -> MeshTools {
         MeshTools { gateway }
     }
+}
 
-    /// A gateway request with the MCP request's HTTP headers (none over
-    /// stdio) as metadata.
-    fn request<T>(ctx: &RequestContext<RoleServer>, message: T) -> Request<T> {
-        let headers = ctx.extensions.get::<Parts>().map(|p| p.headers.clone()).unwrap_or_default();
-        let mut request = Request::from_parts(
-            tonic::metadata::MetadataMap::from_headers(headers),
-            Default::default(),
-            message,
-        );
-        request.extensions_mut().insert(super::arrival::Arrival(tokio::time::Instant::now()));
-        request
-    }
+/// A gateway request with the MCP request's HTTP headers (none over stdio)
+/// as metadata.
+fn request<T>(ctx: &RequestContext<RoleServer>, message: T) -> Request<T> {
+    let headers = ctx.extensions.get::<Parts>().map(|p| p.headers.clone()).unwrap_or_default();
+    super::arrival::front_door_request(headers, message)
 }
 
 /// A failed call as a tool error the model reads: the gRPC code's name and
@@ -87,7 +82,7 @@ impl MeshTools {
             variant: args.variant.unwrap_or_default(),
             metadata: Default::default(),
         };
-        let answer = match self.gateway.ask(Self::request(&ctx, ask)).await {
+        let answer = match self.gateway.ask(request(&ctx, ask)).await {
             Ok(a) => a.into_inner(),
             Err(status) => return Ok(failed(&status)),
         };
@@ -98,19 +93,10 @@ impl MeshTools {
                 let _ = write!(text, "\n[{}] {} ({})", i + 1, c.doc_id, c.chunk_id);
             }
         }
-        let citations: Vec<serde_json::Value> = answer
-            .citations
-            .iter()
-            .map(|c| json!({"doc_id": c.doc_id, "chunk_id": c.chunk_id, "text": c.text, "score": c.score}))
-            .collect();
-        let verdict = answer
-            .verdict
-            .as_ref()
-            .map(|v| json!({"accepted": v.accepted, "scores": v.scores, "feedback": v.feedback}));
         let mut result = CallToolResult::success(vec![Content::text(text)]);
         result.structured_content = Some(json!({
-            "answer": answer.answer, "citations": citations, "intent": answer.intent,
-            "variant": answer.variant, "trace_id": answer.trace_id, "verdict": verdict,
+            "answer": answer.answer, "citations": wire::citations(&answer), "intent": answer.intent,
+            "variant": answer.variant, "trace_id": answer.trace_id, "verdict": wire::verdict(&answer),
         }));
         Ok(result)
     }
@@ -120,7 +106,7 @@ impl MeshTools {
         description = "Describe the meshops mesh: its agents (kind, prompt, model, the flows that use them), its flows, variants and model profiles."
     )]
     async fn describe_mesh(&self, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, ErrorData> {
-        let d = match self.gateway.describe_mesh(Self::request(&ctx, proto::DescribeMeshRequest {})).await {
+        let d = match self.gateway.describe_mesh(request(&ctx, proto::DescribeMeshRequest {})).await {
             Ok(d) => d.into_inner(),
             Err(status) => return Ok(failed(&status)),
         };

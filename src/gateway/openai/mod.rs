@@ -15,7 +15,7 @@
 //! While it runs, each step's start is sent as an SSE comment (`: step
 //! retriever`), which keeps the connection visibly alive.
 
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,9 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
 use super::GatewayService;
+use super::arrival::front_door_request;
 use crate::proto::gateway_server::Gateway as _;
 use crate::proto::{self, ask_event::Event as AskEvent};
 
@@ -78,21 +79,10 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// A gRPC request carrying the HTTP request's headers as metadata (the
-/// API key, `traceparent`), stamped with its arrival for the deadline.
-fn grpc_request<T>(headers: &HeaderMap, message: T) -> Request<T> {
-    let mut request = Request::from_parts(
-        tonic::metadata::MetadataMap::from_headers(headers.clone()),
-        Default::default(),
-        message,
-    );
-    request.extensions_mut().insert(super::arrival::Arrival(tokio::time::Instant::now()));
-    request
-}
-
 async fn models(State(api): State<HttpApi>, headers: HeaderMap) -> Response {
     // The same authentication as every RPC: DescribeMesh checks the key.
-    match api.gateway.describe_mesh(grpc_request(&headers, proto::DescribeMeshRequest {})).await {
+    match api.gateway.describe_mesh(front_door_request(headers.clone(), proto::DescribeMeshRequest {})).await
+    {
         Ok(_) => json_response(StatusCode::OK, &wire::models(&api.variants, api.started)),
         Err(status) => status_response(&status),
     }
@@ -136,14 +126,14 @@ async fn chat(State(api): State<HttpApi>, headers: HeaderMap, body: Bytes) -> Re
     };
     let created = now();
     if !request.stream {
-        return match api.gateway.ask(grpc_request(&headers, ask)).await {
+        return match api.gateway.ask(front_door_request(headers.clone(), ask)).await {
             Ok(answer) => {
                 json_response(StatusCode::OK, &wire::completion(answer.get_ref(), &request.model, created))
             }
             Err(status) => status_response(&status),
         };
     }
-    let events = match api.gateway.ask_stream(grpc_request(&headers, ask)).await {
+    let events = match api.gateway.ask_stream(front_door_request(headers.clone(), ask)).await {
         Ok(stream) => stream.into_inner(),
         Err(status) => return status_response(&status),
     };

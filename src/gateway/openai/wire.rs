@@ -91,11 +91,6 @@ pub fn models(variants: &[String], created: u64) -> Value {
 /// The meshops extension of a completion (`meshops`): where the answer
 /// came from (citations), how (steps, intent, verdict) and its trace.
 pub fn extension(a: &proto::AskResponse) -> Value {
-    let citations: Vec<Value> = a
-        .citations
-        .iter()
-        .map(|c| json!({"doc_id": c.doc_id, "chunk_id": c.chunk_id, "text": c.text, "score": c.score}))
-        .collect();
     let steps: Vec<Value> = a
         .steps
         .iter()
@@ -107,15 +102,28 @@ pub fn extension(a: &proto::AskResponse) -> Value {
             })
         })
         .collect();
-    let verdict = a
-        .verdict
-        .as_ref()
-        .map(|v| json!({"accepted": v.accepted, "scores": v.scores, "feedback": v.feedback}));
     json!({
         "trace_id": a.trace_id, "intent": a.intent, "variant": a.variant,
-        "citations": citations, "steps": steps, "verdict": verdict,
+        "citations": citations(a), "steps": steps, "verdict": verdict(a),
         "cost_usd": a.usage.as_ref().and_then(|u| u.cost_usd),
     })
+}
+
+/// An answer's citations as JSON (the HTTP API's extension, MCP's
+/// structured content).
+pub fn citations(a: &proto::AskResponse) -> Vec<Value> {
+    a.citations
+        .iter()
+        .map(|c| json!({"doc_id": c.doc_id, "chunk_id": c.chunk_id, "text": c.text, "score": c.score}))
+        .collect()
+}
+
+/// An answer's verdict as JSON; `null` when no judge ran.
+pub fn verdict(a: &proto::AskResponse) -> Value {
+    a.verdict
+        .as_ref()
+        .map(|v| json!({"accepted": v.accepted, "scores": v.scores, "feedback": v.feedback}))
+        .unwrap_or(Value::Null)
 }
 
 /// OpenAI's `usage` of an answer: the mesh's token totals.
