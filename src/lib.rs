@@ -14,6 +14,8 @@
 //! - [`prompt`]: Prompty templates compiled and rendered with minijinja.
 //! - [`retrieval`]: embedders, vector stores (qdrant-edge, Qdrant server),
 //!   chunking, ingest.
+//! - [`tools`]: clients of what agents call besides models (MCP servers).
+//! - [`sessions`]: the conversation store (turns by owner and session).
 //! - [`mesh`]: the actix actors (orchestrator, one type per agent kind) and
 //!   their messages and errors.
 //! - [`runtime`]: the one assembly (retrieval, ingest, model clients,
@@ -38,8 +40,10 @@ pub mod mesh;
 pub mod prompt;
 pub mod retrieval;
 pub mod runtime;
+pub mod sessions;
 pub mod telemetry;
 pub mod text;
+pub mod tools;
 
 /// Generated protobuf and gRPC code for `meshops.v1`.
 pub mod proto {

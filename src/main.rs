@@ -59,6 +59,10 @@ enum Command {
         /// Variant to run.
         #[arg(long)]
         variant: Option<String>,
+        /// Conversation id: the question is a turn of that conversation
+        /// (the mesh sees its earlier turns).
+        #[arg(long)]
+        session: Option<String>,
         /// Send the question N times, one after another on one connection,
         /// and print client-side latency percentiles and, per agent, step
         /// latency and tokens per second instead of the answer.
@@ -117,6 +121,25 @@ enum Command {
         command: cli::batch::Command,
         #[command(flatten)]
         conn: cli::connect::ConnectArgs,
+    },
+    /// Conversations on a running gateway.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+        /// Gateway URL (default: http:// + gateway.listen).
+        #[arg(long, global = true)]
+        target: Option<String>,
+        #[command(flatten)]
+        conn: cli::connect::ConnectArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Forget a conversation (its turns are deleted).
+    Delete {
+        /// The conversation's `session_id`.
+        id: String,
     },
 }
 
@@ -263,7 +286,23 @@ async fn run(cli: Cli) -> Result<()> {
             .await;
             cli::connect::with_hint(&target, outcome).await
         }
-        Command::Ask { query, target, stream, json, variant, repeat, conn } => {
+        Command::Sessions { command: SessionsCommand::Delete { id }, target, conn } => {
+            let target = target_url(&cli, target.as_deref());
+            let outcome = async {
+                let channel = cli::connect::connect(&target, conn).await?;
+                let mut client = meshops::proto::gateway_client::GatewayClient::new(channel);
+                let request = meshops::proto::DeleteSessionRequest { session_id: id.clone() };
+                client
+                    .delete_session(cli::authorized(request, conn.api_key.as_deref())?)
+                    .await
+                    .map_err(cli::status_error)?;
+                println!("deleted session {id}");
+                anyhow::Ok(())
+            }
+            .await;
+            cli::connect::with_hint(&target, outcome).await
+        }
+        Command::Ask { query, target, stream, json, variant, session, repeat, conn } => {
             let target = target_url(&cli, target.as_deref());
             let args = cli::ask::AskArgs {
                 query,
@@ -271,6 +310,7 @@ async fn run(cli: Cli) -> Result<()> {
                 stream: *stream,
                 json: *json,
                 variant: variant.as_deref(),
+                session: session.as_deref(),
                 repeat: *repeat,
                 conn,
             };

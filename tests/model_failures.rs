@@ -42,12 +42,13 @@ fn request() -> LlmRequest {
     LlmRequest {
         agent: "summarizer".into(),
         messages: vec![
-            ChatMessage { role: Role::System, content: "Answer from the passages.".into() },
-            ChatMessage { role: Role::User, content: "Which port does the gateway listen on?".into() },
+            ChatMessage::new(Role::System, "Answer from the passages."),
+            ChatMessage::new(Role::User, "Which port does the gateway listen on?"),
         ],
         params: ModelParams::default(),
         hint: TaskHint::Freeform,
         response_schema: None,
+        tools: Default::default(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use meshops::config::{ModelParams, PromptFile};
-use meshops::llm::{ChatMessage, Role};
+use meshops::llm::Role;
 use meshops::prompt::{Prompty, TemplateEngine};
 use serde_json::json;
 
@@ -47,7 +47,7 @@ fn load(file: &str) -> Prompty {
 
 fn messages(p: &Prompty, inputs: serde_json::Value) -> Vec<(Role, String)> {
     let rendered = p.render(&inputs).unwrap_or_else(|e| panic!("{} should render: {e}", p.path.display()));
-    rendered.into_iter().map(|ChatMessage { role, content }| (role, content)).collect()
+    rendered.into_iter().map(|m| (m.role, m.content)).collect()
 }
 
 fn sorted(items: &[String]) -> Vec<String> {

@@ -60,12 +60,13 @@ fn request() -> LlmRequest {
     LlmRequest {
         agent: "summarizer".into(),
         messages: vec![
-            ChatMessage { role: Role::System, content: "Answer from the passages.".into() },
-            ChatMessage { role: Role::User, content: "Which port does the gateway listen on?".into() },
+            ChatMessage::new(Role::System, "Answer from the passages."),
+            ChatMessage::new(Role::User, "Which port does the gateway listen on?"),
         ],
         params: ModelParams { temperature: Some(0.2), max_tokens: Some(400), ..Default::default() },
         hint: TaskHint::Freeform,
         response_schema: None,
+        tools: Default::default(),
     }
 }
 

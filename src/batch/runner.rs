@@ -116,7 +116,11 @@ async fn run_item(
     let span = tracing::info_span!("batch.item", job_id = %job_id, item_index);
     let deadline = tokio::time::Instant::now() + timeout;
     let trace_id = crate::telemetry::propagation::new_trace_id();
-    let ask = Ask::new(input, deadline, trace_id, span.clone()).with_cancel(cancel.clone());
+    // A job's items are their own conversations' owner: items of one job
+    // that share a `session_id` are turns of one conversation, never
+    // another job's or an interactive caller's.
+    let owner = format!("batch:{job_id}");
+    let ask = Ask::new(input, deadline, trace_id, span.clone()).with_cancel(cancel.clone()).with_owner(owner);
     // If this task is aborted (grace period over), the mesh work stops too.
     let guard = cancel.drop_guard();
     let outcome = match mesh.ask(ask).await {

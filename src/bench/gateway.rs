@@ -47,6 +47,13 @@ impl Gateway for Echo {
     ) -> Result<Response<proto::MeshDescription>, Status> {
         Ok(Response::new(proto::MeshDescription::default()))
     }
+
+    async fn delete_session(
+        &self,
+        _: Request<proto::DeleteSessionRequest>,
+    ) -> Result<Response<proto::DeleteSessionResponse>, Status> {
+        Err(Status::unimplemented("echo serves Ask only"))
+    }
 }
 
 /// Starts the echo server on 127.0.0.1:0 with the gateway's socket set-up

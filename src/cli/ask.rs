@@ -16,18 +16,21 @@ pub struct AskArgs<'a> {
     pub stream: bool,
     pub json: bool,
     pub variant: Option<&'a str>,
+    /// A conversation's id: the question is its next turn.
+    pub session: Option<&'a str>,
     pub repeat: Option<usize>,
     pub conn: &'a ConnectArgs,
 }
 
 /// Runs `meshops ask`.
 pub async fn execute(args: AskArgs<'_>) -> Result<()> {
-    let AskArgs { query, target, stream, json, variant, repeat, conn } = args;
+    let AskArgs { query, target, stream, json, variant, session, repeat, conn } = args;
     let channel = connect(&target, conn).await?;
     let mut client = GatewayClient::new(channel);
     let request = proto::AskRequest {
         query: query.to_string(),
         variant: variant.unwrap_or_default().to_string(),
+        session_id: session.unwrap_or_default().to_string(),
         ..Default::default()
     };
     let key = conn.api_key.as_deref();

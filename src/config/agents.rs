@@ -142,13 +142,82 @@ impl Default for CriticSettings {
     }
 }
 
-/// `[llm]`: what a generic model-calling agent returns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+/// `[llm]`: what a generic model-calling agent returns, and the tools it
+/// may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmSettings {
     /// `"text"` or `"json"`. Unset: JSON when the agent's prompt declares
     /// `outputs`, else text (see [`crate::config::output_spec`]).
     pub output: Option<LlmOutput>,
+    /// Tools the model may call: `retrieve`, `agent:<name>`,
+    /// `mcp:<server>` (all of its tools) or `mcp:<server>/<tool>`; the
+    /// prompt file's `tools:` add theirs (see [`ToolRef`]).
+    pub tools: Vec<String>,
+    /// Most model calls that may ask for tools in one step; the call after
+    /// the last round is made without tools, so the model answers.
+    pub max_tool_rounds: u32,
+    /// Longest one tool call may take (an MCP server's own `timeout_ms`
+    /// cuts it sooner when smaller); a call cut here is a tool error the
+    /// model sees.
+    pub tool_timeout_ms: u64,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self { output: None, tools: Vec::new(), max_tool_rounds: 4, tool_timeout_ms: 10_000 }
+    }
+}
+
+/// A tool an `llm` agent may call, as named in its `tools`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ToolRef {
+    /// `retrieve`: the retriever as a function (query, top_k, doc_ids).
+    Retrieve,
+    /// `agent:<name>`: another agent of the mesh, called as a function
+    /// (the actor message, not HTTP).
+    Agent(String),
+    /// `mcp:<server>` (every tool of the server) or `mcp:<server>/<tool>`.
+    Mcp { server: String, tool: Option<String> },
+}
+
+impl ToolRef {
+    /// Reads one entry of `tools`.
+    pub fn parse(text: &str) -> Result<ToolRef, String> {
+        let t = text.trim();
+        if t == "retrieve" {
+            return Ok(ToolRef::Retrieve);
+        }
+        if let Some(agent) = t.strip_prefix("agent:") {
+            return match agent.trim() {
+                "" => Err(format!("`{text}` names no agent; expected agent:<name>")),
+                name => Ok(ToolRef::Agent(name.to_string())),
+            };
+        }
+        if let Some(rest) = t.strip_prefix("mcp:") {
+            let (server, tool) = match rest.split_once('/') {
+                Some((s, tool)) => (s.trim(), Some(tool.trim())),
+                None => (rest.trim(), None),
+            };
+            if server.is_empty() || tool.is_some_and(str::is_empty) {
+                return Err(format!("`{text}` is incomplete; expected mcp:<server> or mcp:<server>/<tool>"));
+            }
+            return Ok(ToolRef::Mcp { server: server.to_string(), tool: tool.map(str::to_string) });
+        }
+        Err(format!(
+            "`{text}` is not a tool; expected retrieve, agent:<name>, mcp:<server> or mcp:<server>/<tool>"
+        ))
+    }
+
+    /// The form written in `tools`.
+    pub fn label(&self) -> String {
+        match self {
+            ToolRef::Retrieve => "retrieve".to_string(),
+            ToolRef::Agent(a) => format!("agent:{a}"),
+            ToolRef::Mcp { server, tool: None } => format!("mcp:{server}"),
+            ToolRef::Mcp { server, tool: Some(t) } => format!("mcp:{server}/{t}"),
+        }
+    }
 }
 
 /// The shape of an `llm` agent's output.

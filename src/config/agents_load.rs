@@ -421,7 +421,7 @@ fn kind_settings(file: &str, agent: &AgentFile, errors: &mut Vec<ConfigError>) -
         }
         // What an llm agent returns depends on its prompt too: checked per
         // profile once the prompts are read (`check_llm_outputs`).
-        AgentKind::Llm => KindSettings::Llm(agent.llm.unwrap_or_default()),
+        AgentKind::Llm => KindSettings::Llm(agent.llm.clone().unwrap_or_default()),
     };
     Some(settings)
 }

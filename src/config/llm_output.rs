@@ -80,7 +80,7 @@ mod tests {
         let text = format!("---\nname: t\n{declared}---\nuser:\n{{{{ query }}}}\n");
         let prompt =
             PromptFile::parse(&text, std::path::Path::new("t.prompty")).map_err(|e| e.to_string())?;
-        output_spec(&LlmSettings { output }, Some(&prompt))
+        output_spec(&LlmSettings { output, ..LlmSettings::default() }, Some(&prompt))
     }
 
     #[test]

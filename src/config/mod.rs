@@ -38,6 +38,7 @@ mod load;
 pub mod prompt_file;
 pub mod settings;
 mod tls;
+pub mod tools;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -45,7 +46,7 @@ use std::path::{Path, PathBuf};
 
 pub use agents::{
     AgentFile, AgentKind, AgentProfile, AgentSpec, CriticSettings, IntentSpec, KindSettings, LlmOutput,
-    LlmSettings, RetrieverSettings, RouterSettings, SummarizerSettings,
+    LlmSettings, RetrieverSettings, RouterSettings, SummarizerSettings, ToolRef,
 };
 pub use env::{ENV_NAME_VAR, ENV_PREFIX};
 pub use env_refs::{EnvRefError, api_key_var, resolve_env_refs};
@@ -62,6 +63,7 @@ pub use settings::{
     TelemetrySettings, TlsSettings, VariantSettings,
 };
 pub use tls::{read_pem_certs, read_pem_key};
+pub use tools::{McpServerSettings, SessionBackend, SessionSettings, profile_tools};
 
 /// Everything the mesh, gateway and tools need, validated.
 #[derive(Debug, Clone)]
@@ -86,6 +88,7 @@ impl MeshSpec {
         let agents = agents_load::load_agents(&opts.root, &settings, &layers, &mut errors);
         if errors.is_empty() {
             flows::validate_flows(&settings, &agents, &layers, &mut errors);
+            tools::validate_agent_tools(&agents, &settings.mcp, &mut errors);
         }
         if errors.is_empty() {
             Ok(MeshSpec { root: opts.root.clone(), settings, agents, layers })

@@ -28,6 +28,11 @@ pub struct Settings {
     pub batch: BatchSettings,
     /// The evaluation harness (`meshops eval`).
     pub eval: EvalSettings,
+    /// MCP servers the mesh starts, by name; agents call their tools as
+    /// `mcp:<server>`.
+    pub mcp: BTreeMap<String, super::tools::McpServerSettings>,
+    /// Conversations kept per `session_id`.
+    pub sessions: super::tools::SessionSettings,
 }
 
 impl Default for Settings {
@@ -42,6 +47,8 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             batch: BatchSettings::default(),
             eval: EvalSettings::default(),
+            mcp: BTreeMap::new(),
+            sessions: super::tools::SessionSettings::default(),
         }
     }
 }

@@ -312,6 +312,7 @@ impl Judge {
                 rubric: rubric.map(str::to_string),
             },
             response_schema: None,
+            tools: Default::default(),
         };
         match self.client.complete(&request, None).await {
             Ok(resp) => JudgeOutcome {

@@ -33,6 +33,9 @@ pub fn ask_input(req: proto::AskRequest, limits: &GatewaySettings) -> Result<Ask
     if query.chars().any(|c| c.is_control() && !c.is_whitespace()) {
         return Err("query must not contain control characters".into());
     }
+    if req.session_id.chars().count() > MAX_SESSION_ID_CHARS {
+        return Err(format!("session_id is longer than {MAX_SESSION_ID_CHARS} characters"));
+    }
     let variant = req.variant.trim();
     Ok(AskInput {
         query: query.to_string(),
@@ -271,6 +274,36 @@ pub fn ingest_summary(r: &IngestReport, collection: &str) -> proto::IngestEvent 
 }
 
 /// What `DescribeMesh` reports; computed once at start-up.
+/// The tools `agent`'s base profile offers its model, as configured.
+pub fn agent_tools(spec: &MeshSpec, agent: &crate::config::AgentSpec) -> Vec<String> {
+    let crate::config::KindSettings::Llm(settings) = &agent.base.settings else { return Vec::new() };
+    let is_agent = |name: &str| spec.agents.contains_key(name);
+    let (tools, _) =
+        crate::config::profile_tools(settings, agent.base.prompt.as_deref(), &is_agent, &spec.settings.mcp);
+    tools.iter().map(crate::config::ToolRef::label).collect()
+}
+
+/// The running MCP servers and their tools, for `DescribeMesh`.
+pub fn mcp_servers(spec: &MeshSpec, hub: &crate::tools::mcp::McpHub) -> Vec<proto::McpServerInfo> {
+    hub.servers()
+        .into_iter()
+        .map(|(name, tools)| proto::McpServerInfo {
+            transport: match spec.settings.mcp.get(&name).and_then(|s| s.url.as_ref()) {
+                Some(_) => "streamable_http".into(),
+                None => "stdio".into(),
+            },
+            name,
+            tools: tools
+                .into_iter()
+                .map(|t| proto::McpToolInfo { name: t.name, description: t.description })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Longest `session_id` a request may carry.
+pub const MAX_SESSION_ID_CHARS: usize = 256;
+
 pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
     let models = &spec.settings.models;
     let model_name = |profile: &Option<String>| {
@@ -291,6 +324,7 @@ pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
                 model: model_name(&a.base.model),
                 replicas: spec.running_replicas(a) as u32,
                 flows: spec.flows_using(&a.name),
+                tools: agent_tools(spec, a),
             })
             .collect(),
         flows: spec
@@ -350,6 +384,7 @@ pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
         retrieval_backend: format!("{:?}", spec.settings.retrieval.backend).to_lowercase(),
         collection: spec.settings.retrieval.collection.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
+        mcp_servers: Vec::new(),
     }
 }
 

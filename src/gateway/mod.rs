@@ -40,6 +40,9 @@ pub use server::{Overrides, ServeError, ServerHandle, start, start_with};
 pub struct GatewayService {
     /// Set once the mesh has started; until then requests get UNAVAILABLE.
     mesh: Arc<OnceLock<Arc<MeshHandle>>>,
+    /// What the running mesh adds to the description and the conversation
+    /// store; set with the mesh.
+    running: Arc<OnceLock<Running>>,
     limits: Arc<GatewaySettings>,
     description: Arc<proto::MeshDescription>,
     admission: Arc<admission::Admission>,
@@ -52,7 +55,19 @@ impl GatewayService {
         description: proto::MeshDescription,
         admission: Arc<admission::Admission>,
     ) -> Self {
-        Self { mesh, limits: Arc::new(limits), description: Arc::new(description), admission }
+        Self {
+            mesh,
+            running: Arc::new(OnceLock::new()),
+            limits: Arc::new(limits),
+            description: Arc::new(description),
+            admission,
+        }
+    }
+
+    /// What the mesh brought once it started: its MCP servers' tools and
+    /// its conversation store. Set once; a second call changes nothing.
+    pub fn set_running(&self, running: Running) {
+        let _ = self.running.set(running);
     }
 
     fn mesh(&self) -> Result<Arc<MeshHandle>, Status> {
@@ -164,6 +179,16 @@ fn client_timeout(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::AskEvent, Status>> + Send>>;
 
+use convert::MAX_SESSION_ID_CHARS;
+
+/// What the running mesh adds to the gateway.
+pub struct Running {
+    /// The MCP servers and their tools, for `DescribeMesh`.
+    pub mcp_servers: Vec<proto::McpServerInfo>,
+    /// The conversation store (`None`: conversations are off).
+    pub sessions: Option<crate::sessions::SharedSessions>,
+}
+
 #[tonic::async_trait]
 impl Gateway for GatewayService {
     async fn ask(&self, request: Request<proto::AskRequest>) -> Result<Response<proto::AskResponse>, Status> {
@@ -176,6 +201,7 @@ impl Gateway for GatewayService {
             let caller = authenticated?;
             let mesh = self.mesh()?;
             let (ask, cancel) = prepared?;
+            let ask = ask.with_owner(self.admission.identity(caller).unwrap_or_default());
             let _slot = self.admission.admit(ask.deadline.unwrap_or_else(tokio::time::Instant::now)).await?;
             // If the client goes away tonic drops this future; the guard then
             // cancels the request inside the mesh so no more model calls run.
@@ -246,7 +272,7 @@ impl Gateway for GatewayService {
             }
         };
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
-        let ask = ask.with_events(event_tx);
+        let ask = ask.with_events(event_tx).with_owner(self.admission.identity(caller).unwrap_or_default());
         let (out_tx, out_rx) = mpsc::channel::<Result<proto::AskEvent, Status>>(64);
         let admission = self.admission.clone();
         tokio::spawn(async move {
@@ -300,7 +326,41 @@ impl Gateway for GatewayService {
         request: Request<proto::DescribeMeshRequest>,
     ) -> Result<Response<proto::MeshDescription>, Status> {
         self.admission.authenticate(request.metadata())?;
-        Ok(Response::new((*self.description).clone()))
+        let mut description = (*self.description).clone();
+        if let Some(running) = self.running.get() {
+            description.mcp_servers = running.mcp_servers.clone();
+        }
+        Ok(Response::new(description))
+    }
+
+    async fn delete_session(
+        &self,
+        request: Request<proto::DeleteSessionRequest>,
+    ) -> Result<Response<proto::DeleteSessionResponse>, Status> {
+        let caller = self.admission.authenticate(request.metadata())?;
+        let owner = self.admission.identity(caller).unwrap_or_default();
+        let session = request.into_inner().session_id;
+        if session.trim().is_empty() {
+            return Err(Status::invalid_argument("session_id is empty"));
+        }
+        if session.chars().count() > MAX_SESSION_ID_CHARS {
+            return Err(Status::invalid_argument(format!(
+                "session_id is longer than {MAX_SESSION_ID_CHARS} characters"
+            )));
+        }
+        let running =
+            self.running.get().ok_or_else(|| Status::unavailable("the mesh is starting; retry shortly"))?;
+        let Some(store) = &running.sessions else {
+            return Err(Status::failed_precondition("conversations are off ([sessions] enabled = false)"));
+        };
+        match store.delete(&owner, &session).await {
+            Ok(true) => Ok(Response::new(proto::DeleteSessionResponse { deleted: true })),
+            Ok(false) => Err(Status::not_found(format!("no conversation `{session}`"))),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot delete a session");
+                Err(Status::unavailable("the conversation store failed; retry"))
+            }
+        }
     }
 }
 

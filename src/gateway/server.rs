@@ -105,6 +105,8 @@ pub struct ServerHandle {
     runner: Option<RunnerHandle>,
     /// The threads the server and the mesh run on.
     threads: Arc<MeshThreads>,
+    /// The MCP servers the agents call, stopped with the server.
+    mcp: Arc<crate::tools::mcp::McpHub>,
 }
 
 impl Drop for ServerHandle {
@@ -164,6 +166,7 @@ impl ServerHandle {
         // Whatever still runs on the mesh's threads (connections left open
         // past the grace period) stops with them.
         self.threads.stop();
+        self.mcp.shutdown().await;
         served?;
         self.batch.store.close().await?;
         Ok(())
@@ -316,11 +319,14 @@ pub async fn start_with(
         }
         None => (None, None),
     };
+    let gateway_service = services.gateway.clone();
     let task = serve_on_threads(&mesh_threads, listener, Arc::new(services), shutdown_rx)?;
 
     let options = crate::runtime::Options { models: overrides.models, threads: Some(mesh_threads.clone()) };
-    let crate::runtime::Runtime { mesh, store, embedder } =
+    let crate::runtime::Runtime { mesh, store, embedder, mcp, sessions } =
         crate::runtime::start(spec.clone(), options).await?;
+    gateway_service
+        .set_running(super::Running { mcp_servers: super::convert::mcp_servers(&spec, &mcp), sessions });
     let mesh = Arc::new(mesh);
     // Set exactly once, here; a second set cannot happen.
     let _ = mesh_cell.set(mesh.clone());
@@ -347,6 +353,7 @@ pub async fn start_with(
         batch,
         runner: Some(runner),
         threads: mesh_threads,
+        mcp,
     })
 }
 

@@ -9,6 +9,7 @@
 
 pub mod judge_heuristic;
 pub mod offline;
+mod offline_tools;
 pub mod openai;
 pub mod retry;
 pub mod traced;
@@ -52,6 +53,52 @@ impl Role {
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// An assistant message's calls for tools (the model asked; the
+    /// answers follow as [`Role::Tool`] messages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A [`Role::Tool`] message's call: the [`ToolCall::id`] it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message of `role` saying `content`.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+    }
+
+    /// The answer to tool call `id`.
+    pub fn tool_result(id: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Tool,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(id.to_string()),
+        }
+    }
+}
+
+/// A function the model may call (OpenAI's `tools`, type `function`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// What the model calls it: ASCII letters, digits, `_` and `-`, at
+    /// most 64.
+    pub name: String,
+    pub description: String,
+    /// The arguments as a JSON Schema object.
+    pub parameters: serde_json::Value,
+}
+
+/// A call the model asked for: which function, with which arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The model's id for the call, echoed on its result.
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them: JSON text (not always
+    /// valid; the tool runner checks it).
+    pub arguments: String,
 }
 
 /// A passage handed to a model: what the retriever found, numbered `[n]` in
@@ -174,6 +221,9 @@ pub struct LlmRequest {
     /// a format the agent parses itself. Shared by every request of the
     /// agent (built once, at start-up).
     pub response_schema: Option<Arc<ResponseSchema>>,
+    /// Functions the model may call (empty: none); shared by every request
+    /// of the agent.
+    pub tools: Arc<[ToolSpec]>,
 }
 
 /// Token usage of one call.
@@ -201,6 +251,8 @@ pub struct LlmResponse {
     pub attempts: u32,
     /// [`LlmError::kind`] of each failed call before the answer, in order.
     pub failed_attempts: Vec<String>,
+    /// The tools the model asked to call instead of (or beside) answering.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl LlmResponse {

@@ -484,6 +484,10 @@ impl LlmClient for OfflineEngine {
                     message: format!("injected failure (failure_rate = {})", self.failure_rate),
                 });
             }
+            // A tool the query names is called first (see `offline_tools`).
+            if let Some(call) = super::offline_tools::tool_call(request) {
+                return Ok(self.response(request, String::new(), vec![call]));
+            }
             let text = match &request.hint {
                 TaskHint::Route { query, intents, default_intent, .. } => {
                     self.route(query, intents, default_intent)
@@ -496,7 +500,9 @@ impl LlmClient for OfflineEngine {
                     judge_verdict(query, draft, passages, request.response_schema.as_deref())
                 }
                 TaskHint::Generate { query, intent, passages, outputs, feedback, json, .. } => {
-                    let text = generate_text(query, intent, passages, outputs, feedback.as_deref());
+                    let text = super::offline_tools::tool_results(request).unwrap_or_else(|| {
+                        generate_text(query, intent, passages, outputs, feedback.as_deref())
+                    });
                     match (json, &request.response_schema) {
                         (false, _) => text,
                         (true, Some(s)) => placeholder(&s.schema, &text, 0).to_string(),
@@ -530,22 +536,25 @@ impl LlmClient for OfflineEngine {
                     let _ = sink.send(piece.to_string());
                 }
             }
-            let input_tokens: u64 =
-                request.messages.iter().map(|m| text::estimate_tokens(&m.content) + 4).sum();
-            Ok(LlmResponse {
-                usage: TokenUsage {
-                    input_tokens,
-                    output_tokens: text::estimate_tokens(&text),
-                    estimated: true,
-                },
-                text,
-                model: self.model.clone(),
-                cost_usd: Some(0.0),
-                finish_reason: Some("stop".into()),
-                attempts: 1,
-                failed_attempts: Vec::new(),
-            })
+            Ok(self.response(request, text, Vec::new()))
         })
+    }
+}
+
+impl OfflineEngine {
+    /// An answer of `text` (and `tool_calls`), its usage estimated.
+    fn response(&self, request: &LlmRequest, text: String, tool_calls: Vec<super::ToolCall>) -> LlmResponse {
+        let input_tokens: u64 = request.messages.iter().map(|m| text::estimate_tokens(&m.content) + 4).sum();
+        LlmResponse {
+            usage: TokenUsage { input_tokens, output_tokens: text::estimate_tokens(&text), estimated: true },
+            text,
+            model: self.model.clone(),
+            cost_usd: Some(0.0),
+            finish_reason: Some(if tool_calls.is_empty() { "stop" } else { "tool_calls" }.into()),
+            attempts: 1,
+            failed_attempts: Vec::new(),
+            tool_calls,
+        }
     }
 }
 

@@ -21,15 +21,17 @@ use async_openai::config::{AzureConfig, Config, OpenAIConfig};
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
-    ChatCompletionRequestToolMessage, ChatCompletionRequestUserMessage, ChatCompletionStreamOptions,
-    CreateChatCompletionRequest, FinishReason, ResponseFormat, ResponseFormatJsonSchema, StopConfiguration,
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessage,
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestUserMessage, ChatCompletionStreamOptions, ChatCompletionTool, ChatCompletionTools,
+    CreateChatCompletionRequest, FinishReason, FunctionCall, FunctionObject, ResponseFormat,
+    ResponseFormatJsonSchema, StopConfiguration,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::retry::{Attempt, AttemptFailure};
-use super::{LlmError, LlmRequest, LlmResponse, ModelParams, Role, TokenSink, TokenUsage};
+use super::{LlmError, LlmRequest, LlmResponse, ModelParams, Role, TokenSink, TokenUsage, ToolCall};
 /// How `api_key_env` names its variable is configuration (validation reads
 /// it too); re-exported here, where the key is read.
 pub use crate::config::api_key_var;
@@ -103,16 +105,48 @@ impl OpenAiClient {
                 }),
                 Role::Assistant => {
                     ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
-                        content: Some(m.content.clone().into()),
+                        // A message that only calls tools has no content.
+                        content: (!m.content.is_empty() || m.tool_calls.is_empty())
+                            .then(|| m.content.clone().into()),
+                        tool_calls: (!m.tool_calls.is_empty()).then(|| {
+                            m.tool_calls
+                                .iter()
+                                .map(|c| {
+                                    ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                                        id: c.id.clone(),
+                                        function: FunctionCall {
+                                            name: c.name.clone(),
+                                            arguments: c.arguments.clone(),
+                                        },
+                                    })
+                                })
+                                .collect()
+                        }),
                         ..Default::default()
                     })
                 }
                 Role::Tool => ChatCompletionRequestMessage::Tool(ChatCompletionRequestToolMessage {
                     content: m.content.clone().into(),
-                    tool_call_id: String::new(),
+                    tool_call_id: m.tool_call_id.clone().unwrap_or_default(),
                 }),
             })
             .collect();
+        let tools = (!request.tools.is_empty()).then(|| {
+            request
+                .tools
+                .iter()
+                .map(|t| {
+                    ChatCompletionTools::Function(ChatCompletionTool {
+                        function: FunctionObject {
+                            name: t.name.clone(),
+                            description: (!t.description.is_empty()).then(|| t.description.clone()),
+                            parameters: Some(t.parameters.clone()),
+                            strict: None,
+                        },
+                    })
+                })
+                .collect()
+        });
         CreateChatCompletionRequest {
             model: self.model.clone(),
             messages,
@@ -129,6 +163,7 @@ impl OpenAiClient {
                 _ => Some(StopConfiguration::StringArray(p.stop.clone())),
             },
             response_format: response_format(request, &p),
+            tools,
             stream: stream.then_some(true),
             stream_options: stream.then_some(ChatCompletionStreamOptions {
                 include_usage: Some(true),
@@ -148,6 +183,7 @@ impl OpenAiClient {
         model: String,
         usage: TokenUsage,
         finish: Option<FinishReason>,
+        tool_calls: Vec<ToolCall>,
     ) -> LlmResponse {
         let cost_usd = LlmResponse::cost(&usage, self.input_price_per_mtok, self.output_price_per_mtok);
         LlmResponse {
@@ -158,6 +194,7 @@ impl OpenAiClient {
             finish_reason: finish.map(finish_name),
             attempts: 1,
             failed_attempts: Vec::new(),
+            tool_calls,
         }
     }
 
@@ -176,6 +213,18 @@ impl OpenAiClient {
             .into());
         };
         let text = choice.message.content.unwrap_or_default();
+        let tool_calls = choice
+            .message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| match c {
+                ChatCompletionMessageToolCalls::Function(f) => {
+                    Some(ToolCall { id: f.id, name: f.function.name, arguments: f.function.arguments })
+                }
+                ChatCompletionMessageToolCalls::Custom(_) => None,
+            })
+            .collect();
         let usage = match resp.usage {
             Some(u) => TokenUsage {
                 input_tokens: u64::from(u.prompt_tokens),
@@ -184,7 +233,7 @@ impl OpenAiClient {
             },
             None => estimate(request, &text),
         };
-        Ok(self.response(text, resp.model, usage, choice.finish_reason))
+        Ok(self.response(text, resp.model, usage, choice.finish_reason, tool_calls))
     }
 
     async fn stream(&self, request: &LlmRequest, sink: &TokenSink) -> Result<LlmResponse, AttemptFailure> {
@@ -199,6 +248,9 @@ impl OpenAiClient {
         let mut usage = None;
         let mut finish = None;
         let mut streamed = false;
+        // Tool calls arrive in pieces, by index: the id and name first,
+        // the arguments' text in parts.
+        let mut calls: Vec<ToolCall> = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| AttemptFailure { streamed, ..self.map_error(e) })?;
             if model.is_empty() {
@@ -219,6 +271,24 @@ impl OpenAiClient {
                     let _ = sink.send(delta);
                     streamed = true;
                 }
+                for piece in choice.delta.tool_calls.unwrap_or_default() {
+                    let i = piece.index as usize;
+                    if calls.len() <= i {
+                        calls.resize_with(i + 1, || ToolCall {
+                            id: String::new(),
+                            name: String::new(),
+                            arguments: String::new(),
+                        });
+                    }
+                    let call = &mut calls[i];
+                    if let Some(id) = piece.id {
+                        call.id = id;
+                    }
+                    if let Some(f) = piece.function {
+                        call.name.push_str(&f.name.unwrap_or_default());
+                        call.arguments.push_str(&f.arguments.unwrap_or_default());
+                    }
+                }
                 if choice.finish_reason.is_some() {
                     finish = choice.finish_reason;
                 }
@@ -227,7 +297,8 @@ impl OpenAiClient {
         // Servers that ignore `stream_options` send no usage: estimate it,
         // and say so.
         let usage = usage.unwrap_or_else(|| estimate(request, &text));
-        Ok(self.response(text, model, usage, finish))
+        calls.retain(|c| !c.name.is_empty());
+        Ok(self.response(text, model, usage, finish, calls))
     }
 }
 
@@ -550,6 +621,7 @@ mod tests {
                 schema.clone(),
                 true,
             ))),
+            tools: Default::default(),
         };
         let wire = serde_json::to_value(response_format(&request, &request.params)).unwrap();
         assert_eq!(

@@ -170,6 +170,7 @@ mod tests {
             params: ModelParams::default(),
             hint: TaskHint::Critique { query: "q".into(), answer: "a".into(), passages: Vec::new().into() },
             response_schema: None,
+            tools: Default::default(),
         };
         let want = inner.complete(&request, None).await.unwrap();
         assert_eq!(traced.complete(&request, None).await.unwrap(), want);

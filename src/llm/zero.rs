@@ -78,6 +78,7 @@ impl LlmClient for ZeroModel {
                 finish_reason: Some("stop".into()),
                 attempts: 1,
                 failed_attempts: Vec::new(),
+                tool_calls: Vec::new(),
             })
         })
     }
@@ -97,6 +98,7 @@ mod tests {
             params: ModelParams::default(),
             hint,
             response_schema: None,
+            tools: Default::default(),
         };
         let route = ask(TaskHint::Route {
             query: "q".into(),

@@ -29,6 +29,9 @@ pub(super) struct FlowState<'f> {
     /// The flow being run.
     pub(super) flow: &'f FlowPlan,
     pub(super) query: String,
+    /// What retrieval searches for: the query, with the conversation's
+    /// earlier question when the request is a follow-up turn.
+    pub(super) search_query: Option<String>,
     pub(super) intent: String,
     /// Every passage retrieved so far: shared by the steps that read them,
     /// one copy per request.
@@ -57,6 +60,7 @@ impl<'f> FlowState<'f> {
         FlowState {
             flow,
             query,
+            search_query: None,
             intent,
             passages: Arc::from(Vec::new()),
             draft: None,
@@ -112,7 +116,9 @@ impl<'f> FlowState<'f> {
             }
         }
         Ok(match kind {
-            AgentKind::Retriever => StepInput::Retrieve { query: self.query.clone() },
+            AgentKind::Retriever => {
+                StepInput::Retrieve { query: self.search_query.as_ref().unwrap_or(&self.query).clone() }
+            }
             AgentKind::Summarizer => StepInput::Summarize {
                 query: self.query.clone(),
                 intent: self.intent.clone(),
@@ -151,7 +157,7 @@ impl<'f> FlowState<'f> {
                 };
             }
             (AgentKind::Summarizer, StepOutput::Drafted { answer: text })
-            | (AgentKind::Llm, StepOutput::Generated { text, json: None }) => {
+            | (AgentKind::Llm, StepOutput::Generated { text, json: None, .. }) => {
                 if self.flow.answer.as_deref() == Some(&*agent) {
                     self.declared = Some(text.clone());
                 }
@@ -341,10 +347,11 @@ async fn fan_out(
     }))
     .await?;
     let mut merged: Vec<String> = Vec::new();
-    for (a, (output, record)) in results {
-        run.steps.push(record);
+    for (a, (mut output, record)) in results {
+        run.record(&mut output, record);
         if merge == Merge::Concat {
-            if let StepOutput::Drafted { answer: text } | StepOutput::Generated { text, json: None } = &output
+            if let StepOutput::Drafted { answer: text } | StepOutput::Generated { text, json: None, .. } =
+                &output
             {
                 merged.push(text.clone());
             }

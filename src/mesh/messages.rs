@@ -48,6 +48,10 @@ pub struct Ask {
     pub trace_id: String,
     /// The request's span: agent spans nest under it, across arbiters.
     pub span: tracing::Span,
+    /// Who asks: the API key's owner label (empty without keys). A
+    /// conversation belongs to it: another owner's same `session_id` is
+    /// another conversation.
+    pub owner: String,
 }
 
 impl Ask {
@@ -65,7 +69,14 @@ impl Ask {
             cancel: CancellationToken::new(),
             trace_id,
             span,
+            owner: String::new(),
         }
+    }
+
+    /// The same request, asked by `owner` (an API key's label).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
     }
 
     /// The same request, stopped by `cancel` rather than a token of its own
@@ -162,6 +173,10 @@ pub enum StepOutput {
     Generated {
         text: String,
         json: Option<serde_json::Value>,
+        /// The tools the step called, one record per call (and one per
+        /// step of an agent called as a tool), in the order they ended;
+        /// the flow records them before the step's own record.
+        tools: Vec<StepRecord>,
     },
 }
 
@@ -178,7 +193,7 @@ impl StepOutput {
                 serde_json::json!({ "accepted": accepted, "scores": scores, "feedback": feedback })
             }
             StepOutput::Generated { json: Some(v), .. } => v.clone(),
-            StepOutput::Generated { text, json: None } => serde_json::Value::from(text.as_str()),
+            StepOutput::Generated { text, json: None, .. } => serde_json::Value::from(text.as_str()),
         }
     }
 }
@@ -196,4 +211,7 @@ pub struct RunStep {
     pub parent: tracing::Span,
     /// The routed intent (empty for the router's own step), for the span.
     pub intent: String,
+    /// The conversation's earlier turns, oldest first, when the request
+    /// is a turn of one: model-calling kinds give them to their model.
+    pub history: Option<Arc<[crate::sessions::Turn]>>,
 }

@@ -14,14 +14,16 @@
 //! only through the `LlmClient`, `Embedder` and `VectorStore` traits.
 
 pub mod agents;
+mod conversation;
 pub mod error;
 pub mod flow;
 mod flow_steps;
 pub mod messages;
 pub mod orchestrator;
 mod run;
+pub mod tools;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -110,6 +112,17 @@ pub struct Resources {
     /// agent also asks again this often for a reply that misses its
     /// output schema.
     pub retries: HashMap<String, u32>,
+    /// Every agent's kind and description, by name: what an agent called
+    /// as a tool is shown as.
+    pub agents: Arc<BTreeMap<String, (AgentKind, String)>>,
+    /// The `[mcp.*]` servers as configured.
+    pub mcp_settings: Arc<BTreeMap<String, crate::config::McpServerSettings>>,
+    /// The running MCP servers (empty unless `[mcp.*]` declares some).
+    pub mcp: Arc<crate::tools::mcp::McpHub>,
+    /// The started agents, set once they all run.
+    pub peers: tools::Peers,
+    /// Where conversations are kept; `None`: `session_id` only labels.
+    pub sessions: Option<crate::sessions::SharedSessions>,
 }
 
 impl Resources {
@@ -125,7 +138,18 @@ impl Resources {
             .iter()
             .map(|(name, p)| (name.clone(), crate::llm::retry::RetryPolicy::of(p).max_retries))
             .collect();
-        Ok(Self { store, embedder, models, retries })
+        let agents = spec.agents.iter().map(|(n, a)| (n.clone(), (a.kind, a.description.clone()))).collect();
+        Ok(Self {
+            store,
+            embedder,
+            models,
+            retries,
+            agents: Arc::new(agents),
+            mcp_settings: Arc::new(spec.settings.mcp.clone()),
+            mcp: crate::tools::mcp::McpHub::empty(),
+            peers: Default::default(),
+            sessions: None,
+        })
     }
 }
 
@@ -344,7 +368,12 @@ fn start_actors(
     if agents.get(&router).is_none_or(|p| p.kind != AgentKind::Router) {
         return Err(MeshError::Startup(format!("router agent `{router}` is missing")));
     }
-    let plan = Arc::new(orchestrator::Plan::new(spec, agents, router)?);
+    let agents = Arc::new(agents);
+    // Agents that call others as tools reach them from now on.
+    let _ = resources.peers.set(agents.clone());
+    let mut plan = orchestrator::Plan::new(spec, agents, router)?;
+    plan.sessions = resources.sessions.clone().filter(|_| plan.spec.settings.sessions.enabled);
+    let plan = Arc::new(plan);
     let orchestrators = arbiters
         .iter()
         .enumerate()

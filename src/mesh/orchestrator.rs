@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, ResponseFuture};
 use tracing::Instrument as _;
 
+use super::conversation;
 use super::flow_steps::{FlowState, run_step, unexpected};
 use super::messages::{Ask, StepInput, StepOutput};
 use super::run::Run;
@@ -84,22 +85,37 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
     if let Some(v) = variant {
         ask.span.record("meshops.variant", v);
     }
-
-    let intent = match run.step(&plan.router, StepInput::Route { query: query.clone() }, 1).await? {
+    // A turn of a conversation routes and retrieves with the earlier
+    // question too, so a follow-up ("and how do I change it?") keeps its
+    // subject; the answering agents see the whole history.
+    let (history, dropped) = conversation::load(plan, &ask).await;
+    let search_query = history.as_deref().and_then(|h| h.last()).map(|t| format!("{query} {}", t.query));
+    let kept = history.as_deref().map_or(0, <[_]>::len);
+    run.history = history;
+    let route_query = search_query.clone().unwrap_or_else(|| query.clone());
+    let intent = match run.step(&plan.router, StepInput::Route { query: route_query }, 1).await? {
         StepOutput::Routed { intent } => intent,
         _ => return Err(unexpected(&plan.router, "intent")),
     };
+    if kept > 0
+        && let Some(router) = run.steps.last_mut()
+    {
+        router.summary.push_str(&conversation::note(kept, dropped));
+    }
     ask.span.record("meshops.intent", intent.as_str());
     run.set_intent(&intent);
     let flow =
         plan.flows.get(variant, &intent).ok_or_else(|| MeshError::NoFlow { intent: intent.clone() })?;
 
     let mut state = FlowState::new(flow, query, intent);
+    state.search_query = search_query;
     for step in &flow.steps {
         run_step(&mut run, &mut state, step).await?;
     }
     let answer = state.answer();
-    Ok(finish(&ask, answer, &state.passages, state.intent, state.verdict, run.steps, started))
+    let answer = finish(&ask, answer, &state.passages, state.intent, state.verdict, run.steps, started);
+    conversation::remember(plan, &ask, &answer).await;
+    Ok(answer)
 }
 
 /// An unknown variant is the caller's mistake, named with the known ones.
@@ -142,7 +158,10 @@ fn finish(
         input_tokens: steps.iter().map(|s| s.input_tokens).sum(),
         output_tokens: steps.iter().map(|s| s.output_tokens).sum(),
         cost_usd: steps.iter().try_fold(0.0, |acc, s| s.cost_usd.map(|c| acc + c)),
-        model_calls: steps.iter().filter(|s| s.kind != AgentKind::Retriever.as_str()).count() as u32,
+        model_calls: steps
+            .iter()
+            .filter(|s| s.kind != AgentKind::Retriever.as_str() && s.kind != super::tools::TOOL_KIND)
+            .count() as u32,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     Answer {

@@ -33,7 +33,7 @@ impl AgentPool {
     /// A replica on arbiter `home` when there is one (a message to an actor
     /// on the same thread needs no thread wake-up), else round robin over
     /// all replicas.
-    fn pick(&self, home: usize) -> Option<&Addr<AgentActor>> {
+    pub(crate) fn pick(&self, home: usize) -> Option<&Addr<AgentActor>> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let local = self.replicas.iter().filter(|(a, _)| *a == home).count();
         if local > 0 {
@@ -49,11 +49,14 @@ impl AgentPool {
 /// Everything the flow runner needs, shared by all requests.
 pub struct Plan {
     pub spec: Arc<MeshSpec>,
-    pub agents: HashMap<String, AgentPool>,
+    /// Shared with the agents that call others as tools.
+    pub agents: Arc<HashMap<String, AgentPool>>,
     pub router: String,
     /// Every flow (the base mesh's and the variants'), compiled at
     /// start-up against the agents.
     pub flows: Flows,
+    /// Where conversations are kept (`None`: no conversations).
+    pub sessions: Option<crate::sessions::SharedSessions>,
 }
 
 impl Plan {
@@ -61,11 +64,11 @@ impl Plan {
     /// start-up) when a flow names an agent that did not start.
     pub fn new(
         spec: Arc<MeshSpec>,
-        agents: HashMap<String, AgentPool>,
+        agents: Arc<HashMap<String, AgentPool>>,
         router: String,
     ) -> Result<Plan, MeshError> {
         let flows = Flows::compile(&spec, |name| agents.get(name).map(|p| p.kind))?;
-        Ok(Plan { spec, agents, router, flows })
+        Ok(Plan { spec, agents, router, flows, sessions: None })
     }
 }
 
@@ -76,13 +79,15 @@ pub(super) struct Run<'a> {
     home: usize,
     pub(super) steps: Vec<StepRecord>,
     intent: String,
+    /// The conversation's earlier turns, when the request is a turn.
+    pub(super) history: Option<Arc<[crate::sessions::Turn]>>,
 }
 
 impl<'a> Run<'a> {
     /// A request's run over `plan`, preferring the replicas on arbiter
     /// `home`; its intent is set once the router has chosen it.
     pub(super) fn new(plan: &'a Plan, ask: &'a Ask, home: usize) -> Self {
-        Run { plan, ask, home, steps: Vec::new(), intent: String::new() }
+        Run { plan, ask, home, steps: Vec::new(), intent: String::new(), history: None }
     }
 
     /// The routed intent, for the later steps' spans.
@@ -97,9 +102,18 @@ impl<'a> Run<'a> {
         input: StepInput,
         attempt: u32,
     ) -> Result<StepOutput, MeshError> {
-        let (output, record) = self.send(agent, input, attempt).await?;
-        self.steps.push(record);
+        let (mut output, record) = self.send(agent, input, attempt).await?;
+        self.record(&mut output, record);
         Ok(output)
+    }
+
+    /// Records a step: the tools it called first (they ended before it),
+    /// then the step itself.
+    pub(super) fn record(&mut self, output: &mut StepOutput, record: StepRecord) {
+        if let StepOutput::Generated { tools, .. } = output {
+            self.steps.append(tools);
+        }
+        self.steps.push(record);
     }
 
     /// Runs one step on a replica of `agent` (with its events) and returns
@@ -138,6 +152,7 @@ impl<'a> Run<'a> {
             cancel: self.ask.cancel.clone(),
             parent: self.ask.span.clone(),
             intent: self.intent.clone(),
+            history: self.history.clone(),
         };
         let (output, record) = match addr.send(msg).await {
             Ok(result) => result?,

@@ -120,7 +120,7 @@ fn push(out: &mut Vec<ChatMessage>, role: Role, content: &str) {
         content.trim()
     };
     if !content.is_empty() {
-        out.push(ChatMessage { role, content: content.to_string() });
+        out.push(ChatMessage::new(role, content.to_string()));
     }
 }
 

@@ -146,6 +146,12 @@ impl PreparedPrompt {
         let context = minijinja::value::merge_maps([inputs, self.fixed.clone()]);
         self.prompty.render_parts(context, &self.done)
     }
+
+    /// The names of the prompt's inputs of kind `thread` (where a
+    /// conversation goes), in declaration order.
+    pub fn thread_inputs(&self) -> &[String] {
+        &self.prompty.threads
+    }
 }
 
 impl Prompty {

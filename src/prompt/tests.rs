@@ -329,7 +329,7 @@ fn minimal_file_defaults() {
     assert_eq!(p.model, PromptyModel::default());
     assert_eq!(p.sample, json!({}));
     let messages = p.render(&json!({"who": "there"})).unwrap();
-    assert_eq!(messages, [ChatMessage { role: Role::System, content: "hello there".into() }]);
+    assert_eq!(messages, [ChatMessage::new(Role::System, "hello there")]);
 }
 
 #[test]
@@ -376,7 +376,7 @@ fn split_rules() {
     assert_eq!(got, expected, "blank assistant message dropped, content trimmed");
     // Without a marker: one message of the given role, trimmed.
     let got = messages::split_from("\n  one: two\nthree  \n", Role::User);
-    assert_eq!(got, vec![ChatMessage { role: Role::User, content: "one: two\nthree".into() }]);
+    assert_eq!(got, vec![ChatMessage::new(Role::User, "one: two\nthree")]);
     let got = messages::split_from("a\r\nb\r\n", Role::User);
     assert_eq!(got[0].content, "a\nb", "line ends normalised as before");
 }
@@ -488,10 +488,7 @@ fn former_errors_now_load_and_are_reported() {
     // A file without front matter is all template (v2 shorthand).
     let p = parse("name: x\n").unwrap();
     assert_eq!((p.name.as_str(), p.body.as_str(), p.body_line_offset), ("inline", "name: x\n", 0));
-    assert_eq!(
-        p.render(&json!({})).unwrap(),
-        [ChatMessage { role: Role::System, content: "name: x".into() }]
-    );
+    assert_eq!(p.render(&json!({})).unwrap(), [ChatMessage::new(Role::System, "name: x")]);
 }
 
 #[test]
@@ -502,10 +499,7 @@ fn shorthand_file_is_a_template_only_prompt() {
     let got = p.render(&json!({"q": "why"})).unwrap();
     assert_eq!(
         got,
-        [
-            ChatMessage { role: Role::System, content: "You answer why briefly.".into() },
-            ChatMessage { role: Role::User, content: "why".into() },
-        ]
+        [ChatMessage::new(Role::System, "You answer why briefly."), ChatMessage::new(Role::User, "why"),]
     );
     // `+++` delimiters and blanks before the opening one (spec §2.2).
     let p = parse("  +++\nname: plus\n+++\nuser:\nhi\n").unwrap();

@@ -78,12 +78,12 @@ fn expand_one(message: ChatMessage, threads: &[Thread], out: &mut Vec<ChatMessag
     };
     let before = message.content[..at].trim();
     if !before.is_empty() {
-        out.push(ChatMessage { role: message.role, content: before.to_string() });
+        out.push(ChatMessage::new(message.role, before.to_string()));
     }
     out.extend(thread.turns.iter().cloned());
     let after = message.content[at + thread.nonce.len()..].trim();
     if !after.is_empty() {
-        let rest = ChatMessage { role: message.role, content: after.to_string() };
+        let rest = ChatMessage::new(message.role, after.to_string());
         expand_one(rest, threads, out);
     }
 }
@@ -113,7 +113,7 @@ fn turns(value: &Value) -> Option<Vec<ChatMessage>> {
         };
         let text = text.trim();
         if !text.is_empty() {
-            out.push(ChatMessage { role, content: text.to_string() });
+            out.push(ChatMessage::new(role, text.to_string()));
         }
     }
     Some(out)

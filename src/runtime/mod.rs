@@ -21,6 +21,8 @@ use crate::llm::SharedLlm;
 use crate::llm::traced::TracedClient;
 use crate::mesh::{MeshError, MeshHandle, MeshThreads, Resources};
 use crate::retrieval::{self, RetrievalError, SharedEmbedder, SharedStore};
+use crate::sessions::{SharedSessions, SqliteSessions};
+use crate::tools::mcp::McpHub;
 
 /// Why the mesh could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,10 @@ pub enum RuntimeError {
     /// A blocking start-up task (actor start) panicked or was cancelled.
     #[error("mesh start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Mcp(#[from] crate::tools::mcp::McpError),
+    #[error("sessions: {0}")]
+    Sessions(#[from] crate::sessions::SessionError),
 }
 
 impl From<RetrievalError> for RuntimeError {
@@ -65,6 +71,11 @@ pub struct Runtime {
     /// The retriever's embedder: documents added while serving must be
     /// embedded the same way as the ones it searches.
     pub embedder: SharedEmbedder,
+    /// The MCP servers the agents call (empty when none is configured).
+    pub mcp: Arc<McpHub>,
+    /// The conversation store (`None` when conversations are off); the
+    /// gateway's `DeleteSession` forgets through it.
+    pub sessions: Option<SharedSessions>,
 }
 
 /// Assembles and starts the mesh of `spec` (see the module docs for the
@@ -73,6 +84,16 @@ pub async fn start(spec: Arc<MeshSpec>, options: Options) -> Result<Runtime, Run
     let (store, embedder) = retrieval::open(&spec).await?;
     retrieval::ingest::ingest_if_empty(&spec, embedder.as_ref(), store.as_ref()).await?;
     let mut resources = Resources::build(&spec, store.clone(), embedder.clone())?;
+    resources.sessions = open_sessions(&spec).await?;
+    // MCP servers start with the mesh, are watched (and restarted when
+    // they die) while it runs, and stop with it.
+    if !spec.settings.mcp.is_empty() {
+        let hub = McpHub::start(&spec.settings.mcp).await?;
+        hub.watch(MCP_WATCH_EVERY);
+        resources.mcp = hub;
+    }
+    let mcp = resources.mcp.clone();
+    let sessions = resources.sessions.clone();
     // Traced like the configured clients: every model call gets its span
     // and metrics, whoever built the client.
     let telemetry = &spec.settings.telemetry;
@@ -85,7 +106,37 @@ pub async fn start(spec: Arc<MeshSpec>, options: Options) -> Result<Runtime, Run
         None => MeshHandle::start(spec, resources),
     })
     .await??;
-    Ok(Runtime { mesh, store, embedder })
+    Ok(Runtime { mesh, store, embedder, mcp, sessions })
+}
+
+/// How often the MCP servers are checked.
+const MCP_WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// The conversation store, when conversations are on; expired sessions
+/// are purged every minute while it is open.
+async fn open_sessions(spec: &MeshSpec) -> Result<Option<SharedSessions>, RuntimeError> {
+    let s = &spec.settings.sessions;
+    if !s.enabled {
+        return Ok(None);
+    }
+    let path = spec.resolve(&s.path(&spec.settings.retrieval.data_dir));
+    let ttl = Duration::from_secs(s.session_ttl);
+    // Kept per session: what an agent is given, and a margin.
+    let keep = s.max_history_turns.max(1) * 4;
+    let store = tokio::task::spawn_blocking(move || SqliteSessions::open(&path, ttl, keep)).await??;
+    let store: SharedSessions = Arc::new(store);
+    let weak = Arc::downgrade(&store);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(store) = weak.upgrade() else { break };
+            if let Err(e) = store.purge_expired().await {
+                tracing::warn!(error = %e, "cannot purge expired sessions");
+            }
+        }
+    });
+    Ok(Some(store))
 }
 
 impl Runtime {
@@ -94,7 +145,9 @@ impl Runtime {
     /// files, and a second run in the same process (a resumed evaluation, a
     /// test) must be able to open it again.
     pub async fn shutdown(self) {
-        let Runtime { mesh, store, embedder } = self;
+        let Runtime { mesh, store, embedder, mcp, sessions } = self;
+        drop(sessions);
+        mcp.shutdown().await;
         // Only the store is waited for; the embedder holds no files.
         drop(embedder);
         // Joining the mesh's threads blocks.

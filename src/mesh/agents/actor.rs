@@ -178,9 +178,11 @@ impl<K: KindLogic> Profiles<K> {
     /// The step itself, with the profile of the request's variant.
     async fn step(&self, msg: RunStep) -> StepResult {
         let started = Instant::now();
-        let RunStep { variant, input, attempt, events, cancel, .. } = msg;
+        let RunStep { variant, input, attempt, events, cancel, history, .. } = msg;
         let logic = variant.as_deref().and_then(|v| self.variants.get(v)).unwrap_or(&self.base);
-        let mut ctx = StepContext::new(&self.common.name, self.common.kind, attempt, &events, &cancel);
+        let mut ctx = StepContext::new(&self.common.name, self.common.kind, attempt, &events, &cancel)
+            .under(variant.as_deref())
+            .with_history(history.as_deref().unwrap_or_default());
         let output = logic.step(&mut ctx, input).await?;
         Ok((output, ctx.finish(started)))
     }

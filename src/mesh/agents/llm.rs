@@ -19,11 +19,14 @@ use std::collections::BTreeMap;
 use minijinja::context;
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use super::step::{KindLogic, Model, StepContext, wrong_settings};
 use crate::config::{AgentProfile, AgentSpec, KindSettings, LlmOutput, output_spec};
-use crate::llm::{ResponseSchema, TaskHint};
+use crate::llm::{ChatMessage, LlmRequest, LlmResponse, ResponseSchema, Role, TaskHint};
 use crate::mesh::messages::{StepInput, StepOutput};
-use crate::mesh::{MeshError, Resources};
+use crate::mesh::tools::{CallerContext, Toolbox};
+use crate::mesh::{MeshError, Resources, StepRecord};
 
 /// Most schema violations named in one error: enough to fix the prompt,
 /// few enough to read.
@@ -32,7 +35,7 @@ const MAX_VIOLATIONS: usize = 5;
 /// An `llm` profile, prepared.
 pub struct Llm {
     /// The model and the prompt (no fixed values), asked for JSON when the
-    /// output is JSON.
+    /// output is JSON, offered the tools when it has some.
     model: Model,
     /// Whether the output is JSON (else text).
     json: bool,
@@ -41,6 +44,8 @@ pub struct Llm {
     /// How often a reply that misses the schema is asked for again: the
     /// model profile's retries.
     retries: u32,
+    /// The tools the model may call; `None`: it calls none.
+    toolbox: Option<Toolbox>,
 }
 
 impl KindLogic for Llm {
@@ -60,8 +65,12 @@ impl KindLogic for Llm {
             let schema = spec.schema.map(|s| ResponseSchema::new(&agent.name, s, spec.strict));
             model = model.with_json_output(schema);
         }
+        let toolbox = Toolbox::build(agent, profile, resources)?;
+        if let Some(t) = &toolbox {
+            model = model.with_tools(t.specs());
+        }
         let retries = profile.model.as_ref().and_then(|m| resources.retries.get(m)).copied().unwrap_or(0);
-        Ok(Llm { model, json, validator, retries })
+        Ok(Llm { model, json, validator, retries, toolbox })
     }
 
     async fn step(&self, ctx: &mut StepContext<'_>, input: StepInput) -> Result<StepOutput, MeshError> {
@@ -80,33 +89,45 @@ impl KindLogic for Llm {
             feedback => feedback, previous => previous, answer => judged,
         };
         let revised = if feedback.is_some() { " (revised)" } else { "" };
+        let caller_query = query.clone();
+        let caller_intent = intent.clone();
         let hint = TaskHint::Generate {
             query,
             intent,
-            passages,
+            passages: passages.clone(),
             outputs,
             feedback,
             previous,
             judged,
             json: self.json,
         };
+        let caller = CallerContext {
+            query: &caller_query,
+            intent: &caller_intent,
+            passages: &passages,
+            variant: ctx.variant(),
+        };
+        let mut request = ctx.request(&self.model, vars, hint)?;
+        let mut tools = Vec::new();
+        let resp = self.answer(ctx, &caller, &mut request, &mut tools).await?;
         if !self.json {
-            let resp = ctx.call_streaming(&self.model, vars, hint).await?;
             let text = resp.text.trim().to_string();
-            ctx.record.summary = format!("text of {} chars{revised}", text.chars().count());
-            return Ok(StepOutput::Generated { text, json: None });
+            ctx.record.summary =
+                format!("text of {} chars{revised}{}", text.chars().count(), tool_note(&tools));
+            return Ok(StepOutput::Generated { text, json: None, tools });
         }
         // A reply that misses the schema is asked for again, as often as
         // the profile retries a failed call; the last miss is the error.
         let mut misses = 0;
+        let mut reply = resp.text;
         let value = loop {
-            let resp = ctx.call(&self.model, vars.clone(), hint.clone()).await?;
-            match self.check(&resp.text) {
+            match self.check(&reply) {
                 Ok(value) => break value,
                 Err(message) if misses < self.retries => {
                     misses += 1;
                     tracing::warn!(agent = %ctx.agent(), model = %ctx.record.model, %message, "reply misses the output schema; asking again");
                     ctx.record.failed_model_attempts.push("structured_output".to_string());
+                    reply = ctx.complete(&self.model, &request, false).await?.text;
                 }
                 Err(message) => {
                     return Err(MeshError::StructuredOutput {
@@ -119,15 +140,54 @@ impl KindLogic for Llm {
         };
         ctx.record.summary = match &value {
             Value::Object(map) => {
-                format!("JSON {{{}}}{revised}", map.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
+                format!(
+                    "JSON {{{}}}{revised}{}",
+                    map.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
+                    tool_note(&tools)
+                )
             }
-            _ => format!("JSON value{revised}"),
+            _ => format!("JSON value{revised}{}", tool_note(&tools)),
         };
-        Ok(StepOutput::Generated { text: value.to_string(), json: Some(value) })
+        Ok(StepOutput::Generated { text: value.to_string(), json: Some(value), tools })
     }
 }
 
 impl Llm {
+    /// The model's answer to `request`, through as many tool rounds as it
+    /// asks for (up to `max_tool_rounds`; the call after the last round
+    /// offers no tools, so the model answers). Each round's calls run at
+    /// once; their results join `request` as `tool` messages and their
+    /// records go to `tools`. Text is streamed when it is the output.
+    async fn answer(
+        &self,
+        ctx: &mut StepContext<'_>,
+        caller: &CallerContext<'_>,
+        request: &mut LlmRequest,
+        tools: &mut Vec<StepRecord>,
+    ) -> Result<LlmResponse, MeshError> {
+        let stream = !self.json;
+        let Some(toolbox) = &self.toolbox else {
+            return ctx.complete(&self.model, request, stream).await;
+        };
+        let mut rounds = 0;
+        loop {
+            if rounds >= toolbox.max_rounds() {
+                // Out of rounds: the model answers with what it has.
+                request.tools = Arc::from([]);
+            }
+            let resp = ctx.complete(&self.model, request, stream).await?;
+            if resp.tool_calls.is_empty() || request.tools.is_empty() {
+                return Ok(resp);
+            }
+            rounds += 1;
+            let mut said = ChatMessage::new(Role::Assistant, resp.text.clone());
+            said.tool_calls = resp.tool_calls.clone();
+            request.messages.push(said);
+            let results = toolbox.run_all(ctx, caller, &resp.tool_calls, tools).await;
+            request.messages.extend(results);
+        }
+    }
+
     /// The reply as JSON fitting the schema, or what is wrong with it.
     fn check(&self, reply: &str) -> Result<Value, String> {
         let Some(value) = parse_json(reply) else {
@@ -147,6 +207,16 @@ impl Llm {
             }
         }
         Ok(value)
+    }
+}
+
+/// What the summary says of the tools a step called.
+fn tool_note(tools: &[StepRecord]) -> String {
+    let calls = tools.iter().filter(|r| r.kind == "tool").count();
+    match calls {
+        0 => String::new(),
+        1 => "; 1 tool call".to_string(),
+        n => format!("; {n} tool calls"),
     }
 }
 
@@ -212,7 +282,7 @@ mod tests {
         let spec = llm_agent("headline", HEADLINE, None);
         let llm = Llm::prepare(&spec, &spec.base, &h.resources).unwrap();
         let (output, record) = h.run_spec(&llm, &spec, generate(summarized())).await.unwrap();
-        let StepOutput::Generated { text, json: None } = output else { panic!("{output:?}") };
+        let StepOutput::Generated { text, json: None, .. } = output else { panic!("{output:?}") };
         assert_eq!(text, "It listens on port 50051 [1].");
         assert_eq!((record.model.as_str(), record.kind.as_str()), ("offline-extractive", "llm"));
         assert_eq!(record.summary, "text of 29 chars");
@@ -233,7 +303,7 @@ mod tests {
     async fn declared_outputs_make_a_validated_json_output() {
         let h = Harness::offline();
         let (output, summary) = run(&h, CLASSIFY, generate(Vec::new())).await.unwrap();
-        let StepOutput::Generated { json: Some(value), text } = output else { panic!("{output:?}") };
+        let StepOutput::Generated { json: Some(value), text, .. } = output else { panic!("{output:?}") };
         assert_eq!(value["needs_search"], json!(false), "a placeholder of the declared type");
         assert!(value["topic"].as_str().unwrap().contains("50051"), "strings take the extract: {value}");
         assert_eq!(text, value.to_string());

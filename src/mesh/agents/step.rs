@@ -10,10 +10,14 @@ use minijinja::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentKind, AgentProfile, AgentSpec};
-use crate::llm::{LlmError, LlmRequest, LlmResponse, ModelParams, ResponseSchema, SharedLlm, TaskHint};
+use crate::llm::{
+    ChatMessage, LlmError, LlmRequest, LlmResponse, ModelParams, ResponseSchema, Role, SharedLlm, TaskHint,
+    ToolSpec,
+};
 use crate::mesh::messages::{EventSink, MeshEvent, StepInput, StepOutput};
 use crate::mesh::{MeshError, Resources, StepRecord};
 use crate::prompt::{PreparedPrompt, PromptFileExt as _};
+use crate::sessions::Turn;
 
 /// The logic of one agent kind, for one profile of one agent (its base
 /// profile, or a variant's).
@@ -59,6 +63,10 @@ pub struct StepContext<'a> {
     /// This step's record: model usage is added by [`StepContext::call`],
     /// the summary is the kind's to write.
     pub record: StepRecord,
+    /// The variant the request runs under (`None`: the base mesh).
+    variant: Option<&'a str>,
+    /// The conversation's earlier turns, oldest first (empty: none).
+    history: &'a [Turn],
 }
 
 impl<'a> StepContext<'a> {
@@ -83,7 +91,26 @@ impl<'a> StepContext<'a> {
             model_attempts: 0,
             failed_model_attempts: Vec::new(),
         };
-        Self { agent, kind, events, cancel, record }
+        Self { agent, kind, events, cancel, record, variant: None, history: &[] }
+    }
+
+    /// The same context, for a request under `variant` (an agent called
+    /// as a tool runs under it too).
+    pub fn under(mut self, variant: Option<&'a str>) -> Self {
+        self.variant = variant;
+        self
+    }
+
+    /// The variant the request runs under.
+    pub fn variant(&self) -> Option<&'a str> {
+        self.variant
+    }
+
+    /// The same context, for a turn of a conversation with these earlier
+    /// turns: every model call gets them as prior messages.
+    pub fn with_history(mut self, history: &'a [Turn]) -> Self {
+        self.history = history;
+        self
     }
 
     /// The agent's name.
@@ -132,20 +159,59 @@ impl<'a> StepContext<'a> {
         hint: TaskHint,
         stream: bool,
     ) -> Result<LlmResponse, MeshError> {
-        if self.cancel.is_cancelled() {
-            return Err(MeshError::Cancelled);
-        }
-        let messages = model
+        let request = self.request(model, vars, hint)?;
+        self.complete(model, &request, stream).await
+    }
+
+    /// The request for one call of `model`: its prompt rendered with
+    /// `vars`, its parameters, schema and tools. A kind that calls in
+    /// rounds (tools) adds messages to it between calls.
+    pub fn request(&self, model: &Model, vars: Value, hint: TaskHint) -> Result<LlmRequest, MeshError> {
+        // A conversation goes where the prompt declares a `thread` input,
+        // else before the last user message.
+        let thread = (!self.history.is_empty()).then(|| model.prompt.thread_inputs().first()).flatten();
+        let vars = match thread {
+            Some(name) => {
+                let turns: Vec<Value> = history_messages(self.history)
+                    .into_iter()
+                    .map(|m| minijinja::context! { role => m.role.as_str(), content => m.content })
+                    .collect();
+                let mut thread_map = std::collections::BTreeMap::new();
+                thread_map.insert(name.clone(), Value::from(turns));
+                minijinja::value::merge_maps([Value::from(thread_map), vars])
+            }
+            None => vars,
+        };
+        let mut messages = model
             .prompt
             .render(vars)
             .map_err(|source| MeshError::Prompt { agent: self.agent.to_string(), source })?;
-        let request = LlmRequest {
+        if thread.is_none() && !self.history.is_empty() {
+            let at = messages.iter().rposition(|m| m.role == Role::User).unwrap_or(messages.len());
+            messages.splice(at..at, history_messages(self.history));
+        }
+        Ok(LlmRequest {
             agent: self.agent.to_string(),
             messages,
             params: model.params.clone(),
             hint,
             response_schema: model.response_schema.clone(),
-        };
+            tools: model.tools.clone(),
+        })
+    }
+
+    /// Sends `request` to `model` (streaming its text as events when
+    /// `stream` and someone listens) and adds the call's usage to the
+    /// record.
+    pub async fn complete(
+        &mut self,
+        model: &Model,
+        request: &LlmRequest,
+        stream: bool,
+    ) -> Result<LlmResponse, MeshError> {
+        if self.cancel.is_cancelled() {
+            return Err(MeshError::Cancelled);
+        }
         let tokens = match (stream, self.events) {
             (true, Some(sink)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -162,7 +228,7 @@ impl<'a> StepContext<'a> {
             }
             _ => None,
         };
-        let resp = model.llm.complete(&request, tokens).await.map_err(|source| MeshError::Model {
+        let resp = model.llm.complete(request, tokens).await.map_err(|source| MeshError::Model {
             agent: self.agent.to_string(),
             profile: model.profile.clone(),
             source,
@@ -239,6 +305,7 @@ pub struct Model {
     /// The schema structured answers must match, shared by every request
     /// (an `llm` agent with JSON output sets it; `None` costs nothing).
     response_schema: Option<Arc<ResponseSchema>>,
+    tools: Arc<[ToolSpec]>,
 }
 
 impl Model {
@@ -270,7 +337,14 @@ impl Model {
             prompt: prepared,
             params: prompt.model.parameters.to_model_params(),
             response_schema: None,
+            tools: Default::default(),
         })
+    }
+
+    /// The same model, offered `tools` on every call.
+    pub fn with_tools(mut self, tools: Vec<ToolSpec>) -> Model {
+        self.tools = tools.into();
+        self
     }
 
     /// The same model asked for JSON: fitting `schema` when there is one
@@ -285,6 +359,19 @@ impl Model {
         }
         self
     }
+}
+
+/// Earlier turns as chat messages: each question and its answer.
+pub fn history_messages(history: &[Turn]) -> Vec<ChatMessage> {
+    history
+        .iter()
+        .flat_map(|t| {
+            [
+                ChatMessage::new(Role::User, t.query.clone()),
+                ChatMessage::new(Role::Assistant, t.answer.clone()),
+            ]
+        })
+        .collect()
 }
 
 /// The error for a profile whose settings are not its kind's: validation

@@ -50,6 +50,13 @@ impl Harness {
             embedder: Arc::new(ZeroEmbedder::new(8)),
             models,
             retries: Default::default(),
+            agents: Arc::new(
+                shipped().agents.iter().map(|(n, a)| (n.clone(), (a.kind, a.description.clone()))).collect(),
+            ),
+            mcp_settings: Default::default(),
+            mcp: crate::tools::mcp::McpHub::empty(),
+            peers: Default::default(),
+            sessions: None,
         };
         Harness { resources, _dir: None }
     }
@@ -133,7 +140,7 @@ pub fn llm_agent(name: &str, prompt: &str, output: Option<LlmOutput>) -> AgentSp
         prompt: Some(Arc::new(file)),
         prompt_file: None,
         model: Some("offline".into()),
-        settings: KindSettings::Llm(LlmSettings { output }),
+        settings: KindSettings::Llm(LlmSettings { output, ..LlmSettings::default() }),
     };
     spec
 }
@@ -171,6 +178,7 @@ impl LlmClient for Echo {
             finish_reason: Some("stop".into()),
             attempts: 1,
             failed_attempts: Vec::new(),
+            tool_calls: Vec::new(),
         };
         Box::pin(async move { Ok(resp) })
     }
@@ -212,6 +220,7 @@ impl LlmClient for FixedReply {
             finish_reason: Some("stop".into()),
             attempts: 1,
             failed_attempts: Vec::new(),
+            tool_calls: Vec::new(),
         };
         Box::pin(async move { Ok(resp) })
     }
