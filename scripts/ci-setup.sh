@@ -66,6 +66,24 @@ if [[ -n "${GITHUB_PATH:-}" ]]; then
   echo "$tools/node_modules/.bin" >>"$GITHUB_PATH"
 fi
 
+# The reference MCP server the tool tests start over stdio (tests/tools.rs,
+# src/tools/mcp/tests.rs), pinned, in its own folder the tests look in.
+EVERYTHING_VERSION=2026.8.31
+mcp_dir="$HOME/.cache/meshops-npm"
+everything="$mcp_dir/node_modules/@modelcontextprotocol/server-everything"
+have node || die "node is required: tests/tools.rs runs the MCP reference server (@modelcontextprotocol/server-everything)"
+if [[ -f "$everything/package.json" ]] \
+  && grep -q "\"version\": \"$EVERYTHING_VERSION\"" "$everything/package.json"; then
+  log "@modelcontextprotocol/server-everything $EVERYTHING_VERSION already in $mcp_dir"
+else
+  have npm || die "npm is required to install @modelcontextprotocol/server-everything"
+  log "npm install @modelcontextprotocol/server-everything@$EVERYTHING_VERSION into $mcp_dir"
+  mkdir -p "$mcp_dir"
+  npm install --silent --no-audit --no-fund --prefix "$mcp_dir" \
+    "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION" >&2
+fi
+[[ -f "$everything/dist/index.js" ]] || die "@modelcontextprotocol/server-everything did not install into $mcp_dir"
+
 # kubectl: not on any package registry these builds use, so it is checked,
 # never downloaded. 1.27 is the first kubectl with kustomize v5, which the
 # manifests are written and tested for.
@@ -97,6 +115,8 @@ version actionlint "$(actionlint -version)"
 version hadolint "$(hadolint --version)"
 version shellcheck "$(shellcheck --version | sed -n 's/^version: //p')"
 version buf "$("$buf" --version)"
+version node "$(node --version)"
+version server-everything "$EVERYTHING_VERSION"
 version python3 "$(python3 --version 2>&1)"
 version openai "$(python3 -c 'import openai; print(openai.__version__)')"
 version mcp "$(python3 -c 'import importlib.metadata as m; print(m.version("mcp"))')"

@@ -286,15 +286,7 @@ async fn declared_outputs_go_to_the_provider_as_a_json_schema_and_bind_its_repli
     let base_url = server.base_url();
     let dir = researcher_copy();
     let mut t = start_in(dir.path(), CONDITIONS, move |spec| {
-        let mut remote = spec.settings.models["offline"].clone();
-        remote.provider = meshops::config::Provider::OpenaiCompatible;
-        remote.model = "fake-json".into();
-        remote.base_url = Some(base_url);
-        remote.max_retries = Some(0);
-        remote.input_price_per_mtok = None;
-        remote.output_price_per_mtok = None;
-        spec.settings.models.insert("remote".into(), remote);
-        spec.agents.get_mut("classify").unwrap().base.model = Some("remote".into());
+        common::on_remote_model(spec, "classify", "fake-json", base_url)
     })
     .await;
     let request = AskRequest {

@@ -84,6 +84,8 @@ const SECTIONS: &[(&str, Needs)] = &[
     ("Batch jobs", Needs::Gateway),
     ("Evaluating", Needs::NoGateway),
     ("Build your own mesh", Needs::NoGateway),
+    ("Tools and MCP", Needs::NoGateway),
+    ("Conversations", Needs::Gateway),
     ("A local model, no cloud", Needs::NoGateway),
     ("Security and limits", Needs::Gateway),
 ];

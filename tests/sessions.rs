@@ -36,15 +36,7 @@ async fn fake_model() -> FakeOpenAi {
 /// than the flow's fallback reply for every turn alike.
 fn remote_summarizer(base_url: String) -> impl FnOnce(&mut MeshSpec) {
     move |spec: &mut MeshSpec| {
-        let mut remote = spec.settings.models["offline"].clone();
-        remote.provider = meshops::config::Provider::OpenaiCompatible;
-        remote.model = "fake".into();
-        remote.base_url = Some(base_url);
-        remote.max_retries = Some(0);
-        remote.input_price_per_mtok = None;
-        remote.output_price_per_mtok = None;
-        spec.settings.models.insert("remote".into(), remote);
-        spec.agents.get_mut("summarizer").unwrap().base.model = Some("remote".into());
+        common::on_remote_model(spec, "summarizer", "fake", base_url);
         if let Some(critic) = spec.agents.get_mut("critic") {
             if let meshops::config::KindSettings::Critic(c) = &mut critic.base.settings {
                 c.accept_threshold = 0.0;
@@ -281,4 +273,47 @@ async fn ask_input_limits() {
     let err = t.client.delete_session(delete(&long)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     t.server.shutdown().await.unwrap();
+}
+
+/// `eval run` drives a row with `turns` as one conversation and scores its
+/// last turn; a row without turns carries no history, and two rows never
+/// share one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eval_row_with_turns_is_one_conversation_scored_on_its_last_turn() {
+    let fake = fake_model().await;
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dataset = out.path().join("turns.jsonl");
+    std::fs::write(
+        &dataset,
+        format!(
+            "{}\n{}\n",
+            serde_json::json!({"id": "c1", "turns": [FIRST, FOLLOW_UP]}),
+            serde_json::json!({"id": "c2", "query": "What does the critic agent do?"}),
+        ),
+    )
+    .unwrap();
+    let mut spec = common::spec(data.path());
+    remote_summarizer(fake.base_url())(&mut spec);
+    let mut opts = meshops::eval::runner::RunOptions::new(dataset, out.path().join("run"));
+    opts.concurrency = 1;
+    let r = meshops::eval::runner::run(spec, opts).await.unwrap();
+    assert_eq!((r.summary.counts.ok, r.summary.counts.failed), (2, 0));
+
+    let outputs = std::fs::read_to_string(out.path().join("run/outputs.jsonl")).unwrap();
+    let rows: Vec<Value> = outputs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let c1 = rows.iter().find(|r| r["row_id"] == "c1" || r["id"] == "c1").expect("c1's output");
+    assert_eq!(c1["query"], FOLLOW_UP, "the last turn is the row's query, and the one scored: {c1}");
+
+    let seen = fake.requests();
+    let last_turn: Vec<&Seen> = seen.iter().filter(|s| last_user(s) == FOLLOW_UP).collect();
+    assert!(!last_turn.is_empty(), "the follow-up reached the model");
+    for s in &last_turn {
+        let m = messages(s);
+        assert!(m.iter().any(|(r, c)| r == "user" && c == FIRST), "the first turn is carried: {m:?}");
+        assert!(m.iter().any(|(r, _)| r == "assistant"), "with its answer: {m:?}");
+    }
+    for s in seen.iter().filter(|s| last_user(s) != FOLLOW_UP) {
+        assert!(without_history(s), "no other request carries a conversation: {:?}", messages(s));
+    }
 }

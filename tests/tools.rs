@@ -157,17 +157,7 @@ fn everything_extra(e: &Everything) -> String {
 /// Points the calculator at the fake OpenAI-wire server (profile
 /// `remote`), as `open_mesh.rs` does for its classifier.
 fn on_remote(base_url: String) -> impl FnOnce(&mut MeshSpec) {
-    move |spec: &mut MeshSpec| {
-        let mut remote = spec.settings.models["offline"].clone();
-        remote.provider = meshops::config::Provider::OpenaiCompatible;
-        remote.model = "fake-tools".into();
-        remote.base_url = Some(base_url);
-        remote.max_retries = Some(0);
-        remote.input_price_per_mtok = None;
-        remote.output_price_per_mtok = None;
-        spec.settings.models.insert("remote".into(), remote);
-        spec.agents.get_mut("calc").unwrap().base.model = Some("remote".into());
-    }
+    move |spec: &mut MeshSpec| common::on_remote_model(spec, "calc", "fake-tools", base_url)
 }
 
 /// Whether the request asked for a streamed answer.
@@ -522,10 +512,16 @@ async fn agents_and_retrieval_are_tools_too_and_parallel_calls_answer_in_one_rou
 #[test]
 fn a_tool_that_names_an_unknown_server_or_agent_fails_validation_naming_the_file() {
     let dir = calc_copy(&["mcp:nowhere", "agent:ghost"], "");
-    let err = load_errors(dir.path(), "");
+    let err = load_errors(dir.path(), FLOWS);
     for wanted in ["no MCP server `nowhere`", "there is no agent `ghost`"] {
         let line = err.lines().find(|l| l.contains(wanted));
         let Some(line) = line else { panic!("{wanted:?} in:\n{err}") };
         assert!(line.contains("calc.toml") && line.contains("llm.tools"), "{line}");
     }
+    // An agent no flow runs may name a server this configuration lacks (an
+    // example's agent beside the `--config` that declares it); an unknown
+    // agent is still an error.
+    let err = load_errors(dir.path(), "");
+    assert!(!err.contains("nowhere"), "{err}");
+    assert!(err.contains("there is no agent `ghost`"), "{err}");
 }

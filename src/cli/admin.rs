@@ -59,6 +59,37 @@ fn print_spec(spec: &MeshSpec) -> Result<()> {
             if flows.is_empty() { "(none)".to_string() } else { flows.join(",") }
         );
     }
+    for a in spec.agents.values() {
+        let meshops::config::KindSettings::Llm(settings) = &a.base.settings else { continue };
+        let is_agent = |name: &str| spec.agents.contains_key(name);
+        let (tools, unbound) =
+            meshops::config::profile_tools(settings, a.base.prompt.as_deref(), &is_agent, &spec.settings.mcp);
+        if !tools.is_empty() {
+            let labels: Vec<String> = tools.iter().map(meshops::config::ToolRef::label).collect();
+            println!("  tools {:<12} {}", a.name, labels.join(", "));
+        }
+        for t in unbound {
+            println!("  warning: agent {}: its prompt's {t} is not offered to the model", a.name);
+        }
+        for t in &tools {
+            if let meshops::config::ToolRef::Mcp { server, .. } = t
+                && !spec.settings.mcp.contains_key(server)
+            {
+                println!(
+                    "  warning: agent {}: `{}` names no configured server; no flow runs the agent, which starts without it",
+                    a.name,
+                    t.label()
+                );
+            }
+        }
+    }
+    for (name, server) in &spec.settings.mcp {
+        match (&server.command, &server.url) {
+            (Some(c), _) => println!("  mcp   {name:<12} stdio: {c} {}", server.args.join(" ")),
+            (None, Some(u)) => println!("  mcp   {name:<12} streamable HTTP: {u}"),
+            (None, None) => {}
+        }
+    }
     for (intent, f) in &spec.settings.flows {
         let steps: Vec<String> = f.steps.iter().map(ToString::to_string).collect();
         println!("  flow  {intent:<12} {}", steps.join(" -> "));

@@ -88,7 +88,7 @@ impl MeshSpec {
         let agents = agents_load::load_agents(&opts.root, &settings, &layers, &mut errors);
         if errors.is_empty() {
             flows::validate_flows(&settings, &agents, &layers, &mut errors);
-            tools::validate_agent_tools(&agents, &settings.mcp, &mut errors);
+            tools::validate_agent_tools(&settings, &agents, &mut errors);
         }
         if errors.is_empty() {
             Ok(MeshSpec { root: opts.root.clone(), settings, agents, layers })

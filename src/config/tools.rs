@@ -281,11 +281,18 @@ pub fn profile_tools(
 
 /// Each `llm` agent's `tools`: entries that parse, agents that exist (not
 /// itself), MCP servers that are declared; rounds and timeouts in range.
+/// An agent that no flow runs (directly, or as another running agent's
+/// tool) may name a server this configuration does not declare — an
+/// example's agent file beside a `--config` that declares it — and is
+/// started without that server's tools; every agent that runs must have
+/// them.
 pub(super) fn validate_agent_tools(
+    settings: &super::Settings,
     agents: &BTreeMap<String, AgentSpec>,
-    mcp: &BTreeMap<String, McpServerSettings>,
     errors: &mut Vec<ConfigError>,
 ) {
+    let mcp = &settings.mcp;
+    let running = running_agents(settings, agents);
     for agent in agents.values().filter(|a| a.kind == AgentKind::Llm) {
         let file = agent.file.display().to_string();
         for profile in std::iter::once(&agent.base).chain(agent.variants.values()) {
@@ -300,10 +307,14 @@ pub(super) fn validate_agent_tools(
                         "`{entry}`: there is no agent `{a}` (agents: {})",
                         agents.keys().cloned().collect::<Vec<_>>().join(", ")
                     )),
-                    Ok(ToolRef::Mcp { server, .. }) if !mcp.contains_key(&server) => Some(format!(
-                        "`{entry}`: no MCP server `{server}` is configured; declare [mcp.{server}] with a \
+                    Ok(ToolRef::Mcp { server, .. })
+                        if !mcp.contains_key(&server) && running.contains(agent.name.as_str()) =>
+                    {
+                        Some(format!(
+                            "`{entry}`: no MCP server `{server}` is configured; declare [mcp.{server}] with a \
                          `command` or a `url`"
-                    )),
+                        ))
+                    }
                     Ok(_) => None,
                 };
                 if let Some(p) = problem {
@@ -322,6 +333,38 @@ pub(super) fn validate_agent_tools(
             }
         }
     }
+}
+
+/// The agents some flow runs (the base mesh's or a variant's), and the
+/// agents those call as tools, transitively.
+fn running_agents<'a>(
+    settings: &'a super::Settings,
+    agents: &'a BTreeMap<String, AgentSpec>,
+) -> std::collections::BTreeSet<&'a str> {
+    let flows = settings.flows.values().chain(settings.variants.values().flat_map(|v| v.flows.values()));
+    let mut running: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for flow in flows {
+        for step in flow.agents() {
+            running.insert(step.agent.as_str());
+        }
+    }
+    running.insert(settings.mesh.router.as_str());
+    let mut todo: Vec<&str> = running.iter().copied().collect();
+    while let Some(name) = todo.pop() {
+        let Some(agent) = agents.get(name) else { continue };
+        for profile in std::iter::once(&agent.base).chain(agent.variants.values()) {
+            let KindSettings::Llm(s) = &profile.settings else { continue };
+            for entry in &s.tools {
+                if let Ok(ToolRef::Agent(callee)) = ToolRef::parse(entry)
+                    && let Some((key, _)) = agents.get_key_value(&callee)
+                    && running.insert(key.as_str())
+                {
+                    todo.push(key.as_str());
+                }
+            }
+        }
+    }
+    running
 }
 
 #[cfg(test)]

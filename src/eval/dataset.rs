@@ -30,6 +30,11 @@ pub struct Row {
     /// Context the judges read instead of the cited passages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
+    /// A conversation's earlier questions, asked first, in order, as turns
+    /// of one session; `query` is its last turn, the one scored. A row
+    /// with `turns` and no `query` takes its last turn as `query`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<String>,
     /// Every other field (`intent`, …), kept so evaluators can read it.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -100,6 +105,28 @@ pub fn check_canonical(canon: &str) -> Result<(), String> {
     }
 }
 
+/// A row's `turns` as written: a list of strings; with no `query`, the
+/// last one becomes the query (the turn that is scored).
+fn take_last_turn(obj: &mut serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    let Some(turns) = obj.get_mut("turns") else { return Ok(()) };
+    let Some(list) = turns.as_array_mut() else {
+        return Err("`turns` must be a list of questions".into());
+    };
+    if list.iter().any(|t| !t.is_string()) {
+        return Err("`turns` must be a list of questions (strings)".into());
+    }
+    if !obj.contains_key("query") {
+        let Some(serde_json::Value::Array(list)) = obj.get_mut("turns") else { return Ok(()) };
+        match list.pop() {
+            Some(last) => {
+                obj.insert("query".into(), last);
+            }
+            None => return Err("`turns` is empty and there is no `query`".into()),
+        }
+    }
+    Ok(())
+}
+
 /// Reads a JSONL dataset, renaming fields by `columns` first; every bad
 /// line is an error naming file and line. Returns the rows and a hash of
 /// the file's bytes (recorded in the summary).
@@ -119,6 +146,7 @@ pub fn read_dataset(path: &Path, columns: &ColumnMap) -> Result<(Vec<Row>, Strin
             Err(e) => return Err(EvalError::Input { path: at(), message: e.to_string() }),
         };
         columns.apply(&mut obj);
+        take_last_turn(&mut obj).map_err(|message| EvalError::Input { path: at(), message })?;
         for required in ["id", "query"] {
             if !obj.contains_key(required) {
                 return Err(EvalError::Input {
@@ -143,6 +171,30 @@ pub fn read_dataset(path: &Path, columns: &ColumnMap) -> Result<(Vec<Row>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_of_turns_is_scored_on_its_last_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        std::fs::write(
+            &path,
+            "{\"id\": \"a\", \"turns\": [\"one\", \"two\", \"three\"]}\n{\"id\": \"b\", \"turns\": [\"one\"], \"query\": \"two\"}\n",
+        )
+        .unwrap();
+        let (rows, _) = read_dataset(&path, &ColumnMap::default()).unwrap();
+        assert_eq!(
+            (rows[0].query.as_str(), rows[0].turns.clone()),
+            ("three", vec!["one".into(), "two".into()])
+        );
+        assert_eq!((rows[1].query.as_str(), rows[1].turns.clone()), ("two", vec!["one".to_string()]));
+        for bad in
+            [r#"{"id": "c", "turns": []}"#, r#"{"id": "c", "turns": "one"}"#, r#"{"id": "c", "turns": [1]}"#]
+        {
+            std::fs::write(&path, bad).unwrap();
+            let err = read_dataset(&path, &ColumnMap::default()).unwrap_err().to_string();
+            assert!(err.contains("turns") && err.contains("t.jsonl:1"), "{err}");
+        }
+    }
 
     #[test]
     fn column_maps_rename_fields() {

@@ -129,3 +129,21 @@ pub fn load_errors(dir: &Path, extra: &str) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+/// Puts `agent` on a model profile `remote` that calls the
+/// OpenAI-wire server at `base_url` as model `model`: no retries, no
+/// price (a test double's calls cost nothing known).
+pub fn on_remote_model(spec: &mut MeshSpec, agent: &str, model: &str, base_url: String) {
+    let mut remote = spec.settings.models["offline"].clone();
+    remote.provider = meshops::config::Provider::OpenaiCompatible;
+    remote.model = model.into();
+    remote.base_url = Some(base_url);
+    remote.max_retries = Some(0);
+    remote.input_price_per_mtok = None;
+    remote.output_price_per_mtok = None;
+    spec.settings.models.insert("remote".into(), remote);
+    match spec.agents.get_mut(agent) {
+        Some(a) => a.base.model = Some("remote".into()),
+        None => panic!("no agent `{agent}` to put on the remote model"),
+    }
+}

@@ -25,7 +25,10 @@ pub enum Driver {
 
 impl Driver {
     /// Asks one row (as `variant`, repeat `repeat`) within `timeout`; the
-    /// error is the mesh's message or the gRPC code and message.
+    /// error is the mesh's message or the gRPC code and message. A row
+    /// with `turns` is a conversation: its earlier turns are asked first,
+    /// in one session of its own (new for every ask, so runs, repeats and
+    /// variants never share history), and the answer is the last turn's.
     pub async fn ask(
         &self,
         row: &Row,
@@ -34,12 +37,33 @@ impl Driver {
         timeout: Duration,
     ) -> Result<Answer, String> {
         let variant_opt = (variant != BASE_VARIANT).then(|| variant.to_string());
-        let session_id = format!("eval-{}-{repeat}", row.id);
+        let session_id = if row.turns.is_empty() {
+            String::new()
+        } else {
+            format!("eval-{}-{repeat}-{}", row.id, crate::telemetry::propagation::new_trace_id())
+        };
+        for (i, earlier) in row.turns.iter().enumerate() {
+            self.ask_one(earlier, &session_id, variant_opt.clone(), (row, repeat, variant), timeout)
+                .await
+                .map_err(|e| format!("turn {} of {}: {e}", i + 1, row.turns.len() + 1))?;
+        }
+        self.ask_one(&row.query, &session_id, variant_opt, (row, repeat, variant), timeout).await
+    }
+
+    /// Asks one question (a turn of `session_id` when it is not empty).
+    async fn ask_one(
+        &self,
+        query: &str,
+        session_id: &str,
+        variant_opt: Option<String>,
+        (row, repeat, variant): (&Row, u32, &str),
+        timeout: Duration,
+    ) -> Result<Answer, String> {
         match self {
             Driver::Mesh(runtime) => {
                 let input = AskInput {
-                    query: row.query.clone(),
-                    session_id,
+                    query: query.to_string(),
+                    session_id: session_id.to_string(),
                     variant: variant_opt,
                     metadata: BTreeMap::from([("source".to_string(), "eval".to_string())]),
                 };
@@ -53,8 +77,8 @@ impl Driver {
             Driver::Grpc(client) => {
                 let mut client = client.clone();
                 let mut req = tonic::Request::new(crate::proto::AskRequest {
-                    query: row.query.clone(),
-                    session_id,
+                    query: query.to_string(),
+                    session_id: session_id.to_string(),
                     variant: variant_opt.unwrap_or_default(),
                     metadata: [("source".to_string(), "eval".to_string())].into(),
                 });

@@ -15,28 +15,16 @@ use super::*;
 const EVERYTHING: &str = ".cache/meshops-npm/node_modules/.bin/mcp-server-everything";
 
 fn stdio(command: &str, args: Vec<String>) -> McpServerSettings {
-    McpServerSettings {
-        command: Some(command.to_string()),
-        args,
-        env: BTreeMap::new(),
-        cwd: None,
-        url: None,
-        headers_env: BTreeMap::new(),
-        timeout_ms: 30_000,
-        start_timeout_ms: 30_000,
-    }
+    McpServerSettings { command: Some(command.to_string()), args, ..McpServerSettings::default() }
 }
 
 fn http(url: &str, headers_env: BTreeMap<String, String>) -> McpServerSettings {
     McpServerSettings {
-        command: None,
-        args: Vec::new(),
-        env: BTreeMap::new(),
-        cwd: None,
         url: Some(url.to_string()),
         headers_env,
         timeout_ms: 3_000,
         start_timeout_ms: 3_000,
+        ..McpServerSettings::default()
     }
 }
 
