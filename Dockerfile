@@ -30,6 +30,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -D -m 0755 target/release/meshops /out/meshops
 
 FROM ${RUNTIME_IMAGE} AS runtime
+# CA certificates: model providers, Qdrant and MCP servers over HTTPS are
+# verified against them (the slim image has none).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 # A fixed non-root user; Kubernetes' runAsNonRoot checks the numeric id.
 RUN groupadd --system --gid 10001 meshops \
     && useradd --system --uid 10001 --gid meshops --home-dir /var/lib/meshops --shell /usr/sbin/nologin meshops \

@@ -111,3 +111,54 @@ async fn jobs_list_newest_first_in_pages_and_only_the_callers_own() {
         .collect();
     assert_eq!(listed, other_ids);
 }
+
+/// A job is its key's: another key gets NOT_FOUND for it on every call
+/// that names it (the answer an unknown id gets), and a `request_id` is
+/// per key, so one key can neither squat another's id nor reach its job
+/// through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_keys_job_is_not_found_and_request_ids_are_per_key() {
+    use meshops::proto::{CancelBatchRequest, GetBatchRequest, StreamBatchResultsRequest};
+    let data = tempfile::tempdir().unwrap();
+    let env = [
+        ("MESHOPS__GATEWAY__API_KEYS_ENV", "MESHOPS_TEST_OWNER_KEYS"),
+        ("MESHOPS_TEST_OWNER_KEYS", "k-one,k-two"),
+    ];
+    let served = serve(data.path(), &env).await;
+    let mut c = BatchClient::connect(served.target.clone()).await.unwrap();
+    let job = submit(&mut c, "k-one", "What is a variant?").await;
+
+    let get = c.get_batch(with_key(GetBatchRequest { job_id: job.clone() }, "k-two")).await.unwrap_err();
+    assert_eq!(get.code(), Code::NotFound, "{get:?}");
+    let stream = c
+        .stream_batch_results(with_key(
+            StreamBatchResultsRequest { job_id: job.clone(), from_offset: 0 },
+            "k-two",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(stream.code(), Code::NotFound, "{stream:?}");
+    let cancel =
+        c.cancel_batch(with_key(CancelBatchRequest { job_id: job.clone() }, "k-two")).await.unwrap_err();
+    assert_eq!(cancel.code(), Code::NotFound, "{cancel:?}");
+    // The owner still reads it, and it was not cancelled.
+    let own =
+        c.get_batch(with_key(GetBatchRequest { job_id: job.clone() }, "k-one")).await.unwrap().into_inner();
+    assert_ne!(own.state, meshops::proto::BatchState::Cancelled as i32);
+
+    let with_id = |key: &str| {
+        with_key(
+            SubmitBatchRequest {
+                items: vec![AskRequest { query: "What does the critic do?".into(), ..Default::default() }],
+                request_id: "nightly-1".into(),
+                ..Default::default()
+            },
+            key,
+        )
+    };
+    let first = c.submit_batch(with_id("k-one")).await.unwrap().into_inner().job_id;
+    let other = c.submit_batch(with_id("k-two")).await.unwrap().into_inner().job_id;
+    assert_ne!(first, other, "the same request_id under another key is another job");
+    let again = c.submit_batch(with_id("k-one")).await.unwrap().into_inner().job_id;
+    assert_eq!(first, again, "the same key's request_id returns its job");
+}

@@ -134,7 +134,7 @@ fn zero_batch_workers_names_the_field() {
         ..LoadOptions::files_only(common::root())
     };
     let err = load_err(&opts);
-    assert!(err.contains("batch.workers") && err.contains("at least 1"), "{err}");
+    assert!(err.contains("batch.workers") && err.contains("between 1 and"), "{err}");
 }
 
 #[test]
@@ -377,4 +377,47 @@ fn validate_checks_every_overlay_even_one_not_in_force() {
     assert!(!bad.status.success(), "{}", String::from_utf8_lossy(&bad.stdout));
     assert!(stderr.contains("overlay `prod`") && stderr.contains("prod.toml"), "{stderr}");
     assert!(stderr.contains("mesh.arbiterz") && stderr.contains("did you mean `arbiters`?"), "{stderr}");
+}
+
+#[test]
+fn keys_configured_but_unset_fail_closed() {
+    // A variable no test sets: the keys it names cannot load.
+    let opts = LoadOptions {
+        env_vars: vec![("MESHOPS__GATEWAY__API_KEYS_ENV".into(), "MESHOPS_TEST_KEYS_NEVER_SET".into())],
+        ..LoadOptions::files_only(common::root())
+    };
+    let err = load_err(&opts);
+    assert!(
+        err.contains("gateway.api_keys_env")
+            && err.contains("MESHOPS_TEST_KEYS_NEVER_SET")
+            && err.contains("refuses to start rather than serve without authentication"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_keys_did_not_load_refuses_to_start() {
+    let data = tempfile::tempdir().unwrap();
+    let mut spec = common::spec(data.path());
+    spec.settings.gateway.api_keys_env = Some("MESHOPS_TEST_KEYS_NEVER_SET".into());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let Err(err) = meshops::gateway::start_with(spec, listener, meshops::gateway::Overrides::default()).await
+    else {
+        panic!("a gateway with configured keys and none loaded must not serve")
+    };
+    assert!(err.to_string().contains("refusing to serve without authentication"), "{err}");
+}
+
+#[test]
+fn counts_past_what_can_run_are_config_errors_not_panics() {
+    let opts = LoadOptions {
+        env_vars: vec![
+            ("MESHOPS__GATEWAY__MAX_IN_FLIGHT".into(), "5000000000000".into()),
+            ("MESHOPS__BATCH__WORKERS".into(), "9999999999".into()),
+        ],
+        ..LoadOptions::files_only(common::root())
+    };
+    let err = load_err(&opts);
+    assert!(err.contains("gateway.max_in_flight") && err.contains("at most 1000000"), "{err}");
+    assert!(err.contains("batch.workers") && err.contains("between 1 and 1000000"), "{err}");
 }

@@ -606,3 +606,45 @@ async fn overload_figures_shed_rate_latency_and_memory() {
     );
     t.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_long_names_are_refused_before_any_work() {
+    let mut t = common::start(|_| {}, Overrides::default()).await;
+    let request =
+        AskRequest { query: "What is a variant?".into(), variant: "v".repeat(200), ..Default::default() };
+    let err = t.client.ask(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("variant is longer than 128 characters"), "{}", err.message());
+
+    let mut batch = meshops::proto::batch_client::BatchClient::new(t.channel.clone());
+    let err = batch.get_batch(meshops::proto::GetBatchRequest { job_id: "j".repeat(200) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("job_id is longer than 128 characters"), "{}", err.message());
+    t.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_reflection_needs_one_unless_it_is_made_public() {
+    let keys = Overrides { api_keys: Some(vec!["reflect-key".into()]), ..Default::default() };
+    let t = common::start(|_| {}, keys).await;
+    let target = format!("http://{}", t.server.addr);
+    let service = meshops::client::GATEWAY_SERVICE;
+    let err = meshops::client::probe(t.channel.clone(), &target, service, None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("Unauthenticated")
+            || err.to_string().contains("unauthenticated")
+            || err.to_string().contains("API key"),
+        "{err}"
+    );
+    let report =
+        meshops::client::probe(t.channel.clone(), &target, service, Some("reflect-key")).await.unwrap();
+    assert!(report.ok(service), "{:?}", report.services);
+    t.server.shutdown().await.unwrap();
+
+    let keys = Overrides { api_keys: Some(vec!["reflect-key".into()]), ..Default::default() };
+    let t = common::start(|s| s.settings.gateway.public_reflection = true, keys).await;
+    let target = format!("http://{}", t.server.addr);
+    let report = meshops::client::probe(t.channel.clone(), &target, service, None).await.unwrap();
+    assert!(report.ok(service), "public reflection lists the services to anyone: {:?}", report.services);
+    t.server.shutdown().await.unwrap();
+}

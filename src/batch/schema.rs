@@ -53,22 +53,32 @@ CREATE UNIQUE INDEX IF NOT EXISTS results_seq ON results(job_id, seq);
 
 /// Migration `n` takes the schema from version `n` to `n + 1`. Only ever
 /// appended to: a file records how many it has had.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 1: who submitted a job (the API key's identity; NULL when the gateway
     // checked no keys), for ListBatches; and the caller's id for each item,
     // carried back on its result. Newest-first listing walks `rowid`.
     "ALTER TABLE jobs ADD COLUMN owner TEXT;
      ALTER TABLE items ADD COLUMN item_id TEXT;
      CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);",
+    // 2: a `request_id` is unique per owner, not across owners: one key
+    // can neither squat another's id nor find its job through it.
+    "DROP INDEX IF EXISTS jobs_request_id;
+     CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_request_id ON jobs(coalesce(owner, ''), request_id)
+         WHERE request_id IS NOT NULL;",
 ];
 
 /// Creates the tables when missing and applies the migrations the file
 /// has not had. A file from a newer meshops (a higher version) is refused
 /// rather than written with an older idea of the schema.
 pub fn migrate(conn: &mut Connection) -> Result<(), BatchError> {
-    conn.execute_batch(SCHEMA)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    // Only a file at version 0 (new, or from the first meshops) takes the
+    // first schema: run on a later file it would bring back what a
+    // migration dropped.
+    if version == 0 {
+        tx.execute_batch(SCHEMA)?;
+    }
     let known = MIGRATIONS.len() as i64;
     if version > known {
         return Err(BatchError::Corrupt(format!(
@@ -116,6 +126,21 @@ mod tests {
         migrate(&mut conn).unwrap();
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+        // Request ids are unique per owner: two owners may use one.
+        for owner in ["a", "b"] {
+            conn.execute(
+                "INSERT INTO jobs (job_id, request_id, fingerprint, state, total, created_ms, owner) \
+                 VALUES (?1, 'r', 'f', 'open', 1, 5, ?2)",
+                rusqlite::params![format!("job-{owner}"), owner],
+            )
+            .unwrap();
+        }
+        let again = conn.execute(
+            "INSERT INTO jobs (job_id, request_id, fingerprint, state, total, created_ms, owner) \
+             VALUES ('job-a2', 'r', 'f', 'open', 1, 5, 'a')",
+            [],
+        );
+        assert!(again.is_err(), "one owner cannot use a request id twice");
 
         conn.pragma_update(None, "user_version", 99).unwrap();
         let err = migrate(&mut conn).unwrap_err().to_string();

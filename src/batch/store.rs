@@ -160,16 +160,18 @@ impl Store {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(rid) = &request_id {
-                let existing: Option<(String, String, Option<String>)> = tx
+                // Request ids are the owner's own: another key's job under
+                // the same id is neither found nor in the way.
+                let existing: Option<(String, String)> = tx
                     .query_row(
-                        "SELECT job_id, fingerprint, owner FROM jobs WHERE request_id = ?1",
-                        params![rid],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        "SELECT job_id, fingerprint FROM jobs \
+                         WHERE request_id = ?1 AND coalesce(owner, '') = coalesce(?2, '')",
+                        params![rid, owner],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
-                if let Some((job_id, stored, stored_owner)) = existing {
-                    // Another key's job is not this caller's to see.
-                    if stored != fingerprint || stored_owner != owner {
+                if let Some((job_id, stored)) = existing {
+                    if stored != fingerprint {
                         return Err(BatchError::RequestIdReused(rid.clone()));
                     }
                     let job = summary(&tx, &job_id)?;
@@ -201,6 +203,18 @@ impl Store {
     pub async fn job(&self, job_id: &str) -> Result<JobSummary, BatchError> {
         let job_id = job_id.to_string();
         self.with(move |conn| summary(conn, &job_id)).await
+    }
+
+    /// The job's owner (the submitting key's identity; `None` when no keys
+    /// were checked); [`BatchError::NotFound`] when there is no such job.
+    pub async fn owner(&self, job_id: &str) -> Result<Option<String>, BatchError> {
+        let job_id = job_id.to_string();
+        self.with(move |conn| {
+            conn.query_row("SELECT owner FROM jobs WHERE job_id = ?1", params![job_id], |r| r.get(0))
+                .optional()?
+                .ok_or(BatchError::NotFound(job_id))
+        })
+        .await
     }
 
     /// A page of jobs of `owners`, newest first, after the position
@@ -528,10 +542,20 @@ mod tests {
         assert_eq!(all.jobs.len(), 4);
         assert_eq!(all.next, None);
 
-        // A request id another owner used is not theirs to see.
-        store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")]).await.unwrap();
-        let other = store.submit(Some("k2".into()), Some("r".into()), "f".into(), vec![input("q")]).await;
-        assert!(matches!(other, Err(BatchError::RequestIdReused(_))));
+        // A request id is its owner's own: another owner using it gets a
+        // job of its own, never the first one (nor an error that says it
+        // exists); the same owner gets its job back.
+        let (mine, created) =
+            store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")]).await.unwrap();
+        assert!(created);
+        let (theirs, created) =
+            store.submit(Some("k2".into()), Some("r".into()), "f".into(), vec![input("q")]).await.unwrap();
+        assert!(created && theirs.job_id != mine.job_id);
+        let (again, created) =
+            store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")]).await.unwrap();
+        assert!(!created && again.job_id == mine.job_id);
+        assert_eq!(store.owner(&mine.job_id).await.unwrap().as_deref(), Some("k1"));
+        assert!(matches!(store.owner("nope").await, Err(BatchError::NotFound(_))));
 
         let claimed = store.claim(vec![]).await.unwrap().unwrap();
         assert_eq!(claimed.job_id, ids[0]);

@@ -168,6 +168,10 @@ pub struct GatewaySettings {
     /// Most entries in a call's gRPC metadata (headers, standard ones
     /// included), and in an `AskRequest`'s `metadata` map.
     pub max_metadata_entries: usize,
+    /// Serve gRPC server reflection to callers without a key (for
+    /// development with grpcurl). Off: with API keys configured,
+    /// reflection needs a key like every other call; health stays open.
+    pub public_reflection: bool,
     /// TLS for the gateway; absent: plaintext (the default, for loopback).
     pub tls: Option<TlsSettings>,
     /// Where the OpenAI-compatible HTTP API (`/v1/models`,
@@ -209,6 +213,7 @@ impl Default for GatewaySettings {
             rate_limit_tpm: 0,
             max_message_bytes: 4 * 1024 * 1024,
             max_metadata_entries: 64,
+            public_reflection: false,
             tls: None,
             http_listen: None,
             mcp_listen: None,

@@ -13,6 +13,10 @@ use super::settings::{
 };
 use super::tls::{read_pem_certs, read_pem_key};
 
+/// Most of anything that runs at once (requests in flight or queued,
+/// batch workers): a semaphore's permits, with room to spare.
+const MAX_CONCURRENCY: usize = 1_000_000;
+
 /// Every check of the settings alone (agents and flows are checked when
 /// they load), in the order their errors are reported.
 pub(super) fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigError>) {
@@ -66,6 +70,19 @@ fn validate_gateway(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigErr
     if s.gateway.max_query_chars == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.max_query_chars", "must be at least 1"));
     }
+    // Counts become semaphores: past their limit they would panic at
+    // start; far below it they are still more than any machine runs.
+    if s.gateway.max_in_flight > MAX_CONCURRENCY || s.gateway.max_queued > MAX_CONCURRENCY {
+        errors.push(ConfigError::field(
+            at(&["gateway"]),
+            if s.gateway.max_in_flight > MAX_CONCURRENCY {
+                "gateway.max_in_flight"
+            } else {
+                "gateway.max_queued"
+            },
+            format!("must be at most {MAX_CONCURRENCY}"),
+        ));
+    }
     if s.gateway.max_in_flight == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.max_in_flight", "must be at least 1"));
     }
@@ -103,11 +120,11 @@ fn validate_batch_eval_mesh(s: &Settings, layers: &[PathBuf], errors: &mut Vec<C
         (s.batch.per_job_concurrency, "per_job_concurrency"),
         (s.batch.max_items, "max_items"),
     ] {
-        if value == 0 {
+        if value == 0 || value > MAX_CONCURRENCY {
             errors.push(ConfigError::field(
                 at(&["batch", key]),
                 format!("batch.{key}"),
-                "must be at least 1",
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
             ));
         }
     }
@@ -252,6 +269,23 @@ pub(super) fn validate_gateway_files(
             if let Err(e) = read_pem_certs(&resolve(ca)) {
                 errors.push(ConfigError::field(&file, "gateway.tls.client_ca_path", e));
             }
+        }
+    }
+    // Keys configured but none to be loaded must not become "no
+    // authentication": the gateway would serve everyone.
+    if let (Some(var), None) = (&g.api_keys_env, &g.api_keys_file) {
+        let has_key = std::env::var(var).is_ok_and(|v| v.split(',').any(|k| !k.trim().is_empty()));
+        if !has_key {
+            errors.push(ConfigError::environment(
+                locate_at(&["gateway", "api_keys_env"], layers),
+                "gateway.api_keys_env",
+                var,
+                format!(
+                    "names environment variable `{var}`, which is unset or holds no key; the gateway refuses \
+                     to start rather than serve without authentication (set it to comma-separated keys, or \
+                     remove api_keys_env)"
+                ),
+            ));
         }
     }
     if let Some(path) = &g.api_keys_file {

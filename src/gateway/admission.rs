@@ -281,15 +281,18 @@ impl Admission {
         if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(Admitted { _permit: permit });
         }
+        // The queue place is given back however the wait ends, a client
+        // that hangs up (this future dropped) included.
+        let place = QueuePlace(&self.queued);
         if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
+            drop(place);
             return Err(Status::resource_exhausted(format!(
                 "the gateway is at capacity ({} requests in flight, {} queued); retry with backoff",
                 self.max_in_flight, self.max_queued
             )));
         }
         let waited = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await;
-        self.queued.fetch_sub(1, Ordering::SeqCst);
+        drop(place);
         match waited {
             Ok(Ok(permit)) => Ok(Admitted { _permit: permit }),
             Ok(Err(_)) => Err(Status::unavailable("the gateway is shutting down")),
@@ -307,6 +310,16 @@ impl Admission {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         true
+    }
+}
+
+/// One place in the admission queue, counted in `queued` from just
+/// before it is created until it is dropped.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -382,6 +395,30 @@ mod tests {
         assert!(a.admit(deadline).await.is_ok());
         a.drain();
         assert_eq!(a.admit(deadline).await.err().unwrap().code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_hangs_up_while_queued_gives_its_place_back() {
+        let settings = GatewaySettings { max_in_flight: 1, max_queued: 2, ..Default::default() };
+        let a = Admission::new(&settings, vec![]);
+        let far = tokio::time::Instant::now() + Duration::from_secs(60);
+        let held = a.admit(far).await.unwrap();
+        // Ten times the queue's size of callers queue and hang up (their
+        // futures dropped while waiting for a slot).
+        for _ in 0..10 * settings.max_queued {
+            let mut waiting = Box::pin(a.admit(far));
+            assert!(futures::poll!(waiting.as_mut()).is_pending(), "queued behind the held slot");
+            drop(waiting);
+        }
+        assert_eq!(a.queued.load(Ordering::SeqCst), 0, "every place was given back");
+        // The queue still admits: a waiter gets the slot when it frees.
+        let waiter = tokio::spawn({
+            let a = std::sync::Arc::new(a);
+            async move { a.admit(far).await.map(|_| ()) }
+        });
+        tokio::task::yield_now().await;
+        drop(held);
+        assert!(waiter.await.unwrap().is_ok());
     }
 
     #[test]

@@ -56,6 +56,19 @@ impl BatchService {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.limits.request_timeout_ms);
         Ok((self.admission.admit(deadline).await?, caller))
     }
+
+    /// With API keys, a job is only its submitter's: another key's job is
+    /// NOT_FOUND, the same answer as no job at all, so ids cannot be
+    /// probed.
+    async fn owned(&self, id: &str, caller: Option<Caller>) -> Result<(), Status> {
+        let owner = self.batch.store.owner(id).await.map_err(error::batch_status)?;
+        match self.admission.identity(caller) {
+            Some(me) if owner.as_deref() != Some(me.as_str()) => {
+                Err(error::batch_status(BatchError::NotFound(id.to_string())))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A `ListBatches` page token: where the previous page ended. Opaque to
@@ -77,10 +90,17 @@ fn parse_page_token(token: &str) -> Result<Option<i64>, Status> {
         .ok_or_else(|| Status::invalid_argument("page_token is not one ListBatches returned"))
 }
 
+/// Longest `job_id` a request may name.
+const MAX_JOB_ID_CHARS: usize = 128;
+
 fn job_id(raw: &str) -> Result<String, Status> {
     let id = raw.trim();
     if id.is_empty() {
         return Err(Status::invalid_argument("job_id must not be empty"));
+    }
+    // Job ids are 36-character UUIDs; anything much longer is not one.
+    if id.chars().count() > MAX_JOB_ID_CHARS {
+        return Err(Status::invalid_argument(format!("job_id is longer than {MAX_JOB_ID_CHARS} characters")));
     }
     Ok(id.to_string())
 }
@@ -117,8 +137,9 @@ impl batch_server::Batch for BatchService {
         &self,
         request: Request<proto::GetBatchRequest>,
     ) -> Result<Response<proto::BatchJob>, Status> {
-        let _slot = self.admit(&request).await?;
+        let (_slot, caller) = self.admit(&request).await?;
         let id = job_id(&request.get_ref().job_id)?;
+        self.owned(&id, caller).await?;
         let job = self.batch.store.job(&id).await.map_err(error::batch_status)?;
         Ok(Response::new(convert::batch_job(job)))
     }
@@ -151,8 +172,9 @@ impl batch_server::Batch for BatchService {
         &self,
         request: Request<proto::CancelBatchRequest>,
     ) -> Result<Response<proto::BatchJob>, Status> {
-        let _slot = self.admit(&request).await?;
+        let (_slot, caller) = self.admit(&request).await?;
         let id = job_id(&request.get_ref().job_id)?;
+        self.owned(&id, caller).await?;
         let (job, stopped) = self.batch.store.cancel(&id).await.map_err(error::batch_status)?;
         self.batch.cancel_running(&id);
         // Logged for what happened: a cancel of a job that had already
@@ -173,9 +195,10 @@ impl batch_server::Batch for BatchService {
     ) -> Result<Response<ResultStream>, Status> {
         // The slot covers opening the stream; following a long job does not
         // hold one.
-        let (slot, _) = self.admit(&request).await?;
+        let (slot, caller) = self.admit(&request).await?;
         let request = request.into_inner();
         let id = job_id(&request.job_id)?;
+        self.owned(&id, caller).await?;
         let job = self.batch.store.job(&id).await.map_err(error::batch_status)?;
         let total = u64::from(job.total);
         if request.from_offset > total {

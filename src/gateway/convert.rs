@@ -37,6 +37,9 @@ pub fn ask_input(req: proto::AskRequest, limits: &GatewaySettings) -> Result<Ask
         return Err(format!("session_id is longer than {MAX_SESSION_ID_CHARS} characters"));
     }
     let variant = req.variant.trim();
+    if variant.chars().count() > MAX_VARIANT_CHARS {
+        return Err(format!("variant is longer than {MAX_VARIANT_CHARS} characters"));
+    }
     Ok(AskInput {
         query: query.to_string(),
         session_id: req.session_id,
@@ -303,6 +306,9 @@ pub fn mcp_servers(spec: &MeshSpec, hub: &crate::tools::mcp::McpHub) -> Vec<prot
 
 /// Longest `session_id` a request may carry.
 pub const MAX_SESSION_ID_CHARS: usize = 256;
+
+/// Longest `variant` name a request may carry (variants are config keys).
+pub const MAX_VARIANT_CHARS: usize = 128;
 
 pub fn describe(spec: &MeshSpec) -> proto::MeshDescription {
     let models = &spec.settings.models;

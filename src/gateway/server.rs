@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tonic::codegen::InterceptedService;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
@@ -252,6 +253,10 @@ pub async fn start_with(
         health: HealthServer::new(HealthService::from_health_reporter(health.clone())),
         reflection_v1: reflection().build_v1()?,
         reflection_v1alpha: reflection().build_v1alpha()?,
+        reflection_gate: ReflectionGate {
+            admission: admission.clone(),
+            public: spec.settings.gateway.public_reflection,
+        },
         gateway: GatewayService::new(
             mesh_cell.clone(),
             spec.settings.gateway.clone(),
@@ -376,9 +381,34 @@ fn admission_keys(spec: &MeshSpec, plain: Option<&[String]>) -> Result<Vec<ApiKe
         keys.extend(from_file);
     }
     if keys.is_empty() && (gw.api_keys_env.is_some() || gw.api_keys_file.is_some()) {
-        tracing::warn!("API keys are configured but none were found: no authentication");
+        // Fail closed: configured keys that did not load are an outage,
+        // not an open gateway.
+        return Err(ServeError::Config {
+            field: "gateway.api_keys_env",
+            message: "API keys are configured but none were loaded (an unset or empty variable, an empty \
+                      file); refusing to serve without authentication"
+                .into(),
+        });
     }
     Ok(keys)
+}
+
+/// Reflection's key check: with API keys configured, a reflection call
+/// needs one (the service list is not public) unless
+/// `gateway.public_reflection` opens it. Charges no rate limit.
+#[derive(Clone)]
+struct ReflectionGate {
+    admission: Arc<Admission>,
+    public: bool,
+}
+
+impl tonic::service::Interceptor for ReflectionGate {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.public {
+            self.admission.verify_key(request.metadata())?;
+        }
+        Ok(request)
+    }
 }
 
 /// Server reflection over meshops' and the health service's descriptors.
@@ -396,6 +426,8 @@ struct Services<R1, R0> {
     health: HealthServer<HealthService>,
     reflection_v1: v1::ServerReflectionServer<R1>,
     reflection_v1alpha: v1alpha::ServerReflectionServer<R0>,
+    /// Checks a reflection call's key (unless reflection is public).
+    reflection_gate: ReflectionGate,
     gateway: GatewayService,
     batch: super::batch::BatchService,
     admin: AdminService,
@@ -435,8 +467,11 @@ impl<R1: v1::ServerReflection, R0: v1alpha::ServerReflection> Services<R1, R0> {
                 max_metadata_entries,
             }))
             .add_service(self.health.clone())
-            .add_service(self.reflection_v1.clone())
-            .add_service(self.reflection_v1alpha.clone())
+            .add_service(InterceptedService::new(self.reflection_v1.clone(), self.reflection_gate.clone()))
+            .add_service(InterceptedService::new(
+                self.reflection_v1alpha.clone(),
+                self.reflection_gate.clone(),
+            ))
             .add_service(
                 GatewayServer::new(self.gateway.clone()).max_decoding_message_size(max_message_bytes),
             )

@@ -403,6 +403,9 @@ pub(crate) fn endpoint(
         Duration::from_millis(profile.timeout_ms.unwrap_or(super::retry::DEFAULT_TIMEOUT_MS).max(1));
     let http = reqwest::Client::builder()
         .connect_timeout(timeout)
+        // A model endpoint that redirects is misconfigured (or hostile):
+        // following it would send the API key and the prompt elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
     Ok(Client::with_config(config).with_http_service(transport(http)))
@@ -552,8 +555,18 @@ fn truncate(text: &str, max: usize) -> String {
 /// Azure send seconds), and backoff applies instead.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    // A server may say anything; a wait past an hour is cut to one (and a
+    // huge number must not overflow a Duration).
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER_S)))
 }
+
+/// Longest `Retry-After` honoured, in seconds.
+const MAX_RETRY_AFTER_S: f64 = 3600.0;
 
 type Transport = tower::util::BoxCloneSyncService<HttpRequestFactory, reqwest::Response, OpenAIError>;
 
@@ -638,6 +651,8 @@ mod tests {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("2"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(reqwest::header::RETRY_AFTER, reqwest::header::HeaderValue::from_static("1e300"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3600)), "a huge wait is cut, not a panic");
         h.insert(
             reqwest::header::RETRY_AFTER,
             reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
