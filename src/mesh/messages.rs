@@ -172,7 +172,9 @@ pub enum StepOutput {
     /// output is JSON (validated against its schema).
     Generated {
         text: String,
-        json: Option<serde_json::Value>,
+        /// Boxed: most outputs are text, and a JSON value is large next to
+        /// the other outputs every step moves around.
+        json: Option<Box<serde_json::Value>>,
         /// The tools the step called, one record per call (and one per
         /// step of an agent called as a tool), in the order they ended;
         /// the flow records them before the step's own record.
@@ -192,7 +194,7 @@ impl StepOutput {
             StepOutput::Judged { accepted, scores, feedback } => {
                 serde_json::json!({ "accepted": accepted, "scores": scores, "feedback": feedback })
             }
-            StepOutput::Generated { json: Some(v), .. } => v.clone(),
+            StepOutput::Generated { json: Some(v), .. } => (**v).clone(),
             StepOutput::Generated { text, json: None, .. } => serde_json::Value::from(text.as_str()),
         }
     }

@@ -148,7 +148,7 @@ impl KindLogic for Llm {
             }
             _ => format!("JSON value{revised}{}", tool_note(&tools)),
         };
-        Ok(StepOutput::Generated { text: value.to_string(), json: Some(value), tools })
+        Ok(StepOutput::Generated { text: value.to_string(), json: Some(Box::new(value)), tools })
     }
 }
 
