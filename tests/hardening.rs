@@ -648,3 +648,39 @@ async fn with_keys_reflection_needs_one_unless_it_is_made_public() {
     assert!(report.ok(service), "public reflection lists the services to anyone: {:?}", report.services);
     t.server.shutdown().await.unwrap();
 }
+
+/// The gateway tells every HTTP/2 client its stream limit in its SETTINGS
+/// frame (read here by a raw HTTP/2 client), as `[gateway]
+/// max_concurrent_streams` sets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_limit_is_announced_to_every_connection() {
+    use std::future::Future as _;
+    let t = common::start(|s| s.settings.gateway.max_concurrent_streams = 7, Overrides::default()).await;
+    let tcp = tokio::net::TcpStream::connect(t.server.addr).await.unwrap();
+    let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    // One health call (it needs no key) while the connection is driven:
+    // the server's SETTINGS have arrived by the time it is answered.
+    let addr = t.server.addr;
+    let mut exchange = Box::pin(async move {
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut body) = client.send_request(request, false).unwrap();
+        body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true).unwrap();
+        response.await.unwrap().status()
+    });
+    let status = std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut connection).poll(cx);
+        exchange.as_mut().poll(cx)
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(connection.max_concurrent_send_streams(), 7);
+    drop(connection);
+    t.server.shutdown().await.unwrap();
+}

@@ -168,6 +168,18 @@ pub struct GatewaySettings {
     /// Most entries in a call's gRPC metadata (headers, standard ones
     /// included), and in an `AskRequest`'s `metadata` map.
     pub max_metadata_entries: usize,
+    /// Most concurrent HTTP/2 streams (calls) one connection may carry;
+    /// a client past it waits for a stream (or opens another connection).
+    pub max_concurrent_streams: u32,
+    /// How often an idle HTTP/2 connection is pinged, in ms (0: never); a
+    /// peer that does not answer within `http2_keepalive_timeout_ms` is
+    /// dropped, so dead clients do not hold connections.
+    pub http2_keepalive_interval_ms: u64,
+    pub http2_keepalive_timeout_ms: u64,
+    /// Longest a connection lives, in ms (0: no limit): past it the client
+    /// is sent GOAWAY and reconnects, which spreads long-lived clients over
+    /// new replicas behind a load balancer.
+    pub max_connection_age_ms: u64,
     /// Serve gRPC server reflection to callers without a key (for
     /// development with grpcurl). Off: with API keys configured,
     /// reflection needs a key like every other call; health stays open.
@@ -214,6 +226,10 @@ impl Default for GatewaySettings {
             max_message_bytes: 4 * 1024 * 1024,
             max_metadata_entries: 64,
             public_reflection: false,
+            max_concurrent_streams: 1024,
+            http2_keepalive_interval_ms: 30_000,
+            http2_keepalive_timeout_ms: 10_000,
+            max_connection_age_ms: 0,
             tls: None,
             http_listen: None,
             mcp_listen: None,

@@ -83,6 +83,20 @@ fn validate_gateway(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigErr
             format!("must be at most {MAX_CONCURRENCY}"),
         ));
     }
+    if s.gateway.max_concurrent_streams == 0 {
+        errors.push(ConfigError::field(
+            at(&["gateway", "max_concurrent_streams"]),
+            "gateway.max_concurrent_streams",
+            "must be at least 1",
+        ));
+    }
+    if s.gateway.http2_keepalive_interval_ms > 0 && s.gateway.http2_keepalive_timeout_ms == 0 {
+        errors.push(ConfigError::field(
+            at(&["gateway", "http2_keepalive_timeout_ms"]),
+            "gateway.http2_keepalive_timeout_ms",
+            "must be at least 1 when http2_keepalive_interval_ms pings",
+        ));
+    }
     if s.gateway.max_in_flight == 0 {
         errors.push(ConfigError::field(at(&["gateway"]), "gateway.max_in_flight", "must be at least 1"));
     }

@@ -257,6 +257,7 @@ pub async fn start_with(
             admission: admission.clone(),
             public: spec.settings.gateway.public_reflection,
         },
+        connections: ConnectionLimits::of(&spec.settings.gateway),
         gateway: GatewayService::new(
             mesh_cell.clone(),
             spec.settings.gateway.clone(),
@@ -393,6 +394,26 @@ fn admission_keys(spec: &MeshSpec, plain: Option<&[String]>) -> Result<Vec<ApiKe
     Ok(keys)
 }
 
+/// The HTTP/2 connection settings of `[gateway]`.
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    max_concurrent_streams: u32,
+    http2_keepalive_interval_ms: u64,
+    http2_keepalive_timeout_ms: u64,
+    max_connection_age_ms: u64,
+}
+
+impl ConnectionLimits {
+    fn of(g: &crate::config::GatewaySettings) -> Self {
+        Self {
+            max_concurrent_streams: g.max_concurrent_streams,
+            http2_keepalive_interval_ms: g.http2_keepalive_interval_ms,
+            http2_keepalive_timeout_ms: g.http2_keepalive_timeout_ms,
+            max_connection_age_ms: g.max_connection_age_ms,
+        }
+    }
+}
+
 /// Reflection's key check: with API keys configured, a reflection call
 /// needs one (the service list is not public) unless
 /// `gateway.public_reflection` opens it. Charges no rate limit.
@@ -428,6 +449,8 @@ struct Services<R1, R0> {
     reflection_v1alpha: v1alpha::ServerReflectionServer<R0>,
     /// Checks a reflection call's key (unless reflection is public).
     reflection_gate: ReflectionGate,
+    /// HTTP/2 connection limits: streams, keepalive pings, age.
+    connections: ConnectionLimits,
     gateway: GatewayService,
     batch: super::batch::BatchService,
     admin: AdminService,
@@ -444,7 +467,15 @@ impl<R1: v1::ServerReflection, R0: v1alpha::ServerReflection> Services<R1, R0> {
         listener: std::net::TcpListener,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), ServeError> {
-        let mut builder = Server::builder();
+        let c = &self.connections;
+        let ms = |v: u64| (v > 0).then(|| std::time::Duration::from_millis(v));
+        let mut builder = Server::builder()
+            .max_concurrent_streams(c.max_concurrent_streams)
+            .http2_keepalive_interval(ms(c.http2_keepalive_interval_ms))
+            .http2_keepalive_timeout(ms(c.http2_keepalive_timeout_ms));
+        if let Some(age) = ms(c.max_connection_age_ms) {
+            builder = builder.max_connection_age(age);
+        }
         if let Some(tls) = &self.tls {
             builder = builder.tls_config(tls.clone())?;
         }
