@@ -684,3 +684,39 @@ async fn the_stream_limit_is_announced_to_every_connection() {
     drop(connection);
     t.server.shutdown().await.unwrap();
 }
+
+/// A second gateway on the same batch file refuses to start, naming the
+/// file and the process that holds it: two would requeue each other's
+/// claimed items and run them twice. Once the first stops, it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_one_batch_file_refuses_to_start() {
+    let data = tempfile::tempdir().unwrap();
+    let batch_file = data.path().join("shared-batch.sqlite3");
+    let spec = |dir: &std::path::Path| {
+        let mut spec = common::spec(dir);
+        spec.settings.batch.db_path = Some(batch_file.clone());
+        spec
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first =
+        meshops::gateway::start_with(spec(data.path()), listener, Overrides::default()).await.unwrap();
+    let other_data = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let Err(err) =
+        meshops::gateway::start_with(spec(other_data.path()), listener, Overrides::default()).await
+    else {
+        panic!("a second gateway on one batch file must not start")
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("shared-batch.sqlite3")
+            && text.contains(&format!("in use by process {}", std::process::id()))
+            && text.contains("one gateway process per batch file"),
+        "{text}"
+    );
+    first.shutdown().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let again =
+        meshops::gateway::start_with(spec(other_data.path()), listener, Overrides::default()).await.unwrap();
+    again.shutdown().await.unwrap();
+}

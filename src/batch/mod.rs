@@ -50,6 +50,14 @@ pub enum BatchError {
     Corrupt(String),
     #[error("the batch database is closed: the gateway is shutting down")]
     Closed,
+    /// Another process (or an earlier open in this one) holds the file:
+    /// two would both requeue each other's claimed items and run them
+    /// twice.
+    #[error(
+        "batch database {path} is in use by {}; one gateway process per batch file (set [batch] db_path, or stop the other)",
+        holder.map(|pid| format!("process {pid}")).unwrap_or_else(|| "another process".into())
+    )]
+    Locked { path: String, holder: Option<u32> },
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("{path}: {source}")]
@@ -88,6 +96,8 @@ pub struct Batch {
     running: Mutex<HashMap<String, Running>>,
     /// Cancelled on shutdown: the runner stops claiming, streams end.
     pub stopping: CancellationToken,
+    /// The file's lock, held while the database is open.
+    lock: Mutex<Option<crate::retrieval::lock::StoreLock>>,
     per_job: usize,
 }
 
@@ -96,6 +106,13 @@ impl Batch {
     /// earlier process left unfinished.
     pub async fn open(spec: &MeshSpec) -> Result<Batch, BatchError> {
         let path = db_path(spec);
+        // Taken before the file is opened: opening requeues claimed items.
+        let lock = crate::retrieval::lock::StoreLock::acquire(&path).map_err(|e| match e {
+            crate::retrieval::RetrievalError::Locked { holder, .. } => {
+                BatchError::Locked { path: path.display().to_string(), holder }
+            }
+            other => BatchError::Corrupt(other.to_string()),
+        })?;
         let (store, resumed) = tokio::task::spawn_blocking(move || Store::open(&path)).await??;
         if resumed > 0 {
             tracing::info!(items = resumed, "batch items claimed before a restart are queued again");
@@ -106,7 +123,19 @@ impl Batch {
             running: Mutex::new(HashMap::new()),
             stopping: CancellationToken::new(),
             per_job: spec.settings.batch.per_job_concurrency.max(1),
+            lock: Mutex::new(Some(lock)),
         })
+    }
+
+    /// Closes the database and lets go of its lock, so another process
+    /// (or a restart in this one) may open the file.
+    pub async fn close(&self) -> Result<(), BatchError> {
+        let closed = self.store.close().await;
+        match self.lock.lock() {
+            Ok(mut lock) => drop(lock.take()),
+            Err(poisoned) => drop(poisoned.into_inner().take()),
+        }
+        closed
     }
 
     /// Tells the runner there may be work.

@@ -27,7 +27,7 @@ pub fn batch_status(err: BatchError) -> Status {
         BatchError::OffsetOutOfRange { .. } => Status::invalid_argument(message),
         // Busy, full or unwritable storage: the caller may retry later.
         BatchError::Db { .. } | BatchError::Sqlite(_) | BatchError::Io { .. } => Status::unavailable(message),
-        BatchError::Closed => Status::unavailable(message),
+        BatchError::Closed | BatchError::Locked { .. } => Status::unavailable(message),
         BatchError::Corrupt(_) => Status::data_loss(message),
         BatchError::Join(_) => Status::internal(message),
         // Client-side errors (`meshops batch`); a server never returns them.

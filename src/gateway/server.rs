@@ -169,7 +169,7 @@ impl ServerHandle {
         self.threads.stop();
         self.mcp.shutdown().await;
         served?;
-        self.batch.store.close().await?;
+        self.batch.close().await?;
         Ok(())
     }
 
