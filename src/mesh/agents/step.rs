@@ -274,7 +274,9 @@ impl<'a> StepContext<'a> {
     /// latency since `started`.
     pub fn finish(self, started: std::time::Instant) -> StepRecord {
         let mut record = self.record;
-        if record.model_attempts > 1 {
+        // Calls beyond one that did not fail are a tool loop's rounds,
+        // which the kind's summary already counts.
+        if record.model_attempts > 1 && !record.failed_model_attempts.is_empty() {
             // The proto's StepRecord has no field for retries; the summary
             // is where an operator reading a trace sees them.
             record.summary.push_str(&format!(
@@ -415,7 +417,8 @@ mod tests {
         assert_eq!(ctx.record.input_tokens, 2 * first.usage.input_tokens);
         assert_eq!((ctx.record.model_attempts, ctx.record.cost_usd), (2, Some(0.0)));
         let record = ctx.finish(std::time::Instant::now());
-        assert!(record.summary.starts_with(" (model attempts: 2;"), "{}", record.summary);
+        // Two calls that both answered are rounds, not retries: no note.
+        assert!(!record.summary.contains("model attempts"), "{}", record.summary);
 
         let h = Harness::with_model(fixed_reply("{}"));
         let model = Model::prepare(spec, &spec.base, &h.resources, context! {}).unwrap();
