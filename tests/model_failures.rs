@@ -317,3 +317,44 @@ async fn an_agents_timeout_bounds_its_model_calls_retries_and_fallback() {
     drop(gate);
     t.server.shutdown().await.unwrap();
 }
+
+/// A provider's error body and its URL stay in the gateway's log: the
+/// caller gets the agent, the profile and the HTTP status or failure kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_error_bodies_and_urls_do_not_reach_the_caller() {
+    let server =
+        FakeOpenAi::start(|_, _| error(401, "secret-internal-detail: key sk-live-123 rejected", &[])).await;
+    let base_url = server.base_url();
+    let mut t = common::start(
+        {
+            let base_url = base_url.clone();
+            move |spec| common::on_remote_model(spec, "summarizer", "gpt-x", base_url)
+        },
+        Overrides::default(),
+    )
+    .await;
+    let ask = AskRequest { query: "Which port does the gateway listen on?".into(), ..Default::default() };
+    let err = t.client.ask(ask.clone()).await.unwrap_err();
+    let message = err.message();
+    assert!(
+        message.contains("agent `summarizer` (model profile `remote`)") && message.contains("HTTP 401"),
+        "{message}"
+    );
+    assert!(!message.contains("secret-internal-detail") && !message.contains("sk-live"), "{message}");
+    assert!(!message.contains(&server.addr.to_string()), "{message}");
+    t.server.shutdown().await.unwrap();
+
+    // Nothing listens there: the connection error names the URL, which the
+    // caller does not see either.
+    let unreachable = "http://127.0.0.1:9/v1".to_string();
+    let mut t = common::start(
+        move |spec| common::on_remote_model(spec, "summarizer", "gpt-x", unreachable),
+        Overrides::default(),
+    )
+    .await;
+    let err = t.client.ask(ask).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("the model call failed (unavailable)"), "{}", err.message());
+    assert!(!err.message().contains("127.0.0.1:9"), "{}", err.message());
+    t.server.shutdown().await.unwrap();
+}

@@ -127,7 +127,7 @@ async fn run_item(
         Ok(answer) => Outcome::Answered(Box::new(answer)),
         Err(e) => {
             span.in_scope(|| tracing::warn!(error = %e, "batch item failed"));
-            Outcome::Failed { code: e.class().grpc_code(), message: e.to_string() }
+            Outcome::Failed { code: e.class().grpc_code(), message: e.public_message() }
         }
     };
     guard.disarm();

@@ -11,8 +11,10 @@ use crate::mesh::MeshError;
 use crate::retrieval::RetrievalError;
 
 /// The status of a failed mesh request: its class's code, its message.
+/// Its message is [`MeshError::public_message`]: a provider's error body or
+/// an internal URL stays in the log.
 pub fn status(err: MeshError) -> Status {
-    Status::new(tonic::Code::from(err.class().grpc_code()), err.to_string())
+    Status::new(tonic::Code::from(err.class().grpc_code()), err.public_message())
 }
 
 /// The map from batch errors to status codes.
@@ -125,9 +127,26 @@ mod tests {
             (MeshError::Startup("s".into()), Code::Unavailable),
         ];
         for (err, code) in cases {
-            let message = err.to_string();
+            let message = err.public_message();
             let s = status(err);
             assert_eq!((s.code(), s.message()), (code, message.as_str()));
         }
+        // What the public message leaves out: a provider's body, a store's
+        // address; the rest is the error's own text.
+        let leaky = model(LlmError::Status {
+            model: "m".into(),
+            code: 502,
+            message: "body at http://10.0.0.7".into(),
+        });
+        assert!(leaky.to_string().contains("10.0.0.7"));
+        let s = status(leaky);
+        assert!(s.message().contains("HTTP 502") && !s.message().contains("10.0.0.7"), "{}", s.message());
+        let store = retrieval(RetrievalError::Store {
+            collection: "c".into(),
+            message: "qdrant at http://10.0.0.8:6334".into(),
+        });
+        assert!(!status(store).message().contains("10.0.0.8"));
+        let timeout = MeshError::AgentTimeout { agent: "a".into(), timeout_ms: 1 };
+        assert_eq!(timeout.public_message(), timeout.to_string());
     }
 }

@@ -76,6 +76,36 @@ pub enum MeshError {
 }
 
 impl MeshError {
+    /// What a caller is told: the error without what only the operator
+    /// should see — a model provider's error body, an endpoint's URL, a
+    /// store's address — which the gateway logs in full with the request's
+    /// trace id. Every other error is its own text.
+    pub fn public_message(&self) -> String {
+        const LOGGED: &str = "the details are in the gateway's log";
+        match self {
+            MeshError::Model { agent, profile, source } => match source {
+                LlmError::Timeout { timeout_ms, .. } => {
+                    format!(
+                        "agent `{agent}` (model profile `{profile}`): the model did not answer within {timeout_ms} ms"
+                    )
+                }
+                LlmError::Status { code, .. } => format!(
+                    "agent `{agent}` (model profile `{profile}`): the model provider answered HTTP {code}; {LOGGED}"
+                ),
+                other => format!(
+                    "agent `{agent}` (model profile `{profile}`): the model call failed ({}); {LOGGED}",
+                    other.kind()
+                ),
+            },
+            MeshError::Retrieval { agent, source } => match source {
+                // The caller's own documents: theirs to see.
+                RetrievalError::Input { .. } => self.to_string(),
+                _ => format!("agent `{agent}`: retrieval failed; {LOGGED}"),
+            },
+            other => other.to_string(),
+        }
+    }
+
     /// An invariant of the mesh that does not hold (see
     /// [`MeshError::Internal`]).
     pub fn internal(agent: Option<&str>, message: impl Into<String>) -> MeshError {
