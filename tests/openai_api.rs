@@ -169,3 +169,35 @@ async fn a_rate_limited_key_gets_429_with_retry_after_and_bad_requests_get_opena
     assert_eq!(bad.status(), 400);
     t.server.shutdown().await.unwrap();
 }
+
+/// OpenAI's `user` names an end user, not a conversation: two chats of one
+/// user are not joined into one mesh conversation (the second carries no
+/// history of the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_chats_are_not_one_conversation() {
+    let t = common::start(
+        |spec| spec.settings.gateway.http_listen = Some("127.0.0.1:0".into()),
+        Overrides::default(),
+    )
+    .await;
+    let http = t.server.http_addr.unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let mut routers = Vec::new();
+    for question in ["Which port does the gateway listen on?", "What does the critic agent do?"] {
+        let body = serde_json::json!({"model": "meshops", "user": "alice", "messages": [{"role": "user", "content": question}]});
+        let response = client
+            .post(format!("http://{http}/v1/chat/completions"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let answer: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        let steps = answer["meshops"]["steps"].as_array().cloned().unwrap_or_default();
+        let router = steps.iter().find(|s| s["kind"] == "router").cloned().unwrap_or_default();
+        routers.push(router["summary"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(routers.iter().all(|r| !r.is_empty() && !r.contains("(conversation:")), "{routers:?}");
+    t.server.shutdown().await.unwrap();
+}

@@ -118,12 +118,15 @@ async fn chat(State(api): State<HttpApi>, headers: HeaderMap, body: Bytes) -> Re
         }
         None => return invalid("`messages` is empty: the last message must be the user's question"),
     };
-    let ask = proto::AskRequest {
-        query,
-        session_id: request.user.clone().unwrap_or_default(),
-        variant,
-        metadata: request.metadata.clone().unwrap_or_default(),
-    };
+    // OpenAI's `user` names the end user, not a conversation: as a
+    // `session_id` it would join every chat of that user into one mesh
+    // conversation, with history the client never sent. It is kept as the
+    // request's `user` attribute instead.
+    let mut metadata = request.metadata.clone().unwrap_or_default();
+    if let Some(user) = &request.user {
+        metadata.entry("user".to_string()).or_insert_with(|| user.clone());
+    }
+    let ask = proto::AskRequest { query, session_id: String::new(), variant, metadata };
     let created = now();
     if !request.stream {
         return match api.gateway.ask(front_door_request(headers.clone(), ask)).await {

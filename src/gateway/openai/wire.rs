@@ -18,7 +18,8 @@ pub struct ChatRequest {
     pub stream: bool,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
-    /// OpenAI's end-user id: the mesh's `session_id`.
+    /// OpenAI's end-user id: the request's `user` attribute (not a
+    /// conversation: see `chat`).
     #[serde(default)]
     pub user: Option<String>,
     /// Request attributes, carried through the mesh like `AskRequest`'s.
