@@ -14,6 +14,8 @@
 //! - [`prompt`]: Prompty templates compiled and rendered with minijinja.
 //! - [`retrieval`]: embedders, vector stores (qdrant-edge, Qdrant server),
 //!   chunking, ingest.
+//! - [`pg`]: PostgreSQL pools and versioned migrations, for state shared
+//!   by replicas.
 //! - [`tools`]: clients of what agents call besides models (MCP servers).
 //! - [`sessions`]: the conversation store (turns by owner and session).
 //! - [`mesh`]: the actix actors (orchestrator, one type per agent kind) and
@@ -22,7 +24,8 @@
 //!   agents) that serve, eval and bench start the mesh with.
 //! - [`client`]: a running gateway seen from outside (checks, answers).
 //! - [`gateway`]: the tonic services, admission, the error → `Status` map.
-//! - [`batch`]: durable batch jobs: the SQLite store and the workers.
+//! - [`batch`]: durable batch jobs: the SQLite or PostgreSQL store and the
+//!   workers.
 //! - [`eval`]: datasets, metrics, runs, comparisons and gates.
 //! - [`bench`]: `meshops bench`, figures beside their limits.
 //!
@@ -37,6 +40,7 @@ pub mod eval;
 pub mod gateway;
 pub mod llm;
 pub mod mesh;
+pub mod pg;
 pub mod prompt;
 pub mod retrieval;
 pub mod runtime;

@@ -3,6 +3,9 @@
 //!
 //! - [`store`]: the SQLite database (jobs, items, results), written before
 //!   a call is answered; an item's result is committed once.
+//! - [`postgres`]: the same on PostgreSQL, shared by replicas: claims are
+//!   leases another replica takes over when they run out.
+//! - [`backend`]: whichever of the two `[batch] backend` names.
 //! - [`schema`]: its tables and the migrations that bring an older file up
 //!   to date.
 //! - [`summary`]: a job's state and counts, and pages of jobs newest first.
@@ -14,6 +17,8 @@
 //! module sees no proto type. `meshops batch submit|status|results|cancel`,
 //! a gRPC client of that service, lives in the binary (`cli::batch`).
 
+pub mod backend;
+pub mod postgres;
 pub mod runner;
 pub mod schema;
 pub mod store;
@@ -26,8 +31,9 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MeshSpec;
-pub use store::{ItemResult, JobState, JobSummary, NewItem, Outcome, Store};
+use crate::config::{MeshSpec, StateBackend};
+pub use backend::Store;
+pub use store::{ItemResult, JobState, JobSummary, NewItem, Outcome, Quota, SqliteStore};
 pub use summary::{JobPage, Owners};
 
 /// Why a batch call or command failed.
@@ -37,6 +43,13 @@ pub enum BatchError {
     NotFound(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// The key's batch quota (`[batch] max_active_jobs_per_key`,
+    /// `max_pending_items_per_key`) would be exceeded.
+    #[error("{0}")]
+    Quota(String),
+    /// The shared PostgreSQL store failed.
+    #[error("batch store: {0}")]
+    Postgres(#[from] crate::pg::PgError),
     #[error("request_id `{0}` was already used for a batch with different items; use a new request_id")]
     RequestIdReused(String),
     #[error("offset {offset} is past the {total} results job `{job_id}` will have")]
@@ -90,40 +103,61 @@ struct Running {
 /// What the gRPC service and the runner share.
 pub struct Batch {
     pub store: Store,
-    /// Wakes the runner: new items, or a job slot freed.
-    wake: Notify,
+    /// Wakes the runner: new items (here or, on PostgreSQL, on another
+    /// replica), or a job slot freed.
+    wake: std::sync::Arc<Notify>,
     /// Jobs with items in flight, by job id.
     running: Mutex<HashMap<String, Running>>,
     /// Cancelled on shutdown: the runner stops claiming, streams end.
     pub stopping: CancellationToken,
-    /// The file's lock, held while the database is open.
+    /// The file's lock, held while the database is open (SQLite).
     lock: Mutex<Option<crate::retrieval::lock::StoreLock>>,
     per_job: usize,
+    /// What one key may have waiting.
+    pub quota: Quota,
 }
 
 impl Batch {
-    /// Opens the database (on the blocking pool) and logs how many items an
-    /// earlier process left unfinished.
+    /// Opens the configured store: the SQLite file (on the blocking pool,
+    /// logging how many items an earlier process left unfinished), or
+    /// PostgreSQL (migrated, and listened to for other replicas' work).
     pub async fn open(spec: &MeshSpec) -> Result<Batch, BatchError> {
-        let path = db_path(spec);
-        // Taken before the file is opened: opening requeues claimed items.
-        let lock = crate::retrieval::lock::StoreLock::acquire(&path).map_err(|e| match e {
-            crate::retrieval::RetrievalError::Locked { holder, .. } => {
-                BatchError::Locked { path: path.display().to_string(), holder }
+        let settings = &spec.settings.batch;
+        let wake = std::sync::Arc::new(Notify::new());
+        let (store, lock) = match settings.backend {
+            StateBackend::Sqlite => {
+                let path = db_path(spec);
+                // Taken before the file is opened: opening requeues claimed items.
+                let lock = crate::retrieval::lock::StoreLock::acquire(&path).map_err(|e| match e {
+                    crate::retrieval::RetrievalError::Locked { holder, .. } => {
+                        BatchError::Locked { path: path.display().to_string(), holder }
+                    }
+                    other => BatchError::Corrupt(other.to_string()),
+                })?;
+                let (store, resumed) = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
+                if resumed > 0 {
+                    tracing::info!(items = resumed, "batch items claimed before a restart are queued again");
+                }
+                (Store::Sqlite(store), Some(lock))
             }
-            other => BatchError::Corrupt(other.to_string()),
-        })?;
-        let (store, resumed) = tokio::task::spawn_blocking(move || Store::open(&path)).await??;
-        if resumed > 0 {
-            tracing::info!(items = resumed, "batch items claimed before a restart are queued again");
-        }
+            StateBackend::Postgres => {
+                let url = crate::config::resolve_url(settings.url.as_deref(), settings.url_env.as_deref())
+                    .ok_or_else(|| BatchError::InvalidRequest("batch.url (or batch.url_env) is not set".into()))?;
+                let lease = std::time::Duration::from_millis(settings.lease_ms.max(1000));
+                (Store::Postgres(postgres::PgStore::open(&url, lease, wake.clone()).await?), None)
+            }
+        };
         Ok(Batch {
             store,
-            wake: Notify::new(),
+            wake,
             running: Mutex::new(HashMap::new()),
             stopping: CancellationToken::new(),
-            per_job: spec.settings.batch.per_job_concurrency.max(1),
-            lock: Mutex::new(Some(lock)),
+            per_job: settings.per_job_concurrency.max(1),
+            lock: Mutex::new(lock),
+            quota: Quota {
+                max_active_jobs: settings.max_active_jobs_per_key,
+                max_pending_items: settings.max_pending_items_per_key,
+            },
         })
     }
 

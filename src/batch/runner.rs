@@ -6,7 +6,13 @@
 //! On stop the claiming ends at once and running items get the grace
 //! period to finish: workers stop at an item boundary. An item still
 //! running after that is abandoned without a result, and the next start
-//! runs it again (its claim is reset when the database opens).
+//! runs it again (its claim is reset when the database opens; on
+//! PostgreSQL it is handed back at close, or taken over by another replica
+//! once its lease runs out). On PostgreSQL a running item's lease is
+//! renewed every third of `batch.lease_ms`.
+//!
+//! Jobs that ended more than `batch.retention_days` ago are deleted once an
+//! hour.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +40,11 @@ pub fn start(
     item_timeout: Duration,
 ) -> RunnerHandle {
     let workers = Arc::new(Semaphore::new(settings.workers.max(1)));
-    let task = tokio::spawn(claim_loop(batch.clone(), mesh, workers, item_timeout));
+    let lease = Duration::from_millis(settings.lease_ms.max(1000));
+    let task = tokio::spawn(claim_loop(batch.clone(), mesh, workers, Timing { item_timeout, lease }));
+    if settings.retention_days > 0 {
+        tokio::spawn(retention(batch.clone(), settings.retention_days));
+    }
     batch.wake();
     RunnerHandle { batch, task }
 }
@@ -61,12 +71,31 @@ impl RunnerHandle {
     }
 }
 
-async fn claim_loop(
-    batch: Arc<Batch>,
-    mesh: Arc<MeshHandle>,
-    workers: Arc<Semaphore>,
+/// Deletes old jobs once an hour (and once at start).
+async fn retention(batch: Arc<Batch>, days: u32) {
+    loop {
+        match batch.store.purge(days).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, days, "batch jobs past batch.retention_days deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot delete old batch jobs"),
+        }
+        tokio::select! {
+            _ = batch.stopping.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// How long an item may run, and how long its claim lasts unrenewed.
+#[derive(Clone, Copy)]
+struct Timing {
     item_timeout: Duration,
-) -> JoinSet<()> {
+    lease: Duration,
+}
+
+async fn claim_loop(batch: Arc<Batch>, mesh: Arc<MeshHandle>, workers: Arc<Semaphore>, timing: Timing) -> JoinSet<()> {
+    // With leases, other replicas' expired claims are found by looking.
+    let idle = if batch.store.leases() { Duration::from_secs(1) } else { Duration::from_secs(5) };
     let mut items = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -90,7 +119,7 @@ async fn claim_loop(
                 biased;
                 _ = batch.stopping.cancelled() => break None,
                 _ = batch.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = tokio::time::sleep(idle) => {}
             }
         };
         let Some(claimed) = claimed else { break };
@@ -98,7 +127,7 @@ async fn claim_loop(
         let (batch, mesh) = (batch.clone(), mesh.clone());
         items.spawn(async move {
             let _permit = permit;
-            run_item(&batch, &mesh, claimed, cancel, item_timeout).await;
+            run_item(&batch, &mesh, claimed, cancel, timing).await;
         });
     }
     items
@@ -110,11 +139,11 @@ async fn run_item(
     mesh: &MeshHandle,
     claimed: Claimed,
     cancel: CancellationToken,
-    timeout: Duration,
+    timing: Timing,
 ) {
     let Claimed { job_id, item_index, input } = claimed;
     let span = tracing::info_span!("batch.item", job_id = %job_id, item_index);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + timing.item_timeout;
     let trace_id = crate::telemetry::propagation::new_trace_id();
     // A job's items are their own conversations' owner: items of one job
     // that share a `session_id` are turns of one conversation, never
@@ -123,7 +152,27 @@ async fn run_item(
     let ask = Ask::new(input, deadline, trace_id, span.clone()).with_cancel(cancel.clone()).with_owner(owner);
     // If this task is aborted (grace period over), the mesh work stops too.
     let guard = cancel.drop_guard();
-    let outcome = match mesh.ask(ask).await {
+    let asked = mesh.ask(ask);
+    tokio::pin!(asked);
+    let result = if batch.store.leases() {
+        let mut renew = tokio::time::interval(timing.lease / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut asked => break result,
+                _ = renew.tick() => match batch.store.renew(&job_id, item_index).await {
+                    Ok(true) => {}
+                    // Cancelled, or taken over: whichever result is
+                    // committed first stands.
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(%job_id, item_index, error = %e, "cannot renew a batch item's lease"),
+                },
+            }
+        }
+    } else {
+        asked.await
+    };
+    let outcome = match result {
         Ok(answer) => Outcome::Answered(Box::new(answer)),
         Err(e) => {
             span.in_scope(|| tracing::warn!(error = %e, "batch item failed"));
@@ -131,10 +180,27 @@ async fn run_item(
         }
     };
     guard.disarm();
-    if let Err(e) = batch.store.commit(&job_id, item_index, outcome).await {
+    if let Err(e) = commit(batch, &job_id, item_index, outcome).await {
         record_failure(batch, &job_id, item_index, e).await;
     }
     batch.finished(&job_id);
+}
+
+/// Commits a result, retrying for a while when the database is away (a
+/// restarting server): the answer has been paid for.
+async fn commit(batch: &Batch, job_id: &str, item_index: u32, outcome: Outcome) -> Result<bool, BatchError> {
+    let mut wait = Duration::from_millis(250);
+    for _ in 0..8 {
+        match batch.store.commit(job_id, item_index, outcome.clone()).await {
+            Err(BatchError::Postgres(e)) if crate::pg::is_transient(&e) => {
+                tracing::warn!(%job_id, item_index, error = %e, "cannot record a batch result yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(8));
+            }
+            done => return done,
+        }
+    }
+    batch.store.commit(job_id, item_index, outcome).await
 }
 
 /// The result could not be written: put the item back so it runs again

@@ -62,6 +62,35 @@ pub struct NewItem {
     pub input: AskInput,
 }
 
+/// How much one API key may have waiting (`[batch]` quotas; 0: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub max_active_jobs: u32,
+    pub max_pending_items: u64,
+}
+
+impl Quota {
+    /// Refuses a new job of `items` items for an owner with `active` open
+    /// jobs and `pending` items without a result.
+    pub fn check(&self, active: i64, pending: i64, items: usize) -> Result<(), BatchError> {
+        if self.max_active_jobs > 0 && active >= i64::from(self.max_active_jobs) {
+            return Err(BatchError::Quota(format!(
+                "this API key has {active} unfinished batch jobs; the limit is {} (batch.max_active_jobs_per_key): \
+                 wait for one to finish or cancel one",
+                self.max_active_jobs
+            )));
+        }
+        let max = self.max_pending_items;
+        if max > 0 && pending.max(0) as u64 + items as u64 > max {
+            return Err(BatchError::Quota(format!(
+                "this API key has {pending} batch items waiting and submits {items} more; the limit is {max} \
+                 (batch.max_pending_items_per_key)"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// An item a worker took.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -71,7 +100,7 @@ pub struct Claimed {
 }
 
 /// The batch database.
-pub struct Store {
+pub struct SqliteStore {
     /// `None` once closed; every later call answers [`BatchError::Closed`].
     conn: Arc<Mutex<Option<Connection>>>,
     /// Bumped after each commit that adds results, so result streams wake.
@@ -79,11 +108,11 @@ pub struct Store {
     path: PathBuf,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating when needed) the database at `path`, and puts items
     /// claimed by a previous process that left without answering them back
     /// in the queue. Blocking: call it from a blocking context.
-    pub fn open(path: &Path) -> Result<(Store, u64), BatchError> {
+    pub fn open(path: &Path) -> Result<(SqliteStore, u64), BatchError> {
         let db = |source| BatchError::Db { path: path.display().to_string(), source };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -109,7 +138,7 @@ impl Store {
             .execute("UPDATE items SET state = ?1 WHERE state = ?2", params![WAITING, CLAIMED])
             .map_err(db)? as u64;
         let (committed, _) = watch::channel(0);
-        Ok((Store { conn: Arc::new(Mutex::new(Some(conn))), committed, path: path.to_path_buf() }, resumed))
+        Ok((SqliteStore { conn: Arc::new(Mutex::new(Some(conn))), committed, path: path.to_path_buf() }, resumed))
     }
 
     /// Runs `f` on the connection on the blocking pool.
@@ -151,6 +180,7 @@ impl Store {
         request_id: Option<String>,
         fingerprint: String,
         items: Vec<NewItem>,
+        quota: Quota,
     ) -> Result<(JobSummary, bool), BatchError> {
         let encoded = items
             .iter()
@@ -177,6 +207,15 @@ impl Store {
                     let job = summary(&tx, &job_id)?;
                     return Ok((job, false));
                 }
+            }
+            if let Some(owner) = &owner {
+                let (active, pending): (i64, i64) = tx.query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(total - (SELECT COUNT(*) FROM results r WHERE r.job_id = j.job_id)), 0) \
+                     FROM jobs j WHERE owner = ?1 AND state = 'open'",
+                    params![owner],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                quota.check(active, pending, encoded.len())?;
             }
             let job_id = uuid::Uuid::new_v4().simple().to_string();
             tx.execute(
@@ -390,6 +429,22 @@ impl Store {
         .await
     }
 
+    /// Deletes finished and cancelled jobs (with their items and results)
+    /// that ended more than `days` days ago; returns how many.
+    pub async fn purge(&self, days: u32) -> Result<u64, BatchError> {
+        let before = now_ms() - i64::from(days) * 86_400_000;
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let old = "SELECT job_id FROM jobs WHERE state != 'open' AND finished_ms < ?1";
+            tx.execute(&format!("DELETE FROM results WHERE job_id IN ({old})"), params![before])?;
+            tx.execute(&format!("DELETE FROM items WHERE job_id IN ({old})"), params![before])?;
+            let deleted = tx.execute("DELETE FROM jobs WHERE state != 'open' AND finished_ms < ?1", params![before])?;
+            tx.commit()?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
     /// Checkpoints the WAL into the main file and closes the connection.
     /// Later calls answer [`BatchError::Closed`].
     pub async fn close(&self) -> Result<(), BatchError> {
@@ -473,20 +528,20 @@ mod tests {
     async fn claims_commit_once_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.sqlite3");
-        let (store, resumed) = Store::open(&path).unwrap();
+        let (store, resumed) = SqliteStore::open(&path).unwrap();
         assert_eq!(resumed, 0);
         let (job, created) = store
-            .submit(None, Some("r1".into()), "f".into(), vec![input("a"), input("b"), input("c")])
+            .submit(None, Some("r1".into()), "f".into(), vec![input("a"), input("b"), input("c")], Quota::default())
             .await
             .unwrap();
         assert!(created);
         assert_eq!((job.state, job.total, job.pending), (JobState::Queued, 3, 3));
         let (again, created) =
-            store.submit(None, Some("r1".into()), "f".into(), vec![input("a")]).await.unwrap();
+            store.submit(None, Some("r1".into()), "f".into(), vec![input("a")], Quota::default()).await.unwrap();
         assert!(!created);
         assert_eq!(again.job_id, job.job_id);
         assert!(matches!(
-            store.submit(None, Some("r1".into()), "other".into(), vec![input("a")]).await,
+            store.submit(None, Some("r1".into()), "other".into(), vec![input("a")], Quota::default()).await,
             Err(BatchError::RequestIdReused(_))
         ));
 
@@ -502,7 +557,7 @@ mod tests {
         assert!(matches!(store.job(&job.job_id).await, Err(BatchError::Closed)));
 
         // Item 0 was claimed when the store closed: reopening puts it back.
-        let (store, resumed) = Store::open(&path).unwrap();
+        let (store, resumed) = SqliteStore::open(&path).unwrap();
         assert_eq!(resumed, 1);
         let again = store.claim(vec![]).await.unwrap().unwrap();
         assert_eq!(again.item_index, 0);
@@ -524,11 +579,11 @@ mod tests {
     #[tokio::test]
     async fn jobs_list_newest_first_by_owner_and_results_carry_item_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&dir.path().join("b.sqlite3")).unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("b.sqlite3")).unwrap();
         let mut ids = Vec::new();
         for (i, owner) in ["k1", "k2", "k1", "k1"].iter().enumerate() {
             let item = NewItem { id: Some(format!("row-{i}")), ..input("q") };
-            let (job, _) = store.submit(Some(owner.to_string()), None, "f".into(), vec![item]).await.unwrap();
+            let (job, _) = store.submit(Some(owner.to_string()), None, "f".into(), vec![item], Quota::default()).await.unwrap();
             ids.push(job.job_id);
         }
         let k1 = Owners::Only("k1".into());
@@ -546,13 +601,13 @@ mod tests {
         // job of its own, never the first one (nor an error that says it
         // exists); the same owner gets its job back.
         let (mine, created) =
-            store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")]).await.unwrap();
+            store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")], Quota::default()).await.unwrap();
         assert!(created);
         let (theirs, created) =
-            store.submit(Some("k2".into()), Some("r".into()), "f".into(), vec![input("q")]).await.unwrap();
+            store.submit(Some("k2".into()), Some("r".into()), "f".into(), vec![input("q")], Quota::default()).await.unwrap();
         assert!(created && theirs.job_id != mine.job_id);
         let (again, created) =
-            store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")]).await.unwrap();
+            store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")], Quota::default()).await.unwrap();
         assert!(!created && again.job_id == mine.job_id);
         assert_eq!(store.owner(&mine.job_id).await.unwrap().as_deref(), Some("k1"));
         assert!(matches!(store.owner("nope").await, Err(BatchError::NotFound(_))));
@@ -562,5 +617,34 @@ mod tests {
         store.commit(&ids[0], 0, failed(14)).await.unwrap();
         let results = store.results(&ids[0], 0, 10).await.unwrap();
         assert_eq!(results[0].item_id.as_deref(), Some("row-0"));
+    }
+
+    #[tokio::test]
+    async fn quotas_count_an_owners_open_work_and_retention_deletes_old_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = SqliteStore::open(&dir.path().join("b.sqlite3")).unwrap();
+        let quota = Quota { max_active_jobs: 2, max_pending_items: 3 };
+        let k1 = || Some("k1".to_string());
+        let (first, _) = store.submit(k1(), None, "a".into(), vec![input("a"), input("b")], quota).await.unwrap();
+        // Two pending, two more would be four: over the item quota.
+        let over = store.submit(k1(), None, "b".into(), vec![input("c"), input("d")], quota).await;
+        assert!(matches!(&over, Err(BatchError::Quota(m)) if m.contains("max_pending_items_per_key")), "{over:?}");
+        store.submit(k1(), None, "c".into(), vec![input("c")], quota).await.unwrap();
+        // Two open jobs: a third is refused, another key is not.
+        let over = store.submit(k1(), None, "d".into(), vec![], quota).await;
+        assert!(matches!(&over, Err(BatchError::Quota(m)) if m.contains("max_active_jobs_per_key")), "{over:?}");
+        store.submit(Some("k2".into()), None, "e".into(), vec![input("x")], quota).await.unwrap();
+        // A cancelled job no longer counts.
+        store.cancel(&first.job_id).await.unwrap();
+        store.submit(k1(), None, "f".into(), vec![input("d"), input("e")], quota).await.unwrap();
+
+        // Retention: nothing ended long enough ago; with 0 days, the ended
+        // job goes with its items and results, open ones stay.
+        assert_eq!(store.purge(1).await.unwrap(), 0);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(store.purge(0).await.unwrap(), 1);
+        assert!(matches!(store.job(&first.job_id).await, Err(BatchError::NotFound(_))));
+        assert!(store.results(&first.job_id, 0, 10).await.unwrap().is_empty());
+        assert_eq!(store.list(Owners::All, None, 10).await.unwrap().jobs.len(), 3);
     }
 }

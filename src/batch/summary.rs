@@ -41,26 +41,26 @@ pub struct JobSummary {
 }
 
 /// A job's row in `jobs`.
-struct JobRow {
-    request_id: Option<String>,
-    state: String,
-    total: i64,
-    created_ms: i64,
-    finished_ms: Option<i64>,
+pub(super) struct JobRow {
+    pub request_id: Option<String>,
+    pub state: String,
+    pub total: i64,
+    pub created_ms: i64,
+    pub finished_ms: Option<i64>,
 }
 
 /// Counts and sums over a job's results.
-struct Tally {
-    done: i64,
-    failed: i64,
-    cancelled: i64,
+pub(super) struct Tally {
+    pub done: i64,
+    pub failed: i64,
+    pub cancelled: i64,
     /// Answered items whose cost is unknown.
-    unknown_cost: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    cost: f64,
-    calls: i64,
-    latency: f64,
+    pub unknown_cost: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost: f64,
+    pub calls: i64,
+    pub latency: f64,
 }
 
 /// Reads a job's summary.
@@ -109,6 +109,12 @@ pub(super) fn summary(conn: &Connection, job_id: &str) -> Result<JobSummary, Bat
         params![job_id, CLAIMED],
         |r| r.get(0),
     )?;
+    Ok(assemble(job_id, job, t, claimed))
+}
+
+/// A job's summary from its row, its results' tally and how many of its
+/// items are claimed now (either store).
+pub(super) fn assemble(job_id: &str, job: JobRow, t: Tally, claimed: i64) -> JobSummary {
     let finished = t.done + t.failed + t.cancelled;
     let state = match job.state.as_str() {
         "cancelled" => JobState::Cancelled,
@@ -116,7 +122,7 @@ pub(super) fn summary(conn: &Connection, job_id: &str) -> Result<JobSummary, Bat
         _ if finished > 0 || claimed > 0 => JobState::Running,
         _ => JobState::Queued,
     };
-    Ok(JobSummary {
+    JobSummary {
         job_id: job_id.to_string(),
         request_id: job.request_id,
         state,
@@ -134,7 +140,7 @@ pub(super) fn summary(conn: &Connection, job_id: &str) -> Result<JobSummary, Bat
         },
         created_ms: job.created_ms as u64,
         finished_ms: job.finished_ms.map(|f| f as u64),
-    })
+    }
 }
 
 /// Which jobs a listing shows.

@@ -37,6 +37,7 @@ pub mod llm_output;
 mod load;
 pub mod prompt_file;
 pub mod settings;
+pub mod shared;
 mod tls;
 pub mod tools;
 mod validate;
@@ -63,7 +64,8 @@ pub use settings::{
     TelemetrySettings, TlsSettings, VariantSettings,
 };
 pub use tls::{read_pem_certs, read_pem_key};
-pub use tools::{McpServerSettings, SessionBackend, SessionSettings, profile_tools};
+pub use shared::{LimitsBackend, LimitsFallback, StateBackend, resolve_url};
+pub use tools::{McpServerSettings, SessionSettings, profile_tools};
 
 /// Everything the mesh, gateway and tools need, validated.
 #[derive(Debug, Clone)]

@@ -192,6 +192,17 @@ pub struct GatewaySettings {
     /// Where the MCP server (streamable HTTP, at `/mcp`) listens, beside
     /// gRPC; unset: not served (`meshops mcp` serves it over stdio).
     pub mcp_listen: Option<String>,
+    /// Where the per-key budgets (`rate_limit_rps`, `rate_limit_tpm`) are
+    /// counted: `local` (per process) or `redis` (shared by replicas).
+    pub limits_backend: super::shared::LimitsBackend,
+    /// The Redis URL (`redis://…` or `rediss://…`), for `limits_backend =
+    /// "redis"`.
+    pub redis_url: Option<String>,
+    /// The environment variable holding that URL (for a Secret).
+    pub redis_url_env: Option<String>,
+    /// While Redis cannot be reached: `fail_closed` (UNAVAILABLE) or
+    /// `local` (per-process limits, logged and counted).
+    pub limits_fallback: super::shared::LimitsFallback,
 }
 
 /// The gateway's TLS identity and, optionally, the CA that client
@@ -233,6 +244,10 @@ impl Default for GatewaySettings {
             tls: None,
             http_listen: None,
             mcp_listen: None,
+            limits_backend: super::shared::LimitsBackend::Local,
+            redis_url: None,
+            redis_url_env: None,
+            limits_fallback: super::shared::LimitsFallback::FailClosed,
         }
     }
 }
@@ -545,10 +560,41 @@ pub struct BatchSettings {
     pub per_job_concurrency: usize,
     /// Most items one `SubmitBatch` may carry.
     pub max_items: usize,
+    /// Where jobs live: `sqlite` (the file above, one process) or
+    /// `postgres` (shared by every replica; `url` or `url_env`).
+    pub backend: super::shared::StateBackend,
+    /// The PostgreSQL URL (`postgresql://…`), for `backend = "postgres"`.
+    pub url: Option<String>,
+    /// The environment variable holding that URL (for a Secret).
+    pub url_env: Option<String>,
+    /// How long a claimed item stays its replica's without a renewal, in
+    /// ms; renewed every third of it while the item runs. A replica that
+    /// dies leaves its items to another one after this long (postgres).
+    pub lease_ms: u64,
+    /// Finished and cancelled jobs older than this many days are deleted
+    /// with their items and results (0: kept forever).
+    pub retention_days: u32,
+    /// Most unfinished jobs one API key may have (0: no limit).
+    pub max_active_jobs_per_key: u32,
+    /// Most items without a result one API key may have over all its jobs
+    /// (0: no limit).
+    pub max_pending_items_per_key: u64,
 }
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        Self { db_path: None, workers: 4, per_job_concurrency: 2, max_items: 1000 }
+        Self {
+            db_path: None,
+            workers: 4,
+            per_job_concurrency: 2,
+            max_items: 1000,
+            backend: super::shared::StateBackend::Sqlite,
+            url: None,
+            url_env: None,
+            lease_ms: 30_000,
+            retention_days: 30,
+            max_active_jobs_per_key: 0,
+            max_pending_items_per_key: 0,
+        }
     }
 }

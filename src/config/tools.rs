@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::agents::{AgentKind, AgentSpec, KindSettings, LlmSettings, ToolRef};
 use super::error::{ConfigError, locate_at};
 use super::prompt_file::PromptFile;
+use super::shared::StateBackend;
 
 /// One MCP server (`[mcp.<server>]`): a program the mesh runs and talks to
 /// over stdio (`command`, `args`, `env`), or a streamable HTTP endpoint
@@ -53,14 +54,6 @@ impl Default for McpServerSettings {
     }
 }
 
-/// Where conversations are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionBackend {
-    /// A SQLite file under the data dir (one process; the default).
-    Sqlite,
-}
-
 /// Conversations (`[sessions]`): a request with a `session_id` is a turn,
 /// and its agents see the earlier turns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +61,13 @@ pub enum SessionBackend {
 pub struct SessionSettings {
     /// Keep conversations at all (`false`: `session_id` only labels logs).
     pub enabled: bool,
-    pub backend: SessionBackend,
+    /// `sqlite` (the file below, one process) or `postgres` (shared by
+    /// every replica; `url` or `url_env`).
+    pub backend: StateBackend,
+    /// The PostgreSQL URL, for `backend = "postgres"`.
+    pub url: Option<String>,
+    /// The environment variable holding that URL (for a Secret).
+    pub url_env: Option<String>,
     /// The SQLite file; unset: `sessions.sqlite3` under
     /// `retrieval.data_dir`.
     pub db_path: Option<PathBuf>,
@@ -87,7 +86,9 @@ impl Default for SessionSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            backend: SessionBackend::Sqlite,
+            backend: StateBackend::Sqlite,
+            url: None,
+            url_env: None,
             db_path: None,
             session_ttl: 24 * 3600,
             max_history_turns: 8,

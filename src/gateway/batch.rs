@@ -123,7 +123,7 @@ impl batch_server::Batch for BatchService {
         let (job, created) = self
             .batch
             .store
-            .submit(owner, request_id, fingerprint, items)
+            .submit(owner, request_id, fingerprint, items, self.batch.quota)
             .await
             .map_err(error::batch_status)?;
         if created {

@@ -23,6 +23,8 @@ pub fn batch_status(err: BatchError) -> Status {
     match err {
         BatchError::NotFound(_) => Status::not_found(message),
         BatchError::InvalidRequest(_) => Status::invalid_argument(message),
+        BatchError::Quota(_) => Status::resource_exhausted(message),
+        BatchError::Postgres(_) => Status::unavailable(message),
         BatchError::RequestIdReused(_) => Status::already_exists(message),
         // Not OUT_OF_RANGE: `limits.rs` reads that code as tonic's
         // message-size refusal.
