@@ -124,15 +124,18 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
     let mut late = t.client.clone();
     let target = format!("http://{}", t.server.addr);
     let stopping = tokio::spawn(t.server.shutdown());
-    // Health says NOT_SERVING once shutdown has begun (and new calls are
-    // refused from then on).
-    wait::until("health to say NOT_SERVING", wait::PATIENCE, || async {
-        let mut health = tonic_health::pb::health_client::HealthClient::new(
-            tonic::transport::Channel::from_shared(target.clone()).unwrap().connect().await.unwrap(),
-        );
+    // Once shutdown has begun the listener closes (connections got GOAWAY
+    // first): a new connection is refused, or, in the moment before,
+    // health says NOT_SERVING. New calls are refused from then on.
+    wait::until("the listener to close or health to say NOT_SERVING", wait::PATIENCE, || async {
+        let Ok(channel) = tonic::transport::Channel::from_shared(target.clone()).unwrap().connect().await else {
+            return true;
+        };
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
-        check.unwrap().into_inner().status()
-            == tonic_health::pb::health_check_response::ServingStatus::NotServing
+        check.is_err()
+            || check.unwrap().into_inner().status()
+                == tonic_health::pb::health_check_response::ServingStatus::NotServing
     })
     .await;
     let refused = late.ask(ask("hello")).await.unwrap_err();

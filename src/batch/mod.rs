@@ -108,6 +108,8 @@ pub struct Batch {
     wake: std::sync::Arc<Notify>,
     /// Jobs with items in flight, by job id.
     running: Mutex<HashMap<String, Running>>,
+    /// Jobs whose owner's token budget is spent, until when.
+    throttled: Mutex<HashMap<String, std::time::Instant>>,
     /// Cancelled on shutdown: the runner stops claiming, streams end.
     pub stopping: CancellationToken,
     /// The file's lock, held while the database is open (SQLite).
@@ -151,6 +153,7 @@ impl Batch {
             store,
             wake,
             running: Mutex::new(HashMap::new()),
+            throttled: Mutex::new(HashMap::new()),
             stopping: CancellationToken::new(),
             per_job: settings.per_job_concurrency.max(1),
             lock: Mutex::new(lock),
@@ -186,12 +189,29 @@ impl Batch {
         }
     }
 
-    /// Jobs running as many items as they may.
+    /// Jobs running as many items as they may, and jobs whose owner's
+    /// budget is spent for now.
     fn busy_jobs(&self) -> Vec<String> {
-        self.running
+        let mut busy: Vec<String> = self
+            .running
             .lock()
             .map(|r| r.iter().filter(|(_, v)| v.in_flight >= self.per_job).map(|(k, _)| k.clone()).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(mut throttled) = self.throttled.lock() {
+            let now = std::time::Instant::now();
+            throttled.retain(|_, until| *until > now);
+            busy.extend(throttled.keys().cloned());
+        }
+        busy
+    }
+
+    /// Holds a job's items back for `seconds` (its owner's token budget is
+    /// spent).
+    fn throttle(&self, job_id: &str, seconds: f64) {
+        if let Ok(mut throttled) = self.throttled.lock() {
+            let wait = std::time::Duration::from_secs_f64(seconds.clamp(0.1, 3600.0));
+            throttled.insert(job_id.to_string(), std::time::Instant::now() + wait);
+        }
     }
 
     /// Records an item starting; returns its cancellation token.

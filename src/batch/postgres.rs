@@ -295,7 +295,7 @@ impl PgStore {
             .query_opt(
                 &format!(
                     "WITH next AS ( \
-                       SELECT i.job_id, i.item_index FROM batch_items i \
+                       SELECT i.job_id, i.item_index, j.owner FROM batch_items i \
                        JOIN batch_jobs j ON j.job_id = i.job_id \
                        WHERE j.state = 'open' AND NOT (i.job_id = ANY($2)) \
                          AND (i.state = $4 OR (i.state = $5 AND i.lease_until_ms < {NOW_MS})) \
@@ -304,21 +304,21 @@ impl PgStore {
                      UPDATE batch_items i SET state = $5, lease_owner = $1, \
                        lease_until_ms = {NOW_MS} + $3, attempts = i.attempts + 1 \
                      FROM next WHERE i.job_id = next.job_id AND i.item_index = next.item_index \
-                     RETURNING i.job_id, i.item_index, i.input, i.attempts"
+                     RETURNING i.job_id, i.item_index, i.input, i.attempts, next.owner"
                 ),
                 &[&self.replica, &busy, &self.lease_ms, &WAITING, &(CLAIMED as i16)],
             )
             .await
             .map_err(PgError::from)?;
         let Some(row) = row else { return Ok(None) };
-        let (job_id, index, input, attempts): (String, i32, String, i32) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (job_id, index, input, attempts, owner): (String, i32, String, i32, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
         if attempts > 1 {
             tracing::info!(%job_id, item_index = index, attempts, "batch item taken over after its lease ran out");
         }
         let input: AskInput = serde_json::from_str(&input)
             .map_err(|e| BatchError::Corrupt(format!("job {job_id} item {index}: stored input: {e}")))?;
-        Ok(Some(Claimed { job_id, item_index: index as u32, input }))
+        Ok(Some(Claimed { job_id, item_index: index as u32, input, owner }))
     }
 
     /// Extends this replica's lease on a running item; false when the item

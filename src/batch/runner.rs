@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::store::{Claimed, Outcome};
 use super::{Batch, BatchError};
 use crate::config::BatchSettings;
+use crate::gateway::admission::{Admission, Settlement};
 use crate::mesh::{Ask, MeshHandle};
 
 /// The running batch workers.
@@ -33,15 +34,22 @@ pub struct RunnerHandle {
 }
 
 /// Starts the workers.
+///
+/// With `admission`, an item of a key's job is charged to that key's
+/// token budget (`gateway.rate_limit_tpm`): reserved before it runs and
+/// settled with what it used. A job whose owner's budget is spent waits
+/// until it refills. Items do not count against the request rate: the
+/// `SubmitBatch` call did.
 pub fn start(
     batch: Arc<Batch>,
     mesh: Arc<MeshHandle>,
+    admission: Option<Arc<Admission>>,
     settings: &BatchSettings,
     item_timeout: Duration,
 ) -> RunnerHandle {
     let workers = Arc::new(Semaphore::new(settings.workers.max(1)));
     let lease = Duration::from_millis(settings.lease_ms.max(1000));
-    let task = tokio::spawn(claim_loop(batch.clone(), mesh, workers, Timing { item_timeout, lease }));
+    let task = tokio::spawn(claim_loop(batch.clone(), mesh, admission, workers, Timing { item_timeout, lease }));
     if settings.retention_days > 0 {
         tokio::spawn(retention(batch.clone(), settings.retention_days));
     }
@@ -93,7 +101,13 @@ struct Timing {
     lease: Duration,
 }
 
-async fn claim_loop(batch: Arc<Batch>, mesh: Arc<MeshHandle>, workers: Arc<Semaphore>, timing: Timing) -> JoinSet<()> {
+async fn claim_loop(
+    batch: Arc<Batch>,
+    mesh: Arc<MeshHandle>,
+    admission: Option<Arc<Admission>>,
+    workers: Arc<Semaphore>,
+    timing: Timing,
+) -> JoinSet<()> {
     // With leases, other replicas' expired claims are found by looking.
     let idle = if batch.store.leases() { Duration::from_secs(1) } else { Duration::from_secs(5) };
     let mut items = JoinSet::new();
@@ -124,13 +138,42 @@ async fn claim_loop(batch: Arc<Batch>, mesh: Arc<MeshHandle>, workers: Arc<Semap
         };
         let Some(claimed) = claimed else { break };
         let cancel = batch.started(&claimed.job_id);
-        let (batch, mesh) = (batch.clone(), mesh.clone());
+        let (batch, mesh, admission) = (batch.clone(), mesh.clone(), admission.clone());
         items.spawn(async move {
             let _permit = permit;
-            run_item(&batch, &mesh, claimed, cancel, timing).await;
+            let settlement = match charge(&batch, admission, &claimed).await {
+                Ok(s) => s,
+                Err(()) => return batch.finished(&claimed.job_id),
+            };
+            run_item(&batch, &mesh, claimed, cancel, timing, settlement).await;
         });
     }
     items
+}
+
+/// Reserves an item's tokens from its owner's budget. A spent budget
+/// puts the item back and holds its job until the budget refills.
+async fn charge(
+    batch: &Batch,
+    admission: Option<Arc<Admission>>,
+    claimed: &Claimed,
+) -> Result<Option<Settlement>, ()> {
+    let (Some(admission), Some(owner)) = (admission, &claimed.owner) else { return Ok(None) };
+    match admission.charge_item(owner).await {
+        Ok(caller) => {
+            let mut settlement = Settlement::new(admission, caller);
+            settlement.start();
+            Ok(Some(settlement))
+        }
+        Err(wait) => {
+            tracing::info!(job_id = %claimed.job_id, wait_s = wait, "the job's key has spent its token budget; its items wait");
+            batch.throttle(&claimed.job_id, wait);
+            if let Err(e) = batch.store.release(&claimed.job_id, claimed.item_index).await {
+                tracing::error!(job_id = %claimed.job_id, error = %e, "cannot requeue a batch item");
+            }
+            Err(())
+        }
+    }
 }
 
 /// Runs one item and commits its result.
@@ -140,8 +183,9 @@ async fn run_item(
     claimed: Claimed,
     cancel: CancellationToken,
     timing: Timing,
+    settlement: Option<Settlement>,
 ) {
-    let Claimed { job_id, item_index, input } = claimed;
+    let Claimed { job_id, item_index, input, .. } = claimed;
     let span = tracing::info_span!("batch.item", job_id = %job_id, item_index);
     let deadline = tokio::time::Instant::now() + timing.item_timeout;
     let trace_id = crate::telemetry::propagation::new_trace_id();
@@ -149,7 +193,10 @@ async fn run_item(
     // that share a `session_id` are turns of one conversation, never
     // another job's or an interactive caller's.
     let owner = format!("batch:{job_id}");
-    let ask = Ask::new(input, deadline, trace_id, span.clone()).with_cancel(cancel.clone()).with_owner(owner);
+    let ask = Ask::new(input, deadline, trace_id, span.clone())
+        .with_cancel(cancel.clone())
+        .with_owner(owner)
+        .with_meter(settlement.as_ref().and_then(Settlement::meter));
     // If this task is aborted (grace period over), the mesh work stops too.
     let guard = cancel.drop_guard();
     let asked = mesh.ask(ask);
@@ -180,6 +227,9 @@ async fn run_item(
         }
     };
     guard.disarm();
+    if let Some(s) = settlement {
+        s.finish();
+    }
     if let Err(e) = commit(batch, &job_id, item_index, outcome).await {
         record_failure(batch, &job_id, item_index, e).await;
     }

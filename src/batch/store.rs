@@ -97,6 +97,9 @@ pub struct Claimed {
     pub job_id: String,
     pub item_index: u32,
     pub input: AskInput,
+    /// The job's owner (the submitting key's identity), whose budget the
+    /// item is charged to.
+    pub owner: Option<String>,
 }
 
 /// The batch database.
@@ -317,11 +320,11 @@ impl SqliteStore {
     pub async fn claim(&self, busy: Vec<String>) -> Result<Option<Claimed>, BatchError> {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let jobs: Vec<String> = {
-                let mut q = tx.prepare("SELECT job_id FROM jobs WHERE state = 'open' ORDER BY rowid")?;
-                q.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+            let jobs: Vec<(String, Option<String>)> = {
+                let mut q = tx.prepare("SELECT job_id, owner FROM jobs WHERE state = 'open' ORDER BY rowid")?;
+                q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
             };
-            for job_id in jobs.into_iter().filter(|j| !busy.contains(j)) {
+            for (job_id, owner) in jobs.into_iter().filter(|(j, _)| !busy.contains(j)) {
                 let claimed: Option<(i64, String)> = tx
                     .query_row(
                         "UPDATE items SET state = ?2 WHERE job_id = ?1 AND item_index = \
@@ -336,7 +339,7 @@ impl SqliteStore {
                         BatchError::Corrupt(format!("job {job_id} item {index}: stored input: {e}"))
                     })?;
                     tx.commit()?;
-                    return Ok(Some(Claimed { job_id, item_index: index as u32, input }));
+                    return Ok(Some(Claimed { job_id, item_index: index as u32, input, owner }));
                 }
             }
             Ok(None)

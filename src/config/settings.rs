@@ -163,6 +163,11 @@ pub struct GatewaySettings {
     /// unlimited). A request's tokens are charged when it finishes; a key
     /// whose budget is spent is refused until it refills.
     pub rate_limit_tpm: u64,
+    /// Tokens reserved from that budget when a request is admitted (an
+    /// estimate; a batch item too), settled to the tokens its model calls
+    /// used when it ends: answered, failed, cancelled or dropped by its
+    /// client (a dropped request is charged at least the reservation).
+    pub rate_limit_token_reserve: u64,
     /// Largest request message the server decodes, in bytes.
     pub max_message_bytes: usize,
     /// Most entries in a call's gRPC metadata (headers, standard ones
@@ -234,6 +239,7 @@ impl Default for GatewaySettings {
             shutdown_grace_ms: 20_000,
             api_keys_file: None,
             rate_limit_tpm: 0,
+            rate_limit_token_reserve: 256,
             max_message_bytes: 4 * 1024 * 1024,
             max_metadata_entries: 64,
             public_reflection: false,

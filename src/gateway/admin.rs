@@ -86,7 +86,7 @@ impl admin_server::Admin for AdminService {
     type IngestStream = EventStream;
 
     async fn ingest(&self, request: Request<proto::IngestRequest>) -> Result<Response<EventStream>, Status> {
-        let caller = self.admission.authenticate(request.metadata())?;
+        let caller = self.admission.authenticate(request.metadata()).await?;
         let docs = convert::ingest_documents(request.into_inner()).map_err(Status::invalid_argument)?;
         let (store, embedder) = self.retrieval()?;
         // Held until the write is done: a drain waits for it.
@@ -130,7 +130,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::DeleteDocumentsRequest>,
     ) -> Result<Response<proto::DeleteDocumentsResponse>, Status> {
-        let caller = self.admission.authenticate(request.metadata())?;
+        let caller = self.admission.authenticate(request.metadata()).await?;
         let ids = convert::document_ids(request.into_inner()).map_err(Status::invalid_argument)?;
         let (store, _) = self.retrieval()?;
         let slot = self.admission.admit(tokio::time::Instant::now() + self.queue_timeout).await?;

@@ -52,7 +52,7 @@ impl BatchService {
     /// Authenticates and takes a real-time slot for the short unary calls
     /// (the slot is held only while the call itself runs).
     async fn admit<T>(&self, request: &Request<T>) -> Result<(Admitted, Option<Caller>), Status> {
-        let caller = self.admission.authenticate(request.metadata())?;
+        let caller = self.admission.authenticate(request.metadata()).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.limits.request_timeout_ms);
         Ok((self.admission.admit(deadline).await?, caller))
     }

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod mcp;
 pub mod openai;
 pub mod server;
+pub mod shared_limits;
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -30,6 +31,7 @@ use tracing::Instrument as _;
 
 use crate::config::GatewaySettings;
 use crate::mesh::{Ask, MeshError, MeshHandle};
+use admission::Settlement;
 use crate::proto;
 use crate::proto::gateway_server::Gateway;
 
@@ -195,14 +197,18 @@ impl Gateway for GatewayService {
         let record = CallRecord::start("Ask");
         let span = request_span("meshops.v1.Gateway/Ask");
         // The caller's parent must be set before the span is first entered.
-        let authenticated = self.admission.authenticate(request.metadata());
+        let authenticated = self.admission.authenticate_request(request.metadata()).await;
         let prepared = self.prepare(request, span.clone());
         let result = async {
             let caller = authenticated?;
+            // Settles the reserved tokens however this ends, a client that
+            // hangs up (this future dropped) included.
+            let mut settlement = Settlement::new(self.admission.clone(), caller);
             let mesh = self.mesh()?;
             let (ask, cancel) = prepared?;
-            let ask = ask.with_owner(self.admission.identity(caller).unwrap_or_default());
+            let ask = ask.with_owner(self.admission.identity(caller).unwrap_or_default()).with_meter(settlement.meter());
             let _slot = self.admission.admit(ask.deadline.unwrap_or_else(tokio::time::Instant::now)).await?;
+            settlement.start();
             // If the client goes away tonic drops this future; the guard then
             // cancels the request inside the mesh so no more model calls run.
             let guard = cancel.drop_guard();
@@ -218,12 +224,9 @@ impl Gateway for GatewayService {
                 None => mesh.ask(ask).await,
             };
             guard.disarm();
+            settlement.finish();
             match result {
-                Ok(answer) => {
-                    self.admission
-                        .charge_tokens(caller, answer.usage.input_tokens + answer.usage.output_tokens);
-                    Ok(Response::new(convert::answer(answer)))
-                }
+                Ok(answer) => Ok(Response::new(convert::answer(answer))),
                 Err(e) => {
                     tracing::warn!(error = %e, "request failed");
                     Err(error::status(e))
@@ -241,7 +244,7 @@ impl Gateway for GatewayService {
     async fn ask_stream(&self, request: Request<proto::AskRequest>) -> Result<Response<EventStream>, Status> {
         let record = CallRecord::start("AskStream");
         let span = request_span("meshops.v1.Gateway/AskStream");
-        let authenticated = self.admission.authenticate(request.metadata());
+        let authenticated = self.admission.authenticate_request(request.metadata()).await;
         let prepared = self.prepare(request, span.clone());
         let caller = match authenticated {
             Ok(c) => c,
@@ -250,6 +253,9 @@ impl Gateway for GatewayService {
                 return Err(s);
             }
         };
+        // Dropped unstarted on the early returns below: the reservation
+        // goes back.
+        let mut settlement = Settlement::new(self.admission.clone(), caller);
         let mesh = match self.mesh() {
             Ok(m) => m,
             Err(s) => {
@@ -272,12 +278,17 @@ impl Gateway for GatewayService {
             }
         };
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
-        let ask = ask.with_events(event_tx).with_owner(self.admission.identity(caller).unwrap_or_default());
+        settlement.start();
+        let ask = ask
+            .with_events(event_tx)
+            .with_owner(self.admission.identity(caller).unwrap_or_default())
+            .with_meter(settlement.meter());
         let (out_tx, out_rx) = mpsc::channel::<Result<proto::AskEvent, Status>>(64);
-        let admission = self.admission.clone();
         tokio::spawn(async move {
-            // The slot is held until the stream's work is done.
+            // The slot is held until the stream's work is done; the tokens
+            // are settled however it ends (a dropped stream included).
             let _slot = slot;
+            let settlement = settlement;
             let guard = cancel.clone().drop_guard();
             let run = mesh.ask(ask);
             tokio::pin!(run);
@@ -301,9 +312,9 @@ impl Gateway for GatewayService {
                     return;
                 }
             }
+            settlement.finish();
             let last = match result {
                 Ok(answer) => {
-                    admission.charge_tokens(caller, answer.usage.input_tokens + answer.usage.output_tokens);
                     Ok(proto::AskEvent {
                         event: Some(proto::ask_event::Event::Final(convert::answer(answer))),
                     })
@@ -325,7 +336,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<proto::DescribeMeshRequest>,
     ) -> Result<Response<proto::MeshDescription>, Status> {
-        self.admission.authenticate(request.metadata())?;
+        self.admission.authenticate(request.metadata()).await?;
         let mut description = (*self.description).clone();
         if let Some(running) = self.running.get() {
             description.mcp_servers = running.mcp_servers.clone();
@@ -337,7 +348,7 @@ impl Gateway for GatewayService {
         &self,
         request: Request<proto::DeleteSessionRequest>,
     ) -> Result<Response<proto::DeleteSessionResponse>, Status> {
-        let caller = self.admission.authenticate(request.metadata())?;
+        let caller = self.admission.authenticate(request.metadata()).await?;
         let owner = self.admission.identity(caller).unwrap_or_default();
         let session = request.into_inner().session_id;
         if session.trim().is_empty() {

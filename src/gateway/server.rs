@@ -53,6 +53,29 @@ pub enum ServeError {
     Config { field: &'static str, message: String },
 }
 
+/// Admission with its per-key budgets where `limits_backend` says: this
+/// process, or Redis shared by every replica (connected on first use).
+fn shared_admission(
+    g: &crate::config::GatewaySettings,
+    keys: Vec<crate::config::keys::ApiKey>,
+) -> Result<Admission, ServeError> {
+    let admission = Admission::new(g, keys);
+    if g.limits_backend != crate::config::LimitsBackend::Redis {
+        return Ok(admission);
+    }
+    let url = crate::config::resolve_url(g.redis_url.as_deref(), g.redis_url_env.as_deref()).ok_or(
+        ServeError::Config {
+            field: "gateway.redis_url",
+            message: "limits_backend is redis but neither redis_url nor the variable redis_url_env names is set"
+                .into(),
+        },
+    )?;
+    let shared = super::shared_limits::SharedLimits::connect(&url)
+        .map_err(|message| ServeError::Config { field: "gateway.redis_url", message })?;
+    tracing::info!(fallback = ?g.limits_fallback, "per-key limits shared in redis");
+    Ok(admission.with_shared(shared))
+}
+
 /// The server's TLS set-up from `[gateway.tls]`: its identity and, for
 /// mutual TLS, the CA client certificates must chain to. The files were
 /// checked when the configuration loaded; they are read again here.
@@ -125,15 +148,22 @@ impl Drop for ServerHandle {
 }
 
 impl ServerHandle {
-    /// Graceful stop: health NOT_SERVING, new requests refused with
-    /// UNAVAILABLE, in-flight ones and running batch items given
-    /// `shutdown_grace_ms` to finish (batch workers claim nothing more),
-    /// then the server stops and the batch database is closed.
+    /// Graceful stop: new requests refused with UNAVAILABLE and health
+    /// NOT_SERVING; then HTTP/2 GOAWAY on every connection at once (the
+    /// listener closes, clients open their next calls on another replica
+    /// instead of being refused here for the whole grace period); then
+    /// in-flight requests and running batch items get `shutdown_grace_ms`
+    /// to finish (batch workers claim nothing more), and the batch store is
+    /// closed.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         // New calls are refused before health says so: a caller that sees
         // NOT_SERVING can count on the refusal.
         self.admission.drain();
         set_health(&self.health, ServingStatus::NotServing).await;
+        if let Some(tx) = self.shutdown.take() {
+            // GOAWAY now; the server task ends once its connections close.
+            let _ = tx.send(true);
+        }
         self.batch.stopping.cancel();
         let (runner, grace) = (self.runner.take(), self.grace);
         let runner = async move {
@@ -148,10 +178,6 @@ impl ServerHandle {
                 grace_ms = self.grace.as_millis() as u64,
                 "grace period over; stopping with requests in flight"
             );
-        }
-        if let Some(tx) = self.shutdown.take() {
-            // The server may already have stopped; either way it is down.
-            let _ = tx.send(true);
         }
         // Connections still open after the grace period are not waited for.
         let served = match tokio::time::timeout(self.grace, &mut self.task).await {
@@ -245,7 +271,7 @@ pub async fn start_with(
         tls = spec.settings.gateway.tls.is_some(),
         "gateway admission configured"
     );
-    let admission = Arc::new(Admission::new(&spec.settings.gateway, keys));
+    let admission = Arc::new(shared_admission(&spec.settings.gateway, keys)?);
     // Opened before serving: a job is acknowledged only once it is stored,
     // and jobs may be submitted while the mesh is still starting.
     let batch = Arc::new(Batch::open(&spec).await?);
@@ -338,7 +364,8 @@ pub async fn start_with(
     let _ = mesh_cell.set(mesh.clone());
     let _ = retrieval_cell.set(Retrieval { store: store.clone(), embedder });
     let item_timeout = std::time::Duration::from_millis(spec.settings.gateway.request_timeout_ms);
-    let runner = crate::batch::runner::start(batch.clone(), mesh, &spec.settings.batch, item_timeout);
+    let runner =
+        crate::batch::runner::start(batch.clone(), mesh, Some(admission.clone()), &spec.settings.batch, item_timeout);
     set_health(&health, ServingStatus::Serving).await;
     tracing::info!(%addr, collection = %spec.settings.retrieval.collection, "gateway serving");
     let grace = std::time::Duration::from_millis(spec.settings.gateway.shutdown_grace_ms);

@@ -52,6 +52,10 @@ pub struct Ask {
     /// conversation belongs to it: another owner's same `session_id` is
     /// another conversation.
     pub owner: String,
+    /// Where each finished step's model tokens are added as it ends, so a
+    /// request dropped midway is charged what it used (the gateway's
+    /// per-key token budget).
+    pub meter: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Ask {
@@ -70,7 +74,14 @@ impl Ask {
             trace_id,
             span,
             owner: String::new(),
+            meter: None,
         }
+    }
+
+    /// The same request, adding its model tokens to `meter` step by step.
+    pub fn with_meter(mut self, meter: Option<Arc<std::sync::atomic::AtomicU64>>) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// The same request, asked by `owner` (an API key's label).

@@ -110,10 +110,15 @@ impl<'a> Run<'a> {
     /// Records a step: the tools it called first (they ended before it),
     /// then the step itself.
     pub(super) fn record(&mut self, output: &mut StepOutput, record: StepRecord) {
+        let before = self.steps.len();
         if let StepOutput::Generated { tools, .. } = output {
             self.steps.append(tools);
         }
         self.steps.push(record);
+        if let Some(meter) = &self.ask.meter {
+            let used: u64 = self.steps[before..].iter().map(|s| s.input_tokens + s.output_tokens).sum();
+            meter.fetch_add(used, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Runs one step on a replica of `agent` (with its events) and returns

@@ -119,12 +119,24 @@ async fn open_sessions(spec: &MeshSpec) -> Result<Option<SharedSessions>, Runtim
     if !s.enabled {
         return Ok(None);
     }
-    let path = spec.resolve(&s.path(&spec.settings.retrieval.data_dir));
     let ttl = Duration::from_secs(s.session_ttl);
     // Kept per session: what an agent is given, and a margin.
     let keep = s.max_history_turns.max(1) * 4;
-    let store = tokio::task::spawn_blocking(move || SqliteSessions::open(&path, ttl, keep)).await??;
-    let store: SharedSessions = Arc::new(store);
+    let store: SharedSessions = match s.backend {
+        crate::config::StateBackend::Sqlite => {
+            let path = spec.resolve(&s.path(&spec.settings.retrieval.data_dir));
+            Arc::new(tokio::task::spawn_blocking(move || SqliteSessions::open(&path, ttl, keep)).await??)
+        }
+        crate::config::StateBackend::Postgres => {
+            let url = crate::config::resolve_url(s.url.as_deref(), s.url_env.as_deref()).ok_or_else(|| {
+                crate::sessions::SessionError::Io {
+                    path: "sessions.url".into(),
+                    message: "backend is postgres but neither url nor the variable url_env names is set".into(),
+                }
+            })?;
+            Arc::new(crate::sessions::PgSessions::open(&url, ttl, keep).await?)
+        }
+    };
     let weak = Arc::downgrade(&store);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

@@ -6,13 +6,16 @@
 //!
 //! - [`sqlite`]: one SQLite file (`sessions.db` under the data directory),
 //!   which several processes may share.
+//! - [`postgres`]: PostgreSQL, shared by every replica.
 //!
 //! Sessions are namespaced by owner (the API key's label digest, or "" when
 //! the gateway checks no keys), expire after a time without activity, and
 //! keep at most a configured number of turns each.
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgSessions;
 pub use sqlite::SqliteSessions;
 
 use futures::future::BoxFuture;

@@ -14,6 +14,7 @@ pub const TOKEN_USAGE: &str = "gen_ai.client.token.usage";
 pub const COST: &str = "meshops.cost";
 pub const ERRORS: &str = "meshops.errors";
 pub const IN_FLIGHT: &str = "meshops.requests.in_flight";
+pub const LIMITS_FALLBACK: &str = "meshops.gateway.limits.fallback";
 
 pub struct Metrics {
     /// Seconds per gRPC request, by method and status.
@@ -30,6 +31,10 @@ pub struct Metrics {
     pub errors: Counter<u64>,
     /// Requests being served now.
     pub in_flight: UpDownCounter<i64>,
+    /// Per-key limit checks made in this process because the shared
+    /// limits store (Redis) could not be reached (`limits_fallback =
+    /// "local"`), or refused for it (`fail_closed`), by outcome.
+    pub limits_fallback: Counter<u64>,
 }
 
 /// The instruments (created on first use).
@@ -45,6 +50,7 @@ pub fn get() -> &'static Metrics {
             cost: meter.f64_counter(COST).with_unit("USD").build(),
             errors: meter.u64_counter(ERRORS).build(),
             in_flight: meter.i64_up_down_counter(IN_FLIGHT).build(),
+            limits_fallback: meter.u64_counter(LIMITS_FALLBACK).build(),
         }
     })
 }

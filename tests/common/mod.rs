@@ -3,6 +3,7 @@
 //! services a test needs (`require`: fail under CI, skip visibly elsewhere).
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod fake_openai;
 pub mod require;
 pub mod served;

@@ -3,6 +3,13 @@
 //! shedding). Everything here answers at once: a refused request never
 //! waits behind admitted ones.
 //!
+//! The per-key budgets are counted in this process (`limits_backend =
+//! "local"`) or in Redis, shared by every replica ([`super::shared_limits`]);
+//! while Redis cannot be reached, `limits_fallback` decides: refuse
+//! (UNAVAILABLE) or count here meanwhile. A request's tokens are reserved
+//! at admission and settled by its [`Settlement`] when it ends, however it
+//! ends.
+//!
 //! Keys are held only as SHA-256 digests ([`crate::config::keys`]); a
 //! presented key is hashed and compared with each digest in constant time.
 //! No key is ever logged: logs and errors use the key's label.
@@ -14,8 +21,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-use crate::config::GatewaySettings;
+use super::shared_limits::{SharedLimits, Verdict};
 use crate::config::keys::{self, ApiKey};
+use crate::config::{GatewaySettings, LimitsFallback};
 
 /// The gateway's admission state, shared by all calls.
 pub struct Admission {
@@ -38,6 +46,13 @@ pub struct Admission {
     auth_failures_unlogged: AtomicUsize,
     /// When a failed authentication was last logged.
     auth_logged_at: Mutex<Option<Instant>>,
+    /// Tokens reserved per admitted request (`rate_limit_token_reserve`).
+    reserve: u64,
+    /// The budgets shared by replicas, when `limits_backend = "redis"`.
+    shared: Option<SharedLimits>,
+    fallback: LimitsFallback,
+    /// When the shared store's absence was last logged.
+    fallback_logged_at: Mutex<Option<Instant>>,
 }
 
 /// The least time between two log lines about failed authentications.
@@ -52,10 +67,16 @@ struct KeyBuckets {
     tokens: (f64, Instant),
 }
 
-/// Who is calling: the index of the key they presented. Copy and small so
-/// it can travel with a request to charge its tokens at the end.
+/// Who is calling: the index of the key they presented, the tokens
+/// reserved for the request, and where they were reserved. Copy and small
+/// so it can travel with a request to settle its tokens at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller(usize);
+pub struct Caller {
+    index: usize,
+    reserved: u64,
+    /// Reserved in the shared store (else in this process).
+    shared: bool,
+}
 
 /// Holds a slot; dropping it frees the slot.
 pub struct Admitted {
@@ -88,7 +109,17 @@ impl Admission {
             draining: AtomicBool::new(false),
             auth_failures_unlogged: AtomicUsize::new(0),
             auth_logged_at: Mutex::new(None),
+            reserve: if tpm.is_some() { settings.rate_limit_token_reserve } else { 0 },
+            shared: None,
+            fallback: settings.limits_fallback,
+            fallback_logged_at: Mutex::new(None),
         }
+    }
+
+    /// Counts the per-key budgets in `shared` (Redis) from now on.
+    pub fn with_shared(mut self, shared: SharedLimits) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Logs a failed authentication (why, never the key: an unknown key is
@@ -148,25 +179,149 @@ impl Admission {
     /// position). The digest is what the key file already holds; it is
     /// never logged. `None` without a key (no keys configured).
     pub fn identity(&self, caller: Option<Caller>) -> Option<String> {
-        let key = self.keys.get(caller?.0)?;
+        let key = self.keys.get(caller?.index)?;
         Some(key.digest.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// The label of a caller's key, for logs.
     pub fn label(&self, caller: Caller) -> &str {
-        self.keys.get(caller.0).map(|k| k.label.as_str()).unwrap_or("")
+        self.keys.get(caller.index).map(|k| k.label.as_str()).unwrap_or("")
     }
 
-    /// Checks the caller's key and its rate limits. `None` when no keys are
-    /// configured (nothing to check, nothing to charge).
-    pub fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Caller>, Status> {
-        self.authenticate_at(metadata, Instant::now())
+    /// Checks the caller's key and its rate limits, for a call that runs
+    /// no model (nothing reserved). `None` when no keys are configured
+    /// (nothing to check, nothing to charge).
+    pub async fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Caller>, Status> {
+        self.check(metadata, 0).await
+    }
+
+    /// As [`Admission::authenticate`], for a request that runs the mesh:
+    /// its tokens are reserved, to be settled by a [`Settlement`].
+    pub async fn authenticate_request(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<Caller>, Status> {
+        self.check(metadata, self.reserve).await
+    }
+
+    async fn check(&self, metadata: &tonic::metadata::MetadataMap, reserve: u64) -> Result<Option<Caller>, Status> {
+        let Some(index) = self.key_index(metadata)? else {
+            return Ok(None);
+        };
+        if self.shared.is_some() && (self.rate.is_some() || self.tpm.is_some()) {
+            return self.charge_shared(index, self.rate, reserve).await.map(Some);
+        }
+        self.charge_request(index, Instant::now(), reserve)
+    }
+
+    /// Charges a request (with `rate`) or a batch item (without) in the
+    /// shared store; while it is unreachable, as `limits_fallback` says.
+    async fn charge_shared(&self, index: usize, rate: Option<(f64, f64)>, reserve: u64) -> Result<Caller, Status> {
+        let (Some(shared), Some(key)) = (&self.shared, self.identity(Some(Caller { index, reserved: 0, shared: true })))
+        else {
+            return Err(Status::internal("shared limits missing for a configured key"));
+        };
+        match shared.admit(&key, rate, self.tpm, reserve).await {
+            Ok(Verdict::Admitted) => Ok(Caller { index, reserved: reserve, shared: true }),
+            Ok(Verdict::Rate(wait)) => Err(self.rate_refusal(wait)),
+            Ok(Verdict::Tokens(wait)) => Err(self.token_refusal(wait)),
+            Err(e) => {
+                let local = self.fallback == LimitsFallback::Local;
+                let outcome = if local { "local" } else { "refused" };
+                crate::telemetry::metrics::get()
+                    .limits_fallback
+                    .add(1, &[opentelemetry::KeyValue::new("outcome", outcome)]);
+                if self.fallback_due() {
+                    tracing::warn!(error = %e, fallback = outcome, "the shared limits store (redis) is unreachable");
+                }
+                if local {
+                    if rate.is_some() {
+                        return self.charge_request(index, Instant::now(), reserve).map(|c| Caller { index, reserved: c.map_or(0, |c| c.reserved), shared: false });
+                    }
+                    return Ok(Caller { index, reserved: 0, shared: false });
+                }
+                Err(Status::unavailable(
+                    "the per-key limits store is unreachable and gateway.limits_fallback is fail_closed; retry later",
+                ))
+            }
+        }
+    }
+
+    /// Whether the shared store's absence is due a log line (one per
+    /// [`AUTH_LOG_INTERVAL`]).
+    fn fallback_due(&self) -> bool {
+        let now = Instant::now();
+        match self.fallback_logged_at.lock() {
+            Ok(mut last) => {
+                let due = last.is_none_or(|t| now.duration_since(t) >= AUTH_LOG_INTERVAL);
+                if due {
+                    *last = Some(now);
+                }
+                due
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reserves a batch item's tokens from its owner's budget (the owner
+    /// is the key's identity, [`Admission::identity`]). `Ok(None)`: the
+    /// owner is no configured key, or no budget applies. `Err(wait)`: the
+    /// budget is spent; try the item again after `wait` seconds.
+    pub async fn charge_item(&self, owner: &str) -> Result<Option<Caller>, f64> {
+        let Some(tpm) = self.tpm else { return Ok(None) };
+        let Some(index) = (0..self.keys.len())
+            .find(|&i| self.identity(Some(Caller { index: i, reserved: 0, shared: false })).as_deref() == Some(owner))
+        else {
+            return Ok(None);
+        };
+        if self.shared.is_some() {
+            return match self.charge_shared(index, None, self.reserve).await {
+                Ok(caller) => Ok(Some(caller)),
+                Err(status) => Err(retry_after_of(&status).unwrap_or(1.0)),
+            };
+        }
+        let Some(bucket) = self.buckets.get(index) else { return Ok(None) };
+        let mut b = bucket.lock().map_err(|_| 1.0)?;
+        let now = Instant::now();
+        let (tokens, last) = &mut b.tokens;
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * tpm / 60.0).min(tpm);
+        *last = (*last).max(now);
+        if *tokens <= 0.0 {
+            return Err(((1.0 - *tokens) * 60.0 / tpm).ceil());
+        }
+        *tokens -= self.reserve as f64;
+        Ok(Some(Caller { index, reserved: self.reserve, shared: false }))
+    }
+
+    fn rate_refusal(&self, wait: f64) -> Status {
+        let rps = self.rate.map_or(0.0, |r| r.0);
+        retry_after(
+            Status::resource_exhausted(format!(
+                "rate limit of {rps} requests/s for this API key (gateway.rate_limit_rps) exceeded; \
+                 retry after {:.0} ms",
+                wait * 1000.0
+            )),
+            wait,
+        )
+    }
+
+    fn token_refusal(&self, wait: f64) -> Status {
+        let tpm = self.tpm.unwrap_or(0.0);
+        let wait = wait.ceil();
+        retry_after(
+            Status::resource_exhausted(format!(
+                "token limit of {tpm} model tokens per minute for this API key \
+                 (gateway.rate_limit_tpm) exceeded; retry after {wait:.0} s"
+            )),
+            wait,
+        )
     }
 
     /// As [`Admission::authenticate`], with the buckets refilled up to
     /// `now` (a test passes its own clock; the refill never looks at the
     /// wall clock itself). A `now` earlier than a bucket's last refill adds
-    /// nothing.
+    /// nothing. Local budgets only.
+    #[cfg(test)]
     fn authenticate_at(
         &self,
         metadata: &tonic::metadata::MetadataMap,
@@ -175,7 +330,7 @@ impl Admission {
         let Some(index) = self.key_index(metadata)? else {
             return Ok(None);
         };
-        self.charge_request(index, now)
+        self.charge_request(index, now, self.reserve)
     }
 
     /// Checks the caller's key only, charging nothing (a front door whose
@@ -215,9 +370,9 @@ impl Admission {
         found.map(Some).ok_or_else(|| self.auth_failed("API key not recognised"))
     }
 
-    /// Takes one request (and checks the token budget) from key `index`'s
-    /// buckets, refilled up to `now`.
-    fn charge_request(&self, index: usize, now: Instant) -> Result<Option<Caller>, Status> {
+    /// Takes one request (and checks the token budget, reserving the
+    /// request's tokens) from key `index`'s buckets, refilled up to `now`.
+    fn charge_request(&self, index: usize, now: Instant, reserve: u64) -> Result<Option<Caller>, Status> {
         let Some(bucket) = self.buckets.get(index) else {
             return Err(Status::internal("rate limiter state missing for a configured key"));
         };
@@ -227,14 +382,7 @@ impl Admission {
             *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * tpm / 60.0).min(tpm);
             *last = (*last).max(now);
             if *tokens <= 0.0 {
-                let wait = ((1.0 - *tokens) * 60.0 / tpm).ceil();
-                return Err(retry_after(
-                    Status::resource_exhausted(format!(
-                        "token limit of {tpm} model tokens per minute for this API key \
-                         (gateway.rate_limit_tpm) exceeded; retry after {wait:.0} s"
-                    )),
-                    wait,
-                ));
+                return Err(self.token_refusal((1.0 - *tokens) * 60.0 / tpm));
             }
         }
         if let Some((rps, burst)) = self.rate {
@@ -242,30 +390,36 @@ impl Admission {
             *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rps).min(burst);
             *last = (*last).max(now);
             if *tokens < 1.0 {
-                let wait = (1.0 - *tokens) / rps;
-                return Err(retry_after(
-                    Status::resource_exhausted(format!(
-                        "rate limit of {rps} requests/s for this API key (gateway.rate_limit_rps) exceeded; \
-                         retry after {:.0} ms",
-                        wait * 1000.0
-                    )),
-                    wait,
-                ));
+                return Err(self.rate_refusal((1.0 - *tokens) / rps));
             }
             *tokens -= 1.0;
         }
-        Ok(Some(Caller(index)))
+        if self.tpm.is_some() {
+            b.tokens.0 -= reserve as f64;
+        }
+        Ok(Some(Caller { index, reserved: reserve, shared: false }))
     }
 
-    /// Charges a finished request's model tokens to its caller's
-    /// tokens-per-minute budget. The budget may go into debt: the request
-    /// already ran, and the debt refuses the key's next requests until it
-    /// is paid back by the refill.
-    pub fn charge_tokens(&self, caller: Option<Caller>, tokens: u64) {
-        let (Some(caller), Some(_)) = (caller, self.tpm) else { return };
-        let Some(bucket) = self.buckets.get(caller.0) else { return };
+    /// Settles a finished request's model tokens against what was reserved
+    /// for it. The budget may go into debt: the request already ran, and
+    /// the debt refuses the key's next requests until it is paid back by
+    /// the refill.
+    pub fn settle(&self, caller: Option<Caller>, used: u64) {
+        let (Some(caller), Some(tpm)) = (caller, self.tpm) else { return };
+        let delta = used as i64 - caller.reserved as i64;
+        if caller.shared {
+            let (Some(shared), Some(key)) = (&self.shared, self.identity(Some(caller))) else { return };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = shared.settle(&key, tpm, delta).await {
+                    tracing::warn!(error = %e, tokens = delta, "cannot settle a request's tokens in redis");
+                }
+            });
+            return;
+        }
+        let Some(bucket) = self.buckets.get(caller.index) else { return };
         match bucket.lock() {
-            Ok(mut b) => b.tokens.0 -= tokens as f64,
+            Ok(mut b) => b.tokens.0 = (b.tokens.0 - delta as f64).min(tpm),
             // A poisoned lock loses one charge; refusing service for it
             // would be worse.
             Err(_) => tracing::error!(key = %self.label(caller), "token bucket poisoned; charge dropped"),
@@ -323,6 +477,59 @@ impl Drop for QueuePlace<'_> {
     }
 }
 
+/// The seconds a refusal's `retry-after` entry says.
+fn retry_after_of(status: &Status) -> Option<f64> {
+    status.metadata().get("retry-after")?.to_str().ok()?.parse().ok()
+}
+
+/// A request's token charge, settled once when it ends: with the tokens
+/// its finished model calls used ([`Settlement::meter`] counts them), and
+/// if it is dropped unfinished (its client hung up), with at least the
+/// reservation, since a model call may have been under way.
+pub struct Settlement {
+    admission: std::sync::Arc<Admission>,
+    caller: Option<Caller>,
+    meter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    settled: bool,
+    /// Set once the mesh has the request: from then on a drop may leave a
+    /// model call unaccounted for. Before, nothing ran: a drop hands the
+    /// reservation back.
+    started: bool,
+}
+
+impl Settlement {
+    pub fn new(admission: std::sync::Arc<Admission>, caller: Option<Caller>) -> Self {
+        Settlement { admission, caller, meter: Default::default(), settled: false, started: false }
+    }
+
+    /// The mesh is about to run the request.
+    pub fn start(&mut self) {
+        self.started = true;
+    }
+
+    /// Where the mesh adds each finished model call's tokens (`None`: no
+    /// budget to settle, nothing to count).
+    pub fn meter(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        (self.caller.is_some() && self.admission.tpm.is_some()).then(|| self.meter.clone())
+    }
+
+    /// The request ended (answered or failed): charge what it used.
+    pub fn finish(mut self) {
+        self.settled = true;
+        self.admission.settle(self.caller, self.meter.load(Ordering::Relaxed));
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if !self.settled {
+            let used = self.meter.load(Ordering::Relaxed);
+            let floor = if self.started { self.caller.map_or(0, |c| c.reserved) } else { 0 };
+            self.admission.settle(self.caller, used.max(floor));
+        }
+    }
+}
+
 /// `status` with a `retry-after` entry: whole seconds (at least 1) before
 /// the caller may try again, for clients and the HTTP API's `Retry-After`.
 fn retry_after(mut status: Status, seconds: f64) -> Status {
@@ -334,160 +541,4 @@ fn retry_after(mut status: Status, seconds: f64) -> Status {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(auth: Option<&str>) -> tonic::metadata::MetadataMap {
-        let mut m = tonic::metadata::MetadataMap::new();
-        if let Some(a) = auth {
-            m.insert("authorization", a.parse().unwrap());
-        }
-        m
-    }
-
-    #[test]
-    fn failed_authentications_are_logged_at_most_once_per_interval() {
-        let a = Admission::new(&GatewaySettings::default(), Admission::plain_keys(&["k1".into()], "test"));
-        for _ in 0..5 {
-            assert!(a.authenticate(&meta(Some("Bearer wrong"))).is_err());
-        }
-        // The first was logged; the next four wait for the next line.
-        assert_eq!(a.auth_failures_unlogged.load(Ordering::Relaxed), 4);
-        // A good key is not a failure.
-        assert!(a.authenticate(&meta(Some("Bearer k1"))).is_ok());
-        assert_eq!(a.auth_failures_unlogged.load(Ordering::Relaxed), 4);
-    }
-
-    #[test]
-    fn keys_and_rate_limits() {
-        let settings = GatewaySettings { rate_limit_rps: 1.0, rate_limit_burst: 2, ..Default::default() };
-        let a = Admission::new(&settings, Admission::plain_keys(&["k1".into()], "test"));
-        assert_eq!(a.authenticate(&meta(None)).unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert_eq!(
-            a.authenticate(&meta(Some("Bearer nope"))).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        assert!(a.authenticate(&meta(None)).unwrap_err().message().starts_with("missing"));
-        for malformed in ["k1", "Basic k1", "Bearer ", "Bearer    "] {
-            let err = a.authenticate(&meta(Some(malformed))).unwrap_err();
-            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{malformed}");
-            assert!(err.message().starts_with("malformed"), "{malformed}: {}", err.message());
-        }
-        assert!(a.authenticate(&meta(Some("Bearer k1"))).is_ok());
-        assert!(a.authenticate(&meta(Some("Bearer k1"))).is_ok());
-        assert_eq!(
-            a.authenticate(&meta(Some("Bearer k1"))).unwrap_err().code(),
-            tonic::Code::ResourceExhausted
-        );
-        let open = Admission::new(&GatewaySettings::default(), vec![]);
-        assert!(open.authenticate(&meta(None)).unwrap().is_none());
-        assert!(open.authenticate(&meta(None)).is_ok());
-    }
-
-    #[tokio::test]
-    async fn sheds_beyond_slots_and_queue() {
-        let settings = GatewaySettings { max_in_flight: 1, max_queued: 0, ..Default::default() };
-        let a = Admission::new(&settings, vec![]);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        let held = a.admit(deadline).await.unwrap();
-        assert_eq!(a.admit(deadline).await.err().unwrap().code(), tonic::Code::ResourceExhausted);
-        drop(held);
-        assert!(a.admit(deadline).await.is_ok());
-        a.drain();
-        assert_eq!(a.admit(deadline).await.err().unwrap().code(), tonic::Code::Unavailable);
-    }
-
-    #[tokio::test]
-    async fn a_caller_that_hangs_up_while_queued_gives_its_place_back() {
-        let settings = GatewaySettings { max_in_flight: 1, max_queued: 2, ..Default::default() };
-        let a = Admission::new(&settings, vec![]);
-        let far = tokio::time::Instant::now() + Duration::from_secs(60);
-        let held = a.admit(far).await.unwrap();
-        // Ten times the queue's size of callers queue and hang up (their
-        // futures dropped while waiting for a slot).
-        for _ in 0..10 * settings.max_queued {
-            let mut waiting = Box::pin(a.admit(far));
-            assert!(futures::poll!(waiting.as_mut()).is_pending(), "queued behind the held slot");
-            drop(waiting);
-        }
-        assert_eq!(a.queued.load(Ordering::SeqCst), 0, "every place was given back");
-        // The queue still admits: a waiter gets the slot when it frees.
-        let waiter = tokio::spawn({
-            let a = std::sync::Arc::new(a);
-            async move { a.admit(far).await.map(|_| ()) }
-        });
-        tokio::task::yield_now().await;
-        drop(held);
-        assert!(waiter.await.unwrap().is_ok());
-    }
-
-    #[test]
-    fn tokens_per_minute_are_charged_after_the_request() {
-        let settings = GatewaySettings { rate_limit_tpm: 100, ..Default::default() };
-        let keys = Admission::plain_keys(&["k1".into(), "k2".into()], "test");
-        let a = Admission::new(&settings, keys);
-        let caller = a.authenticate(&meta(Some("Bearer k1"))).unwrap();
-        assert!(caller.is_some());
-        a.charge_tokens(caller, 150);
-        let err = a.authenticate(&meta(Some("Bearer k1"))).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-        assert!(err.message().contains("gateway.rate_limit_tpm"), "{}", err.message());
-        // Another key has its own budget.
-        assert!(a.authenticate(&meta(Some("Bearer k2"))).is_ok());
-    }
-
-    fn retry_after_secs(s: &Status) -> u64 {
-        s.metadata().get("retry-after").unwrap().to_str().unwrap().parse().unwrap()
-    }
-
-    #[test]
-    fn the_request_bucket_refills_at_the_rate_up_to_the_burst() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let settings = GatewaySettings { rate_limit_rps: 2.0, rate_limit_burst: 2, ..Default::default() };
-        let a = Admission::new_at(&settings, Admission::plain_keys(&["k1".into()], "test"), t0);
-        let k1 = meta(Some("Bearer k1"));
-        // The burst, then a refusal that says how long a token takes.
-        assert!(a.authenticate_at(&k1, at(0)).is_ok());
-        assert!(a.authenticate_at(&k1, at(0)).is_ok());
-        let err = a.authenticate_at(&k1, at(0)).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-        assert!(err.message().contains("retry after 500 ms"), "{}", err.message());
-        assert_eq!(retry_after_secs(&err), 1);
-        // Half a token after 250 ms is not enough; a whole one after 500 ms is.
-        assert_eq!(a.authenticate_at(&k1, at(250)).unwrap_err().code(), tonic::Code::ResourceExhausted);
-        assert!(a.authenticate_at(&k1, at(500)).is_ok());
-        assert_eq!(a.authenticate_at(&k1, at(500)).unwrap_err().code(), tonic::Code::ResourceExhausted);
-        // A long idle time refills the burst, never more than the burst.
-        assert!(a.authenticate_at(&k1, at(60_000)).is_ok());
-        assert!(a.authenticate_at(&k1, at(60_000)).is_ok());
-        assert!(a.authenticate_at(&k1, at(60_000)).is_err());
-        // A clock read before the last refill adds nothing.
-        assert!(a.authenticate_at(&k1, at(59_000)).is_err());
-    }
-
-    #[test]
-    fn the_token_budget_refills_per_minute_and_pays_back_a_debt() {
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let settings = GatewaySettings { rate_limit_tpm: 60, ..Default::default() };
-        let a = Admission::new_at(&settings, Admission::plain_keys(&["k1".into()], "test"), t0);
-        let k1 = meta(Some("Bearer k1"));
-        let caller = a.authenticate_at(&k1, at(0)).unwrap();
-        // A request of 90 tokens leaves the key 30 in debt: one token a
-        // second pays it back, and the key needs one more to be admitted.
-        a.charge_tokens(caller, 90);
-        let err = a.authenticate_at(&k1, at(0)).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-        assert_eq!(retry_after_secs(&err), 31);
-        assert!(err.message().contains("retry after 31 s"), "{}", err.message());
-        assert!(a.authenticate_at(&k1, at(30)).is_err(), "a budget of exactly 0 admits nothing");
-        let caller = a.authenticate_at(&k1, at(31)).unwrap();
-        // An hour idle refills a minute's budget, not more: 61 tokens put
-        // the key in debt again.
-        a.charge_tokens(caller, 1);
-        assert!(a.authenticate_at(&k1, at(3_600)).is_ok());
-        a.charge_tokens(caller, 61);
-        assert!(a.authenticate_at(&k1, at(3_600)).is_err());
-    }
-}
+mod tests;
