@@ -178,7 +178,7 @@ impl SessionStore for PgSessions {
             .await
             .map_err(db)?;
             tx.execute(
-                "DELETE FROM session_turns WHERE owner = $1 AND session_id = $2 AND seq <= $3 - $4",
+                "DELETE FROM session_turns WHERE owner = $1 AND session_id = $2 AND seq <= $3::bigint - $4::bigint",
                 &[&owner, &session, &seq, &self.max_stored],
             )
             .await

@@ -188,11 +188,12 @@ impl Admission {
         self.keys.get(caller.index).map(|k| k.label.as_str()).unwrap_or("")
     }
 
-    /// Checks the caller's key and its rate limits, for a call that runs
-    /// no model (nothing reserved). `None` when no keys are configured
-    /// (nothing to check, nothing to charge).
+    /// Checks the caller's key and its request rate, for a call that runs
+    /// no model (its token budget is neither checked nor charged: a key
+    /// that spent it may still read its jobs). `None` when no keys are
+    /// configured (nothing to check, nothing to charge).
     pub async fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Caller>, Status> {
-        self.check(metadata, 0).await
+        self.check(metadata, false).await
     }
 
     /// As [`Admission::authenticate`], for a request that runs the mesh:
@@ -201,27 +202,38 @@ impl Admission {
         &self,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Option<Caller>, Status> {
-        self.check(metadata, self.reserve).await
+        self.check(metadata, true).await
     }
 
-    async fn check(&self, metadata: &tonic::metadata::MetadataMap, reserve: u64) -> Result<Option<Caller>, Status> {
+    async fn check(&self, metadata: &tonic::metadata::MetadataMap, model: bool) -> Result<Option<Caller>, Status> {
         let Some(index) = self.key_index(metadata)? else {
             return Ok(None);
         };
-        if self.shared.is_some() && (self.rate.is_some() || self.tpm.is_some()) {
-            return self.charge_shared(index, self.rate, reserve).await.map(Some);
+        let tpm = if model { self.tpm } else { None };
+        if self.rate.is_none() && tpm.is_none() {
+            return Ok(Some(Caller { index, reserved: 0, shared: false }));
         }
-        self.charge_request(index, Instant::now(), reserve)
+        if self.shared.is_some() {
+            let reserve = if model { self.reserve } else { 0 };
+            return self.charge_shared(index, self.rate, tpm, reserve).await.map(Some);
+        }
+        self.charge_request(index, Instant::now(), model)
     }
 
     /// Charges a request (with `rate`) or a batch item (without) in the
     /// shared store; while it is unreachable, as `limits_fallback` says.
-    async fn charge_shared(&self, index: usize, rate: Option<(f64, f64)>, reserve: u64) -> Result<Caller, Status> {
+    async fn charge_shared(
+        &self,
+        index: usize,
+        rate: Option<(f64, f64)>,
+        tpm: Option<f64>,
+        reserve: u64,
+    ) -> Result<Caller, Status> {
         let (Some(shared), Some(key)) = (&self.shared, self.identity(Some(Caller { index, reserved: 0, shared: true })))
         else {
             return Err(Status::internal("shared limits missing for a configured key"));
         };
-        match shared.admit(&key, rate, self.tpm, reserve).await {
+        match shared.admit(&key, rate, tpm, reserve).await {
             Ok(Verdict::Admitted) => Ok(Caller { index, reserved: reserve, shared: true }),
             Ok(Verdict::Rate(wait)) => Err(self.rate_refusal(wait)),
             Ok(Verdict::Tokens(wait)) => Err(self.token_refusal(wait)),
@@ -236,7 +248,9 @@ impl Admission {
                 }
                 if local {
                     if rate.is_some() {
-                        return self.charge_request(index, Instant::now(), reserve).map(|c| Caller { index, reserved: c.map_or(0, |c| c.reserved), shared: false });
+                        let model = tpm.is_some();
+                        let caller = self.charge_request(index, Instant::now(), model)?;
+                        return Ok(caller.unwrap_or(Caller { index, reserved: 0, shared: false }));
                     }
                     return Ok(Caller { index, reserved: 0, shared: false });
                 }
@@ -275,7 +289,7 @@ impl Admission {
             return Ok(None);
         };
         if self.shared.is_some() {
-            return match self.charge_shared(index, None, self.reserve).await {
+            return match self.charge_shared(index, None, Some(tpm), self.reserve).await {
                 Ok(caller) => Ok(Some(caller)),
                 Err(status) => Err(retry_after_of(&status).unwrap_or(1.0)),
             };
@@ -330,7 +344,7 @@ impl Admission {
         let Some(index) = self.key_index(metadata)? else {
             return Ok(None);
         };
-        self.charge_request(index, now, self.reserve)
+        self.charge_request(index, now, true)
     }
 
     /// Checks the caller's key only, charging nothing (a front door whose
@@ -370,14 +384,17 @@ impl Admission {
         found.map(Some).ok_or_else(|| self.auth_failed("API key not recognised"))
     }
 
-    /// Takes one request (and checks the token budget, reserving the
-    /// request's tokens) from key `index`'s buckets, refilled up to `now`.
-    fn charge_request(&self, index: usize, now: Instant, reserve: u64) -> Result<Option<Caller>, Status> {
+    /// Takes one request from key `index`'s buckets, refilled up to `now`;
+    /// for a `model` request also checks the token budget and reserves the
+    /// request's tokens.
+    fn charge_request(&self, index: usize, now: Instant, model: bool) -> Result<Option<Caller>, Status> {
+        let tpm = if model { self.tpm } else { None };
+        let reserve = if model { self.reserve } else { 0 };
         let Some(bucket) = self.buckets.get(index) else {
             return Err(Status::internal("rate limiter state missing for a configured key"));
         };
         let mut b = bucket.lock().map_err(|_| Status::internal("rate limiter state poisoned"))?;
-        if let Some(tpm) = self.tpm {
+        if let Some(tpm) = tpm {
             let (tokens, last) = &mut b.tokens;
             *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * tpm / 60.0).min(tpm);
             *last = (*last).max(now);
@@ -394,7 +411,7 @@ impl Admission {
             }
             *tokens -= 1.0;
         }
-        if self.tpm.is_some() {
+        if tpm.is_some() {
             b.tokens.0 -= reserve as f64;
         }
         Ok(Some(Caller { index, reserved: reserve, shared: false }))
