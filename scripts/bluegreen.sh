@@ -94,8 +94,12 @@ validate() {
   # Run kubectl itself in the background (not a function), so $! is its pid.
   "$KUBECTL" -n "$NAMESPACE" port-forward "svc/$svc" "$port:50051" >/dev/null 2>&1 &
   PF_PIDS+=("$!")
+  # A TLS gateway (the prod overlay) is reached as localhost, the name its
+  # certificate carries, with the CA in MESHOPS_CA_CERT.
+  local target="http://127.0.0.1:$port"
+  [[ -z "${MESHOPS_CA_CERT:-}" ]] || target="https://localhost:$port"
   if wait_serving "127.0.0.1:$port" "$bin" 60; then
-    MESHOPS_BIN="$bin" "$REPO_ROOT/scripts/validate-deployment.sh" "http://127.0.0.1:$port" \
+    MESHOPS_BIN="$bin" "$REPO_ROOT/scripts/validate-deployment.sh" "$target" \
       --questions "${VALIDATE_QUESTIONS:-3}" --p95-ms "${VALIDATE_P95_MS:-2000}" >&2 && ok=1
   else
     warn "svc/$svc did not report SERVING through the port-forward within 60s"

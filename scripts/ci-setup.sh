@@ -24,7 +24,10 @@ Checks what no package registry here can install: kubectl (its built-in
 kustomize renders k8s/; at least the pinned minimum version below) and the
 system tools the tests run (bash, sh, python3, tar, sha256sum, diff, kill,
 jq: the README's commands, which tests/readme.rs runs, use it).
-Fails with how to install whatever is missing. Prints every tool's version
+Installs PostgreSQL and Redis from Debian's packages when they are missing
+and it runs as root (their services are not started: tests/replicas.rs
+starts its own servers on loopback). Fails with how to install whatever is
+missing. Prints every tool's version
 at the end.
 USAGE
 }
@@ -104,6 +107,33 @@ for tool in bash sh python3 tar sha256sum diff kill jq; do
   [[ -n "$(type -P "$tool")" ]] || die "$tool is not installed; the tests run it (install it with the system's packages)"
 done
 
+# PostgreSQL and Redis, for tests/replicas.rs: the tests start their own
+# servers on loopback in temp dirs; the packages' own services are never
+# started (policy-rc.d refuses them while installing).
+pg_bin() { local d; for d in /usr/lib/postgresql/*/bin; do [[ -x "$d/$1" ]] && { echo "$d/$1"; return; }; done; type -P "$1"; }
+missing=()
+[[ -n "$(pg_bin initdb)" && -n "$(pg_bin postgres)" ]] || missing+=(postgresql)
+have redis-server || missing+=(redis-server)
+if (( ${#missing[@]} )); then
+  if have apt-get && [[ "$(id -u)" == 0 ]]; then
+    log "apt-get install ${missing[*]} (services not started)"
+    policy=/usr/sbin/policy-rc.d
+    had_policy=0; [[ -e "$policy" ]] && had_policy=1
+    (( had_policy )) || { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; }
+    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+    apt_install || { apt-get update -q >/dev/null && apt_install; } || warn "apt-get could not install ${missing[*]}"
+    (( had_policy )) || rm -f "$policy"
+  fi
+  [[ -n "$(pg_bin initdb)" ]] || die "PostgreSQL is not installed; tests/replicas.rs starts its own server (Debian: apt-get install postgresql)"
+  have redis-server || die "redis-server is not installed; tests/replicas.rs starts its own (Debian: apt-get install redis-server)"
+fi
+# PostgreSQL refuses to run as root: as root, the tests run it as the
+# `postgres` user the package creates, through setpriv.
+if [[ "$(id -u)" == 0 ]]; then
+  id postgres >/dev/null 2>&1 || die "running as root, the tests run PostgreSQL as the user postgres, which does not exist"
+  have setpriv || die "setpriv (util-linux) is needed to run PostgreSQL as the user postgres"
+fi
+
 log "tool versions"
 version() { printf '  %-20s %s\n' "$1" "$(head -n 1 <<<"$2")"; }
 version rustfmt "$(cargo fmt --version)"
@@ -125,4 +155,6 @@ version tar "$(tar --version)"
 version sha256sum "$(sha256sum --version)"
 version diff "$(diff --version)"
 version jq "$(jq --version)"
+version postgres "$("$(pg_bin postgres)" --version)"
+version redis-server "$(redis-server --version)"
 log "tools ready"

@@ -67,10 +67,13 @@ wait_serving() {
   return 1
 }
 
-# One health check of HOST:PORT; true when SERVING.
+# One health check of HOST:PORT; true when SERVING. With MESHOPS_CA_CERT
+# set (a TLS gateway), `meshops probe` over https to localhost.
 health_ok() {
   local addr="$1" bin="$2" out
-  if have grpcurl; then
+  if [[ -n "${MESHOPS_CA_CERT:-}" ]]; then
+    "$bin" probe --target "https://localhost:${addr##*:}" --timeout 3 >/dev/null 2>&1
+  elif have grpcurl; then
     out="$(grpcurl -plaintext -max-time 3 -d '{"service":"meshops.v1.Gateway"}' "$addr" grpc.health.v1.Health/Check 2>/dev/null)" || return 1
     grep -q '"SERVING"' <<<"$out"
   else

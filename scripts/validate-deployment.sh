@@ -10,7 +10,9 @@ usage: scripts/validate-deployment.sh TARGET [--questions N] [--p95-ms MS]
                                       [--dataset FILE] [--out DIR]
        scripts/validate-deployment.sh --help
 
-TARGET is the gateway URL (http://HOST:PORT) or HOST:PORT. Checks, in order:
+TARGET is the gateway URL (http:// or https://HOST:PORT) or HOST:PORT
+(https when MESHOPS_CA_CERT names the CA file of a TLS gateway, as the prod
+overlay's; MESHOPS_API_KEY is sent when set). Checks, in order:
   1. health    grpc.health.v1 reports SERVING for meshops.v1.Gateway
   2. api       server reflection lists meshops.v1.Gateway      (meshops probe)
   3. answers   N questions from the dataset (rows with relevant_doc_ids),
@@ -45,7 +47,9 @@ done
 [[ "$questions" =~ ^[1-9][0-9]*$ ]] || die "--questions must be a positive number, got '$questions'"
 [[ "$p95_ms" =~ ^[0-9]+$ ]] || die "--p95-ms must be a number of milliseconds, got '$p95_ms'"
 [[ -f "$dataset" ]] || die "--dataset $dataset: no such file"
-[[ "$target" == *://* ]] || target="http://$target"
+if [[ "$target" != *://* ]]; then
+  if [[ -n "${MESHOPS_CA_CERT:-}" ]]; then target="https://$target"; else target="http://$target"; fi
+fi
 [[ -n "$out" ]] && mkdir -p "$out"
 
 bin="$(meshops_bin debug)"

@@ -63,16 +63,15 @@ pub fn redact(url: &str) -> String {
 /// down at start is reported by [`migrate`], and one that restarts later is
 /// reconnected to.
 pub fn pool(url: &str, size: usize, what: &str) -> Result<Pool, PgError> {
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| PgError::Config {
-        what: what.to_string(),
-        message: format!("{}: {e}", redact(url)),
-    })?;
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| PgError::Config { what: what.to_string(), message: format!("{}: {e}", redact(url)) })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
     config.application_name("meshops");
     let tls = tls_connector();
-    let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager =
+        Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(size.max(1))
         .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -124,7 +123,9 @@ pub async fn migrate(pool: &Pool, component: &str, migrations: &[&str]) -> Resul
         )));
     }
     for (n, sql) in migrations.iter().enumerate().skip(version as usize) {
-        tx.batch_execute(sql).await.map_err(|e| PgError::Schema(format!("{component} migration {}: {e}", n + 1)))?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| PgError::Schema(format!("{component} migration {}: {e}", n + 1)))?;
     }
     if version < known {
         tx.execute(

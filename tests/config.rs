@@ -30,11 +30,29 @@ fn load_err(opts: &LoadOptions) -> String {
 fn every_shipped_file_loads() {
     let spec = MeshSpec::load(&LoadOptions::files_only(common::root())).unwrap();
     assert_eq!(spec.agents.len(), 4);
-    for env in ["dev", "qa", "prod"] {
+    for env in ["dev", "qa"] {
         let opts = LoadOptions { env: Some(env.into()), ..LoadOptions::files_only(common::root()) };
         let spec = MeshSpec::load(&opts).unwrap_or_else(|e| panic!("overlay {env}: {e}"));
         assert!(spec.layers.iter().any(|l| l.ends_with(format!("{env}.toml"))));
     }
+    // prod fails closed: its files are right, and away from its cluster it
+    // lacks exactly what its Secrets provide there (keys, shared stores'
+    // URLs, the TLS files), each an environment error, never a file error.
+    let opts = LoadOptions { env: Some("prod".into()), ..LoadOptions::files_only(common::root()) };
+    let errors = MeshSpec::load(&opts).expect_err("prod without its secrets must not load");
+    let needs: std::collections::BTreeSet<&str> = errors
+        .0
+        .iter()
+        .map(|e| e.missing_variable().unwrap_or_else(|| panic!("prod: not an environment error: {e}")))
+        .collect();
+    let expected = [
+        "/etc/meshops/tls/tls.crt",
+        "/etc/meshops/tls/tls.key",
+        "MESHOPS_API_KEYS",
+        "MESHOPS_POSTGRES_URL",
+        "MESHOPS_REDIS_URL",
+    ];
+    assert_eq!(needs, expected.into_iter().collect(), "{errors}");
     // Every prompt file, including ones no agent uses yet and the judges'.
     for dir in ["prompts", "prompts/eval"] {
         for entry in std::fs::read_dir(common::root().join(dir)).unwrap() {
@@ -52,10 +70,11 @@ fn every_shipped_file_loads() {
 fn layers_apply_in_order() {
     let dir = project_copy();
     let extra = dir.path().join("extra.toml");
-    std::fs::write(&extra, "[gateway]\nmax_query_chars = 77\nrequest_timeout_ms = 1234\n").unwrap();
+    std::fs::write(&extra, "[gateway]\nmax_query_chars = 77\n[telemetry]\nenvironment = \"extra\"\n")
+        .unwrap();
     let opts = LoadOptions {
         root: dir.path().into(),
-        env: Some("prod".into()),
+        env: Some("qa".into()),
         config_file: Some(extra),
         env_vars: vec![
             ("MESHOPS__GATEWAY__MAX_QUERY_CHARS".into(), "55".into()),
@@ -63,10 +82,10 @@ fn layers_apply_in_order() {
         ],
     };
     let spec = MeshSpec::load(&opts).unwrap();
-    assert_eq!(spec.settings.gateway.listen, "0.0.0.0:50051", "from prod.toml");
-    assert_eq!(spec.settings.gateway.request_timeout_ms, 1234, "--config beats prod.toml");
+    assert_eq!(spec.settings.gateway.listen, "0.0.0.0:50051", "from qa.toml");
+    assert_eq!(spec.settings.telemetry.environment, "extra", "--config beats qa.toml");
     assert_eq!(spec.settings.gateway.max_query_chars, 55, "variables beat --config");
-    assert_eq!(spec.settings.retrieval.data_dir, Path::new("/x"));
+    assert_eq!(spec.settings.retrieval.data_dir, Path::new("/x"), "variables beat qa.toml");
     assert_eq!(spec.settings.retrieval.collection, "meshops_docs", "from meshops.toml");
 }
 

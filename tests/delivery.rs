@@ -825,13 +825,44 @@ fn check_gateway_deployment(dep: &Value, env: &str) {
     let pod = get(dep, "spec.template.spec");
     let c = get(pod, "containers.0");
     let name = s(dep, "metadata.name");
-    // Probes: native gRPC health on 50051.
+    // Probes: native gRPC health on 50051; where the environment's config
+    // turns TLS on (kubelet's gRPC probe speaks plaintext only), `meshops
+    // probe` over https with the mounted CA.
+    let tls = {
+        let t: toml::Value = toml::from_str(&read(&format!("config/{env}.toml"))).unwrap();
+        t.get("gateway").and_then(|g| g.get("tls")).is_some()
+    };
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         let p = get(c, probe);
+        assert!(p.get("httpGet").is_none() && p.get("tcpSocket").is_none(), "{name} {probe}");
+        if tls {
+            assert!(p.get("grpc").is_none(), "{name} {probe}: a plaintext gRPC probe on a TLS port");
+            let command: Vec<&str> =
+                get(p, "exec.command").as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+            let line = command.join(" ");
+            assert!(
+                line.contains("meshops probe --target https://localhost:50051")
+                    && line.contains("--ca-cert /etc/meshops/tls/"),
+                "{name} {probe}: {line}"
+            );
+            continue;
+        }
         assert_eq!(get(p, "grpc.port").as_u64(), Some(50051), "{name} {probe}");
         let service = p.get("grpc").and_then(|g| g.get("service")).and_then(Value::as_str).unwrap_or("");
         assert!(["", "meshops.v1.Gateway"].contains(&service), "{name} {probe} service {service}");
-        assert!(p.get("httpGet").is_none() && p.get("exec").is_none() && p.get("tcpSocket").is_none());
+        assert!(p.get("exec").is_none(), "{name} {probe}");
+    }
+    if tls {
+        // The certificate comes from a Secret mounted where the config
+        // reads it; the keys from a Secret that must exist (no `optional`).
+        let mounts = get(c, "volumeMounts").as_sequence().unwrap();
+        let m = mounts.iter().find(|m| s(m, "mountPath") == "/etc/meshops/tls").expect("TLS mount");
+        let vol = get(pod, "volumes").as_sequence().unwrap().iter().find(|v| s(v, "name") == s(m, "name"));
+        assert_eq!(s(vol.expect("TLS volume"), "secret.secretName"), "meshops-tls", "{name}");
+        let envs = get(c, "env").as_sequence().unwrap();
+        let keys = envs.iter().find(|e| s(e, "name") == "MESHOPS_API_KEYS").expect("MESHOPS_API_KEYS");
+        assert_eq!(s(keys, "valueFrom.secretKeyRef.name"), "meshops-api-keys", "{name}");
+        assert_ne!(get(keys, "valueFrom.secretKeyRef").get("optional").and_then(Value::as_bool), Some(true));
     }
     // Non-root, read-only root filesystem, no capabilities.
     assert_eq!(get(pod, "securityContext.runAsNonRoot").as_bool(), Some(true), "{name}");

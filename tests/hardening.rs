@@ -128,7 +128,8 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
     // first): a new connection is refused, or, in the moment before,
     // health says NOT_SERVING. New calls are refused from then on.
     wait::until("the listener to close or health to say NOT_SERVING", wait::PATIENCE, || async {
-        let Ok(channel) = tonic::transport::Channel::from_shared(target.clone()).unwrap().connect().await else {
+        let Ok(channel) = tonic::transport::Channel::from_shared(target.clone()).unwrap().connect().await
+        else {
             return true;
         };
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);

@@ -143,7 +143,8 @@ async fn three_replicas_share_jobs_and_finish_a_killed_replicas_items() {
     // Submitted to A, read from B with the same key; another key gets
     // NOT_FOUND, as for an unknown id.
     let mut a = batch(&r[0]).await;
-    let submit = SubmitBatchRequest { items: items(N), request_id: "replicas-1".into(), ..Default::default() };
+    let submit =
+        SubmitBatchRequest { items: items(N), request_id: "replicas-1".into(), ..Default::default() };
     let job = a.submit_batch(keyed(submit.clone(), KEY_A)).await.unwrap().into_inner();
     let mut b = batch(&r[1]).await;
     assert_eq!(get(&mut b, &job.job_id, KEY_A).await.unwrap().job_id, job.job_id);
@@ -157,7 +158,11 @@ async fn three_replicas_share_jobs_and_finish_a_killed_replicas_items() {
         let (mut b, id) = (b.clone(), job.job_id.clone());
         async move {
             let j = get(&mut b, &id, KEY_A).await.unwrap();
-            assert_ne!(j.state, BatchState::Completed as i32, "finished before the kill; slow the engine down");
+            assert_ne!(
+                j.state,
+                BatchState::Completed as i32,
+                "finished before the kill; slow the engine down"
+            );
             j.done >= 20
         }
     })
@@ -193,7 +198,11 @@ async fn three_replicas_share_jobs_and_finish_a_killed_replicas_items() {
 
     // A conversation is the owner's on every replica.
     let mut g1 = gateway(&r[0]).await;
-    let turn = AskRequest { query: "how do I reset my password".into(), session_id: "s-1".into(), ..Default::default() };
+    let turn = AskRequest {
+        query: "how do I reset my password".into(),
+        session_id: "s-1".into(),
+        ..Default::default()
+    };
     g1.ask(keyed(turn, KEY_A)).await.unwrap();
     let mut g2 = gateway(&r[1]).await;
     let delete = |key| keyed(DeleteSessionRequest { session_id: "s-1".into() }, key);
@@ -235,10 +244,7 @@ async fn a_postgres_restart_mid_job_loses_and_duplicates_nothing() {
 async fn one_keys_budgets_hold_across_replicas_and_redis_down_fails_closed() {
     let what = "shared limits in redis";
     let (Some(pg), Some(mut redis)) = (Postgres::start(what), Redis::start(what)) else { return };
-    let limits = [
-        ("MESHOPS__GATEWAY__RATE_LIMIT_RPS", "5"),
-        ("MESHOPS__GATEWAY__RATE_LIMIT_BURST", "5"),
-    ];
+    let limits = [("MESHOPS__GATEWAY__RATE_LIMIT_RPS", "5"), ("MESHOPS__GATEWAY__RATE_LIMIT_BURST", "5")];
     let env = shared_env(&pg, &redis, &limits);
     let dirs = dirs();
     let r = replicas(&env, &dirs).await;
@@ -266,7 +272,10 @@ async fn one_keys_budgets_hold_across_replicas_and_redis_down_fails_closed() {
     let bound = 5.0 + 5.0 * elapsed;
     println!("shared rate limit: {admitted} admitted, {refused} refused in {elapsed:.2} s; bound {bound:.1}");
     assert!(admitted >= 5, "the burst is admitted: {admitted}");
-    assert!(f64::from(admitted) <= bound + 1.0, "{admitted} admitted over three replicas; 5/s burst 5 allows {bound:.1}");
+    assert!(
+        f64::from(admitted) <= bound + 1.0,
+        "{admitted} admitted over three replicas; 5/s burst 5 allows {bound:.1}"
+    );
     assert!(refused > 0);
     // The other key has its own budget.
     let mut c = clients[2].clone();
@@ -277,14 +286,19 @@ async fn one_keys_budgets_hold_across_replicas_and_redis_down_fails_closed() {
     redis.kill();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for c in clients.iter_mut() {
-        let s = c.ask(keyed(AskRequest { query: "hello".into(), ..Default::default() }, KEY_B)).await.unwrap_err();
+        let s = c
+            .ask(keyed(AskRequest { query: "hello".into(), ..Default::default() }, KEY_B))
+            .await
+            .unwrap_err();
         assert_eq!(s.code(), Code::Unavailable, "{s:?}");
         assert!(s.message().contains("limits_fallback"), "{}", s.message());
     }
     redis.resume();
     wait::until("redis to be used again", wait::PATIENCE, || {
         let mut c = clients[0].clone();
-        async move { c.ask(keyed(AskRequest { query: "hello".into(), ..Default::default() }, KEY_B)).await.is_ok() }
+        async move {
+            c.ask(keyed(AskRequest { query: "hello".into(), ..Default::default() }, KEY_B)).await.is_ok()
+        }
     })
     .await;
 }

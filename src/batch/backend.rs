@@ -88,7 +88,12 @@ impl Store {
         each!(self, s => s.commit(job_id, item_index, outcome).await)
     }
 
-    pub async fn results(&self, job_id: &str, offset: u64, limit: u32) -> Result<Vec<ItemResult>, BatchError> {
+    pub async fn results(
+        &self,
+        job_id: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<ItemResult>, BatchError> {
         each!(self, s => s.results(job_id, offset, limit).await)
     }
 

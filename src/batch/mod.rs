@@ -136,7 +136,8 @@ impl Batch {
                     }
                     other => BatchError::Corrupt(other.to_string()),
                 })?;
-                let (store, resumed) = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
+                let (store, resumed) =
+                    tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
                 if resumed > 0 {
                     tracing::info!(items = resumed, "batch items claimed before a restart are queued again");
                 }
@@ -144,7 +145,9 @@ impl Batch {
             }
             StateBackend::Postgres => {
                 let url = crate::config::resolve_url(settings.url.as_deref(), settings.url_env.as_deref())
-                    .ok_or_else(|| BatchError::InvalidRequest("batch.url (or batch.url_env) is not set".into()))?;
+                    .ok_or_else(|| {
+                        BatchError::InvalidRequest("batch.url (or batch.url_env) is not set".into())
+                    })?;
                 let lease = std::time::Duration::from_millis(settings.lease_ms.max(1000));
                 (Store::Postgres(postgres::PgStore::open(&url, lease, wake.clone()).await?), None)
             }

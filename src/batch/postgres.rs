@@ -103,7 +103,8 @@ impl PgStore {
         let pool = crate::pg::pool(url, 16, "batch.url")?;
         crate::pg::migrate(&pool, "batch", MIGRATIONS).await?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "meshops".into());
-        let replica = format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let replica =
+            format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let (committed, _) = watch::channel(0);
         let committed = Arc::new(committed);
         let stop = CancellationToken::new();
@@ -425,7 +426,12 @@ impl PgStore {
         Ok(inserted)
     }
 
-    pub async fn results(&self, job_id: &str, offset: u64, limit: u32) -> Result<Vec<ItemResult>, BatchError> {
+    pub async fn results(
+        &self,
+        job_id: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<ItemResult>, BatchError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -444,7 +450,9 @@ impl PgStore {
                         BatchError::Corrupt(format!("job {job_id} item {index}: stored answer: {e}"))
                     })?),
                     (0, None) => {
-                        return Err(BatchError::Corrupt(format!("job {job_id} item {index}: result has no answer")));
+                        return Err(BatchError::Corrupt(format!(
+                            "job {job_id} item {index}: result has no answer"
+                        )));
                     }
                     (code, _) => Outcome::Failed { code, message: r.get(3) },
                 };
@@ -495,7 +503,10 @@ impl PgStore {
 }
 
 /// A job's summary, read through any client or transaction.
-async fn summary_in<C: deadpool_postgres::GenericClient>(c: &C, job_id: &str) -> Result<JobSummary, BatchError> {
+async fn summary_in<C: deadpool_postgres::GenericClient>(
+    c: &C,
+    job_id: &str,
+) -> Result<JobSummary, BatchError> {
     let row = c
         .query_opt(
             "SELECT j.request_id, j.state, j.total, j.created_ms, j.finished_ms, \

@@ -49,7 +49,8 @@ pub fn start(
 ) -> RunnerHandle {
     let workers = Arc::new(Semaphore::new(settings.workers.max(1)));
     let lease = Duration::from_millis(settings.lease_ms.max(1000));
-    let task = tokio::spawn(claim_loop(batch.clone(), mesh, admission, workers, Timing { item_timeout, lease }));
+    let task =
+        tokio::spawn(claim_loop(batch.clone(), mesh, admission, workers, Timing { item_timeout, lease }));
     if settings.retention_days > 0 {
         tokio::spawn(retention(batch.clone(), settings.retention_days));
     }

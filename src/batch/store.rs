@@ -141,7 +141,10 @@ impl SqliteStore {
             .execute("UPDATE items SET state = ?1 WHERE state = ?2", params![WAITING, CLAIMED])
             .map_err(db)? as u64;
         let (committed, _) = watch::channel(0);
-        Ok((SqliteStore { conn: Arc::new(Mutex::new(Some(conn))), committed, path: path.to_path_buf() }, resumed))
+        Ok((
+            SqliteStore { conn: Arc::new(Mutex::new(Some(conn))), committed, path: path.to_path_buf() },
+            resumed,
+        ))
     }
 
     /// Runs `f` on the connection on the blocking pool.
@@ -321,7 +324,8 @@ impl SqliteStore {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let jobs: Vec<(String, Option<String>)> = {
-                let mut q = tx.prepare("SELECT job_id, owner FROM jobs WHERE state = 'open' ORDER BY rowid")?;
+                let mut q =
+                    tx.prepare("SELECT job_id, owner FROM jobs WHERE state = 'open' ORDER BY rowid")?;
                 q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
             };
             for (job_id, owner) in jobs.into_iter().filter(|(j, _)| !busy.contains(j)) {
@@ -441,7 +445,8 @@ impl SqliteStore {
             let old = "SELECT job_id FROM jobs WHERE state != 'open' AND finished_ms < ?1";
             tx.execute(&format!("DELETE FROM results WHERE job_id IN ({old})"), params![before])?;
             tx.execute(&format!("DELETE FROM items WHERE job_id IN ({old})"), params![before])?;
-            let deleted = tx.execute("DELETE FROM jobs WHERE state != 'open' AND finished_ms < ?1", params![before])?;
+            let deleted =
+                tx.execute("DELETE FROM jobs WHERE state != 'open' AND finished_ms < ?1", params![before])?;
             tx.commit()?;
             Ok(deleted as u64)
         })
@@ -534,13 +539,21 @@ mod tests {
         let (store, resumed) = SqliteStore::open(&path).unwrap();
         assert_eq!(resumed, 0);
         let (job, created) = store
-            .submit(None, Some("r1".into()), "f".into(), vec![input("a"), input("b"), input("c")], Quota::default())
+            .submit(
+                None,
+                Some("r1".into()),
+                "f".into(),
+                vec![input("a"), input("b"), input("c")],
+                Quota::default(),
+            )
             .await
             .unwrap();
         assert!(created);
         assert_eq!((job.state, job.total, job.pending), (JobState::Queued, 3, 3));
-        let (again, created) =
-            store.submit(None, Some("r1".into()), "f".into(), vec![input("a")], Quota::default()).await.unwrap();
+        let (again, created) = store
+            .submit(None, Some("r1".into()), "f".into(), vec![input("a")], Quota::default())
+            .await
+            .unwrap();
         assert!(!created);
         assert_eq!(again.job_id, job.job_id);
         assert!(matches!(
@@ -586,7 +599,10 @@ mod tests {
         let mut ids = Vec::new();
         for (i, owner) in ["k1", "k2", "k1", "k1"].iter().enumerate() {
             let item = NewItem { id: Some(format!("row-{i}")), ..input("q") };
-            let (job, _) = store.submit(Some(owner.to_string()), None, "f".into(), vec![item], Quota::default()).await.unwrap();
+            let (job, _) = store
+                .submit(Some(owner.to_string()), None, "f".into(), vec![item], Quota::default())
+                .await
+                .unwrap();
             ids.push(job.job_id);
         }
         let k1 = Owners::Only("k1".into());
@@ -603,14 +619,20 @@ mod tests {
         // A request id is its owner's own: another owner using it gets a
         // job of its own, never the first one (nor an error that says it
         // exists); the same owner gets its job back.
-        let (mine, created) =
-            store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")], Quota::default()).await.unwrap();
+        let (mine, created) = store
+            .submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")], Quota::default())
+            .await
+            .unwrap();
         assert!(created);
-        let (theirs, created) =
-            store.submit(Some("k2".into()), Some("r".into()), "f".into(), vec![input("q")], Quota::default()).await.unwrap();
+        let (theirs, created) = store
+            .submit(Some("k2".into()), Some("r".into()), "f".into(), vec![input("q")], Quota::default())
+            .await
+            .unwrap();
         assert!(created && theirs.job_id != mine.job_id);
-        let (again, created) =
-            store.submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")], Quota::default()).await.unwrap();
+        let (again, created) = store
+            .submit(Some("k1".into()), Some("r".into()), "f".into(), vec![input("q")], Quota::default())
+            .await
+            .unwrap();
         assert!(!created && again.job_id == mine.job_id);
         assert_eq!(store.owner(&mine.job_id).await.unwrap().as_deref(), Some("k1"));
         assert!(matches!(store.owner("nope").await, Err(BatchError::NotFound(_))));
@@ -628,14 +650,21 @@ mod tests {
         let (store, _) = SqliteStore::open(&dir.path().join("b.sqlite3")).unwrap();
         let quota = Quota { max_active_jobs: 2, max_pending_items: 3 };
         let k1 = || Some("k1".to_string());
-        let (first, _) = store.submit(k1(), None, "a".into(), vec![input("a"), input("b")], quota).await.unwrap();
+        let (first, _) =
+            store.submit(k1(), None, "a".into(), vec![input("a"), input("b")], quota).await.unwrap();
         // Two pending, two more would be four: over the item quota.
         let over = store.submit(k1(), None, "b".into(), vec![input("c"), input("d")], quota).await;
-        assert!(matches!(&over, Err(BatchError::Quota(m)) if m.contains("max_pending_items_per_key")), "{over:?}");
+        assert!(
+            matches!(&over, Err(BatchError::Quota(m)) if m.contains("max_pending_items_per_key")),
+            "{over:?}"
+        );
         store.submit(k1(), None, "c".into(), vec![input("c")], quota).await.unwrap();
         // Two open jobs: a third is refused, another key is not.
         let over = store.submit(k1(), None, "d".into(), vec![], quota).await;
-        assert!(matches!(&over, Err(BatchError::Quota(m)) if m.contains("max_active_jobs_per_key")), "{over:?}");
+        assert!(
+            matches!(&over, Err(BatchError::Quota(m)) if m.contains("max_active_jobs_per_key")),
+            "{over:?}"
+        );
         store.submit(Some("k2".into()), None, "e".into(), vec![input("x")], quota).await.unwrap();
         // A cancelled job no longer counts.
         store.cancel(&first.job_id).await.unwrap();

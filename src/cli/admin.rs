@@ -26,7 +26,7 @@ pub fn validate(spec: &MeshSpec, opts: &LoadOptions) -> Result<()> {
             // Its files are right; it needs a secret this machine lacks.
             Err(e) if e.0.iter().all(|e| e.missing_variable().is_some()) => {
                 let vars: Vec<&str> = e.0.iter().filter_map(|e| e.missing_variable()).collect();
-                println!("  overlay {name}: OK (needs {} set where it runs)", vars.join(", "));
+                println!("  overlay {name}: OK (needs {} where it runs)", vars.join(", "));
             }
             Err(e) => {
                 println!("  overlay {name}: INVALID");

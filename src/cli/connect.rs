@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 pub struct ConnectArgs {
     /// PEM file of the CA that signed the gateway's certificate (needed for
     /// an https:// target).
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE", env = "MESHOPS_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
     /// PEM client certificate, for a gateway that requires mutual TLS.
     #[arg(long, value_name = "FILE", requires = "client_key", global = true)]

@@ -63,8 +63,8 @@ pub use settings::{
     MeshSettings, ModelParams, ModelProfile, Provider, RetrievalSettings, Settings, StoreBackend,
     TelemetrySettings, TlsSettings, VariantSettings,
 };
-pub use tls::{read_pem_certs, read_pem_key};
 pub use shared::{LimitsBackend, LimitsFallback, StateBackend, resolve_url};
+pub use tls::{read_pem_certs, read_pem_key};
 pub use tools::{McpServerSettings, SessionSettings, profile_tools};
 
 /// Everything the mesh, gateway and tools need, validated.

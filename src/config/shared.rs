@@ -86,7 +86,10 @@ fn check_url(c: UrlCheck<'_>, layers: &[PathBuf], errors: &mut Vec<ConfigError>)
                 locate_at(&[c.section, c.env_key], layers),
                 env_field,
                 var,
-                format!("names environment variable `{var}`, which is unset or empty; set it to {}", c.example),
+                format!(
+                    "names environment variable `{var}`, which is unset or empty; set it to {}",
+                    c.example
+                ),
             )),
             Some(url) if !c.schemes.iter().any(|s| url.starts_with(&format!("{s}://"))) => {
                 errors.push(ConfigError::field(
@@ -184,7 +187,10 @@ mod tests {
 
     #[test]
     fn a_url_in_the_file_wins_over_its_variable() {
-        assert_eq!(resolve_url(Some(" postgresql://a/b "), Some("PATH")).as_deref(), Some("postgresql://a/b"));
+        assert_eq!(
+            resolve_url(Some(" postgresql://a/b "), Some("PATH")).as_deref(),
+            Some("postgresql://a/b")
+        );
         assert_eq!(resolve_url(None, Some("MESHOPS_TEST_SURELY_UNSET_VAR")), None);
         assert_eq!(resolve_url(Some(""), None), None);
     }

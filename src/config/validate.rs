@@ -274,16 +274,28 @@ pub(super) fn validate_gateway_files(
     let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
     if let Some(tls) = &g.tls {
         let file = locate_at(&["gateway", "tls"], layers);
-        if let Err(e) = read_pem_certs(&resolve(&tls.cert_path)) {
-            errors.push(ConfigError::field(&file, "gateway.tls.cert_path", e));
-        }
-        if let Err(e) = read_pem_key(&resolve(&tls.key_path)) {
-            errors.push(ConfigError::field(&file, "gateway.tls.key_path", e));
-        }
-        if let Some(ca) = &tls.client_ca_path {
-            if let Err(e) = read_pem_certs(&resolve(ca)) {
-                errors.push(ConfigError::field(&file, "gateway.tls.client_ca_path", e));
+        // A file that is not here at all is the environment's (a mounted
+        // Secret, for an overlay checked away from where it runs); one that
+        // is here but unreadable is the file's fault.
+        let check = |path: &Path, field: &str, read: &dyn Fn(&Path) -> Result<(), String>| {
+            let path = resolve(path);
+            if !path.exists() {
+                let shown = path.display().to_string();
+                return Some(ConfigError::environment(
+                    &file,
+                    field,
+                    &shown,
+                    format!("{shown} does not exist (a certificate file, e.g. a mounted TLS Secret)"),
+                ));
             }
+            read(&path).err().map(|e| ConfigError::field(&file, field, e))
+        };
+        let certs = |p: &Path| read_pem_certs(p).map(|_| ());
+        let key = |p: &Path| read_pem_key(p).map(|_| ());
+        errors.extend(check(&tls.cert_path, "gateway.tls.cert_path", &certs));
+        errors.extend(check(&tls.key_path, "gateway.tls.key_path", &key));
+        if let Some(ca) = &tls.client_ca_path {
+            errors.extend(check(ca, "gateway.tls.client_ca_path", &certs));
         }
     }
     // Keys configured but none to be loaded must not become "no

@@ -31,9 +31,9 @@ use tracing::Instrument as _;
 
 use crate::config::GatewaySettings;
 use crate::mesh::{Ask, MeshError, MeshHandle};
-use admission::Settlement;
 use crate::proto;
 use crate::proto::gateway_server::Gateway;
+use admission::Settlement;
 
 pub use server::{Overrides, ServeError, ServerHandle, start, start_with};
 
@@ -206,7 +206,9 @@ impl Gateway for GatewayService {
             let mut settlement = Settlement::new(self.admission.clone(), caller);
             let mesh = self.mesh()?;
             let (ask, cancel) = prepared?;
-            let ask = ask.with_owner(self.admission.identity(caller).unwrap_or_default()).with_meter(settlement.meter());
+            let ask = ask
+                .with_owner(self.admission.identity(caller).unwrap_or_default())
+                .with_meter(settlement.meter());
             let _slot = self.admission.admit(ask.deadline.unwrap_or_else(tokio::time::Instant::now)).await?;
             settlement.start();
             // If the client goes away tonic drops this future; the guard then
@@ -314,11 +316,9 @@ impl Gateway for GatewayService {
             }
             settlement.finish();
             let last = match result {
-                Ok(answer) => {
-                    Ok(proto::AskEvent {
-                        event: Some(proto::ask_event::Event::Final(convert::answer(answer))),
-                    })
-                }
+                Ok(answer) => Ok(proto::AskEvent {
+                    event: Some(proto::ask_event::Event::Final(convert::answer(answer))),
+                }),
                 Err(e) => {
                     span.in_scope(|| tracing::warn!(error = %e, "request failed"));
                     Err(error::status(e))

@@ -63,13 +63,14 @@ fn shared_admission(
     if g.limits_backend != crate::config::LimitsBackend::Redis {
         return Ok(admission);
     }
-    let url = crate::config::resolve_url(g.redis_url.as_deref(), g.redis_url_env.as_deref()).ok_or(
-        ServeError::Config {
+    let url =
+        crate::config::resolve_url(g.redis_url.as_deref(), g.redis_url_env.as_deref())
+            .ok_or(ServeError::Config {
             field: "gateway.redis_url",
-            message: "limits_backend is redis but neither redis_url nor the variable redis_url_env names is set"
-                .into(),
-        },
-    )?;
+            message:
+                "limits_backend is redis but neither redis_url nor the variable redis_url_env names is set"
+                    .into(),
+        })?;
     let shared = super::shared_limits::SharedLimits::connect(&url)
         .map_err(|message| ServeError::Config { field: "gateway.redis_url", message })?;
     tracing::info!(fallback = ?g.limits_fallback, "per-key limits shared in redis");
@@ -364,8 +365,13 @@ pub async fn start_with(
     let _ = mesh_cell.set(mesh.clone());
     let _ = retrieval_cell.set(Retrieval { store: store.clone(), embedder });
     let item_timeout = std::time::Duration::from_millis(spec.settings.gateway.request_timeout_ms);
-    let runner =
-        crate::batch::runner::start(batch.clone(), mesh, Some(admission.clone()), &spec.settings.batch, item_timeout);
+    let runner = crate::batch::runner::start(
+        batch.clone(),
+        mesh,
+        Some(admission.clone()),
+        &spec.settings.batch,
+        item_timeout,
+    );
     set_health(&health, ServingStatus::Serving).await;
     tracing::info!(%addr, collection = %spec.settings.retrieval.collection, "gateway serving");
     let grace = std::time::Duration::from_millis(spec.settings.gateway.shutdown_grace_ms);

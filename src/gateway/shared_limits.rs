@@ -108,7 +108,8 @@ impl SharedLimits {
             .set_response_timeout(Some(Duration::from_millis(500)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis: {e}"))?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis: {e}"))?;
         Ok(SharedLimits { conn, admit: redis::Script::new(ADMIT), settle: redis::Script::new(SETTLE) })
     }
 

@@ -128,12 +128,14 @@ async fn open_sessions(spec: &MeshSpec) -> Result<Option<SharedSessions>, Runtim
             Arc::new(tokio::task::spawn_blocking(move || SqliteSessions::open(&path, ttl, keep)).await??)
         }
         crate::config::StateBackend::Postgres => {
-            let url = crate::config::resolve_url(s.url.as_deref(), s.url_env.as_deref()).ok_or_else(|| {
-                crate::sessions::SessionError::Io {
-                    path: "sessions.url".into(),
-                    message: "backend is postgres but neither url nor the variable url_env names is set".into(),
-                }
-            })?;
+            let url =
+                crate::config::resolve_url(s.url.as_deref(), s.url_env.as_deref()).ok_or_else(|| {
+                    crate::sessions::SessionError::Io {
+                        path: "sessions.url".into(),
+                        message: "backend is postgres but neither url nor the variable url_env names is set"
+                            .into(),
+                    }
+                })?;
             Arc::new(crate::sessions::PgSessions::open(&url, ttl, keep).await?)
         }
     };

@@ -208,7 +208,10 @@ impl SessionStore for PgSessions {
         Box::pin(async move {
             let client = self.client().await?;
             client
-                .execute(&format!("DELETE FROM sessions WHERE last_active_ms < {NOW_MS} - $1"), &[&self.ttl_ms])
+                .execute(
+                    &format!("DELETE FROM sessions WHERE last_active_ms < {NOW_MS} - $1"),
+                    &[&self.ttl_ms],
+                )
                 .await
                 .map_err(db)
         })

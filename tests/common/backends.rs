@@ -87,7 +87,8 @@ impl Postgres {
     }
 
     fn run(&mut self) {
-        let log = std::fs::File::create(self._dir.path().join(format!("postgres-{}.log", self.port))).unwrap();
+        let log =
+            std::fs::File::create(self._dir.path().join(format!("postgres-{}.log", self.port))).unwrap();
         let child = as_postgres_user(&self.postgres)
             .arg("-D")
             .arg(&self.data)
@@ -177,7 +178,16 @@ impl Redis {
 
     fn run(&mut self) {
         let child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -192,7 +192,10 @@ impl Admission {
     /// no model (its token budget is neither checked nor charged: a key
     /// that spent it may still read its jobs). `None` when no keys are
     /// configured (nothing to check, nothing to charge).
-    pub async fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Caller>, Status> {
+    pub async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<Caller>, Status> {
         self.check(metadata, false).await
     }
 
@@ -205,7 +208,11 @@ impl Admission {
         self.check(metadata, true).await
     }
 
-    async fn check(&self, metadata: &tonic::metadata::MetadataMap, model: bool) -> Result<Option<Caller>, Status> {
+    async fn check(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        model: bool,
+    ) -> Result<Option<Caller>, Status> {
         let Some(index) = self.key_index(metadata)? else {
             return Ok(None);
         };
@@ -229,7 +236,8 @@ impl Admission {
         tpm: Option<f64>,
         reserve: u64,
     ) -> Result<Caller, Status> {
-        let (Some(shared), Some(key)) = (&self.shared, self.identity(Some(Caller { index, reserved: 0, shared: true })))
+        let (Some(shared), Some(key)) =
+            (&self.shared, self.identity(Some(Caller { index, reserved: 0, shared: true })))
         else {
             return Err(Status::internal("shared limits missing for a configured key"));
         };
@@ -283,9 +291,9 @@ impl Admission {
     /// budget is spent; try the item again after `wait` seconds.
     pub async fn charge_item(&self, owner: &str) -> Result<Option<Caller>, f64> {
         let Some(tpm) = self.tpm else { return Ok(None) };
-        let Some(index) = (0..self.keys.len())
-            .find(|&i| self.identity(Some(Caller { index: i, reserved: 0, shared: false })).as_deref() == Some(owner))
-        else {
+        let Some(index) = (0..self.keys.len()).find(|&i| {
+            self.identity(Some(Caller { index: i, reserved: 0, shared: false })).as_deref() == Some(owner)
+        }) else {
             return Ok(None);
         };
         if self.shared.is_some() {

@@ -28,7 +28,10 @@ fn failed_authentications_are_logged_at_most_once_per_interval() {
 fn keys_and_rate_limits() {
     let settings = GatewaySettings { rate_limit_rps: 1.0, rate_limit_burst: 2, ..Default::default() };
     let a = Admission::new(&settings, Admission::plain_keys(&["k1".into()], "test"));
-    assert_eq!(a.authenticate_at(&meta(None), Instant::now()).unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        a.authenticate_at(&meta(None), Instant::now()).unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
     assert_eq!(
         a.authenticate_at(&meta(Some("Bearer nope")), Instant::now()).unwrap_err().code(),
         tonic::Code::Unauthenticated
@@ -160,7 +163,8 @@ fn the_token_budget_refills_per_minute_and_pays_back_a_debt() {
 #[test]
 fn tokens_are_reserved_at_admission_and_settled_however_the_request_ends() {
     let t0 = Instant::now();
-    let settings = GatewaySettings { rate_limit_tpm: 1000, rate_limit_token_reserve: 400, ..Default::default() };
+    let settings =
+        GatewaySettings { rate_limit_tpm: 1000, rate_limit_token_reserve: 400, ..Default::default() };
     let a = std::sync::Arc::new(Admission::new_at(&settings, Admission::plain_keys(&["k1".into()], "t"), t0));
     let k1 = meta(Some("Bearer k1"));
     let budget = |a: &Admission| a.buckets[0].lock().unwrap().tokens.0;
@@ -197,7 +201,8 @@ fn tokens_are_reserved_at_admission_and_settled_however_the_request_ends() {
 
 #[tokio::test]
 async fn a_batch_item_is_charged_to_its_owners_budget() {
-    let settings = GatewaySettings { rate_limit_tpm: 100, rate_limit_token_reserve: 30, ..Default::default() };
+    let settings =
+        GatewaySettings { rate_limit_tpm: 100, rate_limit_token_reserve: 30, ..Default::default() };
     let a = Admission::new(&settings, Admission::plain_keys(&["k1".into()], "t"));
     let owner = a.identity(Some(Caller { index: 0, reserved: 0, shared: false })).unwrap();
     assert_eq!(a.charge_item("batch:unknown-owner").await, Ok(None));
