@@ -560,7 +560,7 @@ async fn listen(url: String, committed: Arc<watch::Sender<u64>>, work: Arc<Notif
             Ok(()) => break,
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures.is_multiple_of(30) {
+                if failures == 1 || failures % 30 == 0 {
                     tracing::warn!(error = %e, "batch: lost the postgres notification connection; reconnecting");
                 }
             }
