@@ -139,8 +139,11 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
                 == tonic_health::pb::health_check_response::ServingStatus::NotServing
     })
     .await;
+    // Refused, never answered: UNAVAILABLE from the draining gateway, or
+    // the client's own CANCELLED for a call its GOAWAY'd connection did not
+    // take (a client retries either on another replica).
     let refused = late.ask(ask("hello")).await.unwrap_err();
-    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!([Code::Unavailable, Code::Cancelled].contains(&refused.code()), "{refused:?}");
     let answer = in_flight.await.unwrap().expect("the in-flight request finishes");
     assert_eq!(answer.into_inner().intent, "greeting");
     stopping.await.unwrap().unwrap();
@@ -723,4 +726,77 @@ async fn a_second_gateway_on_one_batch_file_refuses_to_start() {
     let again =
         meshops::gateway::start_with(spec(other_data.path()), listener, Overrides::default()).await.unwrap();
     again.shutdown().await.unwrap();
+}
+
+/// On shutdown every connection is sent GOAWAY at once, while its calls
+/// in flight are still running (a client opens its next calls elsewhere
+/// instead of being refused here for the grace period), and those calls
+/// still finish. Seen by a raw HTTP/2 client: a new stream on the same
+/// connection fails while the first call's answer is still pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_goaway_before_in_flight_calls_finish() {
+    use prost::Message as _;
+    let (_engine, overrides) = slow(800);
+    let t = common::start(|_| {}, overrides).await;
+    let addr = t.server.addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driven = tokio::spawn(connection);
+    let request = |path: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    };
+    let grpc_frame = |message: Vec<u8>| {
+        let mut frame = vec![0u8];
+        frame.extend((message.len() as u32).to_be_bytes());
+        frame.extend(message);
+        bytes::Bytes::from(frame)
+    };
+    let mut sender = client.ready().await.unwrap();
+    let (answer, mut body) = sender.send_request(request("/meshops.v1.Gateway/Ask"), false).unwrap();
+    body.send_data(grpc_frame(ask("hello").encode_to_vec()), true).unwrap();
+    wait::wait_until("the Ask to be in flight", wait::PATIENCE, || t.server.in_flight() == 1);
+    let stopping = tokio::spawn(t.server.shutdown());
+    let mut answer = Box::pin(answer);
+    // A health call on the same connection is refused once GOAWAY has
+    // arrived; until then it is answered.
+    loop {
+        let opened = match sender.clone().ready().await {
+            Ok(mut s) => s.send_request(request("/grpc.health.v1.Health/Check"), false).map(|(r, mut b)| {
+                let _ = b.send_data(grpc_frame(Vec::new()), true);
+                r
+            }),
+            Err(e) => Err(e),
+        };
+        let refused = match opened {
+            Err(_) => true,
+            Ok(response) => match response.await {
+                Err(_) => true,
+                Ok(r) => r.headers().get("grpc-status").is_some_and(|s| s != "0"),
+            },
+        };
+        if refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        futures::poll!(answer.as_mut()).is_pending(),
+        "the in-flight Ask had already finished when GOAWAY arrived"
+    );
+    let response = answer.await.expect("the in-flight Ask is answered after GOAWAY");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.unwrap();
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    assert_eq!(trailers.get("grpc-status").map(|v| v.to_str().unwrap()), Some("0"), "{trailers:?}");
+    stopping.await.unwrap().unwrap();
+    driven.abort();
 }

@@ -350,3 +350,46 @@ async fn batch_items_spend_the_keys_shared_token_budget_and_local_fallback_serve
     let mut b = gateway(&r[1]).await;
     b.ask(keyed(AskRequest { query: "hello".into(), ..Default::default() }, KEY_A)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_concurrent_requests_are_bounded_across_replicas() {
+    let what = "shared concurrency limit";
+    let (Some(pg), Some(redis)) = (Postgres::start(what), Redis::start(what)) else { return };
+    let limits = [
+        ("MESHOPS__GATEWAY__RATE_LIMIT_CONCURRENCY", "2"),
+        // Each request takes several model calls of 600 ms: six sent at
+        // once all overlap.
+        ("MESHOPS__MODELS__OFFLINE__LATENCY_MS", "600"),
+    ];
+    let env = shared_env(&pg, &redis, &limits);
+    let dirs = dirs();
+    let r = replicas(&env, &dirs).await;
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let target = r[i % 3].target.clone();
+        calls.push(tokio::spawn(async move {
+            let mut c = GatewayClient::connect(target).await.unwrap();
+            c.ask(keyed(
+                AskRequest { query: "how do I reset my password".into(), ..Default::default() },
+                KEY_A,
+            ))
+            .await
+        }));
+    }
+    let (mut admitted, mut refused) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => admitted += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+                assert!(s.message().contains("gateway.rate_limit_concurrency"), "{}", s.message());
+                refused += 1;
+            }
+        }
+    }
+    println!("shared concurrency: {admitted} admitted, {refused} refused of 6 at once (limit 2)");
+    assert_eq!((admitted, refused), (2, 4));
+    // The places were given back: the key is served again, on any replica.
+    let mut c = gateway(&r[2]).await;
+    c.ask(keyed(AskRequest { query: "hello".into(), ..Default::default() }, KEY_A)).await.unwrap();
+}

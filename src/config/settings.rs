@@ -168,6 +168,11 @@ pub struct GatewaySettings {
     /// used when it ends: answered, failed, cancelled or dropped by its
     /// client (a dropped request is charged at least the reservation).
     pub rate_limit_token_reserve: u64,
+    /// Requests of one API key running at once (0: no limit); beyond it
+    /// RESOURCE_EXHAUSTED. Counted across replicas with `limits_backend =
+    /// "redis"` (a replica that dies frees its requests' places at their
+    /// deadlines).
+    pub rate_limit_concurrency: u32,
     /// Largest request message the server decodes, in bytes.
     pub max_message_bytes: usize,
     /// Most entries in a call's gRPC metadata (headers, standard ones
@@ -240,6 +245,7 @@ impl Default for GatewaySettings {
             api_keys_file: None,
             rate_limit_tpm: 0,
             rate_limit_token_reserve: 256,
+            rate_limit_concurrency: 0,
             max_message_bytes: 4 * 1024 * 1024,
             max_metadata_entries: 64,
             public_reflection: false,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-use super::shared_limits::{SharedLimits, Verdict};
+use super::shared_limits::{Ask as SharedAsk, SharedLimits, Verdict};
 use crate::config::keys::{self, ApiKey};
 use crate::config::{GatewaySettings, LimitsFallback};
 
@@ -48,6 +48,11 @@ pub struct Admission {
     auth_logged_at: Mutex<Option<Instant>>,
     /// Tokens reserved per admitted request (`rate_limit_token_reserve`).
     reserve: u64,
+    /// Requests of one key at once (`rate_limit_concurrency`), and how long
+    /// a place in the shared count outlives a replica that dies holding it
+    /// (the longest a request may run), in ms.
+    concurrency: Option<u32>,
+    hold_ms: u64,
     /// The budgets shared by replicas, when `limits_backend = "redis"`.
     shared: Option<SharedLimits>,
     fallback: LimitsFallback,
@@ -65,6 +70,8 @@ struct KeyBuckets {
     /// Model tokens left this minute (negative: in debt after a large
     /// request), and when it was last refilled.
     tokens: (f64, Instant),
+    /// The key's requests running now (`rate_limit_concurrency`).
+    running: u32,
 }
 
 /// Who is calling: the index of the key they presented, the tokens
@@ -76,6 +83,9 @@ pub struct Caller {
     reserved: u64,
     /// Reserved in the shared store (else in this process).
     shared: bool,
+    /// The request's place among its key's running requests
+    /// (`rate_limit_concurrency`), freed when it is settled.
+    ticket: Option<u64>,
 }
 
 /// Holds a slot; dropping it frees the slot.
@@ -95,7 +105,13 @@ impl Admission {
         let tpm = (settings.rate_limit_tpm > 0).then_some(settings.rate_limit_tpm as f64);
         let buckets = keys
             .iter()
-            .map(|_| Mutex::new(KeyBuckets { requests: (burst, now), tokens: (tpm.unwrap_or(0.0), now) }))
+            .map(|_| {
+                Mutex::new(KeyBuckets {
+                    requests: (burst, now),
+                    tokens: (tpm.unwrap_or(0.0), now),
+                    running: 0,
+                })
+            })
             .collect();
         Self {
             keys,
@@ -110,6 +126,8 @@ impl Admission {
             auth_failures_unlogged: AtomicUsize::new(0),
             auth_logged_at: Mutex::new(None),
             reserve: if tpm.is_some() { settings.rate_limit_token_reserve } else { 0 },
+            concurrency: (settings.rate_limit_concurrency > 0).then_some(settings.rate_limit_concurrency),
+            hold_ms: settings.request_timeout_ms.saturating_add(5_000),
             shared: None,
             fallback: settings.limits_fallback,
             fallback_logged_at: Mutex::new(None),
@@ -217,34 +235,41 @@ impl Admission {
             return Ok(None);
         };
         let tpm = if model { self.tpm } else { None };
-        if self.rate.is_none() && tpm.is_none() {
-            return Ok(Some(Caller { index, reserved: 0, shared: false }));
+        let concurrency = if model { self.concurrency } else { None };
+        if self.rate.is_none() && tpm.is_none() && concurrency.is_none() {
+            return Ok(Some(Caller { index, reserved: 0, shared: false, ticket: None }));
         }
         if self.shared.is_some() {
-            let reserve = if model { self.reserve } else { 0 };
-            return self.charge_shared(index, self.rate, tpm, reserve).await.map(Some);
+            let ask = SharedAsk {
+                rate: self.rate,
+                tpm,
+                reserve: if model { self.reserve } else { 0 },
+                concurrency: concurrency
+                    .map(|limit| (limit, uuid::Uuid::new_v4().as_u64_pair().0 >> 1, self.hold_ms)),
+            };
+            return self.charge_shared(index, ask).await.map(Some);
         }
         self.charge_request(index, Instant::now(), model)
     }
 
     /// Charges a request (with `rate`) or a batch item (without) in the
     /// shared store; while it is unreachable, as `limits_fallback` says.
-    async fn charge_shared(
-        &self,
-        index: usize,
-        rate: Option<(f64, f64)>,
-        tpm: Option<f64>,
-        reserve: u64,
-    ) -> Result<Caller, Status> {
+    async fn charge_shared(&self, index: usize, ask: SharedAsk) -> Result<Caller, Status> {
         let (Some(shared), Some(key)) =
-            (&self.shared, self.identity(Some(Caller { index, reserved: 0, shared: true })))
+            (&self.shared, self.identity(Some(Caller { index, reserved: 0, shared: true, ticket: None })))
         else {
             return Err(Status::internal("shared limits missing for a configured key"));
         };
-        match shared.admit(&key, rate, tpm, reserve).await {
-            Ok(Verdict::Admitted) => Ok(Caller { index, reserved: reserve, shared: true }),
+        match shared.admit(&key, ask).await {
+            Ok(Verdict::Admitted) => Ok(Caller {
+                index,
+                reserved: ask.reserve,
+                shared: true,
+                ticket: ask.concurrency.map(|(_, member, _)| member),
+            }),
             Ok(Verdict::Rate(wait)) => Err(self.rate_refusal(wait)),
             Ok(Verdict::Tokens(wait)) => Err(self.token_refusal(wait)),
+            Ok(Verdict::Concurrency) => Err(self.concurrency_refusal()),
             Err(e) => {
                 let local = self.fallback == LimitsFallback::Local;
                 let outcome = if local { "local" } else { "refused" };
@@ -255,12 +280,17 @@ impl Admission {
                     tracing::warn!(error = %e, fallback = outcome, "the shared limits store (redis) is unreachable");
                 }
                 if local {
-                    if rate.is_some() {
-                        let model = tpm.is_some();
+                    if ask.rate.is_some() {
+                        let model = ask.tpm.is_some() || ask.concurrency.is_some();
                         let caller = self.charge_request(index, Instant::now(), model)?;
-                        return Ok(caller.unwrap_or(Caller { index, reserved: 0, shared: false }));
+                        return Ok(caller.unwrap_or(Caller {
+                            index,
+                            reserved: 0,
+                            shared: false,
+                            ticket: None,
+                        }));
                     }
-                    return Ok(Caller { index, reserved: 0, shared: false });
+                    return Ok(Caller { index, reserved: 0, shared: false, ticket: None });
                 }
                 Err(Status::unavailable(
                     "the per-key limits store is unreachable and gateway.limits_fallback is fail_closed; retry later",
@@ -292,12 +322,14 @@ impl Admission {
     pub async fn charge_item(&self, owner: &str) -> Result<Option<Caller>, f64> {
         let Some(tpm) = self.tpm else { return Ok(None) };
         let Some(index) = (0..self.keys.len()).find(|&i| {
-            self.identity(Some(Caller { index: i, reserved: 0, shared: false })).as_deref() == Some(owner)
+            self.identity(Some(Caller { index: i, reserved: 0, shared: false, ticket: None })).as_deref()
+                == Some(owner)
         }) else {
             return Ok(None);
         };
         if self.shared.is_some() {
-            return match self.charge_shared(index, None, Some(tpm), self.reserve).await {
+            let ask = SharedAsk { rate: None, tpm: Some(tpm), reserve: self.reserve, concurrency: None };
+            return match self.charge_shared(index, ask).await {
                 Ok(caller) => Ok(Some(caller)),
                 Err(status) => Err(retry_after_of(&status).unwrap_or(1.0)),
             };
@@ -312,7 +344,17 @@ impl Admission {
             return Err(((1.0 - *tokens) * 60.0 / tpm).ceil());
         }
         *tokens -= self.reserve as f64;
-        Ok(Some(Caller { index, reserved: self.reserve, shared: false }))
+        Ok(Some(Caller { index, reserved: self.reserve, shared: false, ticket: None }))
+    }
+
+    fn concurrency_refusal(&self) -> Status {
+        retry_after(
+            Status::resource_exhausted(format!(
+                "this API key already runs {} requests at once (gateway.rate_limit_concurrency); retry when one ends",
+                self.concurrency.unwrap_or(0)
+            )),
+            1.0,
+        )
     }
 
     fn rate_refusal(&self, wait: f64) -> Status {
@@ -402,6 +444,10 @@ impl Admission {
             return Err(Status::internal("rate limiter state missing for a configured key"));
         };
         let mut b = bucket.lock().map_err(|_| Status::internal("rate limiter state poisoned"))?;
+        let concurrency = if model { self.concurrency } else { None };
+        if concurrency.is_some_and(|limit| b.running >= limit) {
+            return Err(self.concurrency_refusal());
+        }
         if let Some(tpm) = tpm {
             let (tokens, last) = &mut b.tokens;
             *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * tpm / 60.0).min(tpm);
@@ -422,7 +468,11 @@ impl Admission {
         if tpm.is_some() {
             b.tokens.0 -= reserve as f64;
         }
-        Ok(Some(Caller { index, reserved: reserve, shared: false }))
+        let ticket = concurrency.map(|_| {
+            b.running += 1;
+            0
+        });
+        Ok(Some(Caller { index, reserved: reserve, shared: false, ticket }))
     }
 
     /// Settles a finished request's model tokens against what was reserved
@@ -430,21 +480,31 @@ impl Admission {
     /// the debt refuses the key's next requests until it is paid back by
     /// the refill.
     pub fn settle(&self, caller: Option<Caller>, used: u64) {
-        let (Some(caller), Some(tpm)) = (caller, self.tpm) else { return };
+        let Some(caller) = caller else { return };
+        if self.tpm.is_none() && caller.ticket.is_none() {
+            return;
+        }
         let delta = used as i64 - caller.reserved as i64;
         if caller.shared {
             let (Some(shared), Some(key)) = (&self.shared, self.identity(Some(caller))) else { return };
-            let shared = shared.clone();
+            let (shared, tpm) = (shared.clone(), self.tpm);
             tokio::spawn(async move {
-                if let Err(e) = shared.settle(&key, tpm, delta).await {
-                    tracing::warn!(error = %e, tokens = delta, "cannot settle a request's tokens in redis");
+                if let Err(e) = shared.settle(&key, tpm, delta, caller.ticket).await {
+                    tracing::warn!(error = %e, tokens = delta, "cannot settle a request in redis");
                 }
             });
             return;
         }
         let Some(bucket) = self.buckets.get(caller.index) else { return };
         match bucket.lock() {
-            Ok(mut b) => b.tokens.0 = (b.tokens.0 - delta as f64).min(tpm),
+            Ok(mut b) => {
+                if let Some(tpm) = self.tpm {
+                    b.tokens.0 = (b.tokens.0 - delta as f64).min(tpm);
+                }
+                if caller.ticket.is_some() {
+                    b.running = b.running.saturating_sub(1);
+                }
+            }
             // A poisoned lock loses one charge; refusing service for it
             // would be worse.
             Err(_) => tracing::error!(key = %self.label(caller), "token bucket poisoned; charge dropped"),

@@ -204,7 +204,7 @@ async fn a_batch_item_is_charged_to_its_owners_budget() {
     let settings =
         GatewaySettings { rate_limit_tpm: 100, rate_limit_token_reserve: 30, ..Default::default() };
     let a = Admission::new(&settings, Admission::plain_keys(&["k1".into()], "t"));
-    let owner = a.identity(Some(Caller { index: 0, reserved: 0, shared: false })).unwrap();
+    let owner = a.identity(Some(Caller { index: 0, reserved: 0, shared: false, ticket: None })).unwrap();
     assert_eq!(a.charge_item("batch:unknown-owner").await, Ok(None));
     let item = a.charge_item(&owner).await.unwrap();
     a.settle(item, 200);
@@ -213,4 +213,37 @@ async fn a_batch_item_is_charged_to_its_owners_budget() {
     // The key's own requests are refused too: one budget.
     let err = a.authenticate_at(&meta(Some("Bearer k1")), Instant::now()).unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+}
+
+#[test]
+fn a_keys_concurrent_requests_are_bounded_and_freed_when_settled() {
+    let settings = GatewaySettings { rate_limit_concurrency: 2, ..Default::default() };
+    let keys = Admission::plain_keys(&["k1".into(), "k2".into()], "t");
+    let a = std::sync::Arc::new(Admission::new(&settings, keys));
+    let (k1, k2) = (meta(Some("Bearer k1")), meta(Some("Bearer k2")));
+    let first = a.authenticate_at(&k1, Instant::now()).unwrap();
+    let second = a.authenticate_at(&k1, Instant::now()).unwrap();
+    let err = a.authenticate_at(&k1, Instant::now()).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("gateway.rate_limit_concurrency"), "{}", err.message());
+    // Another key has its own places.
+    a.authenticate_at(&k2, Instant::now()).unwrap();
+    // A finished request frees its place; so does one dropped unfinished.
+    Settlement::new(a.clone(), first).finish();
+    let third = a.authenticate_at(&k1, Instant::now()).unwrap();
+    drop(Settlement::new(a.clone(), second));
+    a.authenticate_at(&k1, Instant::now()).unwrap();
+    assert!(a.authenticate_at(&k1, Instant::now()).is_err());
+    drop(Settlement::new(a.clone(), third));
+}
+
+#[tokio::test]
+async fn calls_that_run_no_model_pass_a_spent_token_budget() {
+    let settings = GatewaySettings { rate_limit_tpm: 100, rate_limit_token_reserve: 0, ..Default::default() };
+    let a = Admission::new(&settings, Admission::plain_keys(&["k1".into()], "t"));
+    let k1 = meta(Some("Bearer k1"));
+    let caller = a.authenticate_request(&k1).await.unwrap();
+    a.settle(caller, 500);
+    assert_eq!(a.authenticate_request(&k1).await.unwrap_err().code(), tonic::Code::ResourceExhausted);
+    assert!(a.authenticate(&k1).await.unwrap().is_some(), "GetBatch and the like still pass");
 }
