@@ -24,8 +24,27 @@ use tokio_util::sync::CancellationToken;
 use super::store::{Claimed, Outcome};
 use super::{Batch, BatchError};
 use crate::config::BatchSettings;
-use crate::gateway::admission::{Admission, Settlement};
 use crate::mesh::{Ask, MeshHandle};
+
+/// Whose budget a batch item is charged to: the gateway's per-key token
+/// budgets (`gateway::admission`), seen from here as this trait so the
+/// batch module does not depend on the gateway.
+pub trait ItemBudget: Send + Sync {
+    /// Reserves an item's tokens from `owner`'s budget. `Ok(None)`: nothing
+    /// to charge; `Err(wait)`: the budget is spent for `wait` seconds.
+    fn reserve<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Box<dyn ItemCharge>>, f64>>;
+}
+
+/// An item's reservation, settled once with what its model calls used.
+pub trait ItemCharge: Send {
+    /// Where the mesh adds each finished step's tokens.
+    fn meter(&self) -> Option<Arc<std::sync::atomic::AtomicU64>>;
+    /// The item ended: charge what it used.
+    fn finish(self: Box<Self>);
+}
 
 /// The running batch workers.
 pub struct RunnerHandle {
@@ -35,7 +54,7 @@ pub struct RunnerHandle {
 
 /// Starts the workers.
 ///
-/// With `admission`, an item of a key's job is charged to that key's
+/// With `budget`, an item of a key's job is charged to that key's
 /// token budget (`gateway.rate_limit_tpm`): reserved before it runs and
 /// settled with what it used. A job whose owner's budget is spent waits
 /// until it refills. Items do not count against the request rate: the
@@ -43,14 +62,13 @@ pub struct RunnerHandle {
 pub fn start(
     batch: Arc<Batch>,
     mesh: Arc<MeshHandle>,
-    admission: Option<Arc<Admission>>,
+    budget: Option<Arc<dyn ItemBudget>>,
     settings: &BatchSettings,
     item_timeout: Duration,
 ) -> RunnerHandle {
     let workers = Arc::new(Semaphore::new(settings.workers.max(1)));
     let lease = Duration::from_millis(settings.lease_ms.max(1000));
-    let task =
-        tokio::spawn(claim_loop(batch.clone(), mesh, admission, workers, Timing { item_timeout, lease }));
+    let task = tokio::spawn(claim_loop(batch.clone(), mesh, budget, workers, Timing { item_timeout, lease }));
     if settings.retention_days > 0 {
         tokio::spawn(retention(batch.clone(), settings.retention_days));
     }
@@ -105,7 +123,7 @@ struct Timing {
 async fn claim_loop(
     batch: Arc<Batch>,
     mesh: Arc<MeshHandle>,
-    admission: Option<Arc<Admission>>,
+    budget: Option<Arc<dyn ItemBudget>>,
     workers: Arc<Semaphore>,
     timing: Timing,
 ) -> JoinSet<()> {
@@ -139,10 +157,10 @@ async fn claim_loop(
         };
         let Some(claimed) = claimed else { break };
         let cancel = batch.started(&claimed.job_id);
-        let (batch, mesh, admission) = (batch.clone(), mesh.clone(), admission.clone());
+        let (batch, mesh, budget) = (batch.clone(), mesh.clone(), budget.clone());
         items.spawn(async move {
             let _permit = permit;
-            let settlement = match charge(&batch, admission, &claimed).await {
+            let settlement = match charge(&batch, budget, &claimed).await {
                 Ok(s) => s,
                 Err(()) => return batch.finished(&claimed.job_id),
             };
@@ -156,16 +174,12 @@ async fn claim_loop(
 /// puts the item back and holds its job until the budget refills.
 async fn charge(
     batch: &Batch,
-    admission: Option<Arc<Admission>>,
+    budget: Option<Arc<dyn ItemBudget>>,
     claimed: &Claimed,
-) -> Result<Option<Settlement>, ()> {
-    let (Some(admission), Some(owner)) = (admission, &claimed.owner) else { return Ok(None) };
-    match admission.charge_item(owner).await {
-        Ok(caller) => {
-            let mut settlement = Settlement::new(admission, caller);
-            settlement.start();
-            Ok(Some(settlement))
-        }
+) -> Result<Option<Box<dyn ItemCharge>>, ()> {
+    let (Some(budget), Some(owner)) = (budget, &claimed.owner) else { return Ok(None) };
+    match budget.reserve(owner).await {
+        Ok(charge) => Ok(charge),
         Err(wait) => {
             tracing::info!(job_id = %claimed.job_id, wait_s = wait, "the job's key has spent its token budget; its items wait");
             batch.throttle(&claimed.job_id, wait);
@@ -184,7 +198,7 @@ async fn run_item(
     claimed: Claimed,
     cancel: CancellationToken,
     timing: Timing,
-    settlement: Option<Settlement>,
+    settlement: Option<Box<dyn ItemCharge>>,
 ) {
     let Claimed { job_id, item_index, input, .. } = claimed;
     let span = tracing::info_span!("batch.item", job_id = %job_id, item_index);
@@ -197,7 +211,7 @@ async fn run_item(
     let ask = Ask::new(input, deadline, trace_id, span.clone())
         .with_cancel(cancel.clone())
         .with_owner(owner)
-        .with_meter(settlement.as_ref().and_then(Settlement::meter));
+        .with_meter(settlement.as_ref().and_then(|s| s.meter()));
     // If this task is aborted (grace period over), the mesh work stops too.
     let guard = cancel.drop_guard();
     let asked = mesh.ask(ask);

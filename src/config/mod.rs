@@ -38,6 +38,7 @@ mod load;
 pub mod prompt_file;
 pub mod settings;
 pub mod shared;
+mod shared_checks;
 mod tls;
 pub mod tools;
 mod validate;

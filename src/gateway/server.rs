@@ -368,7 +368,7 @@ pub async fn start_with(
     let runner = crate::batch::runner::start(
         batch.clone(),
         mesh,
-        Some(admission.clone()),
+        Some(Arc::new(super::admission::KeyBudgets(admission.clone()))),
         &spec.settings.batch,
         item_timeout,
     );

@@ -605,6 +605,34 @@ impl Settlement {
     }
 }
 
+impl crate::batch::runner::ItemCharge for Settlement {
+    fn meter(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        Settlement::meter(self)
+    }
+
+    fn finish(self: Box<Self>) {
+        Settlement::finish(*self);
+    }
+}
+
+/// The per-key token budgets, as the batch runner charges its items to
+/// them.
+pub struct KeyBudgets(pub std::sync::Arc<Admission>);
+
+impl crate::batch::runner::ItemBudget for KeyBudgets {
+    fn reserve<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Box<dyn crate::batch::runner::ItemCharge>>, f64>> {
+        Box::pin(async move {
+            let Some(caller) = self.0.charge_item(owner).await? else { return Ok(None) };
+            let mut settlement = Settlement::new(self.0.clone(), Some(caller));
+            settlement.start();
+            Ok(Some(Box::new(settlement) as Box<dyn crate::batch::runner::ItemCharge>))
+        })
+    }
+}
+
 impl Drop for Settlement {
     fn drop(&mut self) {
         if !self.settled {
