@@ -18,6 +18,7 @@
 //! a gRPC client of that service, lives in the binary (`cli::batch`).
 
 pub mod backend;
+mod codec;
 pub mod postgres;
 pub mod runner;
 pub mod schema;

@@ -21,9 +21,10 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::BatchError;
+use super::codec::{decode_outcome, encode_items, encode_outcome};
 use super::store::{Claimed, ItemResult, NewItem, Outcome, Quota};
 use super::summary::{self, CLAIMED, CODE_CANCELLED, JobPage, JobSummary, Owners};
-use crate::mesh::{AskInput, Usage};
+use crate::mesh::AskInput;
 use crate::pg::PgError;
 
 /// The database's clock, in Unix milliseconds.
@@ -132,11 +133,7 @@ impl PgStore {
         items: Vec<NewItem>,
         quota: Quota,
     ) -> Result<(JobSummary, bool), BatchError> {
-        let encoded = items
-            .iter()
-            .map(|item| serde_json::to_string(&item.input).map(|input| (input, item.id.clone())))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BatchError::Corrupt(format!("cannot encode an item: {e}")))?;
+        let encoded = encode_items(&items)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::from)?;
         // One submit per owner at a time: its quota and its request ids
@@ -356,14 +353,7 @@ impl PgStore {
 
     /// Commits an item's result; false when it already had one.
     pub async fn commit(&self, job_id: &str, item_index: u32, outcome: Outcome) -> Result<bool, BatchError> {
-        let (code, message, answer, usage) = match &outcome {
-            Outcome::Answered(a) => {
-                let json = serde_json::to_string(a)
-                    .map_err(|e| BatchError::Corrupt(format!("cannot encode an answer: {e}")))?;
-                (0, String::new(), Some(json), a.usage.clone())
-            }
-            Outcome::Failed { code, message } => (*code, message.clone(), None, Usage::default()),
-        };
+        let (code, message, answer, usage) = encode_outcome(&outcome)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(PgError::from)?;
         let row = tx
@@ -445,17 +435,7 @@ impl PgStore {
         rows.iter()
             .map(|r| {
                 let (index, seq, code): (i32, i32, i32) = (r.get(0), r.get(1), r.get(2));
-                let outcome = match (code, r.get::<_, Option<String>>(4)) {
-                    (0, Some(json)) => Outcome::Answered(serde_json::from_str(&json).map_err(|e| {
-                        BatchError::Corrupt(format!("job {job_id} item {index}: stored answer: {e}"))
-                    })?),
-                    (0, None) => {
-                        return Err(BatchError::Corrupt(format!(
-                            "job {job_id} item {index}: result has no answer"
-                        )));
-                    }
-                    (code, _) => Outcome::Failed { code, message: r.get(3) },
-                };
+                let outcome = decode_outcome(job_id, i64::from(index), code, r.get(3), r.get(4))?;
                 Ok(ItemResult { item_index: index as u32, offset: seq as u64, outcome, item_id: r.get(5) })
             })
             .collect()

@@ -23,24 +23,16 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::watch;
 
 use super::BatchError;
+pub use super::codec::{NewItem, Outcome};
+use super::codec::{decode_outcome, encode_items, encode_outcome};
 use super::summary::CLAIMED;
 use super::summary::{self, JobPage, Owners, summary};
 pub use super::summary::{CODE_CANCELLED, JobState, JobSummary};
-use crate::mesh::{Answer, AskInput, Usage};
+use crate::mesh::AskInput;
 
 /// Item states in `items.state`.
 const WAITING: i64 = 0;
 const FINISHED: i64 = 2;
-
-/// How an item ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Boxed: an answer is large, and most of a job's life is spent
-    /// moving smaller values around.
-    Answered(Box<Answer>),
-    /// A gRPC status code and message, as `Ask` would have answered.
-    Failed { code: i32, message: String },
-}
 
 /// One committed result.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,15 +43,6 @@ pub struct ItemResult {
     pub outcome: Outcome,
     /// The caller's id for the item, when it gave one.
     pub item_id: Option<String>,
-}
-
-/// An item as submitted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewItem {
-    /// The caller's own id for it (a dataset row's `id`), carried back on
-    /// its result.
-    pub id: Option<String>,
-    pub input: AskInput,
 }
 
 /// How much one API key may have waiting (`[batch]` quotas; 0: no limit).
@@ -188,11 +171,7 @@ impl SqliteStore {
         items: Vec<NewItem>,
         quota: Quota,
     ) -> Result<(JobSummary, bool), BatchError> {
-        let encoded = items
-            .iter()
-            .map(|item| serde_json::to_string(&item.input).map(|input| (input, item.id.clone())))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BatchError::Corrupt(format!("cannot encode an item: {e}")))?;
+        let encoded = encode_items(&items)?;
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(rid) = &request_id {
@@ -418,17 +397,7 @@ impl SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (index, seq, code, message, answer, item_id) = row?;
-                let outcome = match (code, answer) {
-                    (0, Some(json)) => Outcome::Answered(serde_json::from_str(&json).map_err(|e| {
-                        BatchError::Corrupt(format!("job {job_id} item {index}: stored answer: {e}"))
-                    })?),
-                    (0, None) => {
-                        return Err(BatchError::Corrupt(format!(
-                            "job {job_id} item {index}: result has no answer"
-                        )));
-                    }
-                    (code, _) => Outcome::Failed { code, message },
-                };
+                let outcome = decode_outcome(&job_id, index, code, message, answer)?;
                 out.push(ItemResult { item_index: index as u32, offset: seq as u64, outcome, item_id });
             }
             Ok(out)
@@ -483,14 +452,7 @@ fn insert_result(
     outcome: &Outcome,
     now: i64,
 ) -> Result<bool, BatchError> {
-    let (code, message, answer, usage) = match outcome {
-        Outcome::Answered(a) => {
-            let json = serde_json::to_string(a)
-                .map_err(|e| BatchError::Corrupt(format!("cannot encode an answer: {e}")))?;
-            (0, String::new(), Some(json), a.usage.clone())
-        }
-        Outcome::Failed { code, message } => (*code, message.clone(), None, Usage::default()),
-    };
+    let (code, message, answer, usage) = encode_outcome(outcome)?;
     let inserted = conn.execute(
         "INSERT INTO results (job_id, item_index, seq, code, message, answer, input_tokens, output_tokens, \
          cost_usd, model_calls, latency_ms, finished_ms) \
