@@ -24,6 +24,7 @@
 //!   agents) that serve, eval and bench start the mesh with.
 //! - [`client`]: a running gateway seen from outside (checks, answers).
 //! - [`gateway`]: the tonic services, admission, the error → `Status` map.
+//! - [`live`]: records of answered requests (feedback, `live export`).
 //! - [`batch`]: durable batch jobs: the SQLite or PostgreSQL store and the
 //!   workers.
 //! - [`eval`]: datasets, metrics, runs, comparisons and gates.
@@ -38,6 +39,7 @@ pub mod client;
 pub mod config;
 pub mod eval;
 pub mod gateway;
+pub mod live;
 pub mod llm;
 pub mod mesh;
 pub mod pg;

@@ -123,6 +123,11 @@ enum Command {
         conn: cli::connect::ConnectArgs,
     },
     /// Conversations on a running gateway.
+    /// Records of answered requests (`[live]`): export them as a dataset.
+    Live {
+        #[command(subcommand)]
+        command: LiveCommand,
+    },
     Sessions {
         #[command(subcommand)]
         command: SessionsCommand,
@@ -131,6 +136,31 @@ enum Command {
         target: Option<String>,
         #[command(flatten)]
         conn: cli::connect::ConnectArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum LiveCommand {
+    /// Write live records as JSON lines that `eval run --dataset` and
+    /// `eval score --input` read as they are (with `[live]
+    /// capture_content`: query, response, cited doc ids).
+    Export {
+        /// Where to write the rows.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only records this recent: an age (30m, 24h, 7d) or, as a number
+        /// of 13 digits or more, Unix milliseconds.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this variant's records (`base`: the mesh without one).
+        #[arg(long)]
+        variant: Option<String>,
+        /// Only records with users' feedback.
+        #[arg(long)]
+        with_feedback: bool,
+        /// Only records whose feedback score is at least this.
+        #[arg(long)]
+        min_score: Option<f64>,
     },
 }
 
@@ -247,7 +277,10 @@ fn load(cli: &Cli) -> Result<MeshSpec> {
 
 async fn run(cli: Cli) -> Result<()> {
     if let Command::Serve { listen, http_listen } = &cli.command {
-        return cli::serve::serve(load(&cli)?, listen.clone(), http_listen.clone()).await;
+        let opts = load_options(&cli)?;
+        let reload =
+            move || MeshSpec::load(&opts).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"));
+        return cli::serve::serve(load(&cli)?, listen.clone(), http_listen.clone(), reload).await;
     }
     if let Command::Mcp = &cli.command {
         return cli::serve::mcp(load(&cli)?).await;
@@ -285,6 +318,11 @@ async fn run(cli: Cli) -> Result<()> {
             }
             .await;
             cli::connect::with_hint(&target, outcome).await
+        }
+        Command::Live { command: LiveCommand::Export { out, since, variant, with_feedback, min_score } } => {
+            let spec = load(&cli)?;
+            let filter = cli::live::filter(since.as_deref(), variant.clone(), *with_feedback, *min_score)?;
+            cli::live::export(&spec, out, &filter)
         }
         Command::Sessions { command: SessionsCommand::Delete { id }, target, conn } => {
             let target = target_url(&cli, target.as_deref());

@@ -800,3 +800,42 @@ async fn shutdown_sends_goaway_before_in_flight_calls_finish() {
     stopping.await.unwrap().unwrap();
     driven.abort();
 }
+
+/// Callers that hang up while queued (their client drops the call; no
+/// deadline is involved) give their places back: after ten times
+/// `max_queued` such hang-ups the queue still takes callers, who are
+/// answered once the slot frees, rather than shed as if it were full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_hang_up_while_queued_give_their_places_back() {
+    let (_engine, overrides) = slow(800);
+    let t = common::start(
+        |s| {
+            s.settings.gateway.max_in_flight = 1;
+            s.settings.gateway.max_queued = 2;
+        },
+        overrides,
+    )
+    .await;
+    let mut held = t.client.clone();
+    let holder = tokio::spawn(async move { held.ask(ask("hello")).await });
+    wait::wait_until("the slot to be taken", wait::PATIENCE, || t.server.in_flight() == 1);
+    for _ in 0..20 {
+        let mut c = t.client.clone();
+        // Queued behind the held slot, then dropped by the client.
+        let hung_up = tokio::time::timeout(Duration::from_millis(30), c.ask(ask("hello"))).await;
+        assert!(hung_up.is_err(), "a queued call was answered while the slot was held: {hung_up:?}");
+    }
+    // Two callers now fit in the queue and are answered in turn.
+    let queued: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = t.client.clone();
+            tokio::spawn(async move { c.ask(ask("hello")).await })
+        })
+        .collect();
+    holder.await.unwrap().expect("the held call is answered");
+    for q in queued {
+        let answer = q.await.unwrap().expect("a queued caller is answered, not shed");
+        assert_eq!(answer.into_inner().intent, "greeting");
+    }
+    t.server.shutdown().await.unwrap();
+}

@@ -54,6 +54,13 @@ impl Gateway for Echo {
     ) -> Result<Response<proto::DeleteSessionResponse>, Status> {
         Err(Status::unimplemented("echo serves Ask only"))
     }
+
+    async fn submit_feedback(
+        &self,
+        _: Request<proto::FeedbackRequest>,
+    ) -> Result<Response<proto::FeedbackAck>, Status> {
+        Err(Status::unimplemented("echo serves Ask only"))
+    }
 }
 
 /// Starts the echo server on 127.0.0.1:0 with the gateway's socket set-up

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod connect;
 pub mod eval;
 pub mod ingest;
+pub mod live;
 pub mod serve;
 
 use anyhow::Result;

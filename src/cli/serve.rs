@@ -5,7 +5,17 @@ use meshops::config::MeshSpec;
 
 /// `meshops serve`: telemetry as configured, the gateway until Ctrl-C or
 /// SIGTERM, then a drain and a flush of buffered telemetry.
-pub async fn serve(mut spec: MeshSpec, listen: Option<String>, http_listen: Option<String>) -> Result<()> {
+///
+/// SIGHUP reloads the configuration files and puts the new `[gateway.ab]`
+/// weights in force without dropping requests (other settings need a
+/// restart); a configuration that does not load is reported and the old
+/// weights stay.
+pub async fn serve(
+    mut spec: MeshSpec,
+    listen: Option<String>,
+    http_listen: Option<String>,
+    reload: impl Fn() -> Result<MeshSpec>,
+) -> Result<()> {
     let telemetry = meshops::telemetry::init(&spec.settings.telemetry)?;
     if let Some(l) = listen {
         spec.settings.gateway.listen = l;
@@ -42,13 +52,46 @@ pub async fn serve(mut spec: MeshSpec, listen: Option<String>, http_listen: Opti
     if let Some(mcp) = server.mcp_addr {
         eprintln!("MCP server (streamable HTTP) on http://{mcp}/mcp");
     }
-    let result = tokio::select! {
-        r = shutdown_signal() => {
-            let signal = r?;
-            eprintln!("{signal}: shutting down (health NOT_SERVING, draining in-flight calls)");
-            server.shutdown().await.map_err(anyhow::Error::from)
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    enum Event {
+        Stop(Result<&'static str>),
+        Ended(Result<()>),
+        Hangup,
+    }
+    let result = loop {
+        #[cfg(unix)]
+        let hangup = hangups.recv();
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let event = tokio::select! {
+            r = &mut shutdown => Event::Stop(r),
+            r = server.wait() => Event::Ended(r.map_err(anyhow::Error::from)),
+            _ = hangup => Event::Hangup,
+        };
+        match event {
+            Event::Stop(r) => {
+                let signal = r?;
+                eprintln!("{signal}: shutting down (health NOT_SERVING, draining in-flight calls)");
+                break server.shutdown().await.map_err(anyhow::Error::from);
+            }
+            Event::Ended(r) => break r,
+            Event::Hangup => match reload() {
+                Ok(new) => {
+                    let weights = new.settings.gateway.ab.weights.clone();
+                    server.set_ab(new.settings.gateway.ab);
+                    tracing::info!(?weights, "SIGHUP: configuration reloaded; A/B weights in force");
+                    eprintln!("SIGHUP: A/B weights now {weights:?}");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: the configuration does not load; the old weights stay");
+                    eprintln!("SIGHUP: not reloaded: {e:#}");
+                }
+            },
         }
-        r = server.wait() => r.map_err(anyhow::Error::from),
     };
     if let Some(task) = scrape {
         task.abort();

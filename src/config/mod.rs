@@ -25,6 +25,7 @@
 //! - `error.rs`: [`ConfigError`]; `tls.rs`, `keys.rs`: files the gateway
 //!   reads, checked here.
 
+pub mod ab;
 pub mod agents;
 mod agents_load;
 mod env;

@@ -33,6 +33,8 @@ pub struct Settings {
     pub mcp: BTreeMap<String, super::tools::McpServerSettings>,
     /// Conversations kept per `session_id`.
     pub sessions: super::tools::SessionSettings,
+    /// What is kept of each answered request (feedback, live export).
+    pub live: super::ab::LiveSettings,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             eval: EvalSettings::default(),
             mcp: BTreeMap::new(),
             sessions: super::tools::SessionSettings::default(),
+            live: super::ab::LiveSettings::default(),
         }
     }
 }
@@ -213,6 +216,10 @@ pub struct GatewaySettings {
     /// While Redis cannot be reached: `fail_closed` (UNAVAILABLE) or
     /// `local` (per-process limits, logged and counted).
     pub limits_fallback: super::shared::LimitsFallback,
+    /// A/B: requests without a `variant` are assigned one by these weights
+    /// (`[gateway.ab] weights = { base = 50, concise = 50 }`); reloaded on
+    /// SIGHUP.
+    pub ab: super::ab::AbSettings,
 }
 
 /// The gateway's TLS identity and, optionally, the CA that client
@@ -260,6 +267,7 @@ impl Default for GatewaySettings {
             redis_url: None,
             redis_url_env: None,
             limits_fallback: super::shared::LimitsFallback::FailClosed,
+            ab: super::ab::AbSettings::default(),
         }
     }
 }

@@ -8,6 +8,37 @@ use super::error::{ConfigError, locate_at};
 use super::settings::Settings;
 use super::shared::{LimitsBackend, StateBackend, resolve_url};
 
+/// `[gateway.ab]`: every name a variant (or `base`), some weight, and no
+/// variant called `base`.
+pub(super) fn validate_ab(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigError>) {
+    let ab = &s.gateway.ab;
+    if s.variants.contains_key(super::ab::BASE) {
+        errors.push(ConfigError::field(
+            locate_at(&["variants", super::ab::BASE], layers),
+            "variants.base",
+            "`base` names the mesh without a variant (in [gateway.ab] weights); rename this variant",
+        ));
+    }
+    for name in ab.weights.keys() {
+        if name != super::ab::BASE && !s.variants.contains_key(name) {
+            let known: Vec<&str> =
+                std::iter::once(super::ab::BASE).chain(s.variants.keys().map(String::as_str)).collect();
+            errors.push(ConfigError::field(
+                locate_at(&["gateway", "ab", "weights"], layers),
+                format!("gateway.ab.weights.{name}"),
+                format!("no variant `{name}`; known: {}", known.join(", ")),
+            ));
+        }
+    }
+    if !ab.weights.is_empty() && !ab.active() {
+        errors.push(ConfigError::field(
+            locate_at(&["gateway", "ab", "weights"], layers),
+            "gateway.ab.weights",
+            "every weight is 0: give some variant (or base) a weight, or remove [gateway.ab]",
+        ));
+    }
+}
+
 /// One section's shared-store URL: present and of the right scheme when
 /// the backend needs it.
 struct UrlCheck<'a> {
@@ -149,5 +180,21 @@ mod tests {
         assert_eq!(errors.len(), 2, "{text:?}");
         assert!(text[0].contains("batch.url") && text[0].contains("url_env"), "{text:?}");
         assert!(text[1].contains("gateway.redis_url") && text[1].contains("redis"), "{text:?}");
+    }
+
+    #[test]
+    fn ab_weights_name_known_variants_and_base() {
+        let mut s = Settings::default();
+        s.variants.insert("concise".into(), Default::default());
+        s.gateway.ab.weights = [("base".to_string(), 1), ("concise".into(), 1), ("nope".into(), 1)].into();
+        let mut errors = Vec::new();
+        validate_ab(&s, &[], &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let text = errors[0].to_string();
+        assert!(text.contains("gateway.ab.weights.nope") && text.contains("known: base, concise"), "{text}");
+        s.gateway.ab.weights = [("concise".to_string(), 0)].into();
+        let mut errors = Vec::new();
+        validate_ab(&s, &[], &mut errors);
+        assert!(errors[0].to_string().contains("every weight is 0"), "{errors:?}");
     }
 }

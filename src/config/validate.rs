@@ -28,6 +28,7 @@ pub(super) fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut V
     validate_fallback_cycles(s, layers, errors);
     super::tools::validate_tools(&s.mcp, &s.sessions, layers, errors);
     super::shared_checks::validate_shared(s, layers, errors);
+    super::shared_checks::validate_ab(s, layers, errors);
 }
 
 /// `[gateway]`: the address and the limits.

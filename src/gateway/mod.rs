@@ -16,6 +16,7 @@ pub mod error;
 pub mod limits;
 pub mod mcp;
 pub mod openai;
+pub mod quality;
 pub mod server;
 pub mod shared_limits;
 
@@ -48,6 +49,8 @@ pub struct GatewayService {
     limits: Arc<GatewaySettings>,
     description: Arc<proto::MeshDescription>,
     admission: Arc<admission::Admission>,
+    /// A/B weights and live records.
+    quality: Arc<quality::Quality>,
 }
 
 impl GatewayService {
@@ -56,6 +59,7 @@ impl GatewayService {
         limits: GatewaySettings,
         description: proto::MeshDescription,
         admission: Arc<admission::Admission>,
+        quality: Arc<quality::Quality>,
     ) -> Self {
         Self {
             mesh,
@@ -63,6 +67,7 @@ impl GatewayService {
             limits: Arc::new(limits),
             description: Arc::new(description),
             admission,
+            quality,
         }
     }
 
@@ -131,12 +136,18 @@ fn request_span(method: &'static str) -> tracing::Span {
 struct CallRecord {
     method: &'static str,
     started: std::time::Instant,
+    /// The variant that answered ("" for the base mesh).
+    variant: String,
 }
 
 impl CallRecord {
     fn start(method: &'static str) -> Self {
         crate::telemetry::metrics::get().in_flight.add(1, &[]);
-        Self { method, started: std::time::Instant::now() }
+        Self { method, started: std::time::Instant::now(), variant: String::new() }
+    }
+
+    fn set_variant(&mut self, variant: Option<&str>) {
+        self.variant = variant.unwrap_or_default().to_string();
     }
 
     fn finish(self, span: &tracing::Span, code: tonic::Code) {
@@ -148,6 +159,7 @@ impl CallRecord {
         let attrs = [
             opentelemetry::KeyValue::new(crate::telemetry::attr::RPC_METHOD, self.method),
             opentelemetry::KeyValue::new(crate::telemetry::attr::RPC_GRPC_STATUS_CODE, code as i64),
+            opentelemetry::KeyValue::new("meshops.variant", self.variant.clone()),
         ];
         m.request_duration.record(self.started.elapsed().as_secs_f64(), &attrs);
     }
@@ -194,7 +206,7 @@ pub struct Running {
 #[tonic::async_trait]
 impl Gateway for GatewayService {
     async fn ask(&self, request: Request<proto::AskRequest>) -> Result<Response<proto::AskResponse>, Status> {
-        let record = CallRecord::start("Ask");
+        let mut record = CallRecord::start("Ask");
         let span = request_span("meshops.v1.Gateway/Ask");
         // The caller's parent must be set before the span is first entered.
         let authenticated = self.admission.authenticate_request(request.metadata()).await;
@@ -206,9 +218,12 @@ impl Gateway for GatewayService {
             let mut settlement = Settlement::new(self.admission.clone(), caller);
             let mesh = self.mesh()?;
             let (ask, cancel) = prepared?;
-            let ask = ask
+            let mut ask = ask
                 .with_owner(self.admission.identity(caller).unwrap_or_default())
                 .with_meter(settlement.meter());
+            self.quality.assign(&mut ask);
+            record.set_variant(ask.input.variant.as_deref());
+            let (owner, query) = (ask.owner.clone(), self.quality.query_to_keep(&ask));
             let _slot = self.admission.admit(ask.deadline.unwrap_or_else(tokio::time::Instant::now)).await?;
             settlement.start();
             // If the client goes away tonic drops this future; the guard then
@@ -228,7 +243,10 @@ impl Gateway for GatewayService {
             guard.disarm();
             settlement.finish();
             match result {
-                Ok(answer) => Ok(Response::new(convert::answer(answer))),
+                Ok(answer) => {
+                    self.quality.record(&owner, query, &answer);
+                    Ok(Response::new(convert::answer(answer)))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "request failed");
                     Err(error::status(e))
@@ -244,7 +262,7 @@ impl Gateway for GatewayService {
     type AskStreamStream = EventStream;
 
     async fn ask_stream(&self, request: Request<proto::AskRequest>) -> Result<Response<EventStream>, Status> {
-        let record = CallRecord::start("AskStream");
+        let mut record = CallRecord::start("AskStream");
         let span = request_span("meshops.v1.Gateway/AskStream");
         let authenticated = self.admission.authenticate_request(request.metadata()).await;
         let prepared = self.prepare(request, span.clone());
@@ -281,10 +299,14 @@ impl Gateway for GatewayService {
         };
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
         settlement.start();
-        let ask = ask
+        let mut ask = ask
             .with_events(event_tx)
             .with_owner(self.admission.identity(caller).unwrap_or_default())
             .with_meter(settlement.meter());
+        self.quality.assign(&mut ask);
+        record.set_variant(ask.input.variant.as_deref());
+        let (owner, query, quality) =
+            (ask.owner.clone(), self.quality.query_to_keep(&ask), self.quality.clone());
         let (out_tx, out_rx) = mpsc::channel::<Result<proto::AskEvent, Status>>(64);
         tokio::spawn(async move {
             // The slot is held until the stream's work is done; the tokens
@@ -316,9 +338,12 @@ impl Gateway for GatewayService {
             }
             settlement.finish();
             let last = match result {
-                Ok(answer) => Ok(proto::AskEvent {
-                    event: Some(proto::ask_event::Event::Final(convert::answer(answer))),
-                }),
+                Ok(answer) => {
+                    quality.record(&owner, query, &answer);
+                    Ok(proto::AskEvent {
+                        event: Some(proto::ask_event::Event::Final(convert::answer(answer))),
+                    })
+                }
                 Err(e) => {
                     span.in_scope(|| tracing::warn!(error = %e, "request failed"));
                     Err(error::status(e))
@@ -342,6 +367,15 @@ impl Gateway for GatewayService {
             description.mcp_servers = running.mcp_servers.clone();
         }
         Ok(Response::new(description))
+    }
+
+    async fn submit_feedback(
+        &self,
+        request: Request<proto::FeedbackRequest>,
+    ) -> Result<Response<proto::FeedbackAck>, Status> {
+        let caller = self.admission.authenticate(request.metadata()).await?;
+        let owner = self.admission.identity(caller).unwrap_or_default();
+        self.quality.feedback(&owner, request.into_inner()).await.map(Response::new)
     }
 
     async fn delete_session(

@@ -49,6 +49,8 @@ pub enum ServeError {
     ThreadStopped,
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    Live(#[from] crate::live::LiveError),
     #[error("{field}: {message}")]
     Config { field: &'static str, message: String },
 }
@@ -132,6 +134,8 @@ pub struct ServerHandle {
     threads: Arc<MeshThreads>,
     /// The MCP servers the agents call, stopped with the server.
     mcp: Arc<crate::tools::mcp::McpHub>,
+    /// A/B weights (reloadable) and live records.
+    quality: Arc<super::quality::Quality>,
 }
 
 impl Drop for ServerHandle {
@@ -198,6 +202,17 @@ impl ServerHandle {
         served?;
         self.batch.close().await?;
         Ok(())
+    }
+
+    /// Puts new A/B weights in force (`[gateway.ab]` reloaded on SIGHUP);
+    /// requests already assigned keep their variant.
+    pub fn set_ab(&self, ab: crate::config::ab::AbSettings) {
+        self.quality.set_ab(ab);
+    }
+
+    /// The A/B weights in force.
+    pub fn ab(&self) -> Arc<crate::config::ab::AbSettings> {
+        self.quality.ab()
     }
 
     /// The mesh's MCP tools, calling this gateway in process.
@@ -273,6 +288,12 @@ pub async fn start_with(
         "gateway admission configured"
     );
     let admission = Arc::new(shared_admission(&spec.settings.gateway, keys)?);
+    let live = if spec.settings.live.enabled {
+        Some(crate::live::LiveStore::open(&crate::live::db_path(&spec), &spec.settings.live)?)
+    } else {
+        None
+    };
+    let quality = Arc::new(super::quality::Quality::new(spec.settings.gateway.ab.clone(), live));
     // Opened before serving: a job is acknowledged only once it is stored,
     // and jobs may be submitted while the mesh is still starting.
     let batch = Arc::new(Batch::open(&spec).await?);
@@ -290,6 +311,7 @@ pub async fn start_with(
             spec.settings.gateway.clone(),
             super::convert::describe(&spec),
             admission.clone(),
+            quality.clone(),
         ),
         batch: super::batch::BatchService::new(batch.clone(), admission.clone(), &spec),
         admin: AdminService::new(retrieval_cell.clone(), admission.clone(), &spec),
@@ -393,6 +415,7 @@ pub async fn start_with(
         runner: Some(runner),
         threads: mesh_threads,
         mcp,
+        quality,
     })
 }
 

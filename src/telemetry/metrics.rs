@@ -15,6 +15,7 @@ pub const COST: &str = "meshops.cost";
 pub const ERRORS: &str = "meshops.errors";
 pub const IN_FLIGHT: &str = "meshops.requests.in_flight";
 pub const LIMITS_FALLBACK: &str = "meshops.gateway.limits.fallback";
+pub const FEEDBACK: &str = "meshops.feedback.score";
 
 pub struct Metrics {
     /// Seconds per gRPC request, by method and status.
@@ -35,6 +36,8 @@ pub struct Metrics {
     /// limits store (Redis) could not be reached (`limits_fallback =
     /// "local"`), or refused for it (`fail_closed`), by outcome.
     pub limits_fallback: Counter<u64>,
+    /// Users' ratings of answers (`SubmitFeedback`), in [0, 1].
+    pub feedback: Histogram<f64>,
 }
 
 /// The instruments (created on first use).
@@ -51,6 +54,7 @@ pub fn get() -> &'static Metrics {
             errors: meter.u64_counter(ERRORS).build(),
             in_flight: meter.i64_up_down_counter(IN_FLIGHT).build(),
             limits_fallback: meter.u64_counter(LIMITS_FALLBACK).build(),
+            feedback: meter.f64_histogram(FEEDBACK).build(),
         }
     })
 }

@@ -1,0 +1,61 @@
+//! `meshops live export`: live records as a dataset.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use meshops::config::MeshSpec;
+use meshops::live::ExportFilter;
+
+/// The export's filter from the command line: `since` is an age (`24h`)
+/// or Unix milliseconds.
+pub fn filter(
+    since: Option<&str>,
+    variant: Option<String>,
+    with_feedback: bool,
+    min_score: Option<f64>,
+) -> Result<ExportFilter> {
+    let since_ms = match since.map(str::trim) {
+        None => None,
+        Some(s) if s.len() >= 13 && s.chars().all(|c| c.is_ascii_digit()) => {
+            Some(s.parse::<i64>().with_context(|| format!("--since {s}"))?)
+        }
+        Some(s) => {
+            let Some(age) = meshops::config::tools::parse_duration_s(s) else {
+                bail!("--since {s}: expected an age such as 30m, 24h or 7d, or Unix milliseconds");
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+            Some(now - (age as i64).saturating_mul(1000))
+        }
+    };
+    if let Some(m) = min_score {
+        anyhow::ensure!((0.0..=1.0).contains(&m), "--min-score {m}: feedback scores are in [0, 1]");
+    }
+    Ok(ExportFilter { since_ms, variant, with_feedback, min_score })
+}
+
+/// Writes the selected records to `out` as JSON lines.
+pub fn export(spec: &MeshSpec, out: &Path, filter: &ExportFilter) -> Result<()> {
+    let path = meshops::live::db_path(spec);
+    if !path.exists() {
+        bail!("no live records at {} (a gateway with [live] enabled writes them)", path.display());
+    }
+    let conn = meshops::live::open_db(&path)?;
+    let (rows, without_content) = meshops::live::export(&conn, filter).context("reading live records")?;
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+    );
+    for row in &rows {
+        serde_json::to_writer(&mut file, row)?;
+        file.write_all(b"\n")?;
+    }
+    file.flush()?;
+    eprintln!("wrote {} records to {}", rows.len(), out.display());
+    if without_content > 0 {
+        eprintln!(
+            "{without_content} of them have no query or response ([live] capture_content was off): \
+             `eval run --dataset` needs the query"
+        );
+    }
+    Ok(())
+}
