@@ -123,6 +123,20 @@ enum Command {
         conn: cli::connect::ConnectArgs,
     },
     /// Conversations on a running gateway.
+    /// Rate an answer by its trace id (`ask --json` prints it): a score in
+    /// [0, 1] (thumbs down 0, up 1) and an optional comment.
+    Feedback {
+        trace_id: String,
+        #[arg(long)]
+        score: f64,
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Gateway URL (default: http:// + gateway.listen).
+        #[arg(long)]
+        target: Option<String>,
+        #[command(flatten)]
+        conn: cli::connect::ConnectArgs,
+    },
     /// Records of answered requests (`[live]`): export them as a dataset.
     Live {
         #[command(subcommand)]
@@ -323,6 +337,22 @@ async fn run(cli: Cli) -> Result<()> {
             let spec = load(&cli)?;
             let filter = cli::live::filter(since.as_deref(), variant.clone(), *with_feedback, *min_score)?;
             cli::live::export(&spec, out, &filter)
+        }
+        Command::Feedback { trace_id, score, comment, target, conn } => {
+            let target = target_url(&cli, target.as_deref());
+            let channel = cli::connect::connect(&target, conn).await?;
+            let mut client = meshops::proto::gateway_client::GatewayClient::new(channel);
+            let request = meshops::proto::FeedbackRequest {
+                trace_id: trace_id.clone(),
+                score: *score,
+                comment: comment.clone(),
+            };
+            client
+                .submit_feedback(cli::authorized(request, conn.api_key.as_deref())?)
+                .await
+                .map_err(cli::status_error)?;
+            println!("feedback stored for {trace_id}");
+            Ok(())
         }
         Command::Sessions { command: SessionsCommand::Delete { id }, target, conn } => {
             let target = target_url(&cli, target.as_deref());

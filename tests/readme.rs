@@ -86,6 +86,7 @@ const SECTIONS: &[(&str, Needs)] = &[
     ("Build your own mesh", Needs::NoGateway),
     ("Tools and MCP", Needs::NoGateway),
     ("Conversations", Needs::Gateway),
+    ("In production: A/B and feedback", Needs::Gateway),
     ("A local model, no cloud", Needs::NoGateway),
     ("Security and limits", Needs::Gateway),
 ];
@@ -309,6 +310,21 @@ fn check_outcome(key: &str, out: &Outcome, dir: &Path) {
         let v: serde_json::Value =
             serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{}", said(&e.to_string())));
         assert_eq!(v["variant"], "concise", "{}", said("not answered by the variant asked for"));
+    } else if key.starts_with("TRACE=$(") {
+        // The answer's trace id went into the variable; the next command
+        // uses it.
+    } else if key.contains("-- feedback \"$TRACE\"") {
+        let stored = out.stdout.trim().strip_prefix("feedback stored for ").unwrap_or_default();
+        assert!(stored.len() == 32, "{}", said("the feedback was not stored with a trace id"));
+    } else if key.contains("-- live export --out live.jsonl") {
+        // "writes JSON lines … and feedback": the rated answer is there.
+        let rows = std::fs::read_to_string(dir.join("live.jsonl")).unwrap_or_default();
+        let rated: Vec<serde_json::Value> = rows.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(
+            rated.len() == 1 && rated[0]["feedback"]["score"] == 1.0 && rated[0]["id"].is_string(),
+            "{}",
+            said("the rated answer is not exported with its feedback")
+        );
     } else if key.contains("-- ask") {
         assert!(!out.stdout.trim().is_empty(), "{}", said("no answer printed"));
     } else if key.contains("-- batch results") {
