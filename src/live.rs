@@ -86,6 +86,11 @@ enum Op {
     },
     /// Delete records older than this many days.
     Purge(u32),
+    /// The online judges' scores of a record.
+    Scores {
+        trace_id: String,
+        scores: String,
+    },
 }
 
 /// The writer's queue.
@@ -121,7 +126,8 @@ CREATE TABLE IF NOT EXISTS records (
     citations        TEXT,
     feedback_score   REAL,
     feedback_comment TEXT,
-    feedback_at_ms   INTEGER
+    feedback_at_ms   INTEGER,
+    scores           TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_at ON records(at_ms);
 ";
@@ -198,6 +204,15 @@ impl LiveStore {
         }
     }
 
+    /// Stores the online judges' scores (a JSON object by judge) with a
+    /// record; never waits (a full queue drops them).
+    pub fn scores(&self, trace_id: &str, scores: &serde_json::Value) {
+        let op = Op::Scores { trace_id: trace_id.to_string(), scores: scores.to_string() };
+        if self.tx.try_send(op).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Records dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -239,6 +254,12 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>, path: &str) {
                                 .map(|n| n == 1)
                                 .map_err(|source| LiveError::Db { path: path.to_string(), source }),
                         );
+                    }
+                    Op::Scores { trace_id, scores } => {
+                        tx.execute(
+                            "UPDATE records SET scores = ?2 WHERE trace_id = ?1",
+                            params![trace_id, scores],
+                        )?;
                     }
                     Op::Purge(days) => {
                         let n = purge(&tx, days)?;
@@ -314,7 +335,7 @@ pub fn export(
 ) -> Result<(Vec<serde_json::Value>, usize), rusqlite::Error> {
     let mut q = conn.prepare(
         "SELECT trace_id, at_ms, variant, intent, latency_ms, input_tokens, output_tokens, cost_usd, model_calls, \
-         query, answer, citations, feedback_score, feedback_comment FROM records \
+         query, answer, citations, feedback_score, feedback_comment, scores FROM records \
          WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR variant = ?2) \
          AND (?3 = 0 OR feedback_score IS NOT NULL) AND (?4 IS NULL OR feedback_score >= ?4) \
          ORDER BY at_ms, trace_id",
@@ -343,6 +364,9 @@ pub fn export(
                 let docs: Vec<String> =
                     content.2.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or_default();
                 row["retrieved_doc_ids"] = docs.into();
+            }
+            if let Some(scores) = r.get::<_, Option<String>>(14)? {
+                row["scores"] = serde_json::from_str(&scores).unwrap_or(serde_json::Value::Null);
             }
             if let Some(score) = r.get::<_, Option<f64>>(12)? {
                 row["feedback"] = serde_json::json!({

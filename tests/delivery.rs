@@ -525,13 +525,19 @@ fn proto_passes_buf_lint_and_buf_breaking_against_the_released_api() {
 // --------------------------------------------------------------- kubernetes
 
 /// The ConfigMaps' sources: (ConfigMap, source folder), in generator order.
-const CONFIG_MAPS: [(&str, &str); 3] =
-    [("meshops-config", "config"), ("meshops-agents", "agents"), ("meshops-prompts", "prompts")];
+/// The copy of a folder sits at the same path under k8s/base/configmaps,
+/// and the Deployment mounts its ConfigMap at /opt/meshops/<folder>.
+const CONFIG_MAPS: [(&str, &str); 4] = [
+    ("meshops-config", "config"),
+    ("meshops-agents", "agents"),
+    ("meshops-prompts", "prompts"),
+    ("meshops-eval-prompts", "prompts/eval"),
+];
 
 /// The files of `dir` (under `base`) that go into its ConfigMap, sorted.
 /// The folders are flat (a ConfigMap cannot hold sub-folders); the judges'
-/// prompts (`prompts/eval/`) are read by `meshops eval`, never by the
-/// gateway: the image carries them, the ConfigMap need not.
+/// prompts (`prompts/eval/`, read by `meshops eval` and by the gateway's
+/// `[online_eval]`) are not part of `prompts`: they have their own ConfigMap.
 fn config_map_sources(base: &std::path::Path, dir: &str) -> Vec<String> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(base.join(dir)).unwrap() {
@@ -551,11 +557,11 @@ fn config_map_sources(base: &std::path::Path, dir: &str) -> Vec<String> {
     files
 }
 
-/// The copy of config/, agents/ and prompts/ under k8s/base/configmaps
-/// (what plain `kubectl kustomize` may read) is byte for byte the sources,
-/// with nothing more, and its generator lists every file: a change to a
-/// source without `scripts/sync-k8s-config.sh` fails here, and the script's
-/// own `--check` agrees.
+/// The copy of config/, agents/, prompts/ and prompts/eval/ under
+/// k8s/base/configmaps (what plain `kubectl kustomize` may read) is byte for
+/// byte the sources, with nothing more, and its generator lists every file:
+/// a change to a source without `scripts/sync-k8s-config.sh` fails here, and
+/// the script's own `--check` agrees.
 #[test]
 fn k8s_config_copy_is_up_to_date_with_config_agents_and_prompts() {
     let copy = root().join("k8s/base/configmaps");
@@ -577,6 +583,7 @@ fn k8s_config_copy_is_up_to_date_with_config_agents_and_prompts() {
         let mut copied: Vec<String> = std::fs::read_dir(copy.join(dir))
             .unwrap_or_else(|e| panic!("k8s/base/configmaps/{dir}: {e}: {stale}"))
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| format!("{dir}/{f}") != "prompts/eval")
             .collect();
         copied.sort();
         assert_eq!(copied, sources, "k8s/base/configmaps/{dir} holds other files than {dir}/: {stale}");
@@ -882,9 +889,14 @@ fn check_gateway_deployment(dep: &Value, env: &str) {
         .find(|v| s(v, "name") == s(data, "name"))
         .expect("data volume");
     assert!(vol.get("emptyDir").is_some() || vol.get("persistentVolumeClaim").is_some());
-    for dir in ["config", "agents", "prompts"] {
+    // Each ConfigMap read-only where its folder sits (the judges' prompts
+    // inside the prompts mount, for [online_eval]).
+    let volumes = get(pod, "volumes").as_sequence().unwrap();
+    for (map, dir) in CONFIG_MAPS {
         let m = mounts.iter().find(|m| s(m, "mountPath") == format!("/opt/meshops/{dir}")).expect(dir);
-        assert_eq!(get(m, "readOnly").as_bool(), Some(true));
+        assert_eq!(get(m, "readOnly").as_bool(), Some(true), "{name} {dir}");
+        let vol = volumes.iter().find(|v| s(v, "name") == s(m, "name")).expect(dir);
+        assert!(s(vol, "configMap.name").starts_with(&format!("{map}-")), "{name} {dir}: {vol:?}");
     }
     // Resources set.
     for r in ["requests.cpu", "requests.memory", "limits.cpu", "limits.memory"] {
@@ -931,11 +943,18 @@ fn rendered_overlays_have_grpc_probes_non_root_and_no_secret_values() {
         check_gateway_deployment(dep, env);
         // ConfigMaps are generated (hashed names) and mounted.
         let maps: Vec<&str> = kind(&docs, "ConfigMap").iter().map(|d| s(d, "metadata.name")).collect();
-        assert_eq!(maps.len(), 3, "{maps:?}");
+        assert_eq!(maps.len(), CONFIG_MAPS.len(), "{maps:?}");
         let cfg = kind(&docs, "ConfigMap")
             .into_iter()
             .find(|d| s(d, "metadata.name").starts_with("meshops-config-"));
         assert!(get(cfg.unwrap(), "data").get(format!("{env}.toml").as_str()).is_some());
+        let judges = kind(&docs, "ConfigMap")
+            .into_iter()
+            .find(|d| s(d, "metadata.name").starts_with("meshops-eval-prompts-"))
+            .expect("the eval prompts ConfigMap");
+        for judge in config_map_sources(&root(), "prompts/eval") {
+            assert!(get(judges, "data").get(judge.as_str()).is_some(), "{env}: {judge} not in {maps:?}");
+        }
         // The two Services: ClusterIP and headless, both on grpc 50051.
         let svc = named(&docs, "Service", "meshops");
         assert_eq!(s(svc, "spec.type"), "ClusterIP");

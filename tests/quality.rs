@@ -186,3 +186,54 @@ async fn sighup_reloads_the_ab_weights() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `[online_eval] sample_rate = 1.0`: every answer is judged off the
+/// request path by the same judges as `eval run` (the offline heuristic
+/// judge here), and the scores are exported with the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_answer_sampled_every_exported_row_carries_the_online_scores() {
+    let mut t = common::start(
+        |s| {
+            s.settings.live.capture_content = true;
+            s.settings.online_eval.sample_rate = 1.0;
+            s.settings.online_eval.judges = vec!["groundedness".into(), "relevance".into()];
+            s.settings.online_eval.rubrics =
+                [("cites".to_string(), "The answer names where its facts come from.".to_string())].into();
+        },
+        Overrides::default(),
+    )
+    .await;
+    let questions = ["What is a variant?", "How do I reset my password?", "hello"];
+    for q in questions {
+        t.client.ask(ask(q, "")).await.unwrap();
+    }
+    let data = t._data.path().to_path_buf();
+    // Judging is off the request path: wait until the last answer's scores
+    // are stored, then stop the gateway.
+    let out = data.join("scored.jsonl");
+    wait::until("every answer's online scores", wait::PATIENCE, || {
+        let (out, data) = (out.clone(), data.clone());
+        async move {
+            let run = meshops(&["live", "export", "--out", out.to_str().unwrap()], &data);
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+            let text = std::fs::read_to_string(&out).unwrap();
+            text.lines().count() == 3 && text.lines().all(|l| l.contains("\"scores\""))
+        }
+    })
+    .await;
+    t.server.shutdown().await.unwrap();
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let scores = row["scores"].as_object().unwrap();
+        // Relevance and the rubric judge every answer; groundedness the
+        // ones with cited passages.
+        for judge in ["relevance", "cites"] {
+            let score = scores[judge]["score"].as_u64().unwrap_or_else(|| panic!("{judge}: {row}"));
+            assert!((1..=5).contains(&score), "{row}");
+            assert!(!scores[judge]["reason"].as_str().unwrap().is_empty(), "{row}");
+        }
+        if !row["retrieved_doc_ids"].as_array().unwrap().is_empty() {
+            assert!(scores["groundedness"]["score"].is_u64(), "{row}");
+        }
+    }
+}

@@ -72,6 +72,42 @@ impl Default for LiveSettings {
     }
 }
 
+/// `[online_eval]`: judging a sample of live answers off the request path,
+/// with the same judges and prompts as `meshops eval run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnlineEvalSettings {
+    /// Share of answered requests judged, in [0, 1] (0: off). Chosen by a
+    /// hash of the trace id, so a sample is reproducible.
+    pub sample_rate: f64,
+    /// Built-in judges that need no ground truth: `groundedness`,
+    /// `relevance`, `coherence`, `fluency`.
+    pub judges: Vec<String>,
+    /// `llm_rubric` evaluators: name → rubric text.
+    pub rubrics: BTreeMap<String, String>,
+    /// The judges' model profile; unset: `[eval] judge_model`.
+    pub judge_model: Option<String>,
+    /// Samples waiting to be judged; beyond it they are dropped and
+    /// counted, never slowing answers.
+    pub queue: usize,
+    /// Judging stops for the rest of the hour once it has cost this much
+    /// (USD; unset: no cap; a judge of unknown price counts 0).
+    pub max_cost_per_hour_usd: Option<f64>,
+}
+
+impl Default for OnlineEvalSettings {
+    fn default() -> Self {
+        Self {
+            sample_rate: 0.0,
+            judges: vec!["groundedness".into(), "relevance".into(), "coherence".into()],
+            rubrics: BTreeMap::new(),
+            judge_model: None,
+            queue: 256,
+            max_cost_per_hour_usd: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,8 @@ pub struct Settings {
     pub sessions: super::tools::SessionSettings,
     /// What is kept of each answered request (feedback, live export).
     pub live: super::ab::LiveSettings,
+    /// Judging a sample of live answers.
+    pub online_eval: super::ab::OnlineEvalSettings,
 }
 
 impl Default for Settings {
@@ -52,6 +54,7 @@ impl Default for Settings {
             mcp: BTreeMap::new(),
             sessions: super::tools::SessionSettings::default(),
             live: super::ab::LiveSettings::default(),
+            online_eval: super::ab::OnlineEvalSettings::default(),
         }
     }
 }

@@ -39,6 +39,44 @@ pub(super) fn validate_ab(s: &Settings, layers: &[PathBuf], errors: &mut Vec<Con
     }
 }
 
+/// `[online_eval]`: a rate in [0, 1], judges that need no ground truth, a
+/// judge model that exists, a queue.
+pub(super) fn validate_online_eval(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigError>) {
+    let o = &s.online_eval;
+    let at = |key: &str| (locate_at(&["online_eval", key], layers), format!("online_eval.{key}"));
+    if !(0.0..=1.0).contains(&o.sample_rate) {
+        let (file, field) = at("sample_rate");
+        errors.push(ConfigError::field(file, field, format!("{} is outside [0, 1]", o.sample_rate)));
+    }
+    const ONLINE: [&str; 4] = ["groundedness", "relevance", "coherence", "fluency"];
+    for j in &o.judges {
+        if !ONLINE.contains(&j.as_str()) {
+            let (file, field) = at("judges");
+            let why =
+                if j == "similarity" { " (it needs a ground truth, which live traffic has not)" } else { "" };
+            errors.push(ConfigError::field(
+                file,
+                field,
+                format!("`{j}` cannot judge live answers{why}; known: {}", ONLINE.join(", ")),
+            ));
+        }
+    }
+    let model = o.judge_model.as_deref().unwrap_or(&s.eval.judge_model);
+    if o.sample_rate > 0.0 && !s.models.contains_key(model) {
+        let (file, field) = at("judge_model");
+        let known: Vec<&str> = s.models.keys().map(String::as_str).collect();
+        errors.push(ConfigError::field(
+            file,
+            field,
+            format!("no model profile `{model}`; known: {}", known.join(", ")),
+        ));
+    }
+    if o.queue == 0 || o.queue > 1_000_000 {
+        let (file, field) = at("queue");
+        errors.push(ConfigError::field(file, field, "must be between 1 and 1000000"));
+    }
+}
+
 /// One section's shared-store URL: present and of the right scheme when
 /// the backend needs it.
 struct UrlCheck<'a> {

@@ -29,6 +29,7 @@ pub(super) fn validate_settings(s: &Settings, layers: &[PathBuf], errors: &mut V
     super::tools::validate_tools(&s.mcp, &s.sessions, layers, errors);
     super::shared_checks::validate_shared(s, layers, errors);
     super::shared_checks::validate_ab(s, layers, errors);
+    super::shared_checks::validate_online_eval(s, layers, errors);
 }
 
 /// `[gateway]`: the address and the limits.

@@ -30,6 +30,7 @@ pub mod evaluators;
 pub mod gates;
 pub mod judge;
 pub mod metrics;
+pub mod online;
 pub mod publish;
 pub mod records;
 pub mod report;

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use tonic::Status;
 
 use crate::config::ab::AbSettings;
+use crate::eval::online::{OnlineEval, Sample};
 use crate::live::{Content, Feedback, LiveStore, Record};
 use crate::mesh::{Answer, Ask};
 use crate::proto;
@@ -18,11 +19,13 @@ pub const MAX_COMMENT_CHARS: usize = 4000;
 pub struct Quality {
     ab: RwLock<Arc<AbSettings>>,
     live: Option<Arc<LiveStore>>,
+    /// Judging a sample of answers (`[online_eval]`).
+    online: Option<Arc<OnlineEval>>,
 }
 
 impl Quality {
-    pub fn new(ab: AbSettings, live: Option<Arc<LiveStore>>) -> Self {
-        Quality { ab: RwLock::new(Arc::new(ab)), live }
+    pub fn new(ab: AbSettings, live: Option<Arc<LiveStore>>, online: Option<Arc<OnlineEval>>) -> Self {
+        Quality { ab: RwLock::new(Arc::new(ab)), live, online }
     }
 
     /// Puts new weights in force (a config reload); requests already
@@ -68,14 +71,38 @@ impl Quality {
         ask.input.variant = ab.pick(key).map(str::to_string);
     }
 
-    /// The query to keep with the record, when content is captured.
+    /// The query to keep for the record (content captured) or for the
+    /// online judges; `None` when neither wants it.
     pub fn query_to_keep(&self, ask: &Ask) -> Option<String> {
-        self.live.as_ref().filter(|l| l.captures_content()).map(|_| ask.input.query.clone())
+        let capture = self.live.as_ref().is_some_and(|l| l.captures_content());
+        (capture || self.online.is_some()).then(|| ask.input.query.clone())
     }
 
-    /// Hands an answered request's record to the live store (never waits).
+    /// Hands an answered request's record to the live store and, when it
+    /// is in the sample, to the online judges (never waits).
     pub fn record(&self, owner: &str, query: Option<String>, answer: &Answer) {
-        let Some(live) = &self.live else { return };
+        // The record first: the judges' scores are stored into it.
+        if let Some(live) = &self.live {
+            let kept = query.clone().filter(|_| live.captures_content());
+            self.keep(live, owner, kept, answer);
+        }
+        if let (Some(online), Some(query)) = (&self.online, query) {
+            if online.sampled(&answer.trace_id) {
+                let context = (!answer.citations.is_empty()).then(|| {
+                    answer.citations.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join("\n\n")
+                });
+                online.offer(Sample {
+                    trace_id: answer.trace_id.clone(),
+                    variant: answer.variant.clone(),
+                    query,
+                    response: answer.answer.clone(),
+                    context,
+                });
+            }
+        }
+    }
+
+    fn keep(&self, live: &LiveStore, owner: &str, query: Option<String>, answer: &Answer) {
         let content = query.map(|query| Content {
             query,
             answer: answer.answer.clone(),

@@ -51,6 +51,8 @@ pub enum ServeError {
     Batch(#[from] BatchError),
     #[error(transparent)]
     Live(#[from] crate::live::LiveError),
+    #[error("online evaluation: {0}")]
+    OnlineEval(#[from] crate::eval::EvalError),
     #[error("{field}: {message}")]
     Config { field: &'static str, message: String },
 }
@@ -293,7 +295,8 @@ pub async fn start_with(
     } else {
         None
     };
-    let quality = Arc::new(super::quality::Quality::new(spec.settings.gateway.ab.clone(), live));
+    let online = crate::eval::online::OnlineEval::start(&spec, live.clone())?;
+    let quality = Arc::new(super::quality::Quality::new(spec.settings.gateway.ab.clone(), live, online));
     // Opened before serving: a job is acknowledged only once it is stored,
     // and jobs may be submitted while the mesh is still starting.
     let batch = Arc::new(Batch::open(&spec).await?);
