@@ -175,6 +175,21 @@ enum LiveCommand {
         /// Only records whose feedback score is at least this.
         #[arg(long)]
         min_score: Option<f64>,
+    },    /// The A/B readout of live traffic: per variant, the online judges'
+    /// scores, feedback rate and score, latency and cost with 95 %
+    /// intervals; each variant against the baseline (unpaired) with the
+    /// gates of --gates. Exits 1 when a gate fails.
+    Compare {
+        /// Only records this recent (as for export).
+        #[arg(long)]
+        since: Option<String>,
+        /// The variant the others are compared with.
+        #[arg(long, default_value = "base")]
+        baseline: String,
+        /// Gates file (`eval/gates.toml` format; metrics: the judges' names,
+        /// `feedback`, `feedback_rate`, `latency_ms`, `cost_usd`).
+        #[arg(long)]
+        gates: Option<PathBuf>,
     },
 }
 
@@ -332,6 +347,14 @@ async fn run(cli: Cli) -> Result<()> {
             }
             .await;
             cli::connect::with_hint(&target, outcome).await
+        }
+        Command::Live { command: LiveCommand::Compare { since, baseline, gates } } => {
+            let spec = load(&cli)?;
+            let filter = cli::live::filter(since.as_deref(), None, false, None)?;
+            if !cli::live::compare(&spec, &filter, baseline, gates.as_deref())? {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Live { command: LiveCommand::Export { out, since, variant, with_feedback, min_score } } => {
             let spec = load(&cli)?;

@@ -237,3 +237,53 @@ async fn with_every_answer_sampled_every_exported_row_carries_the_online_scores(
         }
     }
 }
+
+/// `meshops live compare`: per-variant judge scores, feedback, latency and
+/// cost with intervals, and the gates file judged unpaired; exit 1 when a
+/// gate fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_compare_reads_out_the_ab_test_and_gates_it() {
+    let mut t = common::start(
+        |s| {
+            s.settings.gateway.ab = weights(&[("base", 50), ("concise", 50)]);
+            s.settings.online_eval.sample_rate = 1.0;
+            s.settings.online_eval.judges = vec!["relevance".into()];
+            s.settings.sessions.enabled = false;
+        },
+        Overrides::default(),
+    )
+    .await;
+    for i in 0..40 {
+        let r = t.client.ask(ask("What is a variant?", &format!("c-{i}"))).await.unwrap().into_inner();
+        if i % 4 == 0 {
+            let fb = FeedbackRequest { trace_id: r.trace_id, score: 1.0, comment: String::new() };
+            t.client.submit_feedback(fb).await.unwrap();
+        }
+    }
+    let data = t._data.path().to_path_buf();
+    let probe = data.join("probe.jsonl");
+    wait::until("the online scores of all 40 answers", wait::PATIENCE, || {
+        let (probe, data) = (probe.clone(), data.clone());
+        async move {
+            meshops(&["live", "export", "--out", probe.to_str().unwrap()], &data);
+            let text = std::fs::read_to_string(&probe).unwrap_or_default();
+            text.lines().count() == 40 && text.lines().all(|l| l.contains("\"scores\""))
+        }
+    })
+    .await;
+    t.server.shutdown().await.unwrap();
+    let gates = data.join("gates.toml");
+    std::fs::write(&gates, "[[gate]]\nmetric = \"relevance\"\nmax_drop = 4\n").unwrap();
+    let ok = meshops(&["live", "compare", "--gates", gates.to_str().unwrap()], &data);
+    let stdout = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(ok.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&ok.stderr));
+    for needle in ["40 live records", "| base |", "| concise |", "relevance", "feedback_rate", "latency_ms"] {
+        assert!(stdout.contains(needle), "`{needle}` missing:\n{stdout}");
+    }
+    assert!(stdout.contains("concise vs base") && stdout.contains("gate relevance mean max_drop=4: PASS"), "{stdout}");
+    // A gate no variant can meet fails the command.
+    std::fs::write(&gates, "[[gate]]\nmetric = \"latency_ms\"\nmax_mean = 0.000001\n").unwrap();
+    let failed = meshops(&["live", "compare", "--gates", gates.to_str().unwrap()], &data);
+    assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stdout));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("gates failed: concise: latency_ms"));
+}

@@ -59,3 +59,29 @@ pub fn export(spec: &MeshSpec, out: &Path, filter: &ExportFilter) -> Result<()> 
     }
     Ok(())
 }
+
+/// Prints the A/B readout; false when a gate failed.
+pub fn compare(spec: &MeshSpec, filter: &ExportFilter, baseline: &str, gates: Option<&Path>) -> Result<bool> {
+    let path = meshops::live::db_path(spec);
+    if !path.exists() {
+        bail!("no live records at {} (a gateway with [live] enabled writes them)", path.display());
+    }
+    let conn = meshops::live::open_db(&path)?;
+    let (rows, _) = meshops::live::export(&conn, filter).context("reading live records")?;
+    if rows.is_empty() {
+        bail!("no live records in the window");
+    }
+    let gates = match gates {
+        Some(p) => meshops::eval::gates::load(p)?,
+        None => Vec::new(),
+    };
+    let samples = meshops::eval::live_compare::samples(&rows);
+    let (text, outcomes) = meshops::eval::live_compare::compare(&samples, baseline, &gates);
+    println!("{} live records\n\n{text}", rows.len());
+    let failed: Vec<String> =
+        outcomes.iter().filter(|(_, o)| o.failed()).map(|(v, o)| format!("{v}: {}", o.gate)).collect();
+    if !failed.is_empty() {
+        eprintln!("gates failed: {}", failed.join("; "));
+    }
+    Ok(failed.is_empty())
+}

@@ -176,11 +176,38 @@ fn describe(g: &Gate) -> String {
 /// repeat in the baseline and the candidate). `a_present`/`b_present` say
 /// whether each run has the metric at all.
 pub fn evaluate(gate: &Gate, a: &[f64], b: &[f64], a_present: bool, b_present: bool) -> GateOutcome {
+    evaluate_with(gate, a, b, a_present, b_present, Pairing::Paired)
+}
+
+/// How a gate's two samples relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    /// `a[i]` and `b[i]` are the same row (an offline comparison).
+    Paired,
+    /// Different requests (variants of live traffic): each sample is
+    /// resampled on its own.
+    Unpaired,
+}
+
+/// Judges `gate` on two independent samples (`live compare`).
+pub fn evaluate_unpaired(gate: &Gate, a: &[f64], b: &[f64]) -> GateOutcome {
+    evaluate_with(gate, a, b, !a.is_empty(), !b.is_empty(), Pairing::Unpaired)
+}
+
+fn evaluate_with(
+    gate: &Gate,
+    a: &[f64],
+    b: &[f64],
+    a_present: bool,
+    b_present: bool,
+    pairing: Pairing,
+) -> GateOutcome {
     let name = describe(gate);
     if !a_present && !b_present {
         return GateOutcome { gate: name, passed: None, detail: "metric absent from both runs".into() };
     }
-    if a.is_empty() || b.is_empty() || a.len() != b.len() {
+    let paired = pairing == Pairing::Paired;
+    if a.is_empty() || b.is_empty() || (paired && a.len() != b.len()) {
         return GateOutcome {
             gate: name,
             passed: Some(false),
@@ -195,12 +222,20 @@ pub fn evaluate(gate: &Gate, a: &[f64], b: &[f64], a_present: bool, b_present: b
             let ma = super::stats::mean(a).unwrap_or(0.0);
             let mb = super::stats::mean(b).unwrap_or(0.0);
             let needs_ci = gate.max_drop.is_some() || gate.max_rise.is_some() || gate.max_rise_pct.is_some();
-            let ci = if needs_ci {
-                Bootstrap::paired(&diffs, super::stats::BOOTSTRAP_RESAMPLES, super::stats::BOOTSTRAP_SEED)
-                    .map(|bs| bs.interval(gate.confidence))
-            } else {
-                None
-            };
+            let ci = match (needs_ci, pairing) {
+                (false, _) => None,
+                (true, Pairing::Paired) => {
+                    Bootstrap::paired(&diffs, super::stats::BOOTSTRAP_RESAMPLES, super::stats::BOOTSTRAP_SEED)
+                }
+                (true, Pairing::Unpaired) => Bootstrap::unpaired_statistic(
+                    a,
+                    b,
+                    super::stats::BOOTSTRAP_RESAMPLES_PERCENTILE,
+                    super::stats::BOOTSTRAP_SEED,
+                    |x, y| super::stats::mean(y).unwrap_or(0.0) - super::stats::mean(x).unwrap_or(0.0),
+                ),
+            }
+            .map(|bs| bs.interval(gate.confidence));
             if let Some((lo, hi)) = ci {
                 notes.push(format!(
                     "Δ mean {:+.4}, {:.0} % CI [{lo:+.4}, {hi:+.4}]",
@@ -233,13 +268,11 @@ pub fn evaluate(gate: &Gate, a: &[f64], b: &[f64], a_present: bool, b_present: b
             let st = gate.stat.name();
             let conf = gate.confidence * 100.0;
             let boot = |stat: &dyn Fn(&[f64], &[f64]) -> f64| {
-                Bootstrap::paired_statistic(
-                    a,
-                    b,
-                    super::stats::BOOTSTRAP_RESAMPLES_PERCENTILE,
-                    super::stats::BOOTSTRAP_SEED,
-                    stat,
-                )
+                let (r, seed) = (super::stats::BOOTSTRAP_RESAMPLES_PERCENTILE, super::stats::BOOTSTRAP_SEED);
+                match pairing {
+                    Pairing::Paired => Bootstrap::paired_statistic(a, b, r, seed, stat),
+                    Pairing::Unpaired => Bootstrap::unpaired_statistic(a, b, r, seed, stat),
+                }
                 .map(|bs| bs.interval(gate.confidence))
             };
             notes.push(format!("{st} {va:.4} → {vb:.4}"));

@@ -29,6 +29,7 @@ pub mod dataset;
 pub mod evaluators;
 pub mod gates;
 pub mod judge;
+pub mod live_compare;
 pub mod metrics;
 pub mod online;
 pub mod publish;

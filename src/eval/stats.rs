@@ -128,6 +128,36 @@ impl Bootstrap {
         Some(Self { means })
     }
 
+    /// Bootstrap of a statistic of two independent samples (different
+    /// requests, as in an A/B test): each resample draws each sample with
+    /// replacement on its own and evaluates `stat(a', b')`. `None` when
+    /// either is empty.
+    pub fn unpaired_statistic(
+        a: &[f64],
+        b: &[f64],
+        resamples: usize,
+        seed: u64,
+        stat: impl Fn(&[f64], &[f64]) -> f64,
+    ) -> Option<Self> {
+        if a.is_empty() || b.is_empty() || resamples == 0 {
+            return None;
+        }
+        let mut rng = SplitMix64::new(seed);
+        let (mut ra, mut rb) = (vec![0.0; a.len()], vec![0.0; b.len()]);
+        let mut means = Vec::with_capacity(resamples);
+        for _ in 0..resamples {
+            for x in ra.iter_mut() {
+                *x = a[rng.below(a.len())];
+            }
+            for x in rb.iter_mut() {
+                *x = b[rng.below(b.len())];
+            }
+            means.push(stat(&ra, &rb));
+        }
+        means.sort_by(f64::total_cmp);
+        Some(Self { means })
+    }
+
     /// The two-sided percentile interval at `confidence` (e.g. 0.95).
     pub fn interval(&self, confidence: f64) -> (f64, f64) {
         let alpha = (1.0 - confidence.clamp(0.0, 1.0)) / 2.0;
