@@ -52,6 +52,7 @@ for tool in check-jsonschema kubernetes-validate hadolint shellcheck actionlint;
 done
 python3 -c 'import openai' || die "the openai Python SDK did not install (tests/openai_api.rs drives the HTTP API with it)"
 python3 -c 'import mcp' || die "the mcp Python SDK did not install (tests/mcp_server.rs drives the MCP server with it)"
+have mlflow || die "mlflow did not install (tests/mlflow.rs publishes an evaluation run to a real MLflow server)"
 
 BUF_VERSION=1.75.0
 tools="${MESHOPS_TOOLS_DIR:-$HOME/.cache/meshops-tools}"
@@ -150,6 +151,7 @@ version server-everything "$EVERYTHING_VERSION"
 version python3 "$(python3 --version 2>&1)"
 version openai "$(python3 -c 'import openai; print(openai.__version__)')"
 version mcp "$(python3 -c 'import importlib.metadata as m; print(m.version("mcp"))')"
+version mlflow "$(mlflow --version 2>/dev/null)"
 version bash "$BASH_VERSION"
 version tar "$(tar --version)"
 version sha256sum "$(sha256sum --version)"

@@ -175,7 +175,8 @@ enum LiveCommand {
         /// Only records whose feedback score is at least this.
         #[arg(long)]
         min_score: Option<f64>,
-    },    /// The A/B readout of live traffic: per variant, the online judges'
+    },
+    /// The A/B readout of live traffic: per variant, the online judges'
     /// scores, feedback rate and score, latency and cost with 95 %
     /// intervals; each variant against the baseline (unpaired) with the
     /// gates of --gates. Exits 1 when a gate fails.

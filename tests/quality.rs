@@ -280,7 +280,10 @@ async fn live_compare_reads_out_the_ab_test_and_gates_it() {
     for needle in ["40 live records", "| base |", "| concise |", "relevance", "feedback_rate", "latency_ms"] {
         assert!(stdout.contains(needle), "`{needle}` missing:\n{stdout}");
     }
-    assert!(stdout.contains("concise vs base") && stdout.contains("gate relevance mean max_drop=4: PASS"), "{stdout}");
+    assert!(
+        stdout.contains("concise vs base") && stdout.contains("gate relevance mean max_drop=4: PASS"),
+        "{stdout}"
+    );
     // A gate no variant can meet fails the command.
     std::fs::write(&gates, "[[gate]]\nmetric = \"latency_ms\"\nmax_mean = 0.000001\n").unwrap();
     let failed = meshops(&["live", "compare", "--gates", gates.to_str().unwrap()], &data);

@@ -63,8 +63,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "PROFILE")]
     pub judge_model: Option<String>,
     /// Copy the finished run into this shared results folder
-    /// (DIR/<run id>/) and add it to DIR/index.jsonl.
-    #[arg(long, value_name = "DIR")]
+    /// (DIR/<run id>/) and add it to DIR/index.jsonl; or, as
+    /// `mlflow+http://HOST:PORT`, log it to that MLflow tracking server
+    /// (an experiment per dataset, a run per variant).
+    #[arg(long, value_name = "DIR|mlflow+URL")]
     pub publish: Option<PathBuf>,
 }
 
@@ -151,7 +153,15 @@ pub async fn run(args: &RunArgs, load: LoadOptions) -> Result<()> {
     let result =
         runner::run(spec, opts).await.map_err(|e| super::store_error(e.into(), &listen, "eval run"))?;
     print_run(&result, args, t0.elapsed());
-    if let Some(dir) = &args.publish {
+    if let Some(target) =
+        args.publish.as_deref().and_then(|p| p.to_str()).filter(|t| meshops::eval::mlflow::is_mlflow(t))
+    {
+        let p = meshops::eval::mlflow::publish(target, &args.out).await?;
+        for (variant, run_id, logged) in &p.runs {
+            let what = if *logged { "logged" } else { "already logged" };
+            println!("MLflow: {variant} {what} as run {run_id} (experiment {})", p.experiment_id);
+        }
+    } else if let Some(dir) = &args.publish {
         let p = meshops::eval::publish::publish(&args.out, dir)?;
         if p.added {
             println!("published to {} and indexed in {}", p.dir.display(), dir.join("index.jsonl").display());

@@ -31,6 +31,7 @@ pub mod gates;
 pub mod judge;
 pub mod live_compare;
 pub mod metrics;
+pub mod mlflow;
 pub mod online;
 pub mod publish;
 pub mod records;
