@@ -86,7 +86,7 @@ const SECTIONS: &[(&str, Needs)] = &[
     ("Build your own mesh", Needs::NoGateway),
     ("Tools and MCP", Needs::NoGateway),
     ("Conversations", Needs::Gateway),
-    ("In production: A/B and feedback", Needs::Gateway),
+    ("In production: A/B, online evaluation, feedback", Needs::Gateway),
     ("A local model, no cloud", Needs::NoGateway),
     ("Security and limits", Needs::Gateway),
 ];
