@@ -144,23 +144,7 @@ async fn an_eval_run_is_logged_to_a_real_mlflow_server() {
         }
     }
     // Publishing the same results again logs nothing twice.
-    let again = meshops(
-        &[
-            "eval",
-            "run",
-            "--dataset",
-            "eval/datasets/toy.jsonl",
-            "--variant",
-            "base",
-            "--variant",
-            "concise",
-            "--out",
-            out.to_str().unwrap(),
-            "--publish",
-            &target,
-        ],
-        data.path(),
-    );
+    let again = meshops(&args, data.path());
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(String::from_utf8_lossy(&again.stdout).contains("already logged"));
     let found = post(&format!("{base}/api/2.0/mlflow/runs/search"), json!({"experiment_ids": [id]})).await;
