@@ -24,7 +24,7 @@ Checks what no package registry here can install: kubectl (its built-in
 kustomize renders k8s/; at least the pinned minimum version below) and the
 system tools the tests run (bash, sh, python3, tar, sha256sum, diff, kill,
 jq: the README's commands, which tests/readme.rs runs, use it).
-Installs PostgreSQL and Redis from Debian's packages when they are missing
+Installs PostgreSQL, Redis and Chromium from Debian's packages when they are missing
 and it runs as root (their services are not started: tests/replicas.rs
 starts its own servers on loopback). Fails with how to install whatever is
 missing. Prints every tool's version
@@ -108,13 +108,15 @@ for tool in bash sh python3 tar sha256sum diff kill jq; do
   [[ -n "$(type -P "$tool")" ]] || die "$tool is not installed; the tests run it (install it with the system's packages)"
 done
 
-# PostgreSQL and Redis, for tests/replicas.rs: the tests start their own
+# PostgreSQL and Redis, for tests/replicas.rs (the tests start their own
 # servers on loopback in temp dirs; the packages' own services are never
-# started (policy-rc.d refuses them while installing).
+# started: policy-rc.d refuses them while installing), and Chromium, the
+# headless browser tests/report_html.rs loads the report pages in.
 pg_bin() { local d; for d in /usr/lib/postgresql/*/bin; do [[ -x "$d/$1" ]] && { echo "$d/$1"; return; }; done; type -P "$1"; }
 missing=()
 [[ -n "$(pg_bin initdb)" && -n "$(pg_bin postgres)" ]] || missing+=(postgresql)
 have redis-server || missing+=(redis-server)
+have chromium || missing+=(chromium)
 if (( ${#missing[@]} )); then
   if have apt-get && [[ "$(id -u)" == 0 ]]; then
     log "apt-get install ${missing[*]} (services not started)"
@@ -127,6 +129,7 @@ if (( ${#missing[@]} )); then
   fi
   [[ -n "$(pg_bin initdb)" ]] || die "PostgreSQL is not installed; tests/replicas.rs starts its own server (Debian: apt-get install postgresql)"
   have redis-server || die "redis-server is not installed; tests/replicas.rs starts its own (Debian: apt-get install redis-server)"
+  have chromium || die "chromium is not installed; tests/report_html.rs loads the report pages in it (Debian: apt-get install chromium)"
 fi
 # PostgreSQL refuses to run as root: as root, the tests run it as the
 # `postgres` user the package creates, through setpriv.
@@ -159,4 +162,5 @@ version diff "$(diff --version)"
 version jq "$(jq --version)"
 version postgres "$("$(pg_bin postgres)" --version)"
 version redis-server "$(redis-server --version)"
+version chromium "$(chromium --version 2>/dev/null)"
 log "tools ready"

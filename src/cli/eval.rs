@@ -114,6 +114,10 @@ pub struct CompareArgs {
     /// Also write the Markdown here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write the comparison as an HTML page here (the differences
+    /// with their intervals as a forest plot, and the gates).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Variant of RUN_A to use when it holds several.
     #[arg(long)]
     pub variant_a: Option<String>,
@@ -278,6 +282,19 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     println!("{}", c.markdown);
     if let Some(out) = &args.out {
         compare::write_markdown(&c, out)?;
+    }
+    if let Some(page) = &args.html {
+        let name = |p: &std::path::Path, v: &Option<String>| {
+            let run = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            v.as_ref().map_or(run.clone(), |v| format!("{run} ({v})"))
+        };
+        let html = meshops::eval::report::page::comparison(
+            &c,
+            &name(&args.run_a, &args.variant_a),
+            &name(&args.run_b, &args.variant_b),
+        );
+        anyhow::Context::with_context(std::fs::write(page, html), || format!("writing {}", page.display()))?;
+        println!("wrote {}", page.display());
     }
     c.gate_result()?;
     Ok(())

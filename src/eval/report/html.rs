@@ -1,41 +1,7 @@
-//! `report.html`: the Markdown report in a page of its own, with inline-SVG
-//! histograms of latency and of each metric, so the file needs nothing else
-//! to open.
+//! The inline-SVG charts and the escaping the HTML pages (`page.rs`) are
+//! built from.
 
 use std::fmt::Write as _;
-
-use super::scores::ScoreRecord;
-use super::summary::Summary;
-use crate::eval::records::OutputRecord;
-
-/// The Markdown report, escaped, inside `<pre>` plus an
-/// inline-SVG histogram of end-to-end latency, so the file needs nothing
-/// else to open.
-pub fn html(md: &str, s: &Summary, scored: &[(ScoreRecord, &OutputRecord)]) -> String {
-    let lat: Vec<f64> = scored.iter().map(|(_, r)| r.latency_ms).collect();
-    let mut h = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>meshops eval report</title>\
-         <style>body{font-family:sans-serif;margin:2em}pre{white-space:pre-wrap}</style></head><body>\n",
-    );
-    h.push_str("<h2>End-to-end latency</h2>\n");
-    h.push_str(&histogram_svg(&lat, 20));
-    for (name, info) in &s.evaluators {
-        let xs: Vec<f64> = scored.iter().filter_map(|(sr, _)| sr.metrics.get(name).copied()).collect();
-        let (lo, Some(hi)) = info.scale else { continue };
-        if xs.is_empty() || name == "ok" {
-            continue;
-        }
-        // Judges score whole numbers: one bar per score; 0–1 metrics get
-        // ten bins.
-        let bins = if hi - lo == 4.0 { 5 } else { 10 };
-        let _ = writeln!(h, "<h3>{} ({})</h3>", html_escape(name), html_escape(&info.kind));
-        h.push_str(&scale_histogram_svg(&xs, lo, hi, bins));
-    }
-    h.push_str("\n<pre>");
-    h.push_str(&html_escape(md));
-    h.push_str("</pre>\n</body></html>\n");
-    h
-}
 
 /// A bar chart of `xs` in `bins` equal-width bins.
 pub fn histogram_svg(xs: &[f64], bins: usize) -> String {
@@ -120,8 +86,9 @@ pub fn scale_histogram_svg(xs: &[f64], lo: f64, hi: f64, bins: usize) -> String 
     svg
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+/// Text for HTML element content and attribute values.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -138,6 +105,6 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(html_escape("<b>&"), "&lt;b&gt;&amp;");
+        assert_eq!(esc("<b a=\"x\">&"), "&lt;b a=&quot;x&quot;&gt;&amp;");
     }
 }

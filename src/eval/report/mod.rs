@@ -8,6 +8,7 @@
 
 pub mod html;
 pub mod markdown;
+pub mod page;
 pub mod scores;
 pub mod summary;
 
@@ -132,7 +133,7 @@ pub fn write_all(
     write(&out.join("summary.json"), &format!("{json}\n"))?;
     let md = markdown::markdown(&summary, &scored);
     write(&out.join("report.md"), &md)?;
-    write(&out.join("report.html"), &html::html(&md, &summary, &scored))?;
+    write(&out.join("report.html"), &page::report(&md, &summary, &scored, rows))?;
     if summary.variants.len() > 1 {
         write(&out.join("comparison.md"), &markdown::comparison(&summary))?;
     }
