@@ -191,6 +191,11 @@ enum LiveCommand {
         /// `feedback`, `feedback_rate`, `latency_ms`, `cost_usd`).
         #[arg(long)]
         gates: Option<PathBuf>,
+        /// Also log the readout to an MLflow server
+        /// (`mlflow+http://HOST:PORT`): experiment `meshops/live`, a run per
+        /// variant.
+        #[arg(long, value_name = "mlflow+URL")]
+        publish: Option<String>,
     },
 }
 
@@ -349,10 +354,10 @@ async fn run(cli: Cli) -> Result<()> {
             .await;
             cli::connect::with_hint(&target, outcome).await
         }
-        Command::Live { command: LiveCommand::Compare { since, baseline, gates } } => {
+        Command::Live { command: LiveCommand::Compare { since, baseline, gates, publish } } => {
             let spec = load(&cli)?;
             let filter = cli::live::filter(since.as_deref(), None, false, None)?;
-            if !cli::live::compare(&spec, &filter, baseline, gates.as_deref())? {
+            if !cli::live::compare(&spec, &filter, baseline, gates.as_deref(), publish.as_deref()).await? {
                 std::process::exit(1);
             }
             Ok(())

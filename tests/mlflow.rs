@@ -149,4 +149,60 @@ async fn an_eval_run_is_logged_to_a_real_mlflow_server() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("already logged"));
     let found = post(&format!("{base}/api/2.0/mlflow/runs/search"), json!({"experiment_ids": [id]})).await;
     assert_eq!(found["runs"].as_array().unwrap().len(), 2);
+
+    // `live compare --publish`: the A/B readout of live traffic, a run per
+    // variant in the experiment `meshops/live`.
+    let mut t = common::start(
+        |s| {
+            s.settings.gateway.ab.weights = [("base".to_string(), 50), ("concise".to_string(), 50)].into();
+            s.settings.online_eval.sample_rate = 1.0;
+            s.settings.online_eval.judges = vec!["relevance".into()];
+            s.settings.sessions.enabled = false;
+        },
+        meshops::gateway::Overrides::default(),
+    )
+    .await;
+    for i in 0..20 {
+        let q = meshops::proto::AskRequest {
+            query: "What is a variant?".into(),
+            session_id: format!("m-{i}"),
+            ..Default::default()
+        };
+        t.client.ask(q).await.unwrap();
+    }
+    let live_data = t._data.path().to_path_buf();
+    let probe = live_data.join("probe.jsonl");
+    wait::until("the online scores of all 20 answers", wait::PATIENCE, || {
+        let (probe, live_data) = (probe.clone(), live_data.clone());
+        async move {
+            meshops(&["live", "export", "--out", probe.to_str().unwrap()], &live_data);
+            let text = std::fs::read_to_string(&probe).unwrap_or_default();
+            text.lines().count() == 20 && text.lines().all(|l| l.contains("\"scores\""))
+        }
+    })
+    .await;
+    t.server.shutdown().await.unwrap();
+    let compared = meshops(&["live", "compare", "--publish", &target], &live_data);
+    let stdout = String::from_utf8_lossy(&compared.stdout).into_owned();
+    assert!(compared.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&compared.stderr));
+    let live = get(&format!("{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=meshops%2Flive"))
+        .await
+        .expect("the experiment `meshops/live`");
+    let live_id = live["experiment"]["experiment_id"].as_str().unwrap().to_string();
+    let found =
+        post(&format!("{base}/api/2.0/mlflow/runs/search"), json!({"experiment_ids": [live_id]})).await;
+    let runs = found["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{found}");
+    let mut requests = 0.0;
+    for run in runs {
+        let metrics: std::collections::BTreeMap<&str, f64> = run["data"]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["key"].as_str().unwrap(), m["value"].as_f64().unwrap()))
+            .collect();
+        assert!(metrics.contains_key("relevance") && metrics.contains_key("relevance_ci_low"), "{metrics:?}");
+        requests += metrics["requests"];
+    }
+    assert_eq!(requests, 20.0, "every live record counted once");
 }

@@ -60,8 +60,15 @@ pub fn export(spec: &MeshSpec, out: &Path, filter: &ExportFilter) -> Result<()> 
     Ok(())
 }
 
-/// Prints the A/B readout; false when a gate failed.
-pub fn compare(spec: &MeshSpec, filter: &ExportFilter, baseline: &str, gates: Option<&Path>) -> Result<bool> {
+/// Prints the A/B readout (and logs it to MLflow with `publish`); false
+/// when a gate failed.
+pub async fn compare(
+    spec: &MeshSpec,
+    filter: &ExportFilter,
+    baseline: &str,
+    gates: Option<&Path>,
+    publish: Option<&str>,
+) -> Result<bool> {
     let path = meshops::live::db_path(spec);
     if !path.exists() {
         bail!("no live records at {} (a gateway with [live] enabled writes them)", path.display());
@@ -78,6 +85,24 @@ pub fn compare(spec: &MeshSpec, filter: &ExportFilter, baseline: &str, gates: Op
     let samples = meshops::eval::live_compare::samples(&rows);
     let (text, outcomes) = meshops::eval::live_compare::compare(&samples, baseline, &gates);
     println!("{} live records\n\n{text}", rows.len());
+    if let Some(target) = publish {
+        anyhow::ensure!(
+            meshops::eval::mlflow::is_mlflow(target),
+            "--publish {target}: expected mlflow+http://HOST:PORT"
+        );
+        let key = format!("live-{:016x}", meshops::text::fnv1a64(serde_json::to_string(&rows)?.as_bytes()));
+        let params = vec![
+            ("baseline".to_string(), baseline.to_string()),
+            ("since_ms".to_string(), filter.since_ms.map(|s| s.to_string()).unwrap_or_else(|| "all".into())),
+            ("records".to_string(), rows.len().to_string()),
+        ];
+        let runs = meshops::eval::live_compare::run_specs(&samples, &text, &key, &params);
+        let p = meshops::eval::mlflow::log(target, "meshops/live", runs).await?;
+        for (variant, run_id, logged) in &p.runs {
+            let what = if *logged { "logged" } else { "already logged" };
+            println!("MLflow: {variant} {what} as run {run_id} (experiment {})", p.experiment_id);
+        }
+    }
     let failed: Vec<String> =
         outcomes.iter().filter(|(_, o)| o.failed()).map(|(v, o)| format!("{v}: {}", o.gate)).collect();
     if !failed.is_empty() {

@@ -116,6 +116,44 @@ pub fn compare(samples: &Samples, baseline: &str, gates: &[Gate]) -> (String, Ve
     (text, outcomes)
 }
 
+/// The readout as MLflow runs (`live compare --publish mlflow+…`): one
+/// per variant, each metric's mean and interval, the number of requests,
+/// and the readout itself as an artifact. `key` names the records read
+/// (publishing the same records again logs nothing twice).
+pub fn run_specs(
+    samples: &Samples,
+    text: &str,
+    key: &str,
+    params: &[(String, String)],
+) -> Vec<super::mlflow::RunSpec> {
+    samples
+        .iter()
+        .map(|(variant, metrics)| {
+            let mut values =
+                vec![("requests".to_string(), metrics.get("feedback_rate").map_or(0, Vec::len) as f64)];
+            for (metric, xs) in metrics {
+                values.push((metric.clone(), mean(xs).unwrap_or(f64::NAN)));
+                if let Some((lo, hi)) =
+                    Bootstrap::paired(xs, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED).map(|b| b.interval(0.95))
+                {
+                    values.push((format!("{metric}_ci_low"), lo));
+                    values.push((format!("{metric}_ci_high"), hi));
+                }
+            }
+            let name = shown(variant).to_string();
+            let mut run_params = params.to_vec();
+            run_params.push(("variant".into(), name.clone()));
+            super::mlflow::RunSpec {
+                name,
+                key: key.to_string(),
+                params: run_params,
+                metrics: values,
+                artifacts: vec![("live_compare.md".into(), text.as_bytes().to_vec())],
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,31 +104,36 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Logs the run in `out` (an `eval run --out` folder) to the MLflow server
-/// of `target` (`mlflow+http://HOST:PORT`).
-pub async fn publish(target: &str, out: &Path) -> Result<Published, EvalError> {
+/// One MLflow run to log: its name (the variant), the key that makes
+/// logging it again a no-op, params, metrics and artifacts.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    pub name: String,
+    pub key: String,
+    pub params: Vec<(String, String)>,
+    pub metrics: Vec<(String, f64)>,
+    /// File name → bytes.
+    pub artifacts: Vec<(String, Vec<u8>)>,
+}
+
+/// Logs `runs` into the experiment `experiment` (created when missing) of
+/// the MLflow server of `target` (`mlflow+http://HOST:PORT`). A run whose
+/// name and key were logged before is found and left alone.
+pub async fn log(target: &str, experiment: &str, runs: Vec<RunSpec>) -> Result<Published, EvalError> {
     let base = target.strip_prefix(PREFIX).unwrap_or(target).trim_end_matches('/').to_string();
-    let summary_path = out.join("summary.json");
-    let text = std::fs::read_to_string(&summary_path)
-        .map_err(|e| EvalError::Run(format!("{}: {e}", summary_path.display())))?;
-    let summary: Summary = serde_json::from_str(&text)
-        .map_err(|e| EvalError::Run(format!("{}: {e}", summary_path.display())))?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
         .build()
         .map_err(|e| EvalError::Run(format!("MLflow client: {e}")))?;
     let client = Client { base, http };
-    let stem =
-        Path::new(&summary.dataset).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let experiment_id = client.experiment(&format!("meshops/{stem}")).await?;
-    let mut runs = Vec::new();
-    for (variant, v) in &summary.variants {
-        let shown = if variant.is_empty() { "base" } else { variant.as_str() };
+    let experiment_id = client.experiment(experiment).await?;
+    let mut logged = Vec::new();
+    for run in runs {
         let filter = format!(
             "tags.`meshops.run_id` = '{}' and tags.`meshops.variant` = '{}'",
-            summary.run_id.replace('\'', ""),
-            shown.replace('\'', "")
+            run.key.replace('\'', ""),
+            run.name.replace('\'', "")
         );
         let found = client
             .call(
@@ -138,7 +143,7 @@ pub async fn publish(target: &str, out: &Path) -> Result<Published, EvalError> {
             )
             .await?;
         if let Some(id) = found["runs"][0]["info"]["run_id"].as_str() {
-            runs.push((shown.to_string(), id.to_string(), false));
+            logged.push((run.name, id.to_string(), false));
             continue;
         }
         let created = client
@@ -147,11 +152,11 @@ pub async fn publish(target: &str, out: &Path) -> Result<Published, EvalError> {
                 "runs/create",
                 Some(json!({
                     "experiment_id": experiment_id,
-                    "run_name": shown,
+                    "run_name": run.name,
                     "start_time": now_ms(),
                     "tags": [
-                        {"key": "meshops.run_id", "value": summary.run_id},
-                        {"key": "meshops.variant", "value": shown},
+                        {"key": "meshops.run_id", "value": run.key},
+                        {"key": "meshops.variant", "value": run.name},
                     ],
                 })),
             )
@@ -160,34 +165,14 @@ pub async fn publish(target: &str, out: &Path) -> Result<Published, EvalError> {
             .as_str()
             .ok_or_else(|| EvalError::Run("MLflow: runs/create returned no run id".into()))?
             .to_string();
-        let params = [
-            ("variant", shown.to_string()),
-            ("config_hash", summary.config_hash.clone()),
-            ("dataset_hash", summary.dataset_hash.clone()),
-            ("dataset", summary.dataset.clone()),
-            ("judge_model", summary.judge_model.clone().unwrap_or_default()),
-            ("meshops_version", summary.meshops_version.clone()),
-            ("run_id", summary.run_id.clone()),
-        ];
         let ts = now_ms();
-        let mut metrics: Vec<Value> = v
+        let metrics: Vec<Value> = run
             .metrics
             .iter()
-            .map(|(name, m)| json!({"key": metric_key(name), "value": m.mean, "timestamp": ts, "step": 0}))
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| json!({"key": metric_key(k), "value": v, "timestamp": ts, "step": 0}))
             .collect();
-        for (key, value) in [
-            ("latency_p50_ms", v.latency_ms.p50),
-            ("latency_p95_ms", v.latency_ms.p95),
-            ("latency_p99_ms", v.latency_ms.p99),
-            ("cost_usd", v.cost.known_usd),
-            ("input_tokens", v.input_tokens as f64),
-            ("output_tokens", v.output_tokens as f64),
-            ("rows_ok", v.counts.ok as f64),
-            ("rows_failed", v.counts.failed as f64),
-        ] {
-            metrics.push(json!({"key": key, "value": value, "timestamp": ts, "step": 0}));
-        }
-        let params: Vec<Value> = params.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+        let params: Vec<Value> = run.params.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
         client
             .call(
                 reqwest::Method::POST,
@@ -195,9 +180,7 @@ pub async fn publish(target: &str, out: &Path) -> Result<Published, EvalError> {
                 Some(json!({"run_id": run_id, "metrics": metrics, "params": params})),
             )
             .await?;
-        for file in ARTIFACTS {
-            let path = out.join(file);
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+        for (file, bytes) in run.artifacts {
             let url = format!(
                 "{}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/{file}",
                 client.base
@@ -223,9 +206,60 @@ pub async fn publish(target: &str, out: &Path) -> Result<Published, EvalError> {
                 Some(json!({"run_id": run_id, "status": "FINISHED", "end_time": now_ms()})),
             )
             .await?;
-        runs.push((shown.to_string(), run_id, true));
+        logged.push((run.name, run_id, true));
     }
-    Ok(Published { experiment_id, runs })
+    Ok(Published { experiment_id, runs: logged })
+}
+
+/// Logs the run in `out` (an `eval run --out` folder) to the MLflow server
+/// of `target` (`mlflow+http://HOST:PORT`).
+pub async fn publish(target: &str, out: &Path) -> Result<Published, EvalError> {
+    let summary_path = out.join("summary.json");
+    let text = std::fs::read_to_string(&summary_path)
+        .map_err(|e| EvalError::Run(format!("{}: {e}", summary_path.display())))?;
+    let summary: Summary = serde_json::from_str(&text)
+        .map_err(|e| EvalError::Run(format!("{}: {e}", summary_path.display())))?;
+    let artifacts: Vec<(String, Vec<u8>)> = ARTIFACTS
+        .iter()
+        .filter_map(|f| std::fs::read(out.join(f)).ok().map(|b| (f.to_string(), b)))
+        .collect();
+    let runs = summary
+        .variants
+        .iter()
+        .map(|(variant, v)| {
+            let name = if variant.is_empty() { "base" } else { variant.as_str() }.to_string();
+            let mut metrics: Vec<(String, f64)> =
+                v.metrics.iter().map(|(k, m)| (k.clone(), m.mean)).collect();
+            metrics.extend([
+                ("latency_p50_ms".to_string(), v.latency_ms.p50),
+                ("latency_p95_ms".into(), v.latency_ms.p95),
+                ("latency_p99_ms".into(), v.latency_ms.p99),
+                ("cost_usd".into(), v.cost.known_usd),
+                ("input_tokens".into(), v.input_tokens as f64),
+                ("output_tokens".into(), v.output_tokens as f64),
+                ("rows_ok".into(), v.counts.ok as f64),
+                ("rows_failed".into(), v.counts.failed as f64),
+            ]);
+            RunSpec {
+                params: vec![
+                    ("variant".into(), name.clone()),
+                    ("config_hash".into(), summary.config_hash.clone()),
+                    ("dataset_hash".into(), summary.dataset_hash.clone()),
+                    ("dataset".into(), summary.dataset.clone()),
+                    ("judge_model".into(), summary.judge_model.clone().unwrap_or_default()),
+                    ("meshops_version".into(), summary.meshops_version.clone()),
+                    ("run_id".into(), summary.run_id.clone()),
+                ],
+                name,
+                key: summary.run_id.clone(),
+                metrics,
+                artifacts: artifacts.clone(),
+            }
+        })
+        .collect();
+    let stem =
+        Path::new(&summary.dataset).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    log(target, &format!("meshops/{stem}"), runs).await
 }
 
 #[cfg(test)]
