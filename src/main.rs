@@ -365,7 +365,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Live { command: LiveCommand::Export { out, since, variant, with_feedback, min_score } } => {
             let spec = load(&cli)?;
             let filter = cli::live::filter(since.as_deref(), variant.clone(), *with_feedback, *min_score)?;
-            cli::live::export(&spec, out, &filter)
+            cli::live::export(&spec, out, &filter).await
         }
         Command::Feedback { trace_id, score, comment, target, conn } => {
             let target = target_url(&cli, target.as_deref());

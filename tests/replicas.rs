@@ -18,7 +18,7 @@ use meshops::proto::batch_client::BatchClient;
 use meshops::proto::batch_result::Outcome;
 use meshops::proto::gateway_client::GatewayClient;
 use meshops::proto::{
-    AskRequest, BatchJob, BatchResult, BatchState, DeleteSessionRequest, GetBatchRequest,
+    AskRequest, BatchJob, BatchResult, BatchState, DeleteSessionRequest, FeedbackRequest, GetBatchRequest,
     StreamBatchResultsRequest, SubmitBatchRequest,
 };
 use tonic::Code;
@@ -43,6 +43,9 @@ fn shared_env(pg: &Postgres, redis: &Redis, extra: &[(&str, &str)]) -> Vec<(Stri
         ("MESHOPS__BATCH__LEASE_MS", "2000".into()),
         ("MESHOPS__SESSIONS__BACKEND", "postgres".into()),
         ("MESHOPS__SESSIONS__URL", pg.url()),
+        ("MESHOPS__LIVE__BACKEND", "postgres".into()),
+        ("MESHOPS__LIVE__URL", pg.url()),
+        ("MESHOPS__LIVE__CAPTURE_CONTENT", "true".into()),
         ("MESHOPS__GATEWAY__LIMITS_BACKEND", "redis".into()),
         ("MESHOPS__GATEWAY__REDIS_URL", redis.url()),
         ("MESHOPS__GATEWAY__API_KEYS_ENV", KEYS_VAR.into()),
@@ -208,6 +211,37 @@ async fn three_replicas_share_jobs_and_finish_a_killed_replicas_items() {
     let delete = |key| keyed(DeleteSessionRequest { session_id: "s-1".into() }, key);
     assert_eq!(g2.delete_session(delete(KEY_B)).await.unwrap_err().code(), Code::NotFound);
     assert!(g2.delete_session(delete(KEY_A)).await.unwrap().into_inner().deleted);
+
+    // Live records are shared too: an answer from B is rated through C by
+    // the key that asked (another key: NOT_FOUND), and the export, run
+    // anywhere on the same configuration, shows it.
+    let asked = AskRequest { query: "What is a variant?".into(), ..Default::default() };
+    let answer = g1.ask(keyed(asked, KEY_A)).await.unwrap().into_inner();
+    let rate = |key| {
+        keyed(FeedbackRequest { trace_id: answer.trace_id.clone(), score: 1.0, comment: "ok".into() }, key)
+    };
+    wait::until("the record to reach the shared store", wait::PATIENCE, || {
+        let mut g2 = g2.clone();
+        let r = rate(KEY_A);
+        async move { g2.submit_feedback(r).await.is_ok() }
+    })
+    .await;
+    assert_eq!(g2.submit_feedback(rate(KEY_B)).await.unwrap_err().code(), Code::NotFound);
+    let out = dirs[2].path().join("live.jsonl");
+    let export = std::process::Command::new(env!("CARGO_BIN_EXE_meshops"))
+        .args(["live", "export", "--with-feedback", "--out", out.to_str().unwrap()])
+        .current_dir(common::root())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env_remove("MESHOPS_ENV")
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["trace_id"], answer.trace_id.as_str());
+    assert_eq!(rows[0]["feedback"]["score"], 1.0);
+    assert_eq!(rows[0]["query"], "What is a variant?");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,13 +35,8 @@ pub fn filter(
 }
 
 /// Writes the selected records to `out` as JSON lines.
-pub fn export(spec: &MeshSpec, out: &Path, filter: &ExportFilter) -> Result<()> {
-    let path = meshops::live::db_path(spec);
-    if !path.exists() {
-        bail!("no live records at {} (a gateway with [live] enabled writes them)", path.display());
-    }
-    let conn = meshops::live::open_db(&path)?;
-    let (rows, without_content) = meshops::live::export(&conn, filter).context("reading live records")?;
+pub async fn export(spec: &MeshSpec, out: &Path, filter: &ExportFilter) -> Result<()> {
+    let (rows, without_content) = meshops::live::read(spec, filter).await.context("reading live records")?;
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
     );
@@ -69,12 +64,7 @@ pub async fn compare(
     gates: Option<&Path>,
     publish: Option<&str>,
 ) -> Result<bool> {
-    let path = meshops::live::db_path(spec);
-    if !path.exists() {
-        bail!("no live records at {} (a gateway with [live] enabled writes them)", path.display());
-    }
-    let conn = meshops::live::open_db(&path)?;
-    let (rows, _) = meshops::live::export(&conn, filter).context("reading live records")?;
+    let (rows, _) = meshops::live::read(spec, filter).await.context("reading live records")?;
     if rows.is_empty() {
         bail!("no live records in the window");
     }

@@ -64,11 +64,26 @@ pub struct LiveSettings {
     pub retention_days: u32,
     /// The SQLite file; unset: `live.sqlite3` under `retrieval.data_dir`.
     pub db_path: Option<PathBuf>,
+    /// `sqlite` (the file above, per process) or `postgres` (shared by
+    /// every replica; `url` or `url_env`).
+    pub backend: super::shared::StateBackend,
+    /// The PostgreSQL URL, for `backend = "postgres"`.
+    pub url: Option<String>,
+    /// The environment variable holding that URL (for a Secret).
+    pub url_env: Option<String>,
 }
 
 impl Default for LiveSettings {
     fn default() -> Self {
-        Self { enabled: true, capture_content: false, retention_days: 30, db_path: None }
+        Self {
+            enabled: true,
+            capture_content: false,
+            retention_days: 30,
+            db_path: None,
+            backend: super::shared::StateBackend::Sqlite,
+            url: None,
+            url_env: None,
+        }
     }
 }
 

@@ -184,6 +184,22 @@ pub(super) fn validate_shared(s: &Settings, layers: &[PathBuf], errors: &mut Vec
             errors,
         );
     }
+    let live = &s.live;
+    if live.enabled && live.backend == StateBackend::Postgres {
+        check_url(
+            UrlCheck {
+                section: "live",
+                url_key: "url",
+                env_key: "url_env",
+                url: live.url.as_deref(),
+                url_env: live.url_env.as_deref(),
+                schemes: POSTGRES_SCHEMES,
+                example: POSTGRES_EXAMPLE,
+            },
+            layers,
+            errors,
+        );
+    }
     let g = &s.gateway;
     if g.limits_backend == LimitsBackend::Redis {
         check_url(

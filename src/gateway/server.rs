@@ -290,11 +290,8 @@ pub async fn start_with(
         "gateway admission configured"
     );
     let admission = Arc::new(shared_admission(&spec.settings.gateway, keys)?);
-    let live = if spec.settings.live.enabled {
-        Some(crate::live::LiveStore::open(&crate::live::db_path(&spec), &spec.settings.live)?)
-    } else {
-        None
-    };
+    let live =
+        if spec.settings.live.enabled { Some(crate::live::LiveStore::open(&spec).await?) } else { None };
     let online = crate::eval::online::OnlineEval::start(&spec, live.clone())?;
     let quality = Arc::new(super::quality::Quality::new(spec.settings.gateway.ab.clone(), live, online));
     // Opened before serving: a job is acknowledged only once it is stored,
