@@ -64,6 +64,21 @@ pub struct Record {
     pub content: Option<Content>,
 }
 
+impl Record {
+    /// The content columns as stored: query, answer, citations as JSON
+    /// (all `None` without captured content).
+    pub(crate) fn content_columns(&self) -> (Option<&str>, Option<&str>, Option<String>) {
+        match &self.content {
+            Some(c) => (
+                Some(c.query.as_str()),
+                Some(c.answer.as_str()),
+                Some(serde_json::to_string(&c.citations).unwrap_or_else(|_| "[]".into())),
+            ),
+            None => (None, None, None),
+        }
+    }
+}
+
 /// What was asked and answered (kept only with `capture_content`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Content {

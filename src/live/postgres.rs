@@ -98,14 +98,7 @@ async fn write(pool: &Pool, ops: Vec<Op>) -> Result<(), PgError> {
 }
 
 async fn insert(tx: &deadpool_postgres::Transaction<'_>, r: &Record) -> Result<(), PgError> {
-    let (query, answer, citations) = match &r.content {
-        Some(c) => (
-            Some(c.query.as_str()),
-            Some(c.answer.as_str()),
-            Some(serde_json::to_string(&c.citations).unwrap_or_else(|_| "[]".into())),
-        ),
-        None => (None, None, None),
-    };
+    let (query, answer, citations) = r.content_columns();
     tx.execute(
         "INSERT INTO live_records (trace_id, owner, at_ms, variant, intent, latency_ms, input_tokens, \
          output_tokens, cost_usd, model_calls, query, answer, citations) \

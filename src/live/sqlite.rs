@@ -111,14 +111,7 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>, path: &str) {
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> Result<(), rusqlite::Error> {
-    let (query, answer, citations) = match &r.content {
-        Some(c) => (
-            Some(c.query.as_str()),
-            Some(c.answer.as_str()),
-            Some(serde_json::to_string(&c.citations).unwrap_or_else(|_| "[]".into())),
-        ),
-        None => (None, None, None),
-    };
+    let (query, answer, citations) = r.content_columns();
     tx.execute(
         "INSERT OR REPLACE INTO records (trace_id, owner, at_ms, variant, intent, latency_ms, input_tokens, \
          output_tokens, cost_usd, model_calls, query, answer, citations) \
