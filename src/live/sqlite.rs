@@ -67,6 +67,9 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>, path: &str) {
                 Err(_) => break,
             }
         }
+        // Feedback is acknowledged once its batch is committed; a batch that
+        // fails drops its replies, and the caller is told to retry.
+        let mut replies = Vec::new();
         let result = (|| -> Result<(), rusqlite::Error> {
             let tx = conn.transaction()?;
             for op in ops {
@@ -77,12 +80,8 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>, path: &str) {
                             "UPDATE records SET feedback_score = ?3, feedback_comment = ?4, feedback_at_ms = ?5 \
                              WHERE trace_id = ?1 AND owner = ?2",
                             params![trace_id, owner, feedback.score, feedback.comment, now_ms()],
-                        );
-                        let _ = reply.send(
-                            updated
-                                .map(|n| n == 1)
-                                .map_err(|source| LiveError::Db { path: path.to_string(), source }),
-                        );
+                        )?;
+                        replies.push((reply, updated == 1));
                     }
                     Op::Scores { trace_id, scores } => {
                         tx.execute(
@@ -104,8 +103,13 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>, path: &str) {
             }
             tx.commit()
         })();
-        if let Err(e) = result {
-            tracing::error!(error = %e, path, "cannot write live records");
+        match result {
+            Ok(()) => {
+                for (reply, found) in replies {
+                    let _ = reply.send(Ok(found));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, path, "cannot write live records"),
         }
     }
 }
