@@ -241,7 +241,7 @@ impl Gateway for GatewayService {
                 None => mesh.ask(ask).await,
             };
             guard.disarm();
-            settlement.finish();
+            settlement.finish_now().await;
             match result {
                 Ok(answer) => {
                     self.quality.record(&owner, query, &answer);
@@ -336,7 +336,7 @@ impl Gateway for GatewayService {
                     return;
                 }
             }
-            settlement.finish();
+            settlement.finish_now().await;
             let last = match result {
                 Ok(answer) => {
                     quality.record(&owner, query, &answer);

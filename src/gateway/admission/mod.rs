@@ -480,21 +480,52 @@ impl Admission {
     /// the debt refuses the key's next requests until it is paid back by
     /// the refill.
     pub fn settle(&self, caller: Option<Caller>, used: u64) {
+        if let Some(shared) = self.shared_settlement(caller, used) {
+            tokio::spawn(shared);
+            return;
+        }
+        self.settle_local(caller, used);
+    }
+
+    /// As [`Admission::settle`], waiting for the shared store: a request
+    /// that ends this way has given its place back before its caller hears
+    /// the answer, so the caller's next request finds it free.
+    pub async fn settle_now(&self, caller: Option<Caller>, used: u64) {
+        match self.shared_settlement(caller, used) {
+            Some(shared) => shared.await,
+            None => self.settle_local(caller, used),
+        }
+    }
+
+    /// The Redis call that settles a caller admitted by the shared store;
+    /// `None` for one admitted here (or nothing to settle).
+    fn shared_settlement(
+        &self,
+        caller: Option<Caller>,
+        used: u64,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let caller = caller.filter(|c| c.shared)?;
+        if self.tpm.is_none() && caller.ticket.is_none() {
+            return None;
+        }
+        let delta = used as i64 - caller.reserved as i64;
+        let (shared, key, tpm) = (self.shared.clone()?, self.identity(Some(caller))?, self.tpm);
+        Some(async move {
+            if let Err(e) = shared.settle(&key, tpm, delta, caller.ticket).await {
+                tracing::warn!(error = %e, tokens = delta, "cannot settle a request in redis");
+            }
+        })
+    }
+
+    fn settle_local(&self, caller: Option<Caller>, used: u64) {
         let Some(caller) = caller else { return };
         if self.tpm.is_none() && caller.ticket.is_none() {
             return;
         }
-        let delta = used as i64 - caller.reserved as i64;
         if caller.shared {
-            let (Some(shared), Some(key)) = (&self.shared, self.identity(Some(caller))) else { return };
-            let (shared, tpm) = (shared.clone(), self.tpm);
-            tokio::spawn(async move {
-                if let Err(e) = shared.settle(&key, tpm, delta, caller.ticket).await {
-                    tracing::warn!(error = %e, tokens = delta, "cannot settle a request in redis");
-                }
-            });
             return;
         }
+        let delta = used as i64 - caller.reserved as i64;
         let Some(bucket) = self.buckets.get(caller.index) else { return };
         match bucket.lock() {
             Ok(mut b) => {
@@ -602,6 +633,14 @@ impl Settlement {
     pub fn finish(mut self) {
         self.settled = true;
         self.admission.settle(self.caller, self.meter.load(Ordering::Relaxed));
+    }
+
+    /// As [`Settlement::finish`], waiting until the shared store has it
+    /// (the request's concurrent place is free before the answer is sent).
+    pub async fn finish_now(mut self) {
+        self.settled = true;
+        let (admission, caller) = (self.admission.clone(), self.caller);
+        admission.settle_now(caller, self.meter.load(Ordering::Relaxed)).await;
     }
 }
 
