@@ -44,20 +44,6 @@ pub struct OnlineEval {
     per_million: u64,
 }
 
-/// The instruments of online evaluation.
-struct Instruments {
-    score: opentelemetry::metrics::Histogram<f64>,
-    skipped: opentelemetry::metrics::Counter<u64>,
-}
-
-fn instruments() -> Instruments {
-    let meter = opentelemetry::global::meter("meshops");
-    Instruments {
-        score: meter.f64_histogram("meshops.eval.online.score").build(),
-        skipped: meter.u64_counter("meshops.eval.online.skipped").build(),
-    }
-}
-
 impl OnlineEval {
     /// Starts the judging task when `[online_eval] sample_rate` is above 0.
     pub fn start(
@@ -90,7 +76,7 @@ impl OnlineEval {
     /// Queues a sample; never waits (a full queue drops it, counted).
     pub fn offer(&self, sample: Sample) {
         if self.tx.try_send(sample).is_err() {
-            instruments().skipped.add(1, &[KeyValue::new("reason", "queue_full")]);
+            crate::telemetry::metrics::get().online_skipped.add(1, &[KeyValue::new("reason", "queue_full")]);
         }
     }
 }
@@ -101,7 +87,7 @@ async fn judge_loop(
     mut rx: mpsc::Receiver<Sample>,
     live: Option<Arc<LiveStore>>,
 ) {
-    let metrics = instruments();
+    let metrics = crate::telemetry::metrics::get();
     let mut hour = (Instant::now(), 0.0_f64);
     let criteria: Vec<(String, Option<String>)> = settings
         .judges
@@ -114,7 +100,7 @@ async fn judge_loop(
             hour = (Instant::now(), 0.0);
         }
         if settings.max_cost_per_hour_usd.is_some_and(|cap| hour.1 >= cap) {
-            metrics.skipped.add(1, &[KeyValue::new("reason", "cost_cap")]);
+            metrics.online_skipped.add(1, &[KeyValue::new("reason", "cost_cap")]);
             continue;
         }
         let input = JudgeInput {
@@ -132,7 +118,7 @@ async fn judge_loop(
             hour.1 += outcome.cost_usd.unwrap_or(0.0);
             let value = match outcome.result {
                 Ok(verdict) => {
-                    metrics.score.record(
+                    metrics.online_score.record(
                         f64::from(verdict.score),
                         &[
                             KeyValue::new("judge", name.clone()),
@@ -142,7 +128,7 @@ async fn judge_loop(
                     json!({"score": verdict.score, "reason": verdict.reason})
                 }
                 Err(message) => {
-                    metrics.skipped.add(1, &[KeyValue::new("reason", "judge_failed")]);
+                    metrics.online_skipped.add(1, &[KeyValue::new("reason", "judge_failed")]);
                     json!({"error": message})
                 }
             };

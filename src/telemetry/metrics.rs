@@ -16,6 +16,8 @@ pub const ERRORS: &str = "meshops.errors";
 pub const IN_FLIGHT: &str = "meshops.requests.in_flight";
 pub const LIMITS_FALLBACK: &str = "meshops.gateway.limits.fallback";
 pub const FEEDBACK: &str = "meshops.feedback.score";
+pub const ONLINE_SCORE: &str = "meshops.eval.online.score";
+pub const ONLINE_SKIPPED: &str = "meshops.eval.online.skipped";
 
 pub struct Metrics {
     /// Seconds per gRPC request, by method and status.
@@ -38,6 +40,11 @@ pub struct Metrics {
     pub limits_fallback: Counter<u64>,
     /// Users' ratings of answers (`SubmitFeedback`), in [0, 1].
     pub feedback: Histogram<f64>,
+    /// Online judges' scores, by judge and variant.
+    pub online_score: Histogram<f64>,
+    /// Samples not judged online, by reason (queue_full, cost_cap,
+    /// judge_failed).
+    pub online_skipped: Counter<u64>,
 }
 
 /// The instruments (created on first use).
@@ -55,6 +62,8 @@ pub fn get() -> &'static Metrics {
             in_flight: meter.i64_up_down_counter(IN_FLIGHT).build(),
             limits_fallback: meter.u64_counter(LIMITS_FALLBACK).build(),
             feedback: meter.f64_histogram(FEEDBACK).build(),
+            online_score: meter.f64_histogram(ONLINE_SCORE).build(),
+            online_skipped: meter.u64_counter(ONLINE_SKIPPED).build(),
         }
     })
 }
