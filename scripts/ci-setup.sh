@@ -24,7 +24,7 @@ Checks what no package registry here can install: kubectl (its built-in
 kustomize renders k8s/; at least the pinned minimum version below) and the
 system tools the tests run (bash, sh, python3, tar, sha256sum, diff, kill,
 jq: the README's commands, which tests/readme.rs runs, use it).
-Installs PostgreSQL, Redis and Chromium from Debian's packages when they are missing
+Installs PostgreSQL, Redis, Chromium and h2load (nghttp2-client) from Debian's packages when they are missing
 and it runs as root (their services are not started: tests/replicas.rs
 starts its own servers on loopback). Fails with how to install whatever is
 missing. Prints every tool's version
@@ -117,6 +117,7 @@ missing=()
 [[ -n "$(pg_bin initdb)" && -n "$(pg_bin postgres)" ]] || missing+=(postgresql)
 have redis-server || missing+=(redis-server)
 have chromium || missing+=(chromium)
+have h2load || missing+=(nghttp2-client)
 if (( ${#missing[@]} )); then
   if have apt-get && [[ "$(id -u)" == 0 ]]; then
     log "apt-get install ${missing[*]} (services not started)"
@@ -130,6 +131,7 @@ if (( ${#missing[@]} )); then
   [[ -n "$(pg_bin initdb)" ]] || die "PostgreSQL is not installed; tests/replicas.rs starts its own server (Debian: apt-get install postgresql)"
   have redis-server || die "redis-server is not installed; tests/replicas.rs starts its own (Debian: apt-get install redis-server)"
   have chromium || die "chromium is not installed; tests/report_html.rs loads the report pages in it (Debian: apt-get install chromium)"
+  have h2load || die "h2load is not installed; \`meshops bench external\` (tests/bench.rs) loads the gateway with it (Debian: apt-get install nghttp2-client)"
 fi
 # PostgreSQL refuses to run as root: as root, the tests run it as the
 # `postgres` user the package creates, through setpriv.
@@ -163,4 +165,5 @@ version jq "$(jq --version)"
 version postgres "$("$(pg_bin postgres)" --version)"
 version redis-server "$(redis-server --version)"
 version chromium "$(chromium --version 2>/dev/null)"
+version h2load "$(h2load --version 2>/dev/null | head -1)"
 log "tools ready"

@@ -27,13 +27,28 @@ const STOP_WORDS: &[&str] = &[
     "re", "ve", "m", "don", "doesn", "isn", "aren", "won",
 ];
 
+/// A word of at most 8 bytes packed into a `u64` (big-endian, zero
+/// padded), so it compares as the word does.
+fn pack8(word: &[u8]) -> Option<u64> {
+    if word.len() > 8 {
+        return None;
+    }
+    let mut bytes = [0u8; 8];
+    bytes[..word.len()].copy_from_slice(word);
+    Some(u64::from_be_bytes(bytes))
+}
+
 /// Whether `word` (already lowercased) is a stop word.
 pub fn is_stop_word(word: &str) -> bool {
-    // A set, not a scan of the list: this runs for every word the offline
-    // engine and the evaluators read.
-    static SET: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
-        std::sync::LazyLock::new(|| STOP_WORDS.iter().copied().collect());
-    SET.contains(word)
+    // Every stop word fits in 8 bytes: packed, the list is a sorted array
+    // of integers, searched without hashing or allocating. This runs for
+    // every word the offline engine and the evaluators read.
+    static PACKED: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(|| {
+        let mut v: Vec<u64> = STOP_WORDS.iter().filter_map(|w| pack8(w.as_bytes())).collect();
+        v.sort_unstable();
+        v
+    });
+    pack8(word.as_bytes()).is_some_and(|w| PACKED.binary_search(&w).is_ok())
 }
 
 /// Lowercased alphanumeric tokens of `text`, in order. Apostrophes split
@@ -59,28 +74,34 @@ pub fn tokens(text: &str) -> Vec<String> {
 /// Content words of `text`: tokens minus stop words, each reduced by
 /// [`stem`]. This is what "the same topic" is measured on.
 pub fn content_terms(text: &str) -> Vec<String> {
-    tokens(text).into_iter().filter(|t| !is_stop_word(t)).map(|t| stem(&t)).collect()
+    tokens(text).into_iter().filter(|t| !is_stop_word(t)).map(stem_owned).collect()
 }
 
 /// A deliberately light suffix stripper (plural and common verb endings).
 /// It only has to make "agents"/"agent" and "retries"/"retry" meet; a full
 /// Porter stemmer lives with the evaluators that must match a reference.
 pub fn stem(word: &str) -> String {
-    let w = word;
+    stem_owned(word.to_string())
+}
+
+/// [`stem`] of an owned word, in place.
+fn stem_owned(mut w: String) -> String {
     let n = w.len();
     if n <= 3 || !w.is_ascii() {
-        return w.to_string();
+        return w;
     }
     for (suffix, replacement, min_stem) in
         [("ies", "y", 2), ("sses", "ss", 2), ("ing", "", 3), ("ed", "", 3), ("es", "", 3), ("s", "", 3)]
     {
         if let Some(base) = w.strip_suffix(suffix) {
             if base.len() >= min_stem && !(suffix == "s" && (base.ends_with('s') || base.ends_with('u'))) {
-                return format!("{base}{replacement}");
+                w.truncate(n - suffix.len());
+                w.push_str(replacement);
+                return w;
             }
         }
     }
-    w.to_string()
+    w
 }
 
 /// Splits `text` into sentences at `.`, `!`, `?` followed by whitespace, and
@@ -181,12 +202,10 @@ pub fn hashed_vector(text: &str, dimension: usize) -> Vec<f32> {
     let dimension = dimension.max(1);
     let counts = features(text);
     let mut v = vec![0.0f32; dimension];
-    // Iterate in key order: float addition is not associative, and a
-    // HashMap's order is random per process; sorting keeps the vector
-    // bit-for-bit identical across runs.
-    let mut keys: Vec<(&String, &(f32, u32))> = counts.iter().collect();
-    keys.sort_by(|a, b| a.0.cmp(b.0));
-    for (key, &(weight, count)) in keys {
+    // Iterate in key order (the map is sorted): float addition is not
+    // associative, so a fixed order keeps the vector bit-for-bit identical
+    // across runs.
+    for (key, &(weight, count)) in &counts {
         let h = fnv1a64(key.as_bytes());
         // `dimension` fits in u64 on every supported target; the modulo
         // result is below `dimension`, so it fits back into usize.
@@ -219,23 +238,39 @@ pub fn hashed_vector(text: &str, dimension: usize) -> Vec<f32> {
 
 /// Feature key → (kind weight, occurrence count). Keys carry a kind prefix so
 /// the term "ing" and the 3-gram "ing" are different features.
-fn features(text: &str) -> std::collections::HashMap<String, (f32, u32)> {
+fn features(text: &str) -> std::collections::BTreeMap<String, (f32, u32)> {
     let terms = content_terms(text);
-    let mut out: std::collections::HashMap<String, (f32, u32)> = std::collections::HashMap::new();
-    let mut add = |key: String, weight: f32| {
-        out.entry(key).or_insert((weight, 0)).1 += 1;
+    // Sorted by key: the order the vector is summed in (see hashed_vector).
+    let mut out: std::collections::BTreeMap<String, (f32, u32)> = std::collections::BTreeMap::new();
+    let mut key = String::new();
+    let mut add = |key: &str, weight: f32| match out.get_mut(key) {
+        Some(entry) => entry.1 += 1,
+        None => {
+            out.insert(key.to_string(), (weight, 1));
+        }
     };
     for term in &terms {
-        add(format!("w:{term}"), TERM_WEIGHT);
+        key.clear();
+        key.push_str("w:");
+        key.push_str(term);
+        add(&key, TERM_WEIGHT);
         // Boundary markers make prefixes and suffixes distinct features.
-        let chars: Vec<char> = format!("<{term}>").chars().collect();
+        let chars: Vec<char> = std::iter::once('<').chain(term.chars()).chain(std::iter::once('>')).collect();
         for gram in chars.windows(3) {
-            add(format!("c:{}", gram.iter().collect::<String>()), TRIGRAM_WEIGHT);
+            key.clear();
+            key.push_str("c:");
+            key.extend(gram);
+            add(&key, TRIGRAM_WEIGHT);
         }
     }
     for pair in terms.windows(2) {
         if let [a, b] = pair {
-            add(format!("b:{a} {b}"), BIGRAM_WEIGHT);
+            key.clear();
+            key.push_str("b:");
+            key.push_str(a);
+            key.push(' ');
+            key.push_str(b);
+            add(&key, BIGRAM_WEIGHT);
         }
     }
     out
@@ -332,13 +367,63 @@ pub fn renumber_citations(answer: &str, passages: usize) -> (String, Vec<usize>)
 /// four characters per token, at least one per word. Callers must mark counts
 /// from here as estimated.
 pub fn estimate_tokens(text: &str) -> u64 {
-    let chars = text.chars().count() as u64;
-    let words = text.split_whitespace().count() as u64;
+    let (chars, words) = if text.is_ascii() {
+        // The same counts as below, byte by byte: ASCII whitespace is
+        // exactly what `char::is_whitespace` says of ASCII (VT included).
+        let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r');
+        let mut words = 0u64;
+        let mut in_word = false;
+        for &b in text.as_bytes() {
+            let w = !space(b);
+            words += u64::from(w && !in_word);
+            in_word = w;
+        }
+        (text.len() as u64, words)
+    } else {
+        (text.chars().count() as u64, text.split_whitespace().count() as u64)
+    };
     (chars.div_ceil(4)).max(words)
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn fast_paths_give_what_the_plain_definitions_give() {
+        let plain_tokens = |t: &str| -> u64 {
+            (t.chars().count() as u64).div_ceil(4).max(t.split_whitespace().count() as u64)
+        };
+        for t in [
+            "",
+            " ",
+            "one",
+            " two  words ",
+            "tab\tand\x0bvt\x0cff\r\nend",
+            "a b c d e f g h i j",
+            "héllo wörld",
+            "x\u{a0}y",
+        ] {
+            assert_eq!(estimate_tokens(t), plain_tokens(t), "{t:?}");
+        }
+        for w in STOP_WORDS {
+            assert!(is_stop_word(w), "{w}");
+        }
+        for w in ["", "agent", "critic", "yourselves", "abouts", "aa", "zzzzzzzz", "thereafter", "é"] {
+            assert_eq!(is_stop_word(w), STOP_WORDS.contains(&w), "{w}");
+        }
+        for (w, stemmed) in [
+            ("retries", "retry"),
+            ("agents", "agent"),
+            ("running", "runn"),
+            ("bus", "bus"),
+            ("class", "class"),
+            ("passes", "pass"),
+            ("ran", "ran"),
+            ("naïves", "naïves"),
+        ] {
+            assert_eq!(stem(w), stemmed, "{w}");
+        }
+    }
     use super::*;
 
     #[test]

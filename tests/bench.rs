@@ -32,4 +32,13 @@ fn bench_all_quick_runs_every_benchmark_and_prints_figures() {
         assert!(stdout[at..].contains(figure), "`{section}` printed no `{figure}` figure:\n{stdout}");
     }
     assert!(stdout.contains("cores, load average"), "{stdout}");
+    // h2load, a separate process, loads the gateway from outside.
+    if common::require::require_tool("h2load", "`bench external` loads the gateway with it").is_some() {
+        let at = stdout.find("== external:").unwrap_or_else(|| panic!("no external section:\n{stdout}"));
+        for engine in ["zero-work model and store", "offline engine"] {
+            let line = stdout[at..].lines().find(|l| l.trim_start().starts_with(engine));
+            let line = line.unwrap_or_else(|| panic!("no `{engine}` line:\n{stdout}"));
+            assert!(line.contains("Health/Check") && line.contains(", 0 not)"), "{line}");
+        }
+    }
 }

@@ -331,13 +331,7 @@ async fn inflight_run(
     let peak = peak_rss_mib().unwrap_or(0.0);
     let store = server.store.clone();
     server.shutdown().await.map_err(|e| fail("gateway shutdown", e))?;
-    // The store flushes when its last handle drops: wait for the mesh's
-    // threads to let go before the data dir is removed.
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::sync::Arc::strong_count(&store) > 1 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    drop(store);
+    super::release_store(store).await;
     drop(data);
     let (target_of_bound, rss_limit_mib) = (0.9, 512.0);
     Ok(InflightRun {

@@ -14,11 +14,14 @@
 //! - [`eval`]: eval rows/s against concurrency.
 //! - [`retrieval`]: qdrant-edge search latency and ingest rate.
 //! - [`startup`]: exec to health SERVING.
+//! - [`external`]: `Ask` and the health check loaded by h2load, a separate
+//!   process, as an operator would measure the gateway.
 //!
 //! Benchmarks assert nothing about time; `--quick` shrinks each to seconds
 //! so a broken benchmark is noticed in CI.
 
 pub mod eval;
+pub mod external;
 pub mod gateway;
 pub mod mesh;
 pub mod overhead;
@@ -26,10 +29,11 @@ pub mod retrieval;
 pub mod startup;
 
 pub use eval::EvalFigures;
+pub use external::{ExternalFigures, ExternalRun};
 pub use gateway::{GatewayFigures, InflightFigures, InflightRun};
 pub use mesh::{ConcurrencyRow, MeshComparison, MeshFigures};
 pub use overhead::OverheadFigures;
-pub use retrieval::RetrievalFigures;
+pub use retrieval::{Data, RetrievalFigures, SearchRun};
 pub use startup::StartupFigures;
 
 use std::time::{Duration, Instant};
@@ -58,6 +62,7 @@ pub enum Which {
     Eval,
     Retrieval,
     Startup,
+    External,
     /// Each of the above in turn.
     All,
 }
@@ -200,6 +205,18 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Waits (up to 10 s) until `store` is the last handle of a stopped
+/// server's store, then drops it: the store flushes when its last handle
+/// drops, and the mesh's threads let go of theirs only as they end, so the
+/// data dir must outlive them.
+pub async fn release_store(store: crate::retrieval::SharedStore) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::sync::Arc::strong_count(&store) > 1 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(store);
 }
 
 /// `a / b` as a ratio (0 when `b` is 0).

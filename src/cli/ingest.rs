@@ -81,6 +81,9 @@ pub async fn execute(args: IngestArgs<'_>, spec: impl Fn() -> Result<MeshSpec>) 
                 "ingested {} files into {} chunks: {} upserted, {} stale removed, {} points in `{}`",
                 report.files, report.chunks, report.upserted, report.pruned, report.points, r.collection
             );
+            if let Some(ms) = report.index_ms {
+                println!("indexed `{}` for search in {:.1} s", r.collection, ms as f64 / 1000.0);
+            }
             Ok(())
         }
     }

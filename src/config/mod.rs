@@ -33,6 +33,7 @@ mod env_refs;
 mod error;
 pub mod flow_spec;
 mod flows;
+pub mod index;
 pub mod keys;
 pub mod llm_output;
 mod load;
@@ -55,6 +56,7 @@ pub use env::{ENV_NAME_VAR, ENV_PREFIX};
 pub use env_refs::{EnvRefError, api_key_var, resolve_env_refs};
 pub use error::{ConfigError, ConfigErrors};
 pub use flow_spec::{Condition, FlowStep, Group, Merge, NOT_FOUND_REPLY, OnReject, Repeat, StepAgent};
+pub use index::{IndexSettings, Quantization};
 pub use llm_output::{OutputSpec, is_strict_schema, output_spec};
 pub use load::LoadOptions;
 pub use prompt_file::{

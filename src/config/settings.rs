@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::index::IndexSettings;
 use serde::{Deserialize, Serialize};
 
 /// The flow model lives beside the settings, in `flow_spec.rs`.
@@ -342,6 +343,8 @@ pub struct RetrievalSettings {
     /// Name of the environment variable holding the Qdrant API key.
     pub api_key_env: Option<String>,
     pub embedder: EmbedderSettings,
+    /// How the embedded store indexes the collection (`[retrieval.index]`).
+    pub index: IndexSettings,
 }
 
 impl Default for RetrievalSettings {
@@ -357,6 +360,7 @@ impl Default for RetrievalSettings {
             url: None,
             api_key_env: None,
             embedder: EmbedderSettings::default(),
+            index: IndexSettings::default(),
         }
     }
 }

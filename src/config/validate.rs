@@ -199,6 +199,7 @@ fn validate_retrieval(s: &Settings, layers: &[PathBuf], errors: &mut Vec<ConfigE
         validate_qdrant(r, &at(&["retrieval"]), errors);
     }
     validate_embedder(s, &at(&["retrieval", "embedder"]), errors);
+    r.index.check(&at(&["retrieval", "index"]), errors);
     if r.embedder.dimension < 8 || r.embedder.dimension > 65_536 {
         errors.push(ConfigError::field(
             at(&["retrieval", "embedder", "dimension"]),

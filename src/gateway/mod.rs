@@ -152,6 +152,7 @@ impl CallRecord {
 
     fn finish(self, span: &tracing::Span, code: tonic::Code) {
         span.record("rpc.grpc.status_code", code as i32);
+        ANSWERED[usize::from(code != tonic::Code::Ok)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if code != tonic::Code::Ok {
             span.record("otel.status_code", "ERROR");
         }
@@ -163,6 +164,18 @@ impl CallRecord {
         ];
         m.request_duration.record(self.started.elapsed().as_secs_f64(), &attrs);
     }
+}
+
+/// Calls this process answered, by outcome, counted as each call ends:
+/// `meshops bench external` checks an outside load generator's run
+/// against it (h2load sees HTTP statuses only, and a gRPC error is HTTP 200).
+static ANSWERED: [std::sync::atomic::AtomicU64; 2] =
+    [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
+
+/// Calls answered so far by this process: (`OK`, any other status).
+pub fn answered() -> (u64, u64) {
+    let load = |i: usize| ANSWERED[i].load(std::sync::atomic::Ordering::Relaxed);
+    (load(0), load(1))
 }
 
 impl Drop for CallRecord {

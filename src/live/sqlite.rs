@@ -76,18 +76,16 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>, path: &str) {
                 match op {
                     Op::Record(r) => insert(&tx, &r)?,
                     Op::Feedback { trace_id, owner, feedback, reply } => {
-                        let updated = tx.execute(
+                        let updated = tx.prepare_cached(
                             "UPDATE records SET feedback_score = ?3, feedback_comment = ?4, feedback_at_ms = ?5 \
                              WHERE trace_id = ?1 AND owner = ?2",
-                            params![trace_id, owner, feedback.score, feedback.comment, now_ms()],
+                        )?.execute(params![trace_id, owner, feedback.score, feedback.comment, now_ms()],
                         )?;
                         replies.push((reply, updated == 1));
                     }
                     Op::Scores { trace_id, scores } => {
-                        tx.execute(
-                            "UPDATE records SET scores = ?2 WHERE trace_id = ?1",
-                            params![trace_id, scores],
-                        )?;
+                        tx.prepare_cached("UPDATE records SET scores = ?2 WHERE trace_id = ?1")?
+                            .execute(params![trace_id, scores])?;
                     }
                     Op::Purge(days) => {
                         let n = purge(&tx, days)?;
@@ -116,26 +114,27 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Op>, path: &str) {
 
 fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> Result<(), rusqlite::Error> {
     let (query, answer, citations) = r.content_columns();
-    tx.execute(
+    // Cached: one parse for the process, not one per answer.
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO records (trace_id, owner, at_ms, variant, intent, latency_ms, input_tokens, \
          output_tokens, cost_usd, model_calls, query, answer, citations) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        params![
-            r.trace_id,
-            r.owner,
-            r.at_ms,
-            r.variant,
-            r.intent,
-            r.latency_ms,
-            r.input_tokens as i64,
-            r.output_tokens as i64,
-            r.cost_usd,
-            r.model_calls,
-            query,
-            answer,
-            citations
-        ],
-    )?;
+    )?
+    .execute(params![
+        r.trace_id,
+        r.owner,
+        r.at_ms,
+        r.variant,
+        r.intent,
+        r.latency_ms,
+        r.input_tokens as i64,
+        r.output_tokens as i64,
+        r.cost_usd,
+        r.model_calls,
+        query,
+        answer,
+        citations
+    ])?;
     Ok(())
 }
 

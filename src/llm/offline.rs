@@ -69,6 +69,8 @@ pub struct OfflineEngine {
     /// on every request, so they are embedded once. Bounded by
     /// [`EXAMPLE_CACHE_LIMIT`].
     example_vectors: RwLock<HashMap<String, Arc<Vec<f32>>>>,
+    /// Passage readings by text, bounded by [`READING_CACHE_LIMIT`].
+    readings: RwLock<HashMap<String, Arc<PassageReading>>>,
 }
 
 /// Most cached intent texts; past it the cache starts over (only a caller
@@ -86,6 +88,7 @@ impl OfflineEngine {
             peak_in_flight: AtomicUsize::new(0),
             panic_on_query: None,
             example_vectors: RwLock::new(HashMap::new()),
+            readings: RwLock::new(HashMap::new()),
         }
     }
 
@@ -233,12 +236,48 @@ fn term_set(text: &str) -> BTreeSet<String> {
     text::content_terms(text).into_iter().collect()
 }
 
+/// What the engine reads of a passage: its content terms, and its
+/// quotable sentences with theirs. It depends on the text alone, so the
+/// engine keeps it by text ([`OfflineEngine::reading`]): a knowledge base's
+/// passages come back request after request.
+#[derive(Debug)]
+pub struct PassageReading {
+    terms: BTreeSet<String>,
+    sentences: Vec<(String, BTreeSet<String>)>,
+}
+
+impl PassageReading {
+    fn of(text: &str) -> Self {
+        let sentences = quotable_sentences(text)
+            .into_iter()
+            .map(|s| {
+                let terms = term_set(&s);
+                (s, terms)
+            })
+            .collect();
+        PassageReading { terms: term_set(text), sentences }
+    }
+}
+
+/// How a passage's [`PassageReading`] is had: kept by the engine, or read
+/// afresh.
+type Reader<'r> = &'r (dyn Fn(&str) -> Arc<PassageReading> + Sync);
+
+/// Reads a passage afresh, keeping nothing.
+fn fresh(text: &str) -> Arc<PassageReading> {
+    Arc::new(PassageReading::of(text))
+}
+
+/// Most passage readings the engine keeps; past it they start over.
+const READING_CACHE_LIMIT: usize = 4096;
+
 fn answer(
     query: &str,
     intent: &str,
     passages: &[Passage],
     feedback: Option<&str>,
     max_sentences: usize,
+    read: Reader<'_>,
 ) -> String {
     if passages.is_empty() {
         return if intent == "greeting" {
@@ -253,12 +292,12 @@ fn answer(
     // wanted too, a little less than the query's own.
     let wanted: BTreeSet<String> =
         feedback.map(term_set).unwrap_or_default().difference(&query_terms).cloned().collect();
-    let mut candidates: Vec<(f64, usize, usize, String, BTreeSet<String>)> = Vec::new();
-    for (pi, p) in passages.iter().enumerate() {
-        for (si, s) in quotable_sentences(&p.text).into_iter().enumerate() {
-            let terms = term_set(&s);
-            let hits = query_terms.intersection(&terms).count() as f64;
-            let extra = wanted.intersection(&terms).count() as f64;
+    let readings: Vec<Arc<PassageReading>> = passages.iter().map(|p| read(&p.text)).collect();
+    let mut candidates: Vec<(f64, usize, usize, &str, &BTreeSet<String>)> = Vec::new();
+    for (pi, (p, reading)) in passages.iter().zip(&readings).enumerate() {
+        for (si, (s, terms)) in reading.sentences.iter().enumerate() {
+            let hits = query_terms.intersection(terms).count() as f64;
+            let extra = wanted.intersection(terms).count() as f64;
             if hits + extra == 0.0 {
                 continue;
             }
@@ -266,18 +305,18 @@ fn answer(
                 + 0.5 * extra / wanted.len().max(1) as f64
                 + 0.2 * f64::from(p.score)
                 - 0.002 * si as f64;
-            candidates.push((score, pi, si, s, terms));
+            candidates.push((score, pi, si, s.as_str(), terms));
         }
     }
     candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let mut chosen: Vec<(usize, String, BTreeSet<String>)> = Vec::new();
+    let mut chosen: Vec<(usize, &str, &BTreeSet<String>)> = Vec::new();
     for (_, pi, _, s, terms) in candidates {
         if chosen.len() >= max_sentences.max(1) {
             break;
         }
         let duplicate = chosen.iter().any(|(_, _, t)| {
-            let inter = t.intersection(&terms).count() as f64;
-            let union = t.union(&terms).count() as f64;
+            let inter = t.intersection(terms).count() as f64;
+            let union = t.union(terms).count() as f64;
             union > 0.0 && inter / union > 0.7
         });
         if !duplicate {
@@ -286,9 +325,9 @@ fn answer(
     }
     if chosen.is_empty() {
         // Nothing overlaps the query: quote the best passage's first sentence.
-        let first = quotable_sentences(&passages[0].text).into_iter().next();
+        let first = readings.first().and_then(|r| r.sentences.first());
         return match first {
-            Some(s) => cite(&s, 1),
+            Some((s, _)) => cite(s, 1),
             None => "I could not find a clear answer in the knowledge base.".to_string(),
         };
     }
@@ -305,13 +344,14 @@ fn generate_text(
     passages: &[Passage],
     outputs: &[(String, serde_json::Value)],
     feedback: Option<&str>,
+    read: Reader<'_>,
 ) -> String {
     let latest_text = outputs.iter().rev().filter_map(|(_, v)| v.as_str()).find(|t| !t.trim().is_empty());
     if let Some(first) = latest_text.and_then(|t| text::sentences(t).into_iter().next()) {
         return first;
     }
     if !passages.is_empty() {
-        return answer(query, intent, passages, feedback, GENERATE_SENTENCES);
+        return answer(query, intent, passages, feedback, GENERATE_SENTENCES, read);
     }
     format!("[{OFFLINE_MODEL} cannot write free text] {query}")
 }
@@ -382,7 +422,7 @@ fn placeholder(schema: &serde_json::Value, text: &str, depth: usize) -> serde_js
 /// filled like any JSON output.
 fn judge_verdict(query: &str, draft: &str, passages: &[Passage], schema: Option<&ResponseSchema>) -> String {
     let verdict: serde_json::Value =
-        serde_json::from_str(&critique(query, draft, passages)).unwrap_or_default();
+        serde_json::from_str(&critique(query, draft, passages, &fresh)).unwrap_or_default();
     let Some(schema) = schema else { return verdict.to_string() };
     let mut value = placeholder(&schema.schema, draft, 0);
     if let (Some(fields), Some(known)) = (value.as_object_mut(), verdict.as_object()) {
@@ -395,9 +435,10 @@ fn judge_verdict(query: &str, draft: &str, passages: &[Passage], schema: Option<
     value.to_string()
 }
 
-fn critique(query: &str, answer_text: &str, passages: &[Passage]) -> String {
+fn critique(query: &str, answer_text: &str, passages: &[Passage], read: Reader<'_>) -> String {
     let plain = text::strip_citation_markers(answer_text);
-    let passage_terms: Vec<BTreeSet<String>> = passages.iter().map(|p| term_set(&p.text)).collect();
+    let readings: Vec<Arc<PassageReading>> = passages.iter().map(|p| read(&p.text)).collect();
+    let passage_terms: Vec<&BTreeSet<String>> = readings.iter().map(|r| &r.terms).collect();
     let sentences = text::sentences(&plain);
     let mut supports = Vec::new();
     let mut unsupported = Vec::new();
@@ -493,15 +534,19 @@ impl LlmClient for OfflineEngine {
                     self.route(query, intents, default_intent)
                 }
                 TaskHint::Answer { query, intent, passages, feedback, max_sentences, .. } => {
-                    answer(query, intent, passages, feedback.as_deref(), *max_sentences)
+                    answer(query, intent, passages, feedback.as_deref(), *max_sentences, &|t| self.reading(t))
                 }
-                TaskHint::Critique { query, answer, passages } => critique(query, answer, passages),
+                TaskHint::Critique { query, answer, passages } => {
+                    critique(query, answer, passages, &|t| self.reading(t))
+                }
                 TaskHint::Generate { query, passages, judged: Some(draft), json: true, .. } => {
                     judge_verdict(query, draft, passages, request.response_schema.as_deref())
                 }
                 TaskHint::Generate { query, intent, passages, outputs, feedback, json, .. } => {
                     let text = super::offline_tools::tool_results(request).unwrap_or_else(|| {
-                        generate_text(query, intent, passages, outputs, feedback.as_deref())
+                        generate_text(query, intent, passages, outputs, feedback.as_deref(), &|t| {
+                            self.reading(t)
+                        })
                     });
                     match (json, &request.response_schema) {
                         (false, _) => text,
@@ -542,6 +587,23 @@ impl LlmClient for OfflineEngine {
 }
 
 impl OfflineEngine {
+    /// The reading of passage `text`, kept for the next request that
+    /// retrieves it.
+    fn reading(&self, text: &str) -> Arc<PassageReading> {
+        // A poisoned lock only means another call panicked mid-insert; the
+        // map itself is still a valid cache.
+        if let Some(r) = self.readings.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(text) {
+            return r.clone();
+        }
+        let reading = fresh(text);
+        let mut kept = self.readings.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() >= READING_CACHE_LIMIT {
+            kept.clear();
+        }
+        kept.insert(text.to_string(), reading.clone());
+        reading
+    }
+
     /// An answer of `text` (and `tool_calls`), its usage estimated.
     fn response(&self, request: &LlmRequest, text: String, tool_calls: Vec<super::ToolCall>) -> LlmResponse {
         let input_tokens: u64 = request.messages.iter().map(|m| text::estimate_tokens(&m.content) + 4).sum();
@@ -567,12 +629,25 @@ mod tests {
     }
 
     #[test]
+    fn passage_readings_are_kept_by_text_and_equal_a_fresh_reading() {
+        let engine = OfflineEngine::new(OFFLINE_MODEL, 0, 0.0);
+        let text =
+            "Gateway > Limits\nThe gateway listens on port 50051 by default. Retries happen three times.";
+        let first = engine.reading(text);
+        assert!(Arc::ptr_eq(&first, &engine.reading(text)), "read once, kept");
+        let again = fresh(text);
+        assert_eq!(first.terms, again.terms);
+        assert_eq!(first.sentences, again.sentences);
+        assert_eq!(first.sentences.len(), 2, "{:?}", first.sentences);
+    }
+
+    #[test]
     fn answer_quotes_overlapping_sentences_with_markers() {
         let ps = vec![
             passage("Gateway\nThe gateway listens on port 50051 by default. Bananas are yellow fruit."),
             passage("Limits\nThe gateway rejects empty queries with INVALID_ARGUMENT."),
         ];
-        let a = answer("Which port does the gateway listen on?", "question", &ps, None, 2);
+        let a = answer("Which port does the gateway listen on?", "question", &ps, None, 2, &fresh);
         assert!(a.starts_with("The gateway listens on port 50051 by default [1]."), "{a}");
         assert!(!a.contains("Bananas"));
     }
@@ -580,14 +655,19 @@ mod tests {
     #[test]
     fn critique_scores_support_and_coverage() {
         let ps = vec![passage("The gateway listens on port 50051 by default.")];
-        let v: serde_json::Value =
-            serde_json::from_str(&critique("gateway port", "The gateway listens on port 50051 [1].", &ps))
-                .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&critique(
+            "gateway port",
+            "The gateway listens on port 50051 [1].",
+            &ps,
+            &fresh,
+        ))
+        .unwrap();
         assert_eq!(v["scores"]["groundedness"], 1.0);
         assert_eq!(v["scores"]["coverage"], 1.0);
         assert_eq!(v["accepted"], true);
         let v: serde_json::Value =
-            serde_json::from_str(&critique("gateway port retries", "Bananas grow on trees.", &ps)).unwrap();
+            serde_json::from_str(&critique("gateway port retries", "Bananas grow on trees.", &ps, &fresh))
+                .unwrap();
         assert_eq!(v["accepted"], false);
         assert!(v["feedback"].as_str().unwrap().contains("retry"));
     }
@@ -602,13 +682,20 @@ mod tests {
             ),
         ];
         assert_eq!(
-            generate_text("q", "question", &[], &outputs, None),
+            generate_text("q", "question", &[], &outputs, None, &fresh),
             "The gateway listens on port 50051 [1]."
         );
         let ps = vec![passage("Gateway\nThe gateway listens on port 50051 by default.")];
-        let a = generate_text("Which port does the gateway listen on?", "question", &ps, &outputs[..1], None);
+        let a = generate_text(
+            "Which port does the gateway listen on?",
+            "question",
+            &ps,
+            &outputs[..1],
+            None,
+            &fresh,
+        );
         assert_eq!(a, "The gateway listens on port 50051 by default [1].");
-        let none = generate_text("What is up?", "question", &[], &[], None);
+        let none = generate_text("What is up?", "question", &[], &[], None, &fresh);
         assert_eq!(none, "[offline-extractive cannot write free text] What is up?");
     }
 

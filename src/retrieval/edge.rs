@@ -10,20 +10,33 @@
 //! through one mutex. `EdgeShard::load` does not replay its WAL, so every
 //! write is flushed before it is reported done: a process that reopens the
 //! directory sees it.
+//!
+//! Indexing: qdrant-edge runs no optimizer by itself, so without help every
+//! search would scan plain segments. Past `[retrieval.index]
+//! indexing_threshold_kb` of vectors the store builds an HNSW graph
+//! (`EdgeShard::optimize`): at the end of an ingest ([`VectorStore::index`]),
+//! and in the background once writes have settled for `settle_secs` after
+//! any write, on the blocking pool, off the request path. Searches go on
+//! during a build (on the segments as they were); writes wait for it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use super::lock::StoreLock;
 use super::schema::{self, StaleSelector};
 use super::{Chunk, Hit, RetrievalError, VectorStore, point_id};
+use crate::config::{IndexSettings, Quantization};
 use futures::future::BoxFuture;
 use qdrant_edge::{
-    CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder, EdgeShard,
-    EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, HasIdCondition, JsonPath, Match,
-    NamedQuery, Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStructPersisted, QueryEnum, ScoredPoint, SearchRequest, UpdateOperation,
-    VectorInternal, VectorStructPersisted, WithPayloadInterface,
+    CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfig, EdgeConfigBuilder,
+    EdgeOptimizersConfig, EdgeShard, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter,
+    HasIdCondition, HnswIndexConfig, JsonPath, Match, NamedQuery, Payload, PayloadFieldSchema,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
+    QuantizationConfig, QuantizationSearchParams, QueryEnum, ScalarQuantizationConfig, ScalarType,
+    ScoredPoint, SearchParams, SearchRequest, UpdateOperation, VectorInternal, VectorStructPersisted,
+    WithPayloadInterface,
 };
 
 /// A collection in an embedded qdrant-edge shard.
@@ -36,8 +49,20 @@ pub struct EdgeStore {
 
 struct Inner {
     shard: EdgeShard,
-    /// Serialises updates and flushes (see the module docs).
+    /// Serialises updates, flushes and index builds (see the module docs).
     writes: Mutex<()>,
+    /// What every search asks of the index (`hnsw_ef`, quantization).
+    search: SearchParams,
+    /// Quiet time after a write before the background indexer runs.
+    settle: Duration,
+    /// When the store opened: the clock of `last_write_ms`.
+    opened: Instant,
+    /// Milliseconds after `opened` of the last write.
+    last_write_ms: AtomicU64,
+    /// Whether a background index build is scheduled or running.
+    indexer: AtomicBool,
+    /// Whether anything was written since the last build.
+    dirty: AtomicBool,
     /// Held while the shard is (see [`super::lock`]); declared after it, so
     /// it is let go only once the shard has closed, even when a blocking
     /// task outlives the `EdgeStore`.
@@ -50,6 +75,135 @@ impl Inner {
         // inconsistent on our side, so a poisoned lock is still usable.
         self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Builds the index of whatever segments need it, now, holding the
+    /// write lock. `true` when anything was (re)built.
+    fn build_index(&self) -> Result<bool, String> {
+        let _guard = self.write_lock();
+        self.dirty.store(false, Ordering::Release);
+        let built = self.shard.optimize().map_err(|e| e.to_string())?;
+        if built {
+            self.shard.flush();
+        }
+        Ok(built)
+    }
+
+    fn since_opened_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes a write and makes sure a background build will follow it once
+    /// writes settle.
+    fn wrote(self: &Arc<Self>) {
+        self.last_write_ms.store(self.since_opened_ms(), Ordering::Release);
+        self.dirty.store(true, Ordering::Release);
+        self.schedule_index();
+    }
+
+    /// Starts the background indexer unless one is already scheduled. It
+    /// holds only a weak reference while it waits, so a store that is
+    /// dropped meanwhile closes (and lets go of its directory) as usual.
+    fn schedule_index(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.indexer.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        runtime.spawn(background_index(weak, self.settle));
+    }
+}
+
+/// Waits until writes have settled, builds the index, and repeats while
+/// writes came in meanwhile.
+async fn background_index(weak: Weak<Inner>, settle: Duration) {
+    loop {
+        tokio::time::sleep(settle).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let quiet = inner.since_opened_ms().saturating_sub(inner.last_write_ms.load(Ordering::Acquire));
+        if u128::from(quiet) < settle.as_millis() {
+            continue;
+        }
+        let started = Instant::now();
+        let build = Arc::clone(&inner);
+        match tokio::task::spawn_blocking(move || build.build_index()).await {
+            Ok(Ok(true)) => tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "indexed the embedded collection for search"
+            ),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "building the search index failed; searches scan"),
+            Err(e) => tracing::warn!(error = %e, "the search index build stopped"),
+        }
+        inner.indexer.store(false, Ordering::Release);
+        // A write that came in while the flag was still set did not
+        // schedule a build of its own.
+        if inner.dirty.load(Ordering::Acquire) && !inner.indexer.swap(true, Ordering::AcqRel) {
+            continue;
+        }
+        return;
+    }
+}
+
+/// qdrant-edge's HNSW, quantization and optimizer settings for `index`.
+fn edge_index_config(
+    index: &IndexSettings,
+) -> (HnswIndexConfig, Option<QuantizationConfig>, EdgeOptimizersConfig) {
+    let hnsw = HnswIndexConfig {
+        m: index.m,
+        ef_construct: index.ef_construct,
+        // Qdrant's default: below this many KiB of candidates a filtered
+        // search scans instead of walking the graph.
+        full_scan_threshold: 10_000,
+        // 0: as many threads as the machine has, up to Qdrant's limit.
+        max_indexing_threads: 0,
+        on_disk: Some(index.on_disk),
+        payload_m: None,
+        inline_storage: None,
+    };
+    let quantization = match index.quantization {
+        Quantization::None => None,
+        Quantization::Int8 => Some(QuantizationConfig::from(ScalarQuantizationConfig {
+            r#type: ScalarType::Int8,
+            quantile: Some(0.99),
+            always_ram: Some(true),
+        })),
+    };
+    let optimizers =
+        EdgeOptimizersConfig { indexing_threshold: Some(index.indexing_threshold_kb), ..Default::default() };
+    (hnsw, quantization, optimizers)
+}
+
+/// What each search asks: `hnsw_ef` candidates; with quantization, the
+/// int8 scores narrow the candidates and the f32 vectors rescore twice the
+/// hits asked.
+fn search_params(index: &IndexSettings) -> SearchParams {
+    SearchParams {
+        hnsw_ef: Some(index.hnsw_ef),
+        quantization: (index.quantization != Quantization::None).then_some(QuantizationSearchParams {
+            ignore: false,
+            rescore: Some(true),
+            oversampling: Some(2.0),
+        }),
+        ..SearchParams::default()
+    }
+}
+
+/// `config` with the index settings `index` asks for; `None` when it has them.
+fn with_index(config: &EdgeConfig, index: &IndexSettings) -> Option<EdgeConfig> {
+    let (hnsw, quantization, optimizers) = edge_index_config(index);
+    if config.hnsw_config == hnsw
+        && config.quantization_config == quantization
+        && config.optimizers == optimizers
+    {
+        return None;
+    }
+    let mut changed = config.clone();
+    changed.hnsw_config = hnsw;
+    changed.quantization_config = quantization;
+    changed.optimizers = optimizers;
+    Some(changed)
 }
 
 impl std::fmt::Debug for EdgeStore {
@@ -64,11 +218,18 @@ impl std::fmt::Debug for EdgeStore {
 
 impl EdgeStore {
     /// Opens the collection's shard under `data_dir/collections/<collection>`,
-    /// creating it (with a keyword index on `doc_id`) when absent. An existing
+    /// creating it (with a keyword index on `doc_id`) when absent, with the
+    /// index settings `index` (an existing shard takes them on, and its
+    /// index is rebuilt in the background when they changed). An existing
     /// shard whose vector size is not `dimension` is a
     /// [`RetrievalError::Dimension`]: its vectors came from another embedder
     /// and would not compare.
-    pub fn open(data_dir: &Path, collection: &str, dimension: usize) -> Result<EdgeStore, RetrievalError> {
+    pub fn open(
+        data_dir: &Path,
+        collection: &str,
+        dimension: usize,
+        index: &IndexSettings,
+    ) -> Result<EdgeStore, RetrievalError> {
         let err = |message: String| RetrievalError::Store { collection: collection.to_string(), message };
         // The name becomes a directory: refuse anything that could escape
         // `collections/` or that the filesystem would treat specially.
@@ -82,7 +243,11 @@ impl EdgeStore {
         let lock = StoreLock::acquire(&path)?;
         let exists = path.join("edge_config.json").is_file() || path.join("segments").is_dir();
         let shard = if exists {
-            let shard = EdgeShard::load(&path, None)
+            let saved = EdgeConfig::load(&path)
+                .transpose()
+                .map_err(|e| err(format!("cannot read the shard config at {}: {e}", path.display())))?;
+            let wanted = saved.as_ref().and_then(|c| with_index(c, index));
+            let shard = EdgeShard::load(&path, wanted)
                 .map_err(|e| err(format!("cannot load shard at {}: {e}", path.display())))?;
             let params = shard.config().vectors.get(DEFAULT_VECTOR_NAME).cloned();
             let Some(params) = params else {
@@ -106,12 +271,16 @@ impl EdgeStore {
         } else {
             std::fs::create_dir_all(&path)
                 .map_err(|source| RetrievalError::Io { path: path.display().to_string(), source })?;
-            let config = EdgeConfigBuilder::new()
+            let (hnsw, quantization, optimizers) = edge_index_config(index);
+            let mut config = EdgeConfigBuilder::new()
                 .vector(
                     DEFAULT_VECTOR_NAME,
-                    EdgeVectorParamsBuilder::new(dimension, Distance::Cosine).build(),
+                    EdgeVectorParamsBuilder::new(dimension, Distance::Cosine).on_disk(index.on_disk).build(),
                 )
+                .hnsw_config(hnsw)
+                .optimizers(optimizers)
                 .build();
+            config.quantization_config = quantization;
             let shard = EdgeShard::new(&path, config)
                 .map_err(|e| err(format!("cannot create shard at {}: {e}", path.display())))?;
             for field in schema::KEYWORD_INDEXES {
@@ -129,12 +298,23 @@ impl EdgeStore {
             shard.flush();
             shard
         };
-        Ok(EdgeStore {
-            inner: Arc::new(Inner { shard, writes: Mutex::new(()), _lock: lock }),
-            collection: collection.to_string(),
-            dimension,
-            path,
-        })
+        let inner = Arc::new(Inner {
+            shard,
+            writes: Mutex::new(()),
+            search: search_params(index),
+            settle: Duration::from_secs_f64(index.settle_secs),
+            opened: Instant::now(),
+            last_write_ms: AtomicU64::new(0),
+            indexer: AtomicBool::new(false),
+            dirty: AtomicBool::new(exists),
+            _lock: lock,
+        });
+        // Data written by an earlier run, or under other index settings,
+        // may need a build: the background indexer finds out.
+        if exists {
+            inner.schedule_index();
+        }
+        Ok(EdgeStore { inner, collection: collection.to_string(), dimension, path })
     }
 
     /// The shard directory.
@@ -145,6 +325,11 @@ impl EdgeStore {
     /// The vector length this collection stores.
     pub fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    /// Vectors in HNSW-indexed segments; the rest are searched by a scan.
+    pub fn indexed_vectors(&self) -> usize {
+        self.inner.shard.info().indexed_vectors_count
     }
 
     /// Writes the WAL and segments to disk. Writes through [`VectorStore`]
@@ -166,7 +351,7 @@ impl EdgeStore {
     fn run<T, F>(&self, what: &'static str, f: F) -> BoxFuture<'_, Result<T, RetrievalError>>
     where
         T: Send + 'static,
-        F: FnOnce(&Inner) -> Result<T, String> + Send + 'static,
+        F: FnOnce(&Arc<Inner>) -> Result<T, String> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
@@ -239,6 +424,7 @@ impl VectorStore for EdgeStore {
                 )))
                 .map_err(|e| e.to_string())?;
             inner.shard.flush();
+            inner.wrote();
             Ok(n)
         })
     }
@@ -263,6 +449,7 @@ impl VectorStore for EdgeStore {
                     .update(UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter)))
                     .map_err(|e| e.to_string())?;
                 inner.shard.flush();
+                inner.wrote();
             }
             Ok(stale)
         })
@@ -284,7 +471,10 @@ impl VectorStore for EdgeStore {
             let request = SearchRequest {
                 query: QueryEnum::Nearest(NamedQuery { query: VectorInternal::Dense(vector), using: None }),
                 filter: None,
-                params: None,
+                params: Some(SearchParams {
+                    hnsw_ef: inner.search.hnsw_ef.map(|ef| ef.max(top_k)),
+                    ..inner.search
+                }),
                 limit: top_k,
                 offset: 0,
                 with_payload: Some(WithPayloadInterface::Bool(true)),
@@ -300,6 +490,10 @@ impl VectorStore for EdgeStore {
         self.run("count", |inner| {
             inner.shard.count(CountRequest { filter: None, exact: true }).map_err(|e| e.to_string())
         })
+    }
+
+    fn index(&self) -> BoxFuture<'_, Result<bool, RetrievalError>> {
+        self.run("index", |inner| inner.build_index())
     }
 }
 
@@ -331,7 +525,7 @@ mod tests {
             chunk("store", 0, "Vectors live in an embedded qdrant-edge shard."),
         ];
         {
-            let store = EdgeStore::open(dir.path(), "docs", 64).unwrap();
+            let store = EdgeStore::open(dir.path(), "docs", 64, &IndexSettings::default()).unwrap();
             assert_eq!(store.backend(), "edge");
             assert_eq!(store.collection(), "docs");
             assert_eq!(store.count().await.unwrap(), 0);
@@ -350,7 +544,7 @@ mod tests {
             let none = store.search(e.embed_text("gateway retries"), 5, Some(1.01)).await.unwrap();
             assert!(none.is_empty());
         }
-        let reopened = EdgeStore::open(dir.path(), "docs", 64).unwrap();
+        let reopened = EdgeStore::open(dir.path(), "docs", 64, &IndexSettings::default()).unwrap();
         assert_eq!(reopened.count().await.unwrap(), 3);
         assert!(dir.path().join("collections/docs").is_dir());
     }
@@ -359,7 +553,7 @@ mod tests {
     async fn prune_removes_only_stale_points_of_the_doc() {
         let dir = tempfile::tempdir().unwrap();
         let e = OfflineEmbedder::new(32);
-        let store = EdgeStore::open(dir.path(), "c", 32).unwrap();
+        let store = EdgeStore::open(dir.path(), "c", 32, &IndexSettings::default()).unwrap();
         let old = vec![chunk("a", 0, "one"), chunk("a", 1, "two"), chunk("b", 0, "three")];
         store.upsert(points(&e, &old)).await.unwrap();
         // Document a edited: chunk 0 changed text, chunk 1 is gone.
@@ -377,15 +571,113 @@ mod tests {
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].text, "one, edited");
         drop(store);
-        let reopened = EdgeStore::open(dir.path(), "c", 32).unwrap();
+        let reopened = EdgeStore::open(dir.path(), "c", 32, &IndexSettings::default()).unwrap();
         assert_eq!(reopened.count().await.unwrap(), 1);
+    }
+
+    /// `n` random unit points of dimension `dim` (splitmix64), as chunks.
+    fn random_points(n: usize, dim: usize, seed: u64) -> Vec<(Chunk, Vec<f32>)> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        (0..n)
+            .map(|i| {
+                let mut v: Vec<f32> = (0..dim).map(|_| next()).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                (chunk("p", i, &format!("point {i}")), v)
+            })
+            .collect()
+    }
+
+    /// The chunk ids of the `k` points nearest `q` by an exact scan.
+    fn exact(points: &[(Chunk, Vec<f32>)], q: &[f32], k: usize) -> Vec<String> {
+        let mut scored: Vec<(f32, &str)> = points
+            .iter()
+            .map(|(c, v)| (v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), c.chunk_id.as_str()))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().take(k).map(|(_, id)| id.to_string()).collect()
+    }
+
+    /// Share of the exact top 10 the store finds, over `queries`.
+    async fn recall(store: &EdgeStore, points: &[(Chunk, Vec<f32>)], queries: &[(Chunk, Vec<f32>)]) -> f64 {
+        let mut found = 0;
+        for (_, q) in queries {
+            let hits = store.search(q.clone(), 10, None).await.unwrap();
+            let truth = exact(points, q, 10);
+            found += hits.iter().filter(|h| truth.contains(&h.chunk_id)).count();
+        }
+        found as f64 / (queries.len() * 10) as f64
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_collection_is_indexed_by_ingest_and_finds_the_exact_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64-d vectors are 0.25 KiB each: past 16 KiB (64 vectors) a
+        // segment is indexed. The background indexer waits an hour here.
+        let index =
+            IndexSettings { indexing_threshold_kb: 16, settle_secs: 3600.0, ..IndexSettings::default() };
+        let points = random_points(2000, 64, 7);
+        let queries = random_points(20, 64, 99);
+        {
+            let store = EdgeStore::open(dir.path(), "big", 64, &index).unwrap();
+            store.upsert(points.clone()).await.unwrap();
+            assert_eq!(store.indexed_vectors(), 0, "nothing is indexed before a build");
+            assert!(store.index().await.unwrap(), "a build ran");
+            assert_eq!(store.indexed_vectors(), 2000);
+            assert!(!store.index().await.unwrap(), "nothing left to build");
+            let r = recall(&store, &points, &queries).await;
+            assert!(r >= 0.95, "recall@10 {r}");
+        }
+        let reopened = EdgeStore::open(dir.path(), "big", 64, &index).unwrap();
+        assert_eq!(reopened.indexed_vectors(), 2000, "the index is kept on disk");
+        assert_eq!(reopened.count().await.unwrap(), 2000);
+        let r = recall(&reopened, &points, &queries).await;
+        assert!(r >= 0.95, "recall@10 after reopening {r}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_are_indexed_in_the_background_once_they_settle() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IndexSettings {
+            indexing_threshold_kb: 16,
+            settle_secs: 0.2,
+            quantization: Quantization::Int8,
+            ..IndexSettings::default()
+        };
+        let points = random_points(1500, 64, 3);
+        let store = EdgeStore::open(dir.path(), "bg", 64, &index).unwrap();
+        for batch in points.chunks(500) {
+            store.upsert(batch.to_vec()).await.unwrap();
+        }
+        // No one asks for a build: the store starts one once writes stop.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while store.indexed_vectors() < 1500 {
+            assert!(Instant::now() < deadline, "not indexed: {} of 1500", store.indexed_vectors());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let queries = random_points(20, 64, 5);
+        let r = recall(&store, &points, &queries).await;
+        assert!(r >= 0.9, "recall@10 with int8 quantization and rescoring {r}");
+        // Changed settings are taken on by an existing shard and rebuilt.
+        drop(store);
+        let wider = IndexSettings { m: 32, settle_secs: 3600.0, ..index };
+        let store = EdgeStore::open(dir.path(), "bg", 64, &wider).unwrap();
+        assert!(store.index().await.unwrap(), "a config change rebuilds the index");
+        assert_eq!(store.indexed_vectors(), 1500);
     }
 
     #[tokio::test]
     async fn bad_input_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = EdgeStore::open(dir.path(), "c", 8).unwrap();
+            let store = EdgeStore::open(dir.path(), "c", 8, &IndexSettings::default()).unwrap();
             let err = store.upsert(vec![(chunk("a", 0, "x"), vec![0.5; 7])]).await.unwrap_err();
             assert!(matches!(err, RetrievalError::Dimension { store: 8, embedder: 7, .. }), "{err}");
             let err = store.upsert(vec![(chunk("a", 0, "x"), vec![f32::NAN; 8])]).await.unwrap_err();
@@ -395,12 +687,12 @@ mod tests {
             assert!(store.search(vec![1.0; 8], 0, None).await.unwrap().is_empty());
             assert_eq!(store.upsert(Vec::new()).await.unwrap(), 0);
         }
-        let err = EdgeStore::open(dir.path(), "c", 16).unwrap_err();
+        let err = EdgeStore::open(dir.path(), "c", 16, &IndexSettings::default()).unwrap_err();
         assert!(matches!(err, RetrievalError::Dimension { store: 8, embedder: 16, .. }), "{err}");
         for name in ["", "..", "a/b", "x y"] {
-            let err = EdgeStore::open(dir.path(), name, 8).unwrap_err();
+            let err = EdgeStore::open(dir.path(), name, 8, &IndexSettings::default()).unwrap_err();
             assert!(err.to_string().contains("invalid collection name"), "{name:?}: {err}");
         }
-        assert!(EdgeStore::open(dir.path(), "zero", 0).is_err());
+        assert!(EdgeStore::open(dir.path(), "zero", 0, &IndexSettings::default()).is_err());
     }
 }

@@ -52,6 +52,9 @@ pub struct IngestReport {
     pub pruned: usize,
     /// Points in the collection afterwards.
     pub points: usize,
+    /// Milliseconds spent building the search index at the end, when the
+    /// collection was large enough to need one (`None`: nothing to index).
+    pub index_ms: Option<u64>,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> RetrievalError {
@@ -223,6 +226,12 @@ pub async fn ingest_documents(
         let keep = chunks.iter().map(point_id).collect();
         report.pruned += store.prune_doc((*doc_id).to_string(), keep).await?;
     }
+    // Searchable at full speed as soon as ingest returns: no waiting for the
+    // background indexer.
+    let started = std::time::Instant::now();
+    if store.index().await? {
+        report.index_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    }
     report.points = store.count().await?;
     Ok(report)
 }
@@ -283,6 +292,7 @@ pub async fn ingest_if_empty(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::IndexSettings;
     use crate::retrieval::edge::EdgeStore;
     use crate::retrieval::embed::OfflineEmbedder;
 
@@ -343,7 +353,7 @@ mod tests {
     async fn a_document_ingested_again_under_its_id_replaces_it_and_delete_removes_it() {
         let data = tempfile::tempdir().unwrap();
         let embedder = OfflineEmbedder::new(64);
-        let store = EdgeStore::open(data.path(), "docs", 64).unwrap();
+        let store = EdgeStore::open(data.path(), "docs", 64, &IndexSettings::default()).unwrap();
         let opts = ChunkOptions::default();
         let doc = |text: &str| Document {
             doc_id: "notes/plan".into(),
@@ -389,7 +399,7 @@ mod tests {
         let corpus = corpus();
         let data = tempfile::tempdir().unwrap();
         let embedder = OfflineEmbedder::new(128);
-        let store = EdgeStore::open(data.path(), "docs", 128).unwrap();
+        let store = EdgeStore::open(data.path(), "docs", 128, &IndexSettings::default()).unwrap();
         let opts = ChunkOptions::default();
         let paths = vec![corpus.path().to_path_buf()];
         let bar = indicatif::ProgressBar::hidden();
@@ -438,7 +448,7 @@ mod tests {
 
         // A store reopened from disk holds the same points.
         drop(store);
-        let reopened = EdgeStore::open(data.path(), "docs", 128).unwrap();
+        let reopened = EdgeStore::open(data.path(), "docs", 128, &IndexSettings::default()).unwrap();
         assert_eq!(reopened.count().await.unwrap(), 6);
     }
 }

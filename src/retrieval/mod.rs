@@ -117,6 +117,13 @@ pub trait VectorStore: Send + Sync {
     ) -> BoxFuture<'_, Result<Vec<Hit>, RetrievalError>>;
     /// Number of points in the collection.
     fn count(&self) -> BoxFuture<'_, Result<usize, RetrievalError>>;
+    /// Builds the search index of what was written, now, if the collection
+    /// is large enough to have one; `true` when anything was (re)indexed.
+    /// The embedded store also does this by itself once writes settle; a
+    /// Qdrant server indexes on its own, so the default does nothing.
+    fn index(&self) -> BoxFuture<'_, Result<bool, RetrievalError>> {
+        Box::pin(async { Ok(false) })
+    }
 }
 
 /// Namespace of [`point_id`]. Changing it re-keys every stored point, so a
@@ -166,13 +173,15 @@ pub async fn open_store(spec: &MeshSpec, dimension: usize) -> Result<SharedStore
         StoreBackend::Edge => {
             let data_dir = spec.resolve(&r.data_dir);
             let collection = r.collection.clone();
-            let store =
-                tokio::task::spawn_blocking(move || edge::EdgeStore::open(&data_dir, &collection, dimension))
-                    .await
-                    .map_err(|e| RetrievalError::Store {
-                        collection: r.collection.clone(),
-                        message: format!("opening the store failed: {e}"),
-                    })??;
+            let index = r.index.clone();
+            let store = tokio::task::spawn_blocking(move || {
+                edge::EdgeStore::open(&data_dir, &collection, dimension, &index)
+            })
+            .await
+            .map_err(|e| RetrievalError::Store {
+                collection: r.collection.clone(),
+                message: format!("opening the store failed: {e}"),
+            })??;
             Ok(Arc::new(store))
         }
         StoreBackend::Qdrant => {

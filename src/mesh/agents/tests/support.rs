@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::step::{KindLogic, StepContext};
+use crate::config::IndexSettings;
 use crate::config::{
     AgentKind, AgentProfile, AgentSpec, KindSettings, LlmOutput, LlmSettings, LoadOptions, MeshSpec,
     PromptFile, TelemetrySettings,
@@ -75,7 +76,8 @@ impl Harness {
     pub async fn with_store(docs: &[(&str, &str)]) -> Harness {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let embedder = OfflineEmbedder::new(384);
-        let store = EdgeStore::open(dir.path(), "test", embedder.dimension()).expect("the store opens");
+        let store = EdgeStore::open(dir.path(), "test", embedder.dimension(), &IndexSettings::default())
+            .expect("the store opens");
         let mut points = Vec::new();
         for (doc, text) in docs {
             let chunk = Chunk {
