@@ -44,21 +44,13 @@ pub(crate) fn role_named(word: &str) -> Option<Role> {
 
 /// Whether any line of `text` is a marker. Only a line whose last
 /// non-blank character is a colon can be one, so this looks at those
-/// lines alone (found with a byte search), not at every line.
+/// lines alone: one pass over the lines (a byte search for each line end),
+/// and none at all for text without a colon.
 pub(crate) fn has_marker(text: &str) -> bool {
-    let mut from = 0;
-    while let Some(i) = text[from..].find(':') {
-        let colon = from + i;
-        let end = text[colon + 1..].find('\n').map_or(text.len(), |e| colon + 1 + e);
-        if text[colon + 1..end].trim().is_empty() {
-            let start = text[..colon].rfind('\n').map_or(0, |s| s + 1);
-            if marker_role(&text[start..end]).is_some() {
-                return true;
-            }
-        }
-        from = colon + 1;
+    if !text.as_bytes().contains(&b':') {
+        return false;
     }
-    false
+    text.split('\n').any(|line| line.trim_end().ends_with(':') && marker_role(line).is_some())
 }
 
 /// Splits rendered text into messages. Text before the first marker, when
