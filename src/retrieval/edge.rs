@@ -88,6 +88,15 @@ impl Inner {
         Ok(built)
     }
 
+    /// Clears the indexer flag; `false` when a write came in while it was
+    /// still set (that write scheduled no build of its own), in which case
+    /// the flag is taken again and the indexer must go on.
+    fn indexer_done(&self) -> bool {
+        self.indexer.store(false, Ordering::Release);
+        // Done unless there is new work and this call took the flag back.
+        !self.dirty.load(Ordering::Acquire) || self.indexer.swap(true, Ordering::AcqRel)
+    }
+
     fn since_opened_ms(&self) -> u64 {
         u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -125,6 +134,13 @@ async fn background_index(weak: Weak<Inner>, settle: Duration) {
         if u128::from(quiet) < settle.as_millis() {
             continue;
         }
+        // An ingest's own build may have covered every write already.
+        if !inner.dirty.load(Ordering::Acquire) {
+            if inner.indexer_done() {
+                return;
+            }
+            continue;
+        }
         let started = Instant::now();
         let build = Arc::clone(&inner);
         match tokio::task::spawn_blocking(move || build.build_index()).await {
@@ -136,13 +152,28 @@ async fn background_index(weak: Weak<Inner>, settle: Duration) {
             Ok(Err(e)) => tracing::warn!(error = %e, "building the search index failed; searches scan"),
             Err(e) => tracing::warn!(error = %e, "the search index build stopped"),
         }
-        inner.indexer.store(false, Ordering::Release);
-        // A write that came in while the flag was still set did not
-        // schedule a build of its own.
-        if inner.dirty.load(Ordering::Acquire) && !inner.indexer.swap(true, Ordering::AcqRel) {
-            continue;
+        if inner.indexer_done() {
+            return;
         }
-        return;
+    }
+}
+
+/// Takes the collection's lock. A store this process has just dropped may
+/// still be held for a moment by its background indexer (finishing a build
+/// or its flush); that holder is waited for, briefly. Another process's
+/// hold, or a store this process still has open, is refused.
+fn acquire_lock(path: &Path) -> Result<StoreLock, RetrievalError> {
+    const OWN_HOLD_WAIT: Duration = Duration::from_secs(10);
+    let started = Instant::now();
+    loop {
+        match StoreLock::acquire(path) {
+            Err(RetrievalError::Locked { holder: Some(pid), .. })
+                if pid == std::process::id() && started.elapsed() < OWN_HOLD_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -240,7 +271,7 @@ impl EdgeStore {
         let path = data_dir.join("collections").join(collection);
         // Before the shard: a second opener is told who holds it, instead
         // of failing inside qdrant-edge's WAL.
-        let lock = StoreLock::acquire(&path)?;
+        let lock = acquire_lock(&path)?;
         let exists = path.join("edge_config.json").is_file() || path.join("segments").is_dir();
         let shard = if exists {
             let saved = EdgeConfig::load(&path)
@@ -665,6 +696,12 @@ mod tests {
         let queries = random_points(20, 64, 5);
         let r = recall(&store, &points, &queries).await;
         assert!(r >= 0.9, "recall@10 with int8 quantization and rescoring {r}");
+        // The indexer flushes after the build and then lets go of the
+        // shard; until it has, the store's lock is (rightly) still held.
+        while Arc::strong_count(&store.inner) > 1 {
+            assert!(Instant::now() < deadline, "the background indexer never let go of the store");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // Changed settings are taken on by an existing shard and rebuilt.
         drop(store);
         let wider = IndexSettings { m: 32, settle_secs: 3600.0, ..index };
