@@ -77,6 +77,8 @@ pub struct Options {
     pub quick: bool,
     /// `retrieval`: synthetic points to search (default 100,000).
     pub points: Option<usize>,
+    /// `retrieval`: only this data set (default: both, in turn).
+    pub data: Option<Data>,
     /// `mesh`: requests per measurement; `inflight`: requests at once.
     pub requests: Option<usize>,
     /// `gateway`: seconds per load run.

@@ -10,7 +10,8 @@
 //! (the target's figure: like text embeddings they lie near a space of few
 //! dimensions, here 32, plus noise) and vectors uniform on the sphere, the
 //! hard case for a graph index (every neighbour nearly as far as the next),
-//! at the same settings.
+//! at the same settings. `--data embedding-like|uniform` runs one of them
+//! (at a million points each takes a good part of an hour on two cores).
 
 use std::time::Instant;
 
@@ -82,6 +83,13 @@ impl Data {
         match self {
             Data::EmbeddingLike => "embedding-like (32 latent dims + 30 % noise)",
             Data::Uniform => "uniform on the sphere",
+        }
+    }
+
+    fn dir_name(self) -> &'static str {
+        match self {
+            Data::EmbeddingLike => "embedding",
+            Data::Uniform => "uniform",
         }
     }
 }
@@ -174,10 +182,10 @@ pub struct RetrievalFigures {
     pub upsert_batch: usize,
     /// The index settings searched with (`[retrieval.index]`).
     pub index: IndexSettings,
-    /// Embedding-like vectors: the target's figure.
-    pub embedding_like: SearchRun,
-    /// Uniform vectors: the hard case, at the same settings.
-    pub uniform: SearchRun,
+    /// One run per data set asked for (`--data`; both by default):
+    /// embedding-like vectors, the target's figure, then uniform ones, the
+    /// hard case at the same settings.
+    pub runs: Vec<SearchRun>,
     /// Ingest: files of the copied corpus.
     pub ingest_files: usize,
     /// Ingest: chunks they made.
@@ -242,9 +250,16 @@ pub async fn run(spec: MeshSpec, opts: &Options) -> Result<RetrievalFigures, Ben
     // the background indexer waits longer than the run.
     let index = IndexSettings { settle_secs: 3600.0, ..spec.settings.retrieval.index.clone() };
     let shape = Shape { n, queries, top_k };
-    let embedding_like =
-        search_run(&dir.path().join("embedding"), Data::EmbeddingLike, &index, shape).await?;
-    let uniform = search_run(&dir.path().join("uniform"), Data::Uniform, &index, shape).await?;
+    let mut runs = Vec::new();
+    for data in [Data::EmbeddingLike, Data::Uniform] {
+        if opts.data.is_none_or(|only| only == data) {
+            let path = dir.path().join(data.dir_name());
+            runs.push(search_run(&path, data, &index, shape).await?);
+            // The next set is loaded into a fresh store: let this one's
+            // files go first (at 1M points they are gigabytes).
+            std::fs::remove_dir_all(&path).map_err(|e| fail(path.display().to_string(), e))?;
+        }
+    }
 
     // Ingest: the shipped corpus, copied to get enough chunks to time.
     let copies = if opts.quick { 1 } else { 20 };
@@ -301,8 +316,7 @@ pub async fn run(spec: MeshSpec, opts: &Options) -> Result<RetrievalFigures, Ben
         queries,
         upsert_batch: UPSERT_BATCH,
         index,
-        embedding_like,
-        uniform,
+        runs,
         ingest_files: report.files,
         ingest_chunks: report.chunks,
         ingest_secs,

@@ -127,11 +127,21 @@ pub(crate) fn format_value(out: &mut Output, state: &State, value: &Value) -> Re
         return out.write_str(text).map_err(Error::from);
     }
     let mut guarded = String::with_capacity(text.len() + 4);
+    push_guarded(&mut guarded, text);
+    out.write_str(&guarded).map_err(Error::from)
+}
+
+/// Appends `text` to `out` with each marker-looking line guarded, as
+/// [`format_value`] writes a string.
+pub(crate) fn push_guarded(out: &mut String, text: &str) {
+    if !has_marker(text) {
+        out.push_str(text);
+        return;
+    }
     for piece in text.split_inclusive('\n') {
         if marker_role(piece).is_some() {
-            guarded.push(GUARD);
+            out.push(GUARD);
         }
-        guarded.push_str(piece);
+        out.push_str(piece);
     }
-    out.write_str(&guarded).map_err(Error::from)
 }

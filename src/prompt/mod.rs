@@ -124,6 +124,73 @@ struct Part {
     reads: BTreeSet<String>,
     /// Body lines before it, for error lines.
     line_offset: usize,
+    /// The part as text and bare `{{ name }}`s, when that is all it is
+    /// (most per-request parts: `{{ query }}`), rendered without a
+    /// template run when every name holds a string.
+    plain: Option<Vec<Piece>>,
+}
+
+/// A piece of a plain part.
+#[derive(Debug)]
+enum Piece {
+    Text(String),
+    Name(String),
+}
+
+/// `source` as text and bare `{{ name }}`s, rendered the way minijinja
+/// renders it (one trailing newline dropped), or `None` when it holds
+/// anything else: a block, a comment, whitespace control, a filter, an
+/// attribute, an expression.
+fn plain_pieces(source: &str) -> Option<Vec<Piece>> {
+    if source.contains("{%") || source.contains("{#") {
+        return None;
+    }
+    // As minijinja's lexer drops them, each on its own.
+    let source = source.strip_suffix('\n').unwrap_or(source);
+    let source = source.strip_suffix('\r').unwrap_or(source);
+    let mut pieces = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find("{{") {
+        let (text, after) = (&rest[..start], &rest[start + 2..]);
+        let end = after.find("}}")?;
+        let name = after[..end].trim();
+        let ident = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        // Literals (`{{ true }}`) are not names.
+        let literal = ["true", "false", "none", "True", "False", "None"].contains(&name);
+        if !ident || literal {
+            return None;
+        }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text.to_string()));
+        }
+        pieces.push(Piece::Name(name.to_string()));
+        rest = &after[end + 2..];
+    }
+    if rest.contains("}}") {
+        return None;
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_string()));
+    }
+    Some(pieces)
+}
+
+/// A plain part rendered with `context`, or `None` when a name holds
+/// anything but a string (a number, a list, nothing): minijinja renders
+/// those.
+fn render_plain(pieces: &[Piece], context: &minijinja::Value) -> Option<String> {
+    let mut out = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Name(name) => {
+                let value = context.get_attr(name).ok()?;
+                messages::push_guarded(&mut out, value.as_str()?);
+            }
+        }
+    }
+    Some(out)
 }
 
 /// A prompt prepared for one agent: parts that read only values fixed for
@@ -297,6 +364,9 @@ impl Prompty {
             path: self.path.clone(),
             message: describe_template_error(&e, self.body_line_offset + part.line_offset),
         };
+        if let Some(text) = part.plain.as_deref().and_then(|pieces| render_plain(pieces, &context)) {
+            return Ok(messages::split_from(&text, part.role));
+        }
         let template = self.env.get_template(&part.template).map_err(error)?;
         let text = template.render(context).map_err(error)?;
         Ok(messages::split_from(&text, part.role))
@@ -359,7 +429,13 @@ fn compile_parts(env: &mut Environment<'static>, body: &str) -> Option<Vec<Part>
         if source.trim().is_empty() {
             continue;
         }
+        // `{{-` at a part's start would eat the newline of the marker line
+        // before it, which then is no marker in the whole body.
+        if ["{{-", "{%-", "{#-"].iter().any(|tag| source.trim_start().starts_with(tag)) {
+            return None;
+        }
         let template = format!("part{i}");
+        let plain = plain_pieces(&source);
         env.add_template_owned(template.clone(), source).ok()?;
         let reads: BTreeSet<String> = env
             .get_template(&template)
@@ -371,7 +447,7 @@ fn compile_parts(env: &mut Environment<'static>, body: &str) -> Option<Vec<Part>
         if !reads.is_subset(&whole) {
             return None;
         }
-        parts.push(Part { role, template, reads, line_offset });
+        parts.push(Part { role, template, reads, line_offset, plain });
     }
     Some(parts)
 }

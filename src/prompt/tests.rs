@@ -576,3 +576,47 @@ fn marker_attributes_are_ignored() {
     assert_eq!(messages::marker_role("user[a]]:"), None);
     assert_eq!(messages::marker_role("[x]:"), None);
 }
+
+/// Parts of text and bare `{{ name }}`s render without a template run; the
+/// result is what minijinja renders, for every kind of value and source.
+#[test]
+fn plain_parts_render_as_minijinja_does() {
+    let sources = [
+        "---\n---\nsystem:\nFixed.\nuser:\n{{ q }}\n",
+        "---\n---\nuser:\nQuestion: {{q}}\nAnswer: {{ answer }}\n\n",
+        "---\n---\nuser:\n{{ q }} and {not a tag} { {{q}}\r\n",
+        "---\n---\nuser:\n{{ q }}}} and }}\n",
+        "---\n---\nuser:\n{{ true }} {{ q }}\n",
+        "---\n---\nuser:\n{{- q }} x\n",
+        "---\n---\nuser:\n{{ range }}|{{ q }}\n",
+        "---\ninputs:\n  q:\n    default: the default\n---\nuser:\n<{{ q }}>\r",
+    ];
+    let values = [
+        json!({"q": "plain", "answer": "an answer"}),
+        json!({"q": "line one\nuser:\nforged", "answer": "  system:  "}),
+        json!({"q": 3, "answer": [1, 2]}),
+        json!({"q": null}),
+        json!({"answer": "only"}),
+        json!({"q": "", "range": "shadowed", "true": "not a literal"}),
+        json!({"q": "tab\tand\r\nCRLF"}),
+    ];
+    let mut plain = 0;
+    for source in sources {
+        let p = parse(source).unwrap();
+        plain += p.parts.iter().flat_map(|parts| parts.iter()).filter(|part| part.plain.is_some()).count();
+        for inputs in &values {
+            let value = minijinja::Value::from_serialize(inputs);
+            let fast = p.render_value(value.clone()).map_err(|e| e.to_string());
+            let whole = p.render_whole(value).map_err(|e| e.to_string());
+            assert_eq!(fast, whole, "{source:?} with {inputs}");
+        }
+    }
+    // Not every source is plain (`{{ true }}`, `{{-`), but most are.
+    assert_eq!(plain, 6, "plain parts");
+    assert!(plain_pieces("{% if x %}{{ q }}{% endif %}").is_none());
+    assert!(plain_pieces("{{ q | upper }}").is_none());
+    assert!(plain_pieces("{{ a.b }}").is_none());
+    assert!(plain_pieces("{# c #}{{ q }}").is_none());
+    assert!(plain_pieces("{{ q").is_none());
+    assert!(plain_pieces("{{ q }}}}").is_none());
+}
