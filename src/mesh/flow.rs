@@ -8,6 +8,10 @@
 
 use std::collections::HashMap;
 
+/// Flows by intent (and variant), looked up once per request: FxHash, as
+/// for the agents (`run::AgentPools`).
+type FxHashMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
+
 use serde_json::Value;
 
 use super::MeshError;
@@ -67,10 +71,10 @@ pub struct FlowPlan {
 /// Every flow by variant and intent.
 pub struct Flows {
     /// `[flows.<intent>]`.
-    base: HashMap<String, FlowPlan>,
+    base: FxHashMap<String, FlowPlan>,
     /// `[variants.<v>.flows.<intent>]`: a variant's flow replaces the base
     /// flow of its intent.
-    variants: HashMap<String, HashMap<String, FlowPlan>>,
+    variants: FxHashMap<String, FxHashMap<String, FlowPlan>>,
 }
 
 impl Flows {
@@ -82,10 +86,10 @@ impl Flows {
             flows
                 .iter()
                 .map(|(intent, f)| Ok((intent.clone(), compile(f, &kind_of, &format!("{at}.{intent}"))?)))
-                .collect::<Result<HashMap<_, _>, MeshError>>()
+                .collect::<Result<FxHashMap<_, _>, MeshError>>()
         };
         let base = compile_all(&spec.settings.flows, "flows")?;
-        let mut variants = HashMap::new();
+        let mut variants = FxHashMap::default();
         for (v, settings) in &spec.settings.variants {
             if !settings.flows.is_empty() {
                 variants.insert(v.clone(), compile_all(&settings.flows, &format!("variants.{v}.flows"))?);

@@ -343,7 +343,7 @@ fn start_actors(
     if arbiters.is_empty() {
         return Err(MeshError::Startup("no worker arbiters".into()));
     }
-    let mut agents = HashMap::new();
+    let mut agents = orchestrator::AgentPools::default();
     let mut logics = HashMap::new();
     for (name, agent_spec) in &spec.agents {
         let logic = agents::AgentLogic::new(agent_spec, &resources)?;

@@ -13,7 +13,7 @@ use super::conversation;
 use super::flow_steps::{FlowState, run_step, unexpected};
 use super::messages::{Ask, StepInput, StepOutput};
 use super::run::Run;
-pub use super::run::{AgentPool, Plan};
+pub use super::run::{AgentPool, AgentPools, Plan};
 use super::{Answer, Citation, MeshError, StepRecord, Usage, Verdict};
 use crate::config::AgentKind;
 use crate::llm::Passage;

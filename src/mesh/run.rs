@@ -16,6 +16,11 @@ use super::messages::{Ask, MeshEvent, RunStep, StepInput, StepOutput};
 use super::{MeshError, StepRecord};
 use crate::config::{AgentKind, MeshSpec};
 
+/// Every agent's replicas by agent name. Looked up once per step, so
+/// hashed with FxHash: the names are the configuration's, not an
+/// attacker's, and SipHash cost more than the rest of the lookup.
+pub type AgentPools = HashMap<String, AgentPool, rustc_hash::FxBuildHasher>;
+
 /// The replicas of one agent, each with the index of the arbiter (thread)
 /// it runs on.
 pub struct AgentPool {
@@ -50,7 +55,7 @@ impl AgentPool {
 pub struct Plan {
     pub spec: Arc<MeshSpec>,
     /// Shared with the agents that call others as tools.
-    pub agents: Arc<HashMap<String, AgentPool>>,
+    pub agents: Arc<AgentPools>,
     pub router: String,
     /// Every flow (the base mesh's and the variants'), compiled at
     /// start-up against the agents.
@@ -62,11 +67,7 @@ pub struct Plan {
 impl Plan {
     /// The plan of `spec` run by `agents`, its flows compiled; fails (at
     /// start-up) when a flow names an agent that did not start.
-    pub fn new(
-        spec: Arc<MeshSpec>,
-        agents: Arc<HashMap<String, AgentPool>>,
-        router: String,
-    ) -> Result<Plan, MeshError> {
+    pub fn new(spec: Arc<MeshSpec>, agents: Arc<AgentPools>, router: String) -> Result<Plan, MeshError> {
         let flows = Flows::compile(&spec, |name| agents.get(name).map(|p| p.kind))?;
         Ok(Plan { spec, agents, router, flows, sessions: None })
     }

@@ -13,7 +13,7 @@
 //! (`execute_tool <name>`, GenAI conventions) and, for a streaming caller,
 //! a pair of events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use tracing::Instrument as _;
 
 use super::agents::step::StepContext;
 use super::messages::{MeshEvent, RunStep, StepInput};
-use super::run::AgentPool;
+use super::run::AgentPools;
 use super::{MeshError, Resources, StepRecord};
 use crate::config::{AgentKind, AgentProfile, AgentSpec, KindSettings, ToolRef, profile_tools};
 use crate::llm::{ChatMessage, Passage, ToolCall, ToolSpec};
@@ -32,7 +32,7 @@ use crate::tools::mcp::McpHub;
 
 /// The agents of the mesh, by name, once they have all started: an agent
 /// called as a tool is reached through them. Set once by the mesh's start.
-pub type Peers = Arc<OnceLock<Arc<HashMap<String, AgentPool>>>>;
+pub type Peers = Arc<OnceLock<Arc<AgentPools>>>;
 
 /// The `kind` of a tool call's step record.
 pub const TOOL_KIND: &str = "tool";

@@ -43,14 +43,28 @@ pub(crate) fn role_named(word: &str) -> Option<Role> {
 }
 
 /// Whether any line of `text` is a marker. Only a line whose last
-/// non-blank character is a colon can be one, so this looks at those
-/// lines alone: one pass over the lines (a byte search for each line end),
-/// and none at all for text without a colon.
+/// non-blank character is a colon can be one, so this looks for colons
+/// (one byte search over the text) and, at each, only at what follows it:
+/// a colon followed by anything but blanks up to its line's end (the
+/// usual case, `a: b`) is passed over after a byte or two. Text without
+/// a colon costs the search alone.
 pub(crate) fn has_marker(text: &str) -> bool {
-    if !text.as_bytes().contains(&b':') {
-        return false;
+    let mut from = 0;
+    while let Some(at) = text[from..].find(':') {
+        let colon = from + at;
+        let after = &text[colon + 1..];
+        // Blanks up to the line's end (or the text's) make a candidate.
+        let blank_to_end = after.chars().find(|&c| c == '\n' || !c.is_whitespace()).is_none_or(|c| c == '\n');
+        if blank_to_end {
+            let start = text[..colon].rfind('\n').map_or(0, |n| n + 1);
+            let end = after.find('\n').map_or(text.len(), |n| colon + 1 + n);
+            if marker_role(&text[start..end]).is_some() {
+                return true;
+            }
+        }
+        from = colon + 1;
     }
-    text.split('\n').any(|line| line.trim_end().ends_with(':') && marker_role(line).is_some())
+    false
 }
 
 /// Splits rendered text into messages. Text before the first marker, when

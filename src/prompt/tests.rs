@@ -360,10 +360,34 @@ fn marker_lines() {
         "no colon",
         "tool:",
         "users:\nsystem: hi",
+        "user:\u{a0}\nx",
+        "x\nassistant:\u{2003} \t\r",
+        "é: ü\nuser: \u{3000}",
+        "::\n:user:\n#user::",
+        "a:b:c:\n tool :",
+        "user :x\nHuman\t:\n",
+        "\u{a0}user:\u{85}",
     ];
     for text in texts {
         let slow = text.lines().any(|l| messages::marker_role(l).is_some());
         assert_eq!(messages::has_marker(text), slow, "{text:?}");
+    }
+    // And on texts drawn from the characters that matter.
+    let alphabet: Vec<char> = ":\n\r #\tusertoolHUMAN\u{a0}\u{2003}x[]=".chars().collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..5000 {
+        let mut text = String::new();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        for _ in 0..(state % 24) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push(alphabet[(state % alphabet.len() as u64) as usize]);
+        }
+        let slow = text.lines().any(|l| messages::marker_role(l).is_some());
+        assert_eq!(messages::has_marker(&text), slow, "{text:?}");
     }
 }
 

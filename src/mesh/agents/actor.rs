@@ -183,7 +183,10 @@ impl<K: KindLogic> Profiles<K> {
         let mut ctx = StepContext::new(&self.common.name, self.common.kind, attempt, &events, &cancel)
             .under(variant.as_deref())
             .with_history(history.as_deref().unwrap_or_default());
-        let output = logic.step(&mut ctx, input).await?;
+        // Boxed: a kind's step future is large (its model call and request
+        // inside), and the span, timeout, cancellation and panic catching
+        // around it would otherwise each copy it whole as they are built.
+        let output = Box::pin(logic.step(&mut ctx, input)).await?;
         Ok((output, ctx.finish(started)))
     }
 }
