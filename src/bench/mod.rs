@@ -33,7 +33,7 @@ pub use external::{ExternalFigures, ExternalRun};
 pub use gateway::{GatewayFigures, InflightFigures, InflightRun};
 pub use mesh::{ConcurrencyRow, MeshComparison, MeshFigures};
 pub use overhead::OverheadFigures;
-pub use retrieval::{Data, RetrievalFigures, SearchRun};
+pub use retrieval::{Data, EfRun, RetrievalFigures, SearchRun};
 pub use startup::StartupFigures;
 
 use std::time::{Duration, Instant};

@@ -165,6 +165,23 @@ pub struct SearchRun {
     pub recall: f64,
     /// Share of the exact top 4 among the indexed search's first 4.
     pub recall_at_4: f64,
+    /// The same index searched with wider beams (`hnsw_ef` ×2 and ×4 the
+    /// configured one): what recall more latency buys, without a rebuild.
+    pub wider: Vec<EfRun>,
+}
+
+/// Indexed searches at one `hnsw_ef`.
+#[derive(Debug, Clone)]
+pub struct EfRun {
+    pub hnsw_ef: usize,
+    /// Median latency in µs.
+    pub p50_us: f64,
+    /// 99th percentile latency in µs.
+    pub p99_us: f64,
+    /// Recall@top_k against the exact scan.
+    pub recall: f64,
+    /// Recall@4 against the exact scan.
+    pub recall_at_4: f64,
 }
 
 /// The figures of `meshops bench retrieval`, measured in one run.
@@ -210,15 +227,17 @@ async fn timed_searches(
     store: &EdgeStore,
     qs: &[Vec<f32>],
     top_k: usize,
+    hnsw_ef: Option<usize>,
 ) -> Result<(Samples, Vec<Vec<String>>), BenchError> {
     for q in qs.iter().take(10) {
-        store.search(q.clone(), top_k, None).await.map_err(|e| fail("search", e))?;
+        store.search_with_ef(q.clone(), top_k, None, hnsw_ef).await.map_err(|e| fail("search", e))?;
     }
     let mut samples = Samples::with_capacity(qs.len());
     let mut found = Vec::with_capacity(qs.len());
     for q in qs {
         let t = Instant::now();
-        let hits = store.search(q.clone(), top_k, None).await.map_err(|e| fail("search", e))?;
+        let hits =
+            store.search_with_ef(q.clone(), top_k, None, hnsw_ef).await.map_err(|e| fail("search", e))?;
         samples.push_since(t);
         found.push(hits.into_iter().map(|h| h.chunk_id).collect());
     }
@@ -382,12 +401,24 @@ async fn search_run(
     }
     // Before the build: what every search did before the store indexed.
     let plain_qs = &qs[..qs.len().min(100)];
-    let (mut plain, _) = timed_searches(&store, plain_qs, top_k).await?;
+    let (mut plain, _) = timed_searches(&store, plain_qs, top_k, None).await?;
     let t = Instant::now();
     store.index().await.map_err(|e| fail("index", e))?;
     let index_secs = t.elapsed().as_secs_f64();
     let indexed_vectors = store.indexed_vectors();
-    let (mut edge, found) = timed_searches(&store, &qs, top_k).await?;
+    let (mut edge, found) = timed_searches(&store, &qs, top_k, None).await?;
+    let mut wider = Vec::new();
+    for factor in [2, 4] {
+        let hnsw_ef = index.hnsw_ef * factor;
+        let (mut s, found) = timed_searches(&store, &qs, top_k, Some(hnsw_ef)).await?;
+        wider.push(EfRun {
+            hnsw_ef,
+            p50_us: s.pct(0.5),
+            p99_us: s.pct(0.99),
+            recall: recall_at(&found, &exact, top_k),
+            recall_at_4: recall_at(&found, &exact, 4),
+        });
+    }
     drop(store);
     Ok(SearchRun {
         data,
@@ -403,6 +434,7 @@ async fn search_run(
         scan_p99_us: scan.pct(0.99),
         recall: recall_at(&found, &exact, top_k),
         recall_at_4: recall_at(&found, &exact, 4),
+        wider,
     })
 }
 

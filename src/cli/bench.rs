@@ -282,10 +282,10 @@ fn overhead(out: &mut impl Write, f: &OverheadFigures) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "  added: p50 {:.0} µs, p99 {:.0} µs   target ≤ {} ms added at p50: {}",
+        "  added: p50 {:.0} µs, p99 {:.0} µs   target ≤ {:.0} µs added at p50: {}",
         f.added_p50_us,
         f.added_p99_us,
-        f.target_added_p50_us / 1000.0,
+        f.target_added_p50_us,
         verdict(f.met)
     )
 }
@@ -362,12 +362,35 @@ fn retrieval(out: &mut impl Write, f: &RetrievalFigures) -> std::io::Result<()> 
             r.recall,
             r.recall_at_4
         )?;
+        for w in &r.wider {
+            writeln!(
+                out,
+                "    hnsw_ef {:<4}p50 {:>8.0} µs   p99 {:>8.0} µs   {:.3}× the scan   recall@{top_k} {:.3}   recall@4 {:.3}",
+                w.hnsw_ef,
+                w.p50_us,
+                w.p99_us,
+                ratio(w.p50_us, r.scan_p50_us),
+                w.recall,
+                w.recall_at_4
+            )?;
+        }
     }
     if let Some(e) = f.runs.iter().find(|r| r.data == meshops::bench::Data::EmbeddingLike) {
+        // The configured beam first, then the wider ones: the first that
+        // meets the target is named.
+        let meets = |p50: f64, r4: f64| ratio(p50, e.scan_p50_us) <= 0.1 && r4 >= 0.95;
+        let at = std::iter::once((i.hnsw_ef, e.edge_p50_us, e.recall_at_4))
+            .chain(e.wider.iter().map(|w| (w.hnsw_ef, w.p50_us, w.recall_at_4)))
+            .find(|&(_, p50, r4)| meets(p50, r4))
+            .map(|(ef, ..)| ef);
+        let outcome = match at {
+            Some(ef) if ef == i.hnsw_ef => verdict(true).to_string(),
+            Some(ef) => format!("met at hnsw_ef {ef}; {} at the configured {}", verdict(false), i.hnsw_ef),
+            None => verdict(false).to_string(),
+        };
         writeln!(
             out,
-            "  target (embedding-like): indexed p50 ≤ 0.1× the scan with recall@4 ≥ 0.95: {}",
-            verdict(ratio(e.edge_p50_us, e.scan_p50_us) <= 0.1 && e.recall_at_4 >= 0.95)
+            "  target (embedding-like): indexed p50 ≤ 0.1× the scan with recall@4 ≥ 0.95: {outcome}"
         )?;
     }
     writeln!(
@@ -565,7 +588,7 @@ mod tests {
             meshops_p99_us: 13477.0,
             added_p50_us: 6816.0,
             added_p99_us: 6977.0,
-            target_added_p50_us: 1000.0,
+            target_added_p50_us: 300.0,
             met: false,
         };
         assert_eq!(
@@ -574,7 +597,7 @@ mod tests {
 == overhead: one chat completion (297 byte request) to an OpenAI-wire test double on loopback, 200 calls each, interleaved
   direct HTTP call            p50     1141 µs   p99     6501 µs
   through meshops (gRPC → gateway → router [zero-work] → summarizer → HTTP)   p50     7957 µs   p99    13477 µs
-  added: p50 6816 µs, p99 6977 µs   target ≤ 1 ms added at p50: MISSED
+  added: p50 6816 µs, p99 6977 µs   target ≤ 300 µs added at p50: MISSED
 "
         );
     }
@@ -631,6 +654,13 @@ mod tests {
             scan_p99_us: 2500.0,
             recall: 0.97,
             recall_at_4: 0.99,
+            wider: vec![meshops::bench::EfRun {
+                hnsw_ef: 256,
+                p50_us: 190.0 * scale,
+                p99_us: 400.0,
+                recall: 0.99,
+                recall_at_4: 1.0,
+            }],
         };
         let f = RetrievalFigures {
             points: 5000,
@@ -659,15 +689,28 @@ mod tests {
     exact scan  p50     1800 µs   p99     2500 µs   (plain Rust, one thread: the reference)
     unindexed   p50      900 µs   p99     1200 µs   0.50× the scan   (qdrant-edge before the build)
     indexed     p50      150 µs   p99      300 µs   0.083× the scan   recall@10 0.970   recall@4 0.990
+    hnsw_ef 256 p50      190 µs   p99      400 µs   0.106× the scan   recall@10 0.990   recall@4 1.000
   uniform on the sphere:
     upsert 1796 points/s (2.78 s, batches of 1000)   index built in 1.50 s (5000 of 5000 vectors indexed)
     exact scan  p50     1800 µs   p99     2500 µs   (plain Rust, one thread: the reference)
     unindexed   p50     1800 µs   p99     1200 µs   1.00× the scan   (qdrant-edge before the build)
     indexed     p50      300 µs   p99      300 µs   0.167× the scan   recall@10 0.970   recall@4 0.990
+    hnsw_ef 256 p50      380 µs   p99      400 µs   0.211× the scan   recall@10 0.990   recall@4 1.000
   target (embedding-like): indexed p50 ≤ 0.1× the scan with recall@4 ≥ 0.95: met
   ingest   268 chunks/s (21 files, 177 chunks in 0.66 s: chunk + offline embed + upsert)   embedder alone 886 chunks/s
 "
         );
+        // Recall short at the configured beam, met at a wider one: named.
+        let mut f = f;
+        f.runs[0].recall_at_4 = 0.9;
+        f.runs[0].wider[0].p50_us = 170.0;
+        let text = printed(|o| retrieval(o, &f));
+        assert!(
+            text.contains("recall@4 ≥ 0.95: met at hnsw_ef 256; MISSED at the configured 128\n"),
+            "{text}"
+        );
+        f.runs[0].wider[0].recall_at_4 = 0.94;
+        assert!(printed(|o| retrieval(o, &f)).contains("recall@4 ≥ 0.95: MISSED\n"));
     }
 
     #[test]

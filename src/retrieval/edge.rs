@@ -492,6 +492,32 @@ impl VectorStore for EdgeStore {
         top_k: usize,
         score_threshold: Option<f32>,
     ) -> BoxFuture<'_, Result<Vec<Hit>, RetrievalError>> {
+        self.search_with_ef(vector, top_k, score_threshold, None)
+    }
+
+    fn count(&self) -> BoxFuture<'_, Result<usize, RetrievalError>> {
+        self.run("count", |inner| {
+            inner.shard.count(CountRequest { filter: None, exact: true }).map_err(|e| e.to_string())
+        })
+    }
+
+    fn index(&self) -> BoxFuture<'_, Result<bool, RetrievalError>> {
+        self.run("index", |inner| inner.build_index())
+    }
+}
+
+impl EdgeStore {
+    /// [`VectorStore::search`] walking the graph with `hnsw_ef` candidates
+    /// instead of the configured `[retrieval.index] hnsw_ef` (either raised
+    /// to `top_k`): the recall/latency trade of one index, without a
+    /// rebuild (`bench retrieval` measures it).
+    pub fn search_with_ef(
+        &self,
+        vector: Vec<f32>,
+        top_k: usize,
+        score_threshold: Option<f32>,
+        hnsw_ef: Option<usize>,
+    ) -> BoxFuture<'_, Result<Vec<Hit>, RetrievalError>> {
         if let Err(e) = self.check_vector(&vector) {
             return Box::pin(async move { Err(e) });
         }
@@ -503,7 +529,7 @@ impl VectorStore for EdgeStore {
                 query: QueryEnum::Nearest(NamedQuery { query: VectorInternal::Dense(vector), using: None }),
                 filter: None,
                 params: Some(SearchParams {
-                    hnsw_ef: inner.search.hnsw_ef.map(|ef| ef.max(top_k)),
+                    hnsw_ef: hnsw_ef.or(inner.search.hnsw_ef).map(|ef| ef.max(top_k)),
                     ..inner.search
                 }),
                 limit: top_k,
@@ -515,16 +541,6 @@ impl VectorStore for EdgeStore {
             let points = inner.shard.search(request).map_err(|e| e.to_string())?;
             Ok(points.into_iter().map(hit_of).collect())
         })
-    }
-
-    fn count(&self) -> BoxFuture<'_, Result<usize, RetrievalError>> {
-        self.run("count", |inner| {
-            inner.shard.count(CountRequest { filter: None, exact: true }).map_err(|e| e.to_string())
-        })
-    }
-
-    fn index(&self) -> BoxFuture<'_, Result<bool, RetrievalError>> {
-        self.run("index", |inner| inner.build_index())
     }
 }
 
