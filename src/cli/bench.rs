@@ -668,7 +668,7 @@ mod tests {
             top_k: 10,
             queries: 50,
             upsert_batch: 1000,
-            index: meshops::config::IndexSettings::default(),
+            index: meshops::config::IndexSettings { hnsw_ef: 128, ..Default::default() },
             runs: vec![
                 run(meshops::bench::Data::EmbeddingLike, 1.0),
                 run(meshops::bench::Data::Uniform, 2.0),

@@ -34,7 +34,9 @@ pub struct IndexSettings {
     /// accurate and slower to build.
     pub ef_construct: usize,
     /// Candidates considered per search (the beam): more is more accurate
-    /// and slower. At least the number of hits asked.
+    /// and slower. At least the number of hits asked. 256 by default: at a
+    /// million 384-d vectors, 128 found 94.8 % of the true top 4 and 256
+    /// found 98.6 %, at 2.5 and 4.3 ms (`meshops bench retrieval`).
     pub hnsw_ef: usize,
     /// Keep the graph (and the vectors) on disk, memory-mapped, instead of
     /// in RAM.
@@ -53,7 +55,7 @@ impl Default for IndexSettings {
         Self {
             m: 16,
             ef_construct: 100,
-            hnsw_ef: 128,
+            hnsw_ef: 256,
             on_disk: false,
             quantization: Quantization::None,
             indexing_threshold_kb: 10_000,

@@ -15,6 +15,12 @@ use crate::llm::{ChatMessage, Role};
 /// the splitter does not take it for a marker; removed from message content.
 /// A private-use character, so it never means anything in real text.
 const GUARD: char = '\u{E000}';
+/// The first byte of [`GUARD`] in UTF-8.
+const GUARD_LEAD: u8 = {
+    let mut utf8 = [0u8; 4];
+    GUARD.encode_utf8(&mut utf8);
+    utf8[0]
+};
 
 /// The role a marker line names, if `line` is one.
 pub(crate) fn marker_role(line: &str) -> Option<Role> {
@@ -43,28 +49,31 @@ pub(crate) fn role_named(word: &str) -> Option<Role> {
 }
 
 /// Whether any line of `text` is a marker. Only a line whose last
-/// non-blank character is a colon can be one, so this looks for colons
-/// (one byte search over the text) and, at each, only at what follows it:
-/// a colon followed by anything but blanks up to its line's end (the
-/// usual case, `a: b`) is passed over after a byte or two. Text without
-/// a colon costs the search alone.
+/// non-blank character is a colon can be one, so this finds the colons
+/// (a vectorised byte search) and looks past each only while there are
+/// blanks: `a: b`, the usual colon, is passed over at the next letter.
+/// Only a colon with nothing but blanks to its line's end has its line
+/// read.
 pub(crate) fn has_marker(text: &str) -> bool {
-    let mut from = 0;
-    while let Some(at) = text[from..].find(':') {
-        let colon = from + at;
-        let after = &text[colon + 1..];
-        // Blanks up to the line's end (or the text's) make a candidate.
-        let blank_to_end = after.chars().find(|&c| c == '\n' || !c.is_whitespace()).is_none_or(|c| c == '\n');
-        if blank_to_end {
-            let start = text[..colon].rfind('\n').map_or(0, |n| n + 1);
-            let end = after.find('\n').map_or(text.len(), |n| colon + 1 + n);
-            if marker_role(&text[start..end]).is_some() {
-                return true;
+    let bytes = text.as_bytes();
+    memchr::memchr_iter(b':', bytes).any(|colon| {
+        let mut end = colon + 1;
+        loop {
+            match bytes.get(end) {
+                None | Some(b'\n') => break,
+                // ASCII blanks as `char::is_whitespace` (so `trim`) has them.
+                Some(b' ' | b'\t' | b'\r' | 0x0B | 0x0C) => end += 1,
+                Some(b) if b.is_ascii() => return false,
+                // Past ASCII, `end` is at a character's start: decode it.
+                Some(_) => match text[end..].chars().next() {
+                    Some(c) if c.is_whitespace() => end += c.len_utf8(),
+                    _ => return false,
+                },
             }
         }
-        from = colon + 1;
-    }
-    false
+        let start = memchr::memrchr(b'\n', &bytes[..colon]).map_or(0, |n| n + 1);
+        marker_role(&text[start..end]).is_some()
+    })
 }
 
 /// Splits rendered text into messages. Text before the first marker, when
@@ -80,7 +89,7 @@ pub(crate) fn split_from(text: &str, role: Role) -> Vec<ChatMessage> {
     let mut out = Vec::new();
     // Most parts hold no marker: one message, without a pass line by line
     // (which also turns `\r\n` into `\n`, hence the second test).
-    if !has_marker(text) && !text.contains('\r') {
+    if !has_marker(text) && memchr::memchr(b'\r', text.as_bytes()).is_none() {
         push(&mut out, role, text);
         return out;
     }
@@ -118,8 +127,10 @@ pub(crate) fn split_source(body: &str) -> Vec<(Role, usize, String)> {
 
 fn push(out: &mut Vec<ChatMessage>, role: Role, content: &str) {
     // Guards are rare: copy the text once, and twice only when one is there.
+    // A byte search for the guard's first UTF-8 byte (shared only by other
+    // private-use characters) rules most texts out without a string search.
     let unguarded;
-    let content = if content.contains(GUARD) {
+    let content = if memchr::memchr(GUARD_LEAD, content.as_bytes()).is_some() && content.contains(GUARD) {
         unguarded = content.replace(GUARD, "");
         unguarded.trim()
     } else {
