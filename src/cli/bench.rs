@@ -365,7 +365,7 @@ fn retrieval(out: &mut impl Write, f: &RetrievalFigures) -> std::io::Result<()> 
         for w in &r.wider {
             writeln!(
                 out,
-                "    hnsw_ef {:<4}p50 {:>8.0} µs   p99 {:>8.0} µs   {:.3}× the scan   recall@{top_k} {:.3}   recall@4 {:.3}",
+                "    hnsw_ef {:<5}p50 {:>8.0} µs   p99 {:>8.0} µs   {:.3}× the scan   recall@{top_k} {:.3}   recall@4 {:.3}",
                 w.hnsw_ef,
                 w.p50_us,
                 w.p99_us,
@@ -689,13 +689,13 @@ mod tests {
     exact scan  p50     1800 µs   p99     2500 µs   (plain Rust, one thread: the reference)
     unindexed   p50      900 µs   p99     1200 µs   0.50× the scan   (qdrant-edge before the build)
     indexed     p50      150 µs   p99      300 µs   0.083× the scan   recall@10 0.970   recall@4 0.990
-    hnsw_ef 256 p50      190 µs   p99      400 µs   0.106× the scan   recall@10 0.990   recall@4 1.000
+    hnsw_ef 256  p50      190 µs   p99      400 µs   0.106× the scan   recall@10 0.990   recall@4 1.000
   uniform on the sphere:
     upsert 1796 points/s (2.78 s, batches of 1000)   index built in 1.50 s (5000 of 5000 vectors indexed)
     exact scan  p50     1800 µs   p99     2500 µs   (plain Rust, one thread: the reference)
     unindexed   p50     1800 µs   p99     1200 µs   1.00× the scan   (qdrant-edge before the build)
     indexed     p50      300 µs   p99      300 µs   0.167× the scan   recall@10 0.970   recall@4 0.990
-    hnsw_ef 256 p50      380 µs   p99      400 µs   0.211× the scan   recall@10 0.990   recall@4 1.000
+    hnsw_ef 256  p50      380 µs   p99      400 µs   0.211× the scan   recall@10 0.990   recall@4 1.000
   target (embedding-like): indexed p50 ≤ 0.1× the scan with recall@4 ≥ 0.95: met
   ingest   268 chunks/s (21 files, 177 chunks in 0.66 s: chunk + offline embed + upsert)   embedder alone 886 chunks/s
 "
