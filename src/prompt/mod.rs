@@ -430,8 +430,11 @@ fn compile_parts(env: &mut Environment<'static>, body: &str) -> Option<Vec<Part>
             continue;
         }
         // `{{-` at a part's start would eat the newline of the marker line
-        // before it, which then is no marker in the whole body.
-        if ["{{-", "{%-", "{#-"].iter().any(|tag| source.trim_start().starts_with(tag)) {
+        // before it, and `-}}` at its end the newline before the next
+        // marker: in the whole body those lines are no markers.
+        if ["{{-", "{%-", "{#-"].iter().any(|tag| source.trim_start().starts_with(tag))
+            || ["-}}", "-%}", "-#}"].iter().any(|tag| source.trim_end().ends_with(tag))
+        {
             return None;
         }
         let template = format!("part{i}");

@@ -612,6 +612,7 @@ fn plain_parts_render_as_minijinja_does() {
         "---\n---\nuser:\n{{ q }}}} and }}\n",
         "---\n---\nuser:\n{{ true }} {{ q }}\n",
         "---\n---\nuser:\n{{- q }} x\n",
+        "---\n---\nsystem:\nHi {{ q -}}\nuser:\n{{ answer }}\n",
         "---\n---\nuser:\n{{ range }}|{{ q }}\n",
         "---\ninputs:\n  q:\n    default: the default\n---\nuser:\n<{{ q }}>\r",
     ];
