@@ -8,14 +8,14 @@
 
 use std::collections::HashMap;
 
-/// Flows by intent (and variant), looked up once per request: FxHash, as
-/// for the agents (`run::AgentPools`).
-type FxHashMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
-
 use serde_json::Value;
 
 use super::MeshError;
 use crate::config::{AgentKind, Condition, FlowSpec, FlowStep, Merge, MeshSpec, OnReject, StepAgent};
+
+/// Flows by intent (and variant), looked up once per request: FxHash, as
+/// for the agents (`run::AgentPools`).
+type FxHashMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// An agent of a flow step, resolved.
 pub struct PlannedAgent {

@@ -152,17 +152,22 @@ pub(crate) fn format_value(out: &mut Output, state: &State, value: &Value) -> Re
         return out.write_str(text).map_err(Error::from);
     }
     let mut guarded = String::with_capacity(text.len() + 4);
-    push_guarded(&mut guarded, text);
+    guard_lines(&mut guarded, text);
     out.write_str(&guarded).map_err(Error::from)
 }
 
 /// Appends `text` to `out` with each marker-looking line guarded, as
 /// [`format_value`] writes a string.
 pub(crate) fn push_guarded(out: &mut String, text: &str) {
-    if !has_marker(text) {
+    if has_marker(text) {
+        guard_lines(out, text);
+    } else {
         out.push_str(text);
-        return;
     }
+}
+
+/// Appends `text` line by line, a guard before each line that is a marker.
+fn guard_lines(out: &mut String, text: &str) {
     for piece in text.split_inclusive('\n') {
         if marker_role(piece).is_some() {
             out.push(GUARD);
