@@ -405,11 +405,31 @@ fn compile(body: &str, path: &Path, line_offset: usize) -> Result<Environment<'s
     // Prompts are not HTML; escaping would corrupt `<`, `&` and quotes.
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_formatter(messages::format_value);
+    // `{% extends %}`, `{% include %}` and `{% import %}` name files beside
+    // the prompt (Prompty's `base:` prompts extend a sibling's body).
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    env.set_loader(move |name| load_sibling(&dir, name));
     env.add_template_owned(BODY_TEMPLATE, body.to_string()).map_err(|e| PromptFileError::Template {
         path: path.to_path_buf(),
         message: describe_template_error(&e, line_offset),
     })?;
     Ok(env)
+}
+
+/// The template a body names (`{% extends "base.prompty" %}`), read from
+/// `dir`: a Prompty file's template (its front matter left out), any other
+/// file as written. `None` (template not found) when there is no such file.
+fn load_sibling(dir: &Path, name: &str) -> Result<Option<String>, minijinja::Error> {
+    let file = dir.join(name);
+    if !file.is_file() {
+        return Ok(None);
+    }
+    let failed = |message: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message);
+    if file.extension().is_some_and(|e| e == "prompty") {
+        let prompt = PromptFile::load(&file).map_err(|e| failed(e.to_string()))?;
+        return Ok(Some(prompt.template_source().into_owned()));
+    }
+    std::fs::read_to_string(&file).map(Some).map_err(|e| failed(format!("{}: {e}", file.display())))
 }
 
 /// Cuts the body at its role marker lines and compiles each part as its own
@@ -421,6 +441,15 @@ fn compile(body: &str, path: &Path, line_offset: usize) -> Result<Environment<'s
 /// part that does not compile, and a part that reads a name another part
 /// defines (`{% set %}`, a macro) reads a variable the whole body does not.
 fn compile_parts(env: &mut Environment<'static>, body: &str) -> Option<Vec<Part>> {
+    // A body that extends another is its blocks placed in that one: only
+    // the whole of it has a meaning.
+    if body
+        .split("{%")
+        .skip(1)
+        .any(|tag| tag.trim_start_matches(['-', '+']).trim_start().starts_with("extends"))
+    {
+        return None;
+    }
     let whole: BTreeSet<String> =
         env.get_template(BODY_TEMPLATE).ok()?.undeclared_variables(false).into_iter().collect();
     let globals: BTreeSet<String> = env.globals().map(|(name, _)| name.to_string()).collect();

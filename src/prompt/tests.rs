@@ -276,9 +276,8 @@ fn field_errors_name_the_field() {
         ("---\ninputs: 3\n---\n", &["`inputs`", "a list of properties"]),
         ("---\ninputs:\n  - kind: string\n---\n", &["`inputs[0]`", "needs a `name`"]),
         ("---\ninputs:\n  q: {type: [x]}\n---\n", &["`inputs.q.type`"]),
-        ("---\nsample: 3\n---\n", &["`sample`"]),
-        ("---\nsample: hello\n---\n", &["`sample`", "${file:<path>}"]),
-        ("---\nsample: ${file:missing.json}\n---\n", &["`sample`", "cannot read", "missing.json"]),
+        ("---\ninputs: ${file:missing.json}\n---\n", &["`inputs`", "cannot read", "missing.json"]),
+        ("---\nmodel:\n  parameters:\n    max_tokens: lots\n---\n", &["`model.parameters.max_tokens`"]),
         ("---\ntemplate: [jinja2]\n---\n", &["`template`", "a name such as `jinja2`"]),
         ("---\ntools: {a: 1}\n---\n", &["`tools`", "a list of tools"]),
         ("---\ntools: [{kind: mcp}]\n---\n", &["`tools[0]`", "needs a `name`"]),
@@ -582,14 +581,20 @@ fn mustache_and_verbatim_bodies_render() {
     let got = p.render(&json!({"name": "Ann", "raw": "<b>", "q": "why"})).unwrap();
     assert_eq!(got[0].content, "Hi Ann <b>");
     assert_eq!(got[1].content, "why");
-    // Sections have no plain Jinja2 spelling: sent as written, still cut
-    // at markers, and reported.
+    // Sections render as in Mustache.
     let p =
         parse("---\ntemplate: mustache\n---\nsystem:\n{{#items}}- {{.}}{{/items}}\nuser:\n{{q}}\n").unwrap();
+    assert_eq!(p.template.engine, TemplateEngine::MustacheAsJinja);
+    let got = p.render(&json!({"q": "why", "items": ["a", "b"]})).unwrap();
+    assert_eq!(got[0].content, "- a- b");
+    assert_eq!(got[1].content, "why");
+    // Partials have no plain Jinja2 spelling: sent as written, still cut
+    // at markers, and reported.
+    let p = parse("---\ntemplate: mustache\n---\nsystem:\n{{> rules}}\nuser:\n{{q}}\n").unwrap();
     assert_eq!(p.template.engine, TemplateEngine::Verbatim);
     assert_eq!(p.unsupported, ["template format `mustache` (sent as written, without substitution)"]);
     let got = p.render(&json!({"q": "why"})).unwrap();
-    assert_eq!(got[0].content, "{{#items}}- {{.}}{{/items}}");
+    assert_eq!(got[0].content, "{{> rules}}");
     assert_eq!(got[1].content, "{{q}}");
 }
 

@@ -85,6 +85,9 @@ pub(crate) struct Header {
     pub output_schema: Option<serde_json::Value>,
     pub sample: serde_json::Value,
     pub template: PromptyTemplate,
+    /// Whether the file says its `template` format (an undeclared one may
+    /// be read as Mustache when the body is written in it).
+    pub template_declared: bool,
     pub tools: Vec<PromptyTool>,
     pub extra: BTreeMap<String, serde_json::Value>,
     /// Features the file uses that meshops does not support, by name.
@@ -106,6 +109,7 @@ impl Header {
             output_schema: None,
             sample: serde_json::Value::Object(serde_json::Map::new()),
             template: PromptyTemplate::default(),
+            template_declared: false,
             tools: Vec::new(),
             extra: BTreeMap::new(),
             unsupported: Vec::new(),
@@ -128,11 +132,11 @@ pub(crate) fn parse_header(yaml: &str, path: &Path) -> Result<Header, PromptFile
             yaml_kind(&root)
         )));
     }
-    refs::resolve(&mut root, path)?;
+    let notes = refs::resolve(&mut root, path)?;
     let empty = Mapping::new();
     let root = root.as_mapping().unwrap_or(&empty);
 
-    let mut cx = Cx { path, unsupported: Vec::new(), tools: Vec::new(), response_schema: None };
+    let mut cx = Cx { path, unsupported: notes, tools: Vec::new(), response_schema: None };
     let mut header = Header::empty(path);
     let mut outputs: Option<(&str, &Value)> = None;
     for (key, value) in root {
@@ -154,7 +158,10 @@ pub(crate) fn parse_header(yaml: &str, path: &Path) -> Result<Header, PromptFile
                 outputs = Some((key, value));
             }
             "sample" => header.sample = cx.sample(value)?,
-            "template" => header.template = cx.template(value)?,
+            "template" => {
+                header.template = cx.template(value)?;
+                header.template_declared = true;
+            }
             "tools" => {
                 let tools = cx.tools(value, key)?;
                 cx.tools.extend(tools);
@@ -308,15 +315,40 @@ impl Cx<'_> {
 
     /// `sample`: a mapping of input values (a `${file:…}` reference was
     /// read by `refs`).
-    fn sample(&self, value: &Value) -> Result<serde_json::Value, PromptFileError> {
+    /// `sample`: input values for trying the prompt. meshops only shows
+    /// them, so one it cannot read is a note, not an error: a bare file
+    /// name (`sample: chat.json`, an early spelling) is read relative to the
+    /// prompt when it exists, anything else is ignored and named.
+    fn sample(&mut self, value: &Value) -> Result<serde_json::Value, PromptFileError> {
         const FIELD: &str = "sample";
+        let empty = || serde_json::Value::Object(serde_json::Map::new());
         match value {
             Value::Mapping(_) => self.json(value, FIELD),
-            Value::String(text) => Err(self.error(
-                FIELD,
-                format!("expected a mapping or `${{file:<path>}}`, got the string `{}`", text.trim()),
-            )),
-            other => Err(self.expected(FIELD, "a mapping or `${file:<path>}` of input values", other)),
+            Value::String(text) => {
+                let file = self.path.parent().unwrap_or(Path::new("")).join(text.trim());
+                let read = std::fs::read_to_string(&file).ok().filter(|_| !text.trim().is_empty());
+                let parsed = read.and_then(|content| match file.extension().and_then(|e| e.to_str()) {
+                    Some("json") => serde_json::from_str::<serde_json::Value>(&content).ok(),
+                    _ => serde_yaml_ng::from_str::<serde_json::Value>(&content).ok(),
+                });
+                match parsed {
+                    Some(sample @ serde_json::Value::Object(_)) => Ok(sample),
+                    _ => {
+                        self.unsupported(format!(
+                            "`sample` `{}` (not a mapping or a readable file of input values; ignored)",
+                            text.trim()
+                        ));
+                        Ok(empty())
+                    }
+                }
+            }
+            other => {
+                self.unsupported(format!(
+                    "`sample` of {} (not a mapping of input values; ignored)",
+                    yaml_kind(other)
+                ));
+                Ok(empty())
+            }
         }
     }
 

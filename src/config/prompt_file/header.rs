@@ -162,8 +162,9 @@ impl Default for PromptyTemplate {
 pub enum TemplateEngine {
     /// Jinja2, the body as written.
     Jinja2,
-    /// A Mustache body that uses only variables and comments, rewritten to
-    /// the equivalent Jinja2.
+    /// A Mustache body of variables, comments and (inverted) sections,
+    /// rewritten to the equivalent Jinja2 (partials and delimiter changes
+    /// are `Verbatim`).
     MustacheAsJinja,
     /// The body sent as written, without substitution (role markers still
     /// cut it into messages).

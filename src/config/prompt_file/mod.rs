@@ -144,11 +144,24 @@ impl PromptFile {
             Some(yaml) => front_matter::parse_header(yaml, path)?,
             None => front_matter::Header::empty(path),
         };
-        let engine = template::engine_for(&header.template.format, split.body);
+        let mut engine = template::engine_for(&header.template.format, split.body);
+        // No format written, and a body in Mustache that is not Jinja2:
+        // read it as Mustache, the default of langchain-prompty and the
+        // Azure AI Inference SDK, which such files were written for.
+        let inferred = !header.template_declared
+            && template::looks_like_mustache(split.body)
+            && !template::parses(split.body);
+        if inferred {
+            header.template.format = "mustache".to_string();
+            engine = template::engine_for("mustache", split.body);
+        }
         header.template.engine = engine;
         if !template::JINJA_FORMATS.contains(&header.template.format.as_str()) {
             let note = template::engine_note(engine);
-            header.unsupported.insert(0, format!("template format `{}` ({note})", header.template.format));
+            let given = if inferred { ", not given: the body is written in it" } else { "" };
+            header
+                .unsupported
+                .insert(0, format!("template format `{}`{given} ({note})", header.template.format));
         }
         check_template(&template::source(engine, split.body), path, split.body_line_offset)?;
         Ok(PromptFile {

@@ -6,6 +6,8 @@
 //! prompt's sampling parameters reach the agent's model profile the same
 //! way. Which endpoint is called stays the profile's choice.
 
+use std::borrow::Cow;
+
 use serde_yaml_ng::Value;
 
 use super::error::PromptFileError;
@@ -118,10 +120,24 @@ impl Cx<'_> {
     ) -> Result<(), PromptFileError> {
         for (key, value) in self.mapping(value, section)? {
             let key = self.key(key, section)?;
-            if value.is_null() {
+            // A Python `None` written into YAML reads as the text `None`.
+            if value.is_null() || value.as_str().is_some_and(|t| matches!(t.trim(), "None" | "none" | "null"))
+            {
                 continue;
             }
             let field = format!("{section}.{key}");
+            const NUMERIC: [&str; 8] = [
+                "temperature",
+                "top_p",
+                "topP",
+                "max_tokens",
+                "maxOutputTokens",
+                "max_completion_tokens",
+                "maxTokens",
+                "seed",
+            ];
+            let value = if NUMERIC.contains(&key) { number_from_text(value) } else { Cow::Borrowed(value) };
+            let value = value.as_ref();
             match key {
                 "temperature" => params.temperature = Some(self.number(value, &field, 0.0, 2.0)?),
                 "top_p" | "topP" => params.top_p = Some(self.number(value, &field, 0.0, 1.0)?),
@@ -199,5 +215,17 @@ impl Cx<'_> {
             None => self.unsupported(format!("`{field}` json_schema without a `json_schema.schema`")),
         }
         Ok(())
+    }
+}
+
+/// A number written as text (`max_tokens: "800"`, quoted by a generator) as
+/// the number; anything else as it is.
+fn number_from_text(value: &Value) -> Cow<'_, Value> {
+    match value {
+        Value::String(text) => match serde_yaml_ng::from_str::<Value>(text.trim()) {
+            Ok(number @ Value::Number(_)) => Cow::Owned(number),
+            _ => Cow::Borrowed(value),
+        },
+        other => Cow::Borrowed(other),
     }
 }

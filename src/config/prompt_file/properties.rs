@@ -269,9 +269,11 @@ impl Cx<'_> {
 
     /// A v2 tool declaration.
     fn tool(&mut self, map: &Mapping, field: &str) -> Result<PromptyTool, PromptFileError> {
-        let name = match map.get("name") {
-            Some(name) => self.scalar_string(name, &format!("{field}.name"))?,
-            None => return Err(self.error(field, "a tool needs a `name`")),
+        // Earlier v2 drafts (Prompty's own runtime tests) name a tool `id`.
+        let name = match (map.get("name"), map.get("id")) {
+            (Some(name), _) => self.scalar_string(name, &format!("{field}.name"))?,
+            (None, Some(id)) => self.scalar_string(id, &format!("{field}.id"))?,
+            (None, None) => return Err(self.error(field, "a tool needs a `name`")),
         };
         let mut tool = PromptyTool {
             name,
@@ -290,7 +292,7 @@ impl Cx<'_> {
             }
             let sub = format!("{field}.{key}");
             match key {
-                "name" => {}
+                "name" | "id" => {}
                 "kind" | "type" => tool.kind = self.string(value, &sub)?.trim().to_ascii_lowercase(),
                 "description" => tool.description = self.scalar_string(value, &sub)?,
                 "parameters" => {
@@ -305,12 +307,7 @@ impl Cx<'_> {
                     tool.strict =
                         value.as_bool().ok_or_else(|| self.expected(&sub, "true or false", value))?;
                 }
-                "bindings" => {
-                    for (name, binding) in self.mapping(value, &sub)? {
-                        let name = self.key(name, &sub)?;
-                        tool.bindings.insert(name.to_string(), self.json(binding, &format!("{sub}.{name}"))?);
-                    }
-                }
+                "bindings" => self.bindings(value, &sub, &mut tool.bindings)?,
                 "connection" => tool.connection = Some(self.json(value, &sub)?),
                 _ => {
                     tool.extra.insert(key.to_string(), self.json(value, &sub)?);
@@ -323,6 +320,37 @@ impl Cx<'_> {
             schema.insert("additionalProperties".to_string(), serde_json::Value::Bool(false));
         }
         Ok(tool)
+    }
+
+    /// A tool's `bindings`: a mapping of parameter name to binding
+    /// (`unit: {input: preferred_unit}`), or a list of bindings that each
+    /// carry their `name` (`- {name: unit, input: preferred_unit}`).
+    fn bindings(
+        &mut self,
+        value: &Value,
+        field: &str,
+        bindings: &mut BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), PromptFileError> {
+        if let Value::Sequence(items) = value {
+            for (i, item) in items.iter().enumerate() {
+                let sub = format!("{field}[{i}]");
+                let map =
+                    item.as_mapping().ok_or_else(|| self.expected(&sub, "a mapping with a `name`", item))?;
+                let name = match map.get("name") {
+                    Some(name) => self.scalar_string(name, &format!("{sub}.name"))?,
+                    None => return Err(self.error(&sub, "a binding needs a `name`")),
+                };
+                let mut rest = map.clone();
+                rest.remove("name");
+                bindings.insert(name, self.json(&Value::Mapping(rest), &sub)?);
+            }
+            return Ok(());
+        }
+        for (name, binding) in self.mapping(value, field)? {
+            let name = self.key(name, field)?;
+            bindings.insert(name.to_string(), self.json(binding, &format!("{field}.{name}"))?);
+        }
+        Ok(())
     }
 
     /// A tool in OpenAI's wire form; its `parameters` are a JSON Schema,

@@ -6,7 +6,15 @@
 //!   file's content, read relative to the prompt file: parsed as JSON for
 //!   `.json`, as YAML for `.yaml`/`.yml`, as text otherwise. Everywhere, so a
 //!   shared `model.connection` or a whole `inputs` list can live in a file.
-//!   A referenced file's own references are not followed.
+//!   A referenced file's own references are not followed. The older
+//!   spelling `file:relative/path` (langchain-prompty, early Prompty) reads
+//!   the same way when the file exists, and stays text otherwise.
+//! - A referenced file that is missing is an error where meshops uses the
+//!   value (inputs, outputs, model options, tools, the template). Where it
+//!   does not (`sample`, `metadata`, `model.connection`,
+//!   `model.configuration`, a tool's `options`) the value is dropped and
+//!   the file is named in the notes `meshops validate` prints, so a prompt
+//!   copied without its test data still loads.
 //! - `${env:NAME}` / `${env:NAME:default}` are resolved where meshops uses
 //!   the value (input defaults, `sample`, model options, …), with the same
 //!   function the clients use. They are kept as written where keys and
@@ -24,14 +32,34 @@ use crate::config::resolve_env_refs;
 
 /// Resolves the references in `root` (the front matter), naming `path`
 /// (the prompt file) in errors and reading `${file:…}` relative to it.
-pub(crate) fn resolve(root: &mut Value, path: &Path) -> Result<(), PromptFileError> {
-    walk(root, path, "")
+/// Returns a note for each missing file it dropped (see the module doc).
+pub(crate) fn resolve(root: &mut Value, path: &Path) -> Result<Vec<String>, PromptFileError> {
+    let mut notes = Vec::new();
+    walk(root, path, "", &mut notes)?;
+    Ok(notes)
 }
 
-fn walk(value: &mut Value, path: &Path, field: &str) -> Result<(), PromptFileError> {
+fn walk(value: &mut Value, path: &Path, field: &str, notes: &mut Vec<String>) -> Result<(), PromptFileError> {
     match value {
         Value::String(text) => {
             if let Some(relative) = file_ref(text).map(str::to_string) {
+                *value = match read_file(path, field, &relative) {
+                    Ok(read) => read,
+                    Err(PromptFileError::FileRef { file, source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound && unused(field) =>
+                    {
+                        notes.push(format!(
+                            "`{field}`: {} not found (meshops does not use it)",
+                            file.display()
+                        ));
+                        Value::Null
+                    }
+                    Err(e) => return Err(e),
+                };
+            } else if let Some(relative) = legacy_file_ref(text).map(str::to_string)
+                && let file = path.parent().unwrap_or(Path::new("")).join(&relative)
+                && file.is_file()
+            {
                 *value = read_file(path, field, &relative)?;
             } else if text.contains("${env:") && resolves_env(field) {
                 let whole_ref = is_single_env_ref(text);
@@ -54,7 +82,7 @@ fn walk(value: &mut Value, path: &Path, field: &str) -> Result<(), PromptFileErr
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, path, &format!("{field}[{i}]"))?;
+                walk(item, path, &format!("{field}[{i}]"), notes)?;
             }
         }
         Value::Mapping(map) => {
@@ -64,10 +92,10 @@ fn walk(value: &mut Value, path: &Path, field: &str) -> Result<(), PromptFileErr
                     other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_string(),
                 };
                 let sub = if field.is_empty() { name } else { format!("{field}.{name}") };
-                walk(item, path, &sub)?;
+                walk(item, path, &sub, notes)?;
             }
         }
-        Value::Tagged(tagged) => walk(&mut tagged.value, path, field)?,
+        Value::Tagged(tagged) => walk(&mut tagged.value, path, field, notes)?,
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
     Ok(())
@@ -82,6 +110,31 @@ fn file_ref(text: &str) -> Option<&str> {
         .filter(|relative| !relative.is_empty())
 }
 
+/// The path of a value that is exactly `file:<path>` (the spelling before
+/// `${file:…}`).
+fn legacy_file_ref(text: &str) -> Option<&str> {
+    // `file:///…` and other absolute paths are URLs or host paths, not this.
+    text.trim()
+        .strip_prefix("file:")
+        .map(str::trim)
+        .filter(|relative| !relative.is_empty() && !relative.starts_with('/'))
+}
+
+/// Whether meshops leaves the value under `field` unused, so a missing
+/// referenced file there is a note rather than an error.
+fn unused(field: &str) -> bool {
+    const UNUSED: [&str; 4] = ["sample", "metadata", "model.connection", "model.configuration"];
+    UNUSED.iter().any(|prefix| is_under(field, prefix)) || tool_options(field)
+}
+
+/// Whether `field` is inside a tool's `options` (`tools[3].options.schema`).
+fn tool_options(field: &str) -> bool {
+    field
+        .strip_prefix("tools[")
+        .and_then(|rest| rest.split_once(']'))
+        .is_some_and(|(_, rest)| rest == ".options" || rest.starts_with(".options."))
+}
+
 /// Whether `text` is one `${env:…}` reference and nothing else.
 fn is_single_env_ref(text: &str) -> bool {
     let text = text.trim();
@@ -92,11 +145,13 @@ fn is_single_env_ref(text: &str) -> bool {
 /// where keys and endpoints live.
 fn resolves_env(field: &str) -> bool {
     const KEPT: [&str; 3] = ["model.connection", "model.configuration", "tools"];
-    let under = |prefix: &str| {
-        field == prefix
-            || field.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
-    };
-    !KEPT.iter().any(|prefix| under(prefix)) && !field.contains(".tools")
+    !KEPT.iter().any(|prefix| is_under(field, prefix)) && !field.contains(".tools")
+}
+
+/// Whether `field` is `prefix` or a field inside it.
+fn is_under(field: &str, prefix: &str) -> bool {
+    field == prefix
+        || field.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// A referenced file's content, as the value that replaces the reference.

@@ -123,9 +123,79 @@ fn file_references_read_text_json_and_yaml() {
         PromptFile::parse("---\ndescription: ${file:d.txt}\ninputs: ${file:i.yaml}\n---\n", &path).unwrap();
     assert_eq!(p.description, "from a file");
     assert_eq!(p.inputs["q"].default, Some(json!("yes please")));
-    let err = PromptFile::parse("---\nmodel:\n  connection: ${file:none.json}\n---\n", &path).unwrap_err();
-    assert!(
-        matches!(err, PromptFileError::FileRef { ref field, .. } if field == "model.connection"),
-        "{err}"
-    );
+    let err = PromptFile::parse("---\nmodel:\n  options: ${file:none.json}\n---\n", &path).unwrap_err();
+    assert!(matches!(err, PromptFileError::FileRef { ref field, .. } if field == "model.options"), "{err}");
+    // The older `file:` spelling reads an existing file and leaves other text alone.
+    std::fs::write(dir.path().join("t.json"), r#"[{"type": "function", "function": {"name": "f"}}]"#)
+        .unwrap();
+    let p = PromptFile::parse(
+        "---\ndescription: 'file: a note'\nmodel:\n  parameters:\n    tools: file:t.json\n---\n",
+        &path,
+    )
+    .unwrap();
+    assert_eq!(p.description, "file: a note");
+    assert_eq!(p.tools.len(), 1);
+    assert_eq!(p.tools[0].name, "f");
+}
+
+/// What meshops only shows or never calls — a sample, a connection, a
+/// tool's options — loads even when its file is missing or its value is
+/// not input values; the note names the field (and the file).
+#[test]
+fn unused_values_that_cannot_be_read_are_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.prompty");
+    let cases: &[(&str, &[&str])] = &[
+        ("---\nsample: 3\n---\n", &["`sample`", "a number"]),
+        ("---\nsample: hello\n---\n", &["`sample`", "`hello`"]),
+        ("---\nsample: chat.json\n---\n", &["`sample`", "`chat.json`"]),
+        ("---\nsample: ${file:missing.json}\n---\n", &["`sample`", "missing.json", "not found"]),
+        ("---\nmodel:\n  connection: ${file:none.json}\n---\n", &["`model.connection`", "none.json"]),
+        (
+            "---\ntools:\n  - id: s\n    type: openapi\n    options:\n      schema: ${file:schema.json}\n---\n",
+            &["`tools[0].options.schema`", "schema.json"],
+        ),
+    ];
+    for (text, fragments) in cases {
+        let p = PromptFile::parse(text, &path).unwrap_or_else(|e| panic!("{text:?} should load: {e}"));
+        assert_eq!(p.sample, json!({}), "{text:?}");
+        let notes = p.unsupported.join("; ");
+        for fragment in *fragments {
+            assert!(notes.contains(fragment), "{text:?}: expected {fragment:?} in {notes}");
+        }
+    }
+    // A bare sample file name that exists is read, as early Prompty did.
+    std::fs::write(dir.path().join("chat.json"), r#"{"question": "why?"}"#).unwrap();
+    let p = PromptFile::parse("---\nsample: chat.json\n---\n", &path).unwrap();
+    assert_eq!(p.sample, json!({"question": "why?"}));
+    assert!(p.unsupported.is_empty(), "{:?}", p.unsupported);
+}
+
+/// Shapes found in real files: a tool named by `id`, bindings as a list, a
+/// number written as text or as Python's `None`, and a Mustache body with
+/// no `template` key.
+#[test]
+fn shapes_from_real_files_load() {
+    let path = Path::new("p.prompty");
+    let p = PromptFile::parse(
+        "---\nmodel:\n  parameters:\n    max_tokens: None\n    temperature: '0.5'\n    stop: '42'\ntools:\n  - id: get_weather\n    type: function\n    bindings:\n      - name: unit\n        input: preferred_unit\n---\nuser:\n{{q}}\n",
+        path,
+    )
+    .unwrap();
+    assert_eq!(p.model.parameters.max_tokens, None);
+    assert_eq!(p.model.parameters.temperature, Some(0.5));
+    assert_eq!(p.model.parameters.stop, ["42"]);
+    assert_eq!(p.tools[0].name, "get_weather");
+    assert_eq!(p.tools[0].bindings["unit"], json!({"input": "preferred_unit"}));
+    assert_eq!(p.template.format, "jinja2");
+    let p = PromptFile::parse(
+        "---\nname: m\n---\nsystem:\n{{#rules}}\n{{rule}}\n{{/rules}}\nuser:\n{{input}}\n",
+        path,
+    )
+    .unwrap();
+    assert_eq!(p.template.format, "mustache");
+    assert!(p.unsupported.iter().any(|n| n.contains("`mustache`, not given")), "{:?}", p.unsupported);
+    // A declared Jinja2 body that does not parse is still an error.
+    let err = PromptFile::parse("---\ntemplate: jinja2\n---\n{{#rules}}\n", path).unwrap_err();
+    assert!(matches!(err, PromptFileError::Template { .. }), "{err}");
 }
