@@ -95,7 +95,9 @@ impl Cx<'_> {
         let mut inputs = BTreeMap::new();
         for p in self.properties(value, field)? {
             let kind = p.kind.as_deref().unwrap_or("string");
-            if !INPUT_KINDS.contains(&kind) {
+            // The JSON types under any spelling (`list`, `dict`, `int`, …),
+            // and Prompty's own kinds.
+            if json_type(kind).is_none() && !INPUT_KINDS.contains(&kind) {
                 self.unsupported(format!("input `{}` of kind `{kind}` (rendered as text)", p.name));
             }
             let input = PromptyInput {
