@@ -12,7 +12,7 @@ use super::flow::{self, FlowPlan, PlannedAgent, PlannedStep};
 use super::messages::{StepInput, StepOutput};
 use super::run::Run;
 use super::{MeshError, Verdict};
-use crate::config::{AgentKind, Merge, OnReject};
+use crate::config::{AgentKind, Condition, Merge, OnReject};
 use crate::llm::{Passage, Scores};
 
 /// The latest answer candidate: a summarizer's draft or an `llm` agent's
@@ -204,30 +204,43 @@ pub(super) async fn run_step(
     step: &PlannedStep,
 ) -> Result<(), MeshError> {
     match step {
+        // Boxed: a repeat holds a step of its own, and without the box every
+        // request's flow future would carry room for both.
         PlannedStep::Repeat { steps, until, max_rounds } => {
-            for round in 1..=*max_rounds {
-                state.revising_round = round > 1;
-                for s in steps {
-                    simple_step(run, state, s).await?;
-                }
-                let Some(until) = until else { continue };
-                if flow::holds(until, &state.outputs) {
-                    break;
-                }
-                // The next round revises by what the deciding step said.
-                let said = state.outputs.iter().rev().find(|(a, _)| *a == until.step);
-                state.round_feedback = said
-                    .and_then(|(_, v)| v.get("feedback"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .or_else(|| state.verdict.as_ref().map(|v| v.feedback.clone()));
-            }
-            state.revising_round = false;
-            state.round_feedback = None;
-            Ok(())
+            Box::pin(repeat(run, state, steps, until.as_ref(), *max_rounds)).await
         }
         other => simple_step(run, state, other).await,
     }
+}
+
+/// A bounded loop: `steps` again until `until` holds or `max_rounds` ran.
+async fn repeat(
+    run: &mut Run<'_>,
+    state: &mut FlowState<'_>,
+    steps: &[PlannedStep],
+    until: Option<&Condition>,
+    max_rounds: u32,
+) -> Result<(), MeshError> {
+    for round in 1..=max_rounds {
+        state.revising_round = round > 1;
+        for s in steps {
+            simple_step(run, state, s).await?;
+        }
+        let Some(until) = until else { continue };
+        if flow::holds(until, &state.outputs) {
+            break;
+        }
+        // The next round revises by what the deciding step said.
+        let said = state.outputs.iter().rev().find(|(a, _)| *a == until.step);
+        state.round_feedback = said
+            .and_then(|(_, v)| v.get("feedback"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| state.verdict.as_ref().map(|v| v.feedback.clone()));
+    }
+    state.revising_round = false;
+    state.round_feedback = None;
+    Ok(())
 }
 
 /// An agent, a judge or a group: the steps a repeat may hold.

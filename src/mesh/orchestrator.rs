@@ -55,17 +55,22 @@ impl Handler<Ask> for Orchestrator {
 pub async fn run(plan: Arc<Plan>, ask: Ask, home: usize) -> Result<Answer, MeshError> {
     let cancel = ask.cancel.clone();
     let deadline = ask.deadline;
-    let flow = run_flow(&plan, ask, home);
-    let bounded = async {
+    // The flow's future (kilobytes) is pinned here once and polled in
+    // place: wrapping it in a timeout in one branch and awaiting it bare in
+    // another would give this future two slots for it, and a copy of it.
+    let flow = std::pin::pin!(run_flow(&plan, ask, home));
+    let expired = async {
         match deadline {
-            Some(d) => tokio::time::timeout_at(d, flow).await.unwrap_or(Err(MeshError::DeadlineExceeded)),
-            None => flow.await,
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
         }
     };
+    // The flow is polled before its deadline, as a timeout would.
     let result = tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(MeshError::Cancelled),
-        r = bounded => r,
+        r = flow => r,
+        () = expired => Err(MeshError::DeadlineExceeded),
     };
     if result.is_err() {
         // Stop whatever agent work is still running for this request.

@@ -107,33 +107,34 @@ impl<K: KindLogic> Erased for Profiles<K> {
     }
 
     fn handle(self: Arc<Self>, msg: RunStep, me: Addr<AgentActor>) -> ResponseFuture<StepResult> {
-        Box::pin(async move {
-            // Each step runs as its own task, so a panic can only take this
-            // step down: it is caught here, the request gets a status naming
-            // the agent, and the replica is restarted. Steps of other
-            // requests on the same replica are separate tasks and go on.
-            match std::panic::AssertUnwindSafe(self.run(msg)).catch_unwind().await {
-                Ok(result) => result,
-                Err(payload) => {
-                    let what = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "(no message)".into());
-                    let agent = &self.common.name;
-                    tracing::error!(agent = %agent, panic = %what, "agent step panicked; restarting the replica");
-                    me.do_send(Restart);
-                    Err(MeshError::AgentPanicked { agent: agent.clone() })
-                }
+        // Each step runs as its own task, so a panic can only take this
+        // step down: it is caught here, the request gets a status naming
+        // the agent, and the replica is restarted. Steps of other requests
+        // on the same replica are separate tasks and go on. Built from
+        // combinators rather than an `async` block, so the step's message is
+        // held once, in `run`'s future, not also in a block around it.
+        let step = std::panic::AssertUnwindSafe(Arc::clone(&self).run(msg)).catch_unwind();
+        Box::pin(step.map(move |caught| match caught {
+            Ok(result) => result,
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                let agent = &self.common.name;
+                tracing::error!(agent = %agent, panic = %what, "agent step panicked; restarting the replica");
+                me.do_send(Restart);
+                Err(MeshError::AgentPanicked { agent: agent.clone() })
             }
-        })
+        }))
     }
 }
 
 impl<K: KindLogic> Profiles<K> {
     /// Runs one step, bounded by the agent's timeout and the request's
     /// cancellation.
-    async fn run(&self, msg: RunStep) -> StepResult {
+    async fn run(self: Arc<Self>, msg: RunStep) -> StepResult {
         let c = &self.common;
         let cancel = msg.cancel.clone();
         let timeout_ms = c.timeout.as_millis() as u64;
