@@ -205,9 +205,11 @@ pub(super) async fn run_step(
 ) -> Result<(), MeshError> {
     match step {
         // Boxed: a repeat holds a step of its own, and without the box every
-        // request's flow future would carry room for both.
+        // request's flow future would carry room for both. Bound before it
+        // is awaited, so no temporary keeps that room anyway.
         PlannedStep::Repeat { steps, until, max_rounds } => {
-            Box::pin(repeat(run, state, steps, until.as_ref(), *max_rounds)).await
+            let repeated = Box::pin(repeat(run, state, steps, until.as_ref(), *max_rounds));
+            repeated.await
         }
         other => simple_step(run, state, other).await,
     }

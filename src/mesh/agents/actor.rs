@@ -187,7 +187,11 @@ impl<K: KindLogic> Profiles<K> {
         // Boxed: a kind's step future is large (its model call and request
         // inside), and the span, timeout, cancellation and panic catching
         // around it would otherwise each copy it whole as they are built.
-        let output = Box::pin(logic.step(&mut ctx, input)).await?;
+        // Bound before it is awaited: a temporary in the `.await`
+        // expression itself would keep room for the unboxed future in this
+        // future's state (and it would be copied in and out of it).
+        let kind_step = Box::pin(logic.step(&mut ctx, input));
+        let output = kind_step.await?;
         Ok((output, ctx.finish(started)))
     }
 }
