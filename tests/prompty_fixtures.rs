@@ -369,8 +369,8 @@ fn validate_names_unsupported_features() {
     assert_eq!(
         warnings,
         [format!(
-            "  warning: prompt Critic ({}) uses model.provider `anthropic` (the agent's model profile is called), \
-             tool `weather_api` of kind `openapi`: not supported (ignored)",
+            "  warning: prompt Critic ({}) uses model.provider `anthropic` (the agent's model profile is called); \
+             tool `weather_api` of kind `openapi` (not supported; ignored)",
             dir.path().join("prompts").join("critic.prompty").display()
         )],
         "{stdout}"

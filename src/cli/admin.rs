@@ -122,12 +122,17 @@ fn print_spec(spec: &MeshSpec) -> Result<()> {
         prompts.insert(&judge.path, judge.file());
     }
     for p in prompts.values().filter(|p| !p.unsupported.is_empty()) {
-        println!(
-            "  warning: prompt {} ({}) uses {}: not supported (ignored)",
-            p.name,
-            p.path.display(),
-            p.unsupported.join(", ")
-        );
+        // A note says in parentheses what meshops does instead; one that
+        // does not is a field meshops has no use for.
+        let notes: Vec<String> = p
+            .unsupported
+            .iter()
+            .map(|note| match note.ends_with(')') {
+                true => note.clone(),
+                false => format!("{note} (not supported; ignored)"),
+            })
+            .collect();
+        println!("  warning: prompt {} ({}) uses {}", p.name, p.path.display(), notes.join("; "));
     }
     Ok(())
 }
