@@ -124,14 +124,17 @@ fn print_spec(spec: &MeshSpec) -> Result<()> {
     for p in prompts.values().filter(|p| !p.unsupported.is_empty()) {
         // A note says in parentheses what meshops does instead; one that
         // does not is a field meshops has no use for.
-        let notes: Vec<String> = p
-            .unsupported
-            .iter()
-            .map(|note| match note.ends_with(')') {
-                true => note.clone(),
-                false => format!("{note} (not supported; ignored)"),
-            })
-            .collect();
+        let notes: Vec<String> =
+            p.unsupported
+                .iter()
+                .map(|note| {
+                    if note.ends_with(')') {
+                        note.clone()
+                    } else {
+                        format!("{note} (not supported; ignored)")
+                    }
+                })
+                .collect();
         println!("  warning: prompt {} ({}) uses {}", p.name, p.path.display(), notes.join("; "));
     }
     Ok(())

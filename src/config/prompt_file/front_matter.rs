@@ -313,34 +313,20 @@ impl Cx<'_> {
             .map_err(|e| self.error(field, format!("cannot be represented as JSON: {e}")))
     }
 
-    /// `sample`: a mapping of input values (a `${file:…}` reference was
-    /// read by `refs`).
-    /// `sample`: input values for trying the prompt. meshops only shows
-    /// them, so one it cannot read is a note, not an error: a bare file
-    /// name (`sample: chat.json`, an early spelling) is read relative to the
-    /// prompt when it exists, anything else is ignored and named.
+    /// `sample`: input values for trying the prompt (a `${file:…}`
+    /// reference or a bare data file name was read by `refs`). meshops only
+    /// shows them, so one that is not a mapping is a note, not an error.
     fn sample(&mut self, value: &Value) -> Result<serde_json::Value, PromptFileError> {
         const FIELD: &str = "sample";
         let empty = || serde_json::Value::Object(serde_json::Map::new());
         match value {
             Value::Mapping(_) => self.json(value, FIELD),
             Value::String(text) => {
-                let file = self.path.parent().unwrap_or(Path::new("")).join(text.trim());
-                let read = std::fs::read_to_string(&file).ok().filter(|_| !text.trim().is_empty());
-                let parsed = read.and_then(|content| match file.extension().and_then(|e| e.to_str()) {
-                    Some("json") => serde_json::from_str::<serde_json::Value>(&content).ok(),
-                    _ => serde_yaml_ng::from_str::<serde_json::Value>(&content).ok(),
-                });
-                match parsed {
-                    Some(sample @ serde_json::Value::Object(_)) => Ok(sample),
-                    _ => {
-                        self.unsupported(format!(
-                            "`sample` `{}` (not a mapping or a readable file of input values; ignored)",
-                            text.trim()
-                        ));
-                        Ok(empty())
-                    }
-                }
+                self.unsupported(format!(
+                    "`sample` `{}` (not a mapping or a readable file of input values; ignored)",
+                    text.trim()
+                ));
+                Ok(empty())
             }
             other => {
                 self.unsupported(format!(

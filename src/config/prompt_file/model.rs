@@ -126,16 +126,6 @@ impl Cx<'_> {
                 continue;
             }
             let field = format!("{section}.{key}");
-            const NUMERIC: [&str; 8] = [
-                "temperature",
-                "top_p",
-                "topP",
-                "max_tokens",
-                "maxOutputTokens",
-                "max_completion_tokens",
-                "maxTokens",
-                "seed",
-            ];
             let value = if NUMERIC.contains(&key) { number_from_text(value) } else { Cow::Borrowed(value) };
             let value = value.as_ref();
             match key {
@@ -217,6 +207,18 @@ impl Cx<'_> {
         Ok(())
     }
 }
+
+/// The parameters read as numbers: a number written as text is one there.
+const NUMERIC: [&str; 8] = [
+    "temperature",
+    "top_p",
+    "topP",
+    "max_tokens",
+    "maxOutputTokens",
+    "max_completion_tokens",
+    "maxTokens",
+    "seed",
+];
 
 /// A number written as text (`max_tokens: "800"`, quoted by a generator) as
 /// the number; anything else as it is.

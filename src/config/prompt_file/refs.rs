@@ -8,7 +8,8 @@
 //!   shared `model.connection` or a whole `inputs` list can live in a file.
 //!   A referenced file's own references are not followed. The older
 //!   spelling `file:relative/path` (langchain-prompty, early Prompty) reads
-//!   the same way when the file exists, and stays text otherwise.
+//!   the same way when the file exists, and stays text otherwise; so does
+//!   a `sample` written as a bare `.json`/`.yaml` file name.
 //! - A referenced file that is missing is an error where meshops uses the
 //!   value (inputs, outputs, model options, tools, the template). Where it
 //!   does not (`sample`, `metadata`, `model.connection`,
@@ -56,7 +57,8 @@ fn walk(value: &mut Value, path: &Path, field: &str, notes: &mut Vec<String>) ->
                     }
                     Err(e) => return Err(e),
                 };
-            } else if let Some(relative) = legacy_file_ref(text).map(str::to_string)
+            } else if let Some(relative) =
+                legacy_file_ref(text).or_else(|| bare_sample_file(field, text)).map(str::to_string)
                 && let file = path.parent().unwrap_or(Path::new("")).join(&relative)
                 && file.is_file()
             {
@@ -118,6 +120,14 @@ fn legacy_file_ref(text: &str) -> Option<&str> {
         .strip_prefix("file:")
         .map(str::trim)
         .filter(|relative| !relative.is_empty() && !relative.starts_with('/'))
+}
+
+/// A `sample` written as a bare data file name (`sample: chat.json`, an
+/// early spelling): read like a reference when the file exists.
+fn bare_sample_file<'t>(field: &str, text: &'t str) -> Option<&'t str> {
+    let name = text.trim();
+    let data = [".json", ".yaml", ".yml"].iter().any(|ext| name.ends_with(ext));
+    (field == "sample" && data && !name.starts_with('/')).then_some(name)
 }
 
 /// Whether meshops leaves the value under `field` unused, so a missing

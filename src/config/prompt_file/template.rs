@@ -105,7 +105,15 @@ fn mustache_to_jinja(body: &str) -> Option<String> {
         } else if let Some(comment) = tag.strip_prefix('!') {
             // Keep the comment's line breaks so later lines keep their numbers.
             out.push_str(&"\n".repeat(comment.matches('\n').count()));
-        } else if let Some(section) = tag.strip_prefix(['#', '^', '/']) {
+        } else if let Some(name) = tag.strip_prefix('/').map(str::trim) {
+            consumed += standalone(&mut out, &rest[consumed..]);
+            match open_sections.pop() {
+                Some((opened, var)) if opened == name => {
+                    out.push_str(if var.is_some() { "{% endfor %}" } else { "{% endif %}" });
+                }
+                _ => return None,
+            }
+        } else if let Some(section) = tag.strip_prefix(['#', '^']) {
             let name = section.trim();
             let (prelude, value) = lookup(name, &scopes)?;
             consumed += standalone(&mut out, &rest[consumed..]);
@@ -117,16 +125,9 @@ fn mustache_to_jinja(body: &str) -> Option<String> {
                     "{{% set {set} = {value} %}}{{% for {var} in ({set} if {set} is sequence else ([{set}] if {set} else [])) %}}"
                 ));
                 open_sections.push((name, Some(var)));
-            } else if tag.starts_with('^') {
+            } else {
                 out.push_str(&format!("{{% if not {value} %}}"));
                 open_sections.push((name, None));
-            } else {
-                match open_sections.pop() {
-                    Some((opened, var)) if opened == name => {
-                        out.push_str(if var.is_some() { "{% endfor %}" } else { "{% endif %}" });
-                    }
-                    _ => return None,
-                }
             }
         } else if let Some(name) = tag.strip_prefix('&') {
             out.push_str(&print(lookup(name.trim(), &scopes)?));
