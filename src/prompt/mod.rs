@@ -418,10 +418,14 @@ fn compile(body: &str, path: &Path, line_offset: usize) -> Result<Environment<'s
 
 /// The template a body names (`{% extends "base.prompty" %}`), read from
 /// `dir`: a Prompty file's template (its front matter left out), any other
-/// file as written. `None` (template not found) when there is no such file.
+/// file as written. `None` (template not found) when there is no such file,
+/// and for a name that leaves `dir` (absolute, or through `..`): a name can
+/// come from a value (`{% include name %}`), and no input may read a file
+/// elsewhere on the host into a prompt.
 fn load_sibling(dir: &Path, name: &str) -> Result<Option<String>, minijinja::Error> {
+    let inside = Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)));
     let file = dir.join(name);
-    if !file.is_file() {
+    if !inside || !file.is_file() {
         return Ok(None);
     }
     let failed = |message: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message);

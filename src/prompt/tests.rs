@@ -650,3 +650,24 @@ fn plain_parts_render_as_minijinja_does() {
     assert!(plain_pieces("{{ q").is_none());
     assert!(plain_pieces("{{ q }}}}").is_none());
 }
+
+#[test]
+fn templates_are_loaded_only_from_the_prompt_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("prompts");
+    std::fs::create_dir_all(inner.join("parts")).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "SECRET").unwrap();
+    std::fs::write(inner.join("parts/rules.txt"), "be brief").unwrap();
+    let path = inner.join("p.prompty");
+    std::fs::write(&path, "---\nname: p\n---\nsystem:\n{% include name %}\n").unwrap();
+    let p = Prompty::load(&path).unwrap();
+    let got = p.render(&json!({"name": "parts/rules.txt"})).unwrap();
+    assert_eq!(got[0].content, "be brief");
+    for outside in ["../secret.txt", "parts/../../secret.txt"] {
+        let err = p.render(&json!({ "name": outside })).unwrap_err().to_string();
+        assert!(err.contains("not found"), "{outside}: {err}");
+    }
+    let absolute = dir.path().join("secret.txt");
+    let err = p.render(&json!({ "name": absolute.to_string_lossy() })).unwrap_err().to_string();
+    assert!(err.contains("not found"), "{err}");
+}
