@@ -825,6 +825,9 @@ async fn callers_that_hang_up_while_queued_give_their_places_back() {
         let hung_up = tokio::time::timeout(Duration::from_millis(30), c.ask(ask("hello"))).await;
         assert!(hung_up.is_err(), "a queued call was answered while the slot was held: {hung_up:?}");
     }
+    // The server learns of each hang-up when the client's reset arrives,
+    // a moment after the client gave up: every place comes back.
+    wait::wait_until("the hung-up callers' places to come back", wait::PATIENCE, || t.server.queued() == 0);
     // Two callers now fit in the queue and are answered in turn.
     let queued: Vec<_> = (0..2)
         .map(|_| {

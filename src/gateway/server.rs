@@ -227,6 +227,11 @@ impl ServerHandle {
         self.admission.in_flight()
     }
 
+    /// Callers waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.admission.queued()
+    }
+
     /// Waits until the server stops on its own (it normally does not).
     pub async fn wait(&mut self) -> Result<(), ServeError> {
         (&mut self.task).await?

@@ -191,6 +191,11 @@ impl Admission {
         self.max_in_flight.saturating_sub(self.slots.available_permits())
     }
 
+    /// Callers waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
     /// Who owns what a caller stores (its batch jobs): the hex SHA-256
     /// digest of its key, which stays the same when the key is relabelled
     /// or the key list reordered (an environment key's label is its
