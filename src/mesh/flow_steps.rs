@@ -257,7 +257,8 @@ async fn simple_step(
         PlannedStep::One(a) => {
             let attempt = state.attempt_of(run, &a.name, a.kind);
             let input = state.input(&a.name, a.kind, None, None)?;
-            let output = run.step(&a.name, input, attempt).await?;
+            let done = run.send(&a.name, input, attempt).await?;
+            let output = run.recorded(done);
             state.take(Cow::Borrowed(&a.name), a.kind, output)
         }
         PlannedStep::Parallel { members, merge } => fan_out(run, state, members, *merge).await,
@@ -298,7 +299,8 @@ async fn judge(run: &mut Run<'_>, state: &mut FlowState<'_>, judge: &PlannedAgen
             },
         };
         let attempt = run.next_attempt(&judge.name);
-        let output = run.step(&judge.name, input, attempt).await?;
+        let done = run.send(&judge.name, input, attempt).await?;
+        let output = run.recorded(done);
         if state.flow.keeps_outputs {
             state.outputs.push((judge.name.clone(), output.as_json()));
         }
@@ -312,7 +314,8 @@ async fn judge(run: &mut Run<'_>, state: &mut FlowState<'_>, judge: &PlannedAgen
         revisions += 1;
         let attempt = state.attempt_of(run, &writer, kind);
         let input = state.input(&writer, kind, Some(feedback), Some(draft.text))?;
-        let output = run.step(&writer, input, attempt).await?;
+        let done = run.send(&writer, input, attempt).await?;
+        let output = run.recorded(done);
         state.take(Cow::Owned(writer), kind, output)?;
     }
 }

@@ -98,7 +98,8 @@ async fn run_flow(plan: &Plan, ask: Ask, home: usize) -> Result<Answer, MeshErro
     let kept = history.as_deref().map_or(0, <[_]>::len);
     run.history = history;
     let route_query = search_query.clone().unwrap_or_else(|| query.clone());
-    let intent = match run.step(&plan.router, StepInput::Route { query: route_query }, 1).await? {
+    let routed = run.send(&plan.router, StepInput::Route { query: route_query }, 1).await?;
+    let intent = match run.recorded(routed) {
         StepOutput::Routed { intent } => intent,
         _ => return Err(unexpected(&plan.router, "intent")),
     };

@@ -96,16 +96,12 @@ impl<'a> Run<'a> {
         self.intent = intent.to_string();
     }
 
-    /// Runs one step and records it.
-    pub(super) async fn step(
-        &mut self,
-        agent: &str,
-        input: StepInput,
-        attempt: u32,
-    ) -> Result<StepOutput, MeshError> {
-        let (mut output, record) = self.send(agent, input, attempt).await?;
+    /// Records a step [`Run::send`] ran and gives back its output. Not an
+    /// `async fn` around `send`: one more level would hold and copy the
+    /// step's input and its reply once more.
+    pub(super) fn recorded(&mut self, (mut output, record): (StepOutput, StepRecord)) -> StepOutput {
         self.record(&mut output, record);
-        Ok(output)
+        output
     }
 
     /// Records a step: the tools it called first (they ended before it),

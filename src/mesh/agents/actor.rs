@@ -132,12 +132,18 @@ impl<K: KindLogic> Erased for Profiles<K> {
 }
 
 impl<K: KindLogic> Profiles<K> {
-    /// Runs one step, bounded by the agent's timeout and the request's
-    /// cancellation.
+    /// Runs one step with the profile of the request's variant, bounded by
+    /// the agent's timeout and the request's cancellation.
+    ///
+    /// One flat future: the kind's step is boxed and raced, as it is,
+    /// against the cancellation and a sleep. Nesting it in a timeout inside
+    /// an instrumented block inside another `async fn` taking the message
+    /// by value gave every layer its own copy of the kind's future and of
+    /// the message, each copied into the next as it was built (kilobytes
+    /// per step; see docs/performance.md, "Instructions are not time").
     async fn run(self: Arc<Self>, msg: RunStep) -> StepResult {
         let c = &self.common;
-        let cancel = msg.cancel.clone();
-        let timeout_ms = c.timeout.as_millis() as u64;
+        let started = Instant::now();
         let span = tracing::info_span!(
             parent: &msg.parent,
             "agent.step",
@@ -151,48 +157,41 @@ impl<K: KindLogic> Profiles<K> {
             meshops.variant = msg.variant.as_deref().unwrap_or(""),
             error.type = tracing::field::Empty,
         );
-        let started = Instant::now();
-        let result = async {
+        let variant = msg.variant.as_deref();
+        let logic = variant.and_then(|v| self.variants.get(v)).unwrap_or(&self.base);
+        // Set in place: the context is a few hundred bytes, and builder
+        // methods taking it by value would copy it once each.
+        let mut ctx = StepContext::new(&c.name, c.kind, msg.attempt, &msg.events, &msg.cancel);
+        ctx.set_variant(variant);
+        ctx.set_history(msg.history.as_deref().unwrap_or_default());
+        let outcome = {
+            // Boxed: a kind's step future is large (its model call and
+            // request inside); the span is entered around the box, so the
+            // model call's span is the step's child.
+            let kind_step = Box::pin(logic.step(&mut ctx, msg.input)).instrument(span.clone());
+            // The step is polled before its deadline, as a timeout would.
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => Err(MeshError::Cancelled),
-                r = tokio::time::timeout(c.timeout, self.step(msg)) => match r {
-                    Ok(result) => result,
-                    Err(_) => Err(MeshError::AgentTimeout { agent: c.name.clone(), timeout_ms }),
-                },
+                _ = msg.cancel.cancelled() => Err(MeshError::Cancelled),
+                r = kind_step => r,
+                () = tokio::time::sleep(c.timeout) => Err(MeshError::AgentTimeout {
+                    agent: c.name.clone(),
+                    timeout_ms: c.timeout.as_millis() as u64,
+                }),
+            }
+        };
+        let m = crate::telemetry::metrics::get();
+        m.step_duration.record(started.elapsed().as_secs_f64(), std::slice::from_ref(&c.agent_attr));
+        match outcome {
+            Ok(output) => Ok((output, ctx.finish(started))),
+            Err(e) => {
+                let kind = error_kind(&e);
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", kind);
+                m.errors.add(1, &[c.agent_attr.clone(), KeyValue::new(attr::ERROR_TYPE, kind)]);
+                Err(e)
             }
         }
-        .instrument(span.clone())
-        .await;
-        let m = crate::telemetry::metrics::get();
-        let agent_attr = c.agent_attr.clone();
-        m.step_duration.record(started.elapsed().as_secs_f64(), std::slice::from_ref(&agent_attr));
-        if let Err(e) = &result {
-            let kind = error_kind(e);
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", kind);
-            m.errors.add(1, &[agent_attr, KeyValue::new(attr::ERROR_TYPE, kind)]);
-        }
-        result
-    }
-
-    /// The step itself, with the profile of the request's variant.
-    async fn step(&self, msg: RunStep) -> StepResult {
-        let started = Instant::now();
-        let RunStep { variant, input, attempt, events, cancel, history, .. } = msg;
-        let logic = variant.as_deref().and_then(|v| self.variants.get(v)).unwrap_or(&self.base);
-        let mut ctx = StepContext::new(&self.common.name, self.common.kind, attempt, &events, &cancel)
-            .under(variant.as_deref())
-            .with_history(history.as_deref().unwrap_or_default());
-        // Boxed: a kind's step future is large (its model call and request
-        // inside), and the span, timeout, cancellation and panic catching
-        // around it would otherwise each copy it whole as they are built.
-        // Bound before it is awaited: a temporary in the `.await`
-        // expression itself would keep room for the unboxed future in this
-        // future's state (and it would be copied in and out of it).
-        let kind_step = Box::pin(logic.step(&mut ctx, input));
-        let output = kind_step.await?;
-        Ok((output, ctx.finish(started)))
     }
 }
 

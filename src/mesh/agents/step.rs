@@ -94,11 +94,10 @@ impl<'a> StepContext<'a> {
         Self { agent, kind, events, cancel, record, variant: None, history: &[] }
     }
 
-    /// The same context, for a request under `variant` (an agent called
-    /// as a tool runs under it too).
-    pub fn under(mut self, variant: Option<&'a str>) -> Self {
+    /// Sets the variant the request runs under (an agent called as a
+    /// tool runs under it too).
+    pub fn set_variant(&mut self, variant: Option<&'a str>) {
         self.variant = variant;
-        self
     }
 
     /// The variant the request runs under.
@@ -106,11 +105,10 @@ impl<'a> StepContext<'a> {
         self.variant
     }
 
-    /// The same context, for a turn of a conversation with these earlier
-    /// turns: every model call gets them as prior messages.
-    pub fn with_history(mut self, history: &'a [Turn]) -> Self {
+    /// Sets the conversation's earlier turns: every model call gets them
+    /// as prior messages.
+    pub fn set_history(&mut self, history: &'a [Turn]) {
         self.history = history;
-        self
     }
 
     /// The agent's name.
@@ -137,7 +135,10 @@ impl<'a> StepContext<'a> {
         vars: Value,
         hint: TaskHint,
     ) -> Result<LlmResponse, MeshError> {
-        self.call_with(model, vars, hint, false).await
+        // Not through a shared helper: each `async fn` level would hold
+        // and copy the request future once more.
+        let request = self.request(model, vars, hint)?;
+        self.complete(model, &request, false).await
     }
 
     /// [`StepContext::call`], also sending the model's text to the events
@@ -149,18 +150,8 @@ impl<'a> StepContext<'a> {
         vars: Value,
         hint: TaskHint,
     ) -> Result<LlmResponse, MeshError> {
-        self.call_with(model, vars, hint, true).await
-    }
-
-    async fn call_with(
-        &mut self,
-        model: &Model,
-        vars: Value,
-        hint: TaskHint,
-        stream: bool,
-    ) -> Result<LlmResponse, MeshError> {
         let request = self.request(model, vars, hint)?;
-        self.complete(model, &request, stream).await
+        self.complete(model, &request, true).await
     }
 
     /// The request for one call of `model`: its prompt rendered with
